@@ -1,0 +1,7 @@
+"""iexact: train graph neural networks with compressed saved activations."""
+from .config import CompressionConfig
+from .quant import PackedActivation, compress, decompress
+
+__version__ = "0.1.0"
+
+__all__ = ["CompressionConfig", "PackedActivation", "compress", "decompress", "__version__"]

@@ -1,0 +1,130 @@
+r"""Compression settings: one frozen, validated dataclass passed explicitly.
+
+A :class:`CompressionConfig` says how every saved activation is stored:
+random projection of the feature axis by ``rp_ratio``, then block-wise
+stochastic quantization to ``bits`` bits per element with one ``(min, step)``
+pair per block of ``block_size`` elements, rounded onto ``levels``.
+"""
+from __future__ import annotations
+
+import dataclasses
+import math
+from typing import Union
+
+import torch
+
+BlockSize = Union[int, str]
+
+ALLOWED_BITS = (1, 2, 4, 8)
+ALLOWED_LEVELS = ("uniform", "optimal")
+SCALE_DTYPES = {
+    "bfloat16": torch.bfloat16,
+    "float16": torch.float16,
+    "float32": torch.float32,
+}
+
+
+def _invalid(field: str, value, allowed: str) -> ValueError:
+    return ValueError(
+        f"CompressionConfig.{field}={value!r} is invalid: {field} must be {allowed}"
+    )
+
+
+@dataclasses.dataclass(frozen=True)
+class CompressionConfig:
+    r"""How saved activations are compressed.
+
+    A saved activation :math:`H \in \mathbb{R}^{N \times D}` is stored as
+
+    .. math::
+        Z = H P, \quad P \in \{\pm 1/\sqrt{k}\}^{D \times k},\;
+        k = \lceil D / R \rceil
+
+    (skipped when ``rp_ratio == 1`` or :math:`k \ge D`), then :math:`Z` is
+    flattened row-major, cut into blocks of :math:`G` elements, and every
+    element becomes a ``bits``-bit code of its block's range
+    :math:`[m, M]` on the normalized axis :math:`u = (z - m) B / (M - m)`,
+    :math:`B = 2^b - 1`.
+
+    Args:
+        bits (int, optional): bits per stored element, one of 1, 2, 4, 8.
+            (default: :obj:`2`)
+        block_size (int or str, optional): elements per quantization block
+            :math:`G`, or ``"row"`` for one block per (projected) row as in
+            EXACT. (default: :obj:`256`)
+        rp_ratio (float, optional): random-projection ratio :math:`R \ge 1`;
+            ``1`` disables the projection. (default: :obj:`8`)
+        levels (str, optional): ``"uniform"`` (:math:`\ell_i = i`) or
+            ``"optimal"`` (minimal expected rounding variance under the
+            clipped-normal model, see :func:`iexact.quant.optimal_levels`).
+            (default: :obj:`"optimal"`)
+        scale_dtype (torch.dtype or str, optional): dtype of the per-block
+            min and step: ``torch.bfloat16``, ``torch.float16`` or
+            ``torch.float32`` (or their names). (default: :obj:`torch.bfloat16`)
+
+    Stored bytes for an :math:`N \times D` activation: :math:`\lceil N k b / 8
+    \rceil` for the codes plus :math:`2 \cdot \mathrm{sizeof(scale)}` per block
+    plus 8 for the projection seed.
+    """
+
+    bits: int = 2
+    block_size: BlockSize = 256
+    rp_ratio: float = 8
+    levels: str = "optimal"
+    scale_dtype: torch.dtype = torch.bfloat16
+
+    def __post_init__(self) -> None:
+        if type(self.bits) is not int or self.bits not in ALLOWED_BITS:
+            raise _invalid("bits", self.bits, "one of 1, 2, 4, 8")
+        block = self.block_size
+        if isinstance(block, str):
+            if block != "row":
+                raise _invalid("block_size", block, 'a positive int or "row"')
+        elif isinstance(block, bool) or not isinstance(block, int) or block < 1:
+            raise _invalid("block_size", block, 'a positive int or "row"')
+        ratio = self.rp_ratio
+        if (
+            isinstance(ratio, bool)
+            or not isinstance(ratio, (int, float))
+            or not math.isfinite(ratio)
+            or ratio < 1
+        ):
+            raise _invalid("rp_ratio", ratio, "a finite number >= 1 (1 = no projection)")
+        if self.levels not in ALLOWED_LEVELS:
+            raise _invalid("levels", self.levels, 'one of "uniform", "optimal"')
+        scale = self.scale_dtype
+        if isinstance(scale, str) and scale in SCALE_DTYPES:
+            object.__setattr__(self, "scale_dtype", SCALE_DTYPES[scale])
+        elif scale not in SCALE_DTYPES.values():
+            raise _invalid(
+                "scale_dtype", scale, "torch.bfloat16, torch.float16 or torch.float32"
+            )
+
+    def block_elements(self, row_width: int) -> int:
+        """Elements per block for rows of ``row_width`` (projected) elements."""
+        return max(row_width, 1) if self.block_size == "row" else self.block_size
+
+    @classmethod
+    def exact(cls) -> "CompressionConfig":
+        """EXACT (Liu et al., 2022): INT2, one block per row, projection 8, uniform levels."""
+        return cls(bits=2, block_size="row", rp_ratio=8, levels="uniform")
+
+    @classmethod
+    def iexact(cls) -> "CompressionConfig":
+        """Block-wise EXACT (Eliassen & Selvan, 2023): INT2, blocks of 1024, projection 8, optimal levels."""
+        return cls(bits=2, block_size=1024, rp_ratio=8, levels="optimal")
+
+    @classmethod
+    def default(cls) -> "CompressionConfig":
+        """The library default (see the README's preset table for the measurement)."""
+        return cls()
+
+    @classmethod
+    def preset(cls, name: str) -> "CompressionConfig":
+        """The preset called ``name``: ``"exact"``, ``"iexact"`` or ``"default"``."""
+        presets = {"exact": cls.exact, "iexact": cls.iexact, "default": cls.default}
+        if name not in presets:
+            raise ValueError(
+                f"unknown preset {name!r}: expected one of {', '.join(sorted(presets))}"
+            )
+        return presets[name]()

@@ -1,0 +1,269 @@
+r"""Reference block-wise stochastic quantization in plain PyTorch.
+
+A flat float32 tensor :math:`z` of :math:`n` elements is cut into blocks of
+:math:`G` consecutive elements (the last one may be shorter). Block
+:math:`i` keeps :math:`m_i` and :math:`s_i \ge M_i - m_i` in the scale dtype,
+rounded outward (:math:`m_i` down, :math:`s_i` up) so that every element maps
+into :math:`[0, B]` on the axis
+
+.. math::
+    u = (z - m_i) \, B / s_i, \qquad B = 2^b - 1.
+
+With levels :math:`\ell_0 = 0 < \dots < \ell_B = B`, an element with
+:math:`u \in [\ell_j, \ell_{j+1}]` gets code :math:`j + 1` with probability
+:math:`(u - \ell_j) / (\ell_{j+1} - \ell_j)`, else :math:`j`, so
+:math:`\mathbb{E}[\ell_{\text{code}}] = u`, with variance
+:math:`(u - \ell_j)(\ell_{j+1} - u)`. Codes are packed :math:`8/b` per byte,
+first code in the lowest bits. Decoding is
+:math:`\hat z = m_i + \ell_{\text{code}} \, s_i / B`.
+
+Everything here works on any device; :mod:`iexact.kernels` swaps in fused
+Triton kernels on CUDA.
+"""
+from __future__ import annotations
+
+import math
+import sys
+
+import torch
+import torch.nn.functional as F
+
+if sys.byteorder != "little":  # packing reinterprets code bytes as wider integers
+    raise ImportError("iexact's bit packing needs a little-endian machine")
+
+_WORD_DTYPE = {2: torch.int16, 4: torch.int32, 8: torch.int64}  # codes per byte -> word
+NOISE_BITS = 16  # random bits per element for stochastic rounding
+
+
+def codes_per_byte(bits: int) -> int:
+    return 8 // bits
+
+
+def packed_size(numel: int, bits: int) -> int:
+    r""":math:`\lceil n b / 8 \rceil`: bytes of the packed codes."""
+    return math.ceil(numel * bits / 8)
+
+
+def num_blocks(numel: int, block_size: int) -> int:
+    return math.ceil(numel / block_size)
+
+
+def _segments(flat: torch.Tensor, block_size: int):
+    """``(first_block, view)``: the full blocks as an ``(n // G, G)`` view, then
+    the shorter tail block, if any, as ``(1, n % G)``."""
+    full_blocks = flat.numel() // block_size
+    full = full_blocks * block_size
+    yield 0, flat[:full].view(full_blocks, block_size)
+    if full < flat.numel():
+        yield full_blocks, flat[full:].view(1, -1)
+
+
+def block_min_max(z: torch.Tensor, block_size: int) -> tuple[torch.Tensor, torch.Tensor]:
+    """Per-block min and max of the flat tensor ``z``.
+
+    Shapes:
+        - **input:** :math:`(n,)`
+        - **output:** two :math:`(\\lceil n / G \\rceil,)` tensors of ``z.dtype``
+    """
+    # amin + amax: two vectorized passes, several times faster on CPU than aminmax
+    mins, maxs = zip(*((seg.amin(dim=1), seg.amax(dim=1)) for _, seg in _segments(z, block_size)))
+    if len(mins) == 1:
+        return mins[0], maxs[0]
+    return torch.cat(mins), torch.cat(maxs)
+
+
+def stored_scales(
+    mins: torch.Tensor, maxs: torch.Tensor, scale_dtype: torch.dtype
+) -> tuple[torch.Tensor, torch.Tensor]:
+    r"""Per-block min and step rounded outward into ``scale_dtype``.
+
+    :math:`m` is the largest representable value :math:`\le` the block min and
+    :math:`s` the smallest representable value :math:`\ge M - m`, so quantizing
+    with the stored values keeps every :math:`u` inside :math:`[0, B]` and the
+    estimate unbiased. A constant block whose value the scale dtype holds
+    exactly gets :math:`s = 0` and decodes exactly.
+    """
+    low = mins.to(scale_dtype)
+    low = torch.where(low.float() > mins, torch.nextafter(low, torch.full_like(low, -math.inf)), low)
+    spread = maxs - low.float()
+    step = spread.to(scale_dtype)
+    step = torch.where(step.float() < spread, torch.nextafter(step, torch.full_like(step, math.inf)), step)
+    return low, step
+
+
+def _is_uniform(levels: tuple[float, ...]) -> bool:
+    return levels == tuple(float(i) for i in range(len(levels)))
+
+
+def _hinges(levels: tuple[float, ...], shift: float) -> tuple[float, list[tuple[float, float, float]]]:
+    r"""The map :math:`u \mapsto` position between level indices,
+    :math:`j + (u - \ell_j)/(\ell_{j+1} - \ell_j)`, as a sum of hinges.
+
+    With slopes :math:`s_j = 1/(\ell_{j+1} - \ell_j)` the map is
+    :math:`s_0 u + \sum_{j \ge 1} (s_j - s_{j-1}) \max(u - \ell_j, 0)`.
+    In the variable :math:`v = s_0 u + \text{shift}` it reads
+    :math:`v - \text{shift} + \sum_j g_j \,\mathrm{clamp}(v - c_j, 0, w_j)`,
+    and two consecutive hinges of opposite gain (symmetric levels) merge into
+    one clamp of finite width.
+
+    Returns:
+        :math:`s_0` and a list of ``(c_j, w_j, g_j)``.
+    """
+    slopes = [1.0 / (hi - lo) for lo, hi in zip(levels[:-1], levels[1:])]
+    s0 = slopes[0]
+    raw = [(shift + s0 * levels[j], (slopes[j] - slopes[j - 1]) / s0) for j in range(1, len(levels) - 1)]
+    hinges = []
+    while raw:
+        start, gain = raw.pop(0)
+        if raw and abs(raw[0][1] + gain) <= 1e-9 * abs(gain):
+            hinges.append((start, raw.pop(0)[0] - start, gain))
+        else:
+            hinges.append((start, math.inf, gain))
+    return s0, hinges
+
+
+def _bucketized_position(u: torch.Tensor, levels: tuple[float, ...]) -> torch.Tensor:
+    r""":math:`j + (u - \ell_j) s_j` by binary search (many levels)."""
+    table = torch.tensor(levels, dtype=torch.float32, device=u.device)
+    slopes = (table[1:] - table[:-1]).reciprocal_()
+    index = torch.bucketize(u, table[1:-1], right=True)
+    return (u - table[index]).mul_(slopes[index]).add_(index)
+
+
+def draw_rounding_noise(numel: int, generator: torch.Generator, device) -> torch.Tensor:
+    r"""``numel`` uniform 16-bit integers (int16 view of 64-bit draws).
+
+    They stand for the offsets :math:`(r + 2^{15} + 1/2) / 2^{16} \in (0, 1)`,
+    so the rounding probability of every element is exact up to
+    :math:`2^{-17}` of its level gap.
+    """
+    words = math.ceil(numel * NOISE_BITS / 64)
+    raw = torch.empty(words, dtype=torch.int64, device=device)
+    raw.random_(-(2**63), None, generator=generator)
+    return raw.view(torch.int16)[:numel]
+
+
+def quantize_pack(
+    z: torch.Tensor,
+    mins: torch.Tensor,
+    steps: torch.Tensor,
+    block_size: int,
+    bits: int,
+    levels: tuple[float, ...],
+    *,
+    generator: torch.Generator | None = None,
+    noise: torch.Tensor | None = None,
+) -> torch.Tensor:
+    r"""Stochastically round the flat tensor ``z`` onto ``levels`` per block and
+    pack the codes.
+
+    Args:
+        z (torch.Tensor): flat float32 values, :math:`(n,)`; overwritten.
+        mins, steps (torch.Tensor): stored per-block min and step,
+            :math:`(\lceil n/G \rceil,)` (see :func:`stored_scales`).
+        block_size (int): :math:`G`.
+        bits (int): :math:`b \in \{1, 2, 4, 8\}`.
+        levels (tuple of float): the :math:`2^b` levels.
+        generator (torch.Generator, optional): source of the rounding noise.
+        noise (torch.Tensor, optional): explicit uniform offsets in
+            :math:`[0, 1)`, :math:`(n,)` float32, instead of drawn noise (to
+            compare implementations with the noise fixed).
+
+    Returns:
+        uint8 tensor of :math:`\lceil n b / 8 \rceil` bytes.
+    """
+    numel = z.numel()
+    top = 2**bits - 1
+    per_byte = codes_per_byte(bits)
+    codes = torch.empty(math.ceil(numel / per_byte) * per_byte, dtype=torch.uint8, device=z.device)
+    codes[numel:].zero_()
+    if noise is None:
+        offsets = draw_rounding_noise(numel, generator, z.device)
+        offset_scale, shift = 2.0**-NOISE_BITS, 0.5 + 2.0 ** -(NOISE_BITS + 1)
+    else:
+        offsets, offset_scale, shift = noise, 1.0, 0.0
+    # u = (z - m) B / s lies in [0, B(1 + 2 eps)]: m rounds down and s up
+    many_levels = len(levels) > 4 and not _is_uniform(levels)
+    s0, hinges = (1.0, []) if _is_uniform(levels) or many_levels else _hinges(levels, shift)
+    gain = torch.where(steps > 0, (top * s0) / steps.float(), torch.zeros((), device=z.device))
+    bias = (shift if not many_levels else 0.0) - mins.float() * gain
+    for first, segment in _segments(z, block_size):
+        rows, width = segment.shape
+        start, end = first * block_size, first * block_size + rows * width
+        # v = s0 u + shift, one multiply-add per element
+        v = segment.mul_(gain[first : first + rows, None]).add_(bias[first : first + rows, None])
+        for threshold, span, slope_change in hinges:
+            v.add_((v - threshold).clamp_(0.0, span), alpha=slope_change)
+        if many_levels:
+            v = _bucketized_position(v, levels).add_(shift)
+        v.add_(offsets[start:end].view(rows, width), alpha=offset_scale)
+        if bits == 8:  # float32 spacing at 255 is 2**-16: B + offset may round up to 256
+            v.clamp_(max=float(top))
+        codes[start:end].view(rows, width).copy_(v)  # truncation = floor, as v >= 0
+    return pack_codes(codes, bits)
+
+
+def pack_codes(codes: torch.Tensor, bits: int) -> torch.Tensor:
+    r"""Pack ``codes`` (uint8, each :math:`< 2^b`, length a multiple of
+    :math:`8/b`) into bytes, first code in the lowest bits.
+
+    The bytes holding one output byte's codes are read as one little-endian
+    word and folded with shift-or steps: :math:`\log_2(8/b)` passes.
+    """
+    per_byte = codes_per_byte(bits)
+    if per_byte == 1:
+        return codes
+    word = codes.view(_WORD_DTYPE[per_byte])
+    for step in range(per_byte.bit_length() - 1):  # log2(8/b) folds
+        word = word | (word >> ((8 - bits) << step))
+    return word.to(torch.uint8)
+
+
+def _byte_table(levels: tuple[float, ...], bits: int, device) -> torch.Tensor:
+    """``table[byte, i]`` = level of the ``i``-th code in ``byte``: ``(256, 8/b)``."""
+    byte = torch.arange(256, device=device).unsqueeze(1)
+    shifts = torch.arange(codes_per_byte(bits), device=device) * bits
+    values = torch.tensor(levels, dtype=torch.float32, device=device)
+    return values[(byte >> shifts) & (2**bits - 1)]
+
+
+def unpack_levels(packed: torch.Tensor, bits: int, levels: tuple[float, ...]) -> torch.Tensor:
+    r""":math:`\ell_{\text{code}}` of every code in ``packed``: one gather from
+    a 256-row table per byte.
+
+    Returns:
+        float32 :math:`(8/b \cdot \text{bytes},)`; codes past the stored
+        elements are padding.
+    """
+    return F.embedding(packed.to(torch.int32), _byte_table(levels, bits, packed.device)).view(-1)
+
+
+def unpack_codes(packed: torch.Tensor, bits: int, numel: int) -> torch.Tensor:
+    """The first ``numel`` codes of ``packed`` as uint8 (inverse of :func:`pack_codes`)."""
+    indices = tuple(float(i) for i in range(2**bits))
+    return unpack_levels(packed, bits, indices)[:numel].to(torch.uint8)
+
+
+def unpack_dequantize(
+    packed: torch.Tensor,
+    mins: torch.Tensor,
+    steps: torch.Tensor,
+    block_size: int,
+    bits: int,
+    levels: tuple[float, ...],
+    numel: int,
+) -> torch.Tensor:
+    r""":math:`\hat z = m_i + \ell_{\text{code}} \, s_i / B` for the first
+    ``numel`` elements.
+
+    Returns:
+        float32 :math:`(n,)`.
+    """
+    values = unpack_levels(packed, bits, levels)[:numel]
+    scale = steps.float() / (2**bits - 1)
+    offset = mins.float()
+    for first, segment in _segments(values, block_size):
+        rows = segment.shape[0]
+        segment.mul_(scale[first : first + rows].unsqueeze(1))
+        segment.add_(offset[first : first + rows].unsqueeze(1))
+    return values

@@ -1,0 +1,156 @@
+r"""``compress`` / ``decompress``: projection, then block-wise quantization.
+
+.. math::
+    \text{compress}(H) = \text{pack}(\text{round}(\text{blocks}(H P))), \qquad
+    \text{decompress} = \hat Z P^\top, \qquad
+    \mathbb{E}[\text{decompress}(\text{compress}(H))] = H.
+
+On CPU both directions stream over chunks of rows small enough to stay in
+cache (projection, block ranges, rounding and packing of one chunk before the
+next), so no full-size temporary is ever allocated; on CUDA the whole tensor
+is one chunk.
+"""
+from __future__ import annotations
+
+import math
+
+import torch
+
+from .. import kernels
+from ..config import CompressionConfig
+from . import blockwise
+from .levels import levels_for
+from .packed import PackedActivation
+from .projection import projected_width, rademacher
+
+_SEED_LIMIT = 2**62
+_CPU_CHUNK_ELEMENTS = 2**17  # stored elements per chunk on CPU: 512 KiB of float32
+
+
+def _new_seed() -> int:
+    """A seed from torch's global generator, so ``torch.manual_seed`` makes runs repeatable."""
+    return int(torch.randint(0, _SEED_LIMIT, (), dtype=torch.int64).item())
+
+
+def _chunk_elements(numel: int, width: int, block_size: int, device: torch.device) -> int:
+    """Elements per chunk: whole rows, whole blocks and whole bytes (a multiple
+    of ``lcm(width, G, 8)``), about :data:`_CPU_CHUNK_ELEMENTS` on CPU."""
+    if device.type != "cpu" or numel == 0:
+        return max(numel, 1)
+    unit = math.lcm(width, block_size, 8)
+    return max(1, _CPU_CHUNK_ELEMENTS // unit) * unit
+
+
+def compress(x: torch.Tensor, config: CompressionConfig, seed: int | None = None) -> PackedActivation:
+    r"""Compress ``x`` as ``config`` says.
+
+    The last dimension is the feature axis :math:`D`; all others are rows.
+
+    Args:
+        x (torch.Tensor): floating-point tensor of any shape, finite.
+        config (CompressionConfig): how to compress.
+        seed (int, optional): seed of the projection and of the rounding
+            noise, in :math:`[0, 2^{62})`; drawn from torch's global generator
+            when ``None``.
+
+    Shapes:
+        - **input:** :math:`(*, D)`
+        - **output:** a :class:`PackedActivation` of
+          :math:`\lceil N k b / 8 \rceil` code bytes and
+          :math:`2 \lceil N k / G \rceil` scales.
+
+    Raises:
+        TypeError: ``x`` is not floating point, or ``config`` is no
+            :class:`CompressionConfig`.
+        ValueError: ``x`` holds NaN or Inf (or values whose block range or
+            projection overflows); ``seed`` is out of range.
+    """
+    if not isinstance(config, CompressionConfig):
+        raise TypeError(f"config must be an iexact.CompressionConfig, got {type(config).__name__}")
+    if not x.is_floating_point():
+        raise TypeError(f"compress needs a floating-point tensor, got dtype {x.dtype}")
+    if seed is None:
+        seed = _new_seed()
+    elif isinstance(seed, bool) or not isinstance(seed, int) or not 0 <= seed < _SEED_LIMIT:
+        raise ValueError(f"seed={seed!r} is invalid: seed must be an int in [0, 2**62)")
+    width = x.shape[-1] if x.dim() else 1
+    rows = x.numel() // width if width else 0
+    k = projected_width(width, config.rp_ratio) if width else None
+    stored_width = k or width
+    block_size = config.block_elements(stored_width)
+    levels = levels_for(config.levels, config.bits, block_size)
+    numel = rows * stored_width
+    codes = torch.empty(blockwise.packed_size(numel, config.bits), dtype=torch.uint8, device=x.device)
+    blocks = blockwise.num_blocks(numel, block_size)
+    mins = torch.empty(blocks, dtype=config.scale_dtype, device=x.device)
+    steps = torch.empty(blocks, dtype=config.scale_dtype, device=x.device)
+    projection = rademacher(width, k, seed, x.device)[0] if k is not None else None
+    rows_view = x.reshape(rows, width)
+    chunk = _chunk_elements(numel, stored_width, block_size, x.device)
+    for start in range(0, numel, chunk):
+        end = min(start + chunk, numel)
+        part = rows_view[start // stored_width : end // stored_width]
+        if projection is None:
+            z = part.to(torch.float32, copy=True).view(-1)
+        else:
+            z = torch.mm(part if part.dtype == torch.float32 else part.float(), projection).view(-1)
+        low, high = blockwise.block_min_max(z, block_size)
+        first, last = start // block_size, start // block_size + low.numel()
+        mins[first:last], steps[first:last] = blockwise.stored_scales(low, high, config.scale_dtype)
+        codes[start * config.bits // 8 : blockwise.packed_size(end, config.bits)] = kernels.quantize_pack(
+            z, mins[first:last], steps[first:last], block_size, config.bits, levels, seed, start
+        )
+    # NaN or Inf anywhere in a block makes its step NaN or Inf: one check at the end
+    if not bool(torch.isfinite(steps).all()):
+        where = " after the random projection" if k is not None else ""
+        raise ValueError(
+            f"cannot compress a tensor of shape {tuple(x.shape)}: it holds NaN or Inf{where} "
+            f"(or values whose block range overflows {config.scale_dtype})"
+        )
+    return PackedActivation(codes, mins, steps, x.shape, x.dtype, config.bits, block_size, levels, k, seed)
+
+
+def decompress(packed: PackedActivation, out: torch.Tensor | None = None) -> torch.Tensor:
+    r"""The unbiased estimate :math:`\hat H = \hat Z P^\top` of the compressed tensor.
+
+    Args:
+        packed (PackedActivation): what :func:`compress` returned.
+        out (torch.Tensor, optional): contiguous tensor of the original shape,
+            dtype and device to write into. On CPU, reusing one saves the
+            page faults of a fresh allocation, which for large outputs cost
+            more than the arithmetic.
+
+    Shapes:
+        - **output:** the original shape and dtype.
+    """
+    if out is None:
+        out = torch.empty(packed.shape, dtype=packed.dtype, device=packed.device)
+    elif (out.shape != packed.shape or out.dtype != packed.dtype
+          or not out.is_contiguous() or out.device != packed.device):
+        raise ValueError(
+            f"out must be a contiguous {packed.dtype} tensor of shape {tuple(packed.shape)} on "
+            f"{packed.device}, got {out.dtype} {tuple(out.shape)} on {out.device}"
+        )
+    k = packed.projected_width
+    stored_width = k or packed.width
+    numel = packed.numel
+    rows_out = out.view(packed.rows, packed.width)
+    projection_t = rademacher(packed.width, k, packed.seed, packed.device)[1] if k is not None else None
+    chunk = _chunk_elements(numel, stored_width, packed.block_size, packed.device)
+    for start in range(0, numel, chunk):
+        end = min(start + chunk, numel)
+        first = start // packed.block_size
+        last = blockwise.num_blocks(end, packed.block_size)
+        z = kernels.unpack_dequantize(
+            packed.codes[start * packed.bits // 8 : blockwise.packed_size(end, packed.bits)],
+            packed.mins[first:last], packed.steps[first:last],
+            packed.block_size, packed.bits, packed.levels, end - start,
+        ).view(-1, stored_width)
+        target = rows_out[start // stored_width : end // stored_width]
+        if projection_t is None:
+            target.copy_(z)
+        elif target.dtype == torch.float32:
+            torch.mm(z, projection_t, out=target)
+        else:
+            target.copy_(torch.mm(z, projection_t))
+    return out

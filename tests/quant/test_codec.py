@@ -1,0 +1,198 @@
+import math
+
+import pytest
+import torch
+
+from iexact import CompressionConfig, compress, decompress
+from iexact.quant.projection import projected_width
+
+
+def _mean_and_standard_error(x, config, draws, device):
+    total = torch.zeros(x.shape, dtype=torch.float64, device=device)
+    squares = torch.zeros_like(total)
+    for seed in range(draws):
+        estimate = decompress(compress(x, config, seed=seed)).double()
+        total += estimate
+        squares += estimate**2
+    mean = total / draws
+    variance = (squares / draws - mean**2).clamp(min=0) * draws / (draws - 1)
+    return mean, (variance / draws).sqrt()
+
+
+@pytest.mark.parametrize("bits", [1, 2, 4, 8])
+@pytest.mark.parametrize("levels", ["uniform", "optimal"])
+@pytest.mark.parametrize("rp_ratio", [1, 4])
+def test_unbiased_over_many_draws(bits, levels, rp_ratio, device):
+    torch.manual_seed(0)
+    x = torch.randn(8, 12, device=device) + 0.5
+    config = CompressionConfig(bits=bits, block_size=20, rp_ratio=rp_ratio, levels=levels)
+    mean, standard_error = _mean_and_standard_error(x, config, 1000, device)
+    _assert_within_four_standard_errors(mean, standard_error, x, 1000)
+
+
+def _assert_within_four_standard_errors(mean, standard_error, x, draws):
+    error = (mean - x.double()).abs()
+    # an element that never changed over the draws sits within ~1/draws of a
+    # level (block extremes): its rare other outcome was not observed
+    frozen = standard_error == 0
+    assert torch.all(error[frozen] <= 10 * (x.max() - x.min()).double() / draws)
+    assert torch.all(error[~frozen] <= 4 * standard_error[~frozen])
+    # and all elements together: a small bias shared by many elements shows here
+    z_scores = (mean - x.double())[~frozen] / standard_error[~frozen]
+    assert abs(z_scores.sum().item()) <= 4 * z_scores.numel() ** 0.5
+
+
+def test_unbiased_where_scale_rounding_would_bias():
+    # a narrow block far from 0: bf16 rounds its min by ~100x its range, so
+    # rounding to nearest instead of outward would push values off [0, B]
+    torch.manual_seed(1)
+    x = 1.00390625 + 1e-4 * torch.rand(8, 16)
+    config = CompressionConfig(bits=2, block_size=16, rp_ratio=1, levels="optimal")
+    mean, standard_error = _mean_and_standard_error(x, config, 1000, "cpu")
+    _assert_within_four_standard_errors(mean, standard_error, x, 1000)
+
+
+def test_variance_of_projection_matches_rademacher_formula():
+    # no quantization noise to speak of at 8 bits: Var(H_hat_ij) = (|h_i|^2 - h_ij^2) / k
+    torch.manual_seed(2)
+    x = torch.randn(4, 32)
+    config = CompressionConfig(bits=8, block_size=8, rp_ratio=4)
+    samples = torch.stack([decompress(compress(x, config, seed=s)).double() for s in range(3000)])
+    k = projected_width(32, 4)
+    expected = ((x.double() ** 2).sum(1, keepdim=True) - x.double() ** 2) / k
+    assert samples.var(0).sum() / expected.sum() == pytest.approx(1.0, abs=0.05)
+
+
+@pytest.mark.parametrize(
+    "shape, config",
+    [
+        ((169, 128), CompressionConfig.iexact()),
+        ((169, 128), CompressionConfig.exact()),
+        ((1000, 33), CompressionConfig(bits=1, block_size=100, rp_ratio=1)),
+        ((7, 5, 9), CompressionConfig(bits=4, block_size=13, rp_ratio=2, scale_dtype=torch.float32)),
+        ((1,), CompressionConfig(bits=8)),
+    ],
+)
+def test_nbytes_is_the_exact_byte_count(shape, config, device):
+    x = torch.randn(shape, device=device)
+    packed = compress(x, config, seed=0)
+    width = shape[-1]
+    k = projected_width(width, config.rp_ratio) or width
+    numel = math.prod(shape[:-1]) * k
+    block = config.block_elements(k)
+    scale_bytes = torch.empty(0, dtype=config.scale_dtype).element_size()
+    seed_bytes = 8 if packed.projected_width else 0
+    expected = math.ceil(numel * config.bits / 8) + 2 * math.ceil(numel / block) * scale_bytes + seed_bytes
+    assert packed.nbytes == expected
+    # nothing else is held: codes are uint8, scales in the scale dtype, one pair per block
+    assert packed.codes.dtype == torch.uint8 and packed.codes.numel() == math.ceil(numel * config.bits / 8)
+    assert packed.mins.dtype == packed.steps.dtype == config.scale_dtype
+    assert packed.mins.numel() == packed.steps.numel() == math.ceil(numel / block)
+
+
+def test_tail_block_is_quantized_not_kept():
+    x = torch.randn(1, 1000)
+    packed = compress(x, CompressionConfig(bits=2, block_size=64, rp_ratio=1), seed=0)
+    tail = decompress(packed)[0, 960:]  # the 40-element tail block
+    assert tail.unique().numel() <= 4
+    assert not torch.equal(tail, x[0, 960:])
+
+
+@pytest.mark.parametrize("scale_dtype", [torch.bfloat16, torch.float16, torch.float32])
+@pytest.mark.parametrize("value", [0.0, 0.5, -3.0, 1024.0])
+def test_constant_blocks_round_trip_exactly(scale_dtype, value, device):
+    x = torch.full((40, 8), value, device=device)
+    config = CompressionConfig(bits=2, block_size=16, rp_ratio=1, scale_dtype=scale_dtype)
+    assert torch.equal(decompress(compress(x, config)), x)
+
+
+def test_constant_blocks_of_any_float32_value_are_exact_with_float32_scales():
+    x = torch.full((10, 10), 0.1234567)
+    config = CompressionConfig(bits=2, block_size=25, rp_ratio=1, scale_dtype=torch.float32)
+    assert torch.equal(decompress(compress(x, config)), x)
+
+
+def test_constant_block_of_unrepresentable_value_stays_within_the_scale_resolution():
+    x = torch.full((10, 10), 0.1234567)
+    estimate = decompress(compress(x, CompressionConfig(bits=2, block_size=25, rp_ratio=1)))
+    assert torch.all((estimate - x).abs() <= 2**-8 * 0.1234567)
+
+
+def test_one_element():
+    x = torch.tensor([[3.25]])
+    assert torch.equal(decompress(compress(x, CompressionConfig(rp_ratio=1))), x)
+    assert decompress(compress(x, CompressionConfig())).shape == (1, 1)
+
+
+def test_width_below_rp_ratio_projects_to_one_column():
+    x = torch.randn(50, 3)
+    packed = compress(x, CompressionConfig(rp_ratio=8), seed=0)
+    assert packed.projected_width == 1
+    assert decompress(packed).shape == x.shape
+
+
+def test_projection_is_skipped_where_it_would_not_narrow():
+    assert projected_width(16, 1) is None
+    assert projected_width(2, 1.5) is None
+    assert projected_width(128, 8) == 16
+
+
+@pytest.mark.parametrize("dtype", [torch.float16, torch.bfloat16, torch.float64])
+def test_low_and_high_precision_inputs(dtype):
+    torch.manual_seed(3)
+    x = torch.randn(64, 32).to(dtype)
+    config = CompressionConfig(bits=8, block_size=64, rp_ratio=1)
+    estimate = decompress(compress(x, config, seed=1))
+    assert estimate.dtype == dtype and estimate.shape == x.shape
+    mean = torch.stack([decompress(compress(x, config, seed=s)).double() for s in range(200)]).mean(0)
+    # the output is rounded to the input dtype: allow one unit in the last place
+    tolerance = torch.finfo(dtype).eps * x.double().abs() + 5e-3  # 4 SE at 8 bits, 200 draws
+    assert torch.all((mean - x.double()).abs() <= tolerance)
+
+
+@pytest.mark.parametrize("shape", [(0, 8), (8, 0), (0,)])
+def test_empty_tensor(shape):
+    x = torch.empty(shape)
+    packed = compress(x, CompressionConfig())
+    assert packed.nbytes <= 8 and packed.codes.numel() == 0
+    assert decompress(packed).shape == x.shape
+
+
+def test_seeded_compression_is_repeatable_and_seeds_differ():
+    x = torch.randn(300, 64)
+    config = CompressionConfig()
+    first, again = compress(x, config, seed=5), compress(x, config, seed=5)
+    assert torch.equal(first.codes, again.codes)
+    assert not torch.equal(first.codes, compress(x, config, seed=6).codes)
+    torch.manual_seed(9)
+    drawn = compress(x, config)
+    torch.manual_seed(9)
+    assert compress(x, config).seed == drawn.seed
+
+
+def test_decompress_into_out():
+    x = torch.randn(500, 64)
+    packed = compress(x, CompressionConfig(), seed=0)
+    out = torch.empty_like(x)
+    assert decompress(packed, out=out) is out
+    assert torch.equal(out, decompress(packed))
+    with pytest.raises(ValueError, match="out must be a contiguous torch.float32 tensor of shape \\(500, 64\\)"):
+        decompress(packed, out=torch.empty(64, 500))
+
+
+@pytest.mark.parametrize("bad", [math.nan, math.inf, -math.inf])
+@pytest.mark.parametrize("rp_ratio", [1, 8])
+def test_nan_and_inf_are_refused(bad, rp_ratio):
+    x = torch.randn(100, 64)
+    x[17, 3] = bad
+    with pytest.raises(ValueError, match="NaN or Inf"):
+        compress(x, CompressionConfig(rp_ratio=rp_ratio))
+
+
+def test_non_float_and_bad_arguments():
+    with pytest.raises(TypeError, match="floating-point.*torch.int64"):
+        compress(torch.arange(10), CompressionConfig())
+    with pytest.raises(TypeError, match="CompressionConfig"):
+        compress(torch.randn(4, 4), {"bits": 2})
+    with pytest.raises(ValueError, match="seed=-1 is invalid"):
+        compress(torch.randn(4, 4), CompressionConfig(), seed=-1)

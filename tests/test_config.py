@@ -1,0 +1,58 @@
+import pytest
+import torch
+
+from iexact import CompressionConfig
+
+
+def test_presets_match_the_papers():
+    exact = CompressionConfig.exact()
+    assert (exact.bits, exact.block_size, exact.rp_ratio, exact.levels) == (2, "row", 8, "uniform")
+    iexact = CompressionConfig.iexact()
+    assert (iexact.bits, iexact.block_size, iexact.rp_ratio, iexact.levels) == (2, 1024, 8, "optimal")
+    assert CompressionConfig.default() == CompressionConfig()
+    assert CompressionConfig.preset("iexact") == iexact
+
+
+def test_frozen():
+    with pytest.raises(AttributeError):
+        CompressionConfig().bits = 4
+
+
+def test_scale_dtype_by_name():
+    assert CompressionConfig(scale_dtype="float16").scale_dtype is torch.float16
+
+
+@pytest.mark.parametrize(
+    "field, value",
+    [
+        ("bits", 3),
+        ("bits", 0),
+        ("bits", True),
+        ("bits", 2.0),
+        ("block_size", 0),
+        ("block_size", -4),
+        ("block_size", "rows"),
+        ("block_size", 1.5),
+        ("rp_ratio", 0.5),
+        ("rp_ratio", float("nan")),
+        ("rp_ratio", "8"),
+        ("levels", "nonuniform"),
+        ("scale_dtype", torch.int8),
+        ("scale_dtype", "float64"),
+    ],
+)
+def test_invalid_values_name_field_value_and_allowed(field, value):
+    with pytest.raises(ValueError) as info:
+        CompressionConfig(**{field: value})
+    message = str(info.value)
+    assert field in message and repr(value) in message and "must be" in message
+
+
+def test_unknown_preset():
+    with pytest.raises(ValueError, match="unknown preset 'int3'.*default, exact, iexact"):
+        CompressionConfig.preset("int3")
+
+
+def test_block_elements():
+    assert CompressionConfig(block_size="row").block_elements(16) == 16
+    assert CompressionConfig(block_size=64).block_elements(16) == 64
