@@ -24,6 +24,7 @@ from __future__ import annotations
 
 import math
 import sys
+from typing import NamedTuple
 
 import torch
 import torch.nn.functional as F
@@ -122,6 +123,32 @@ def _hinges(levels: tuple[float, ...], shift: float) -> tuple[float, list[tuple[
     return s0, hinges
 
 
+class RoundingMap(NamedTuple):
+    r"""Per-block affine map to :math:`v = s_0 u + \text{shift}` and the hinges
+    that turn :math:`v` into the position between level indices (plus shift).
+
+    ``search`` is set for many non-uniform levels: then :math:`v = u` and the
+    position comes from a binary search over the levels instead of hinges.
+    """
+
+    gain: torch.Tensor
+    bias: torch.Tensor
+    hinges: list
+    search: bool
+
+
+def rounding_map(mins, steps, bits: int, levels: tuple[float, ...], shift: float) -> RoundingMap:
+    """The :class:`RoundingMap` of blocks with stored ``mins`` and ``steps``."""
+    top = 2**bits - 1
+    uniform = _is_uniform(levels)
+    search = len(levels) > 4 and not uniform
+    s0, hinges = (1.0, []) if uniform or search else _hinges(levels, shift)
+    # u = (z - m) B / s lies in [0, B(1 + 2 eps)]: m rounds down and s up
+    gain = torch.where(steps > 0, (top * s0) / steps.float(), torch.zeros((), device=steps.device))
+    bias = (0.0 if search else shift) - mins.float() * gain
+    return RoundingMap(gain, bias, hinges, search)
+
+
 def _bucketized_position(u: torch.Tensor, levels: tuple[float, ...]) -> torch.Tensor:
     r""":math:`j + (u - \ell_j) s_j` by binary search (many levels)."""
     table = torch.tensor(levels, dtype=torch.float32, device=u.device)
@@ -182,19 +209,16 @@ def quantize_pack(
         offset_scale, shift = 2.0**-NOISE_BITS, 0.5 + 2.0 ** -(NOISE_BITS + 1)
     else:
         offsets, offset_scale, shift = noise, 1.0, 0.0
-    # u = (z - m) B / s lies in [0, B(1 + 2 eps)]: m rounds down and s up
-    many_levels = len(levels) > 4 and not _is_uniform(levels)
-    s0, hinges = (1.0, []) if _is_uniform(levels) or many_levels else _hinges(levels, shift)
-    gain = torch.where(steps > 0, (top * s0) / steps.float(), torch.zeros((), device=z.device))
-    bias = (shift if not many_levels else 0.0) - mins.float() * gain
+    rounding = rounding_map(mins, steps, bits, levels, shift)
     for first, segment in _segments(z, block_size):
         rows, width = segment.shape
         start, end = first * block_size, first * block_size + rows * width
         # v = s0 u + shift, one multiply-add per element
-        v = segment.mul_(gain[first : first + rows, None]).add_(bias[first : first + rows, None])
-        for threshold, span, slope_change in hinges:
+        v = segment.mul_(rounding.gain[first : first + rows, None])
+        v.add_(rounding.bias[first : first + rows, None])
+        for threshold, span, slope_change in rounding.hinges:
             v.add_((v - threshold).clamp_(0.0, span), alpha=slope_change)
-        if many_levels:
+        if rounding.search:
             v = _bucketized_position(v, levels).add_(shift)
         v.add_(offsets[start:end].view(rows, width), alpha=offset_scale)
         if bits == 8:  # float32 spacing at 255 is 2**-16: B + offset may round up to 256
