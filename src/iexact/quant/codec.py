@@ -24,7 +24,7 @@ from .packed import PackedActivation
 from .projection import projected_width, rademacher
 
 _SEED_LIMIT = 2**62
-_CPU_CHUNK_ELEMENTS = 2**17  # stored elements per chunk on CPU: 512 KiB of float32
+_CPU_CHUNK_ELEMENTS = 2**20  # stored elements per chunk on CPU: 4 MiB of float32
 
 
 def _new_seed() -> int:
