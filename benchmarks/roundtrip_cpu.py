@@ -14,22 +14,12 @@ from __future__ import annotations
 import argparse
 import math
 import platform
-import time
 
 import torch
 
 from iexact import CompressionConfig, compress, decompress
+from iexact.bench import median_seconds
 from iexact.quant.projection import rademacher
-
-
-def median_seconds(fn, repeats: int) -> float:
-    fn()
-    times = []
-    for _ in range(repeats):
-        start = time.perf_counter()
-        fn()
-        times.append(time.perf_counter() - start)
-    return sorted(times)[len(times) // 2]
 
 
 def straightforward_round_trip(x: torch.Tensor, block_size: int = 1024, bits: int = 2, ratio: int = 8) -> torch.Tensor:

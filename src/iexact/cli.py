@@ -3,24 +3,14 @@ from __future__ import annotations
 
 import argparse
 import sys
-import time
 
 import torch
 
+from .bench import median_seconds
 from .config import CompressionConfig
 from .quant import compress, decompress
 
 PRESETS = ("exact", "iexact", "default")
-
-
-def _median_seconds(fn, repeats: int) -> float:
-    fn()  # warm-up
-    times = []
-    for _ in range(repeats):
-        start = time.perf_counter()
-        fn()
-        times.append(time.perf_counter() - start)
-    return sorted(times)[len(times) // 2]
 
 
 def preset_table(rows: int, width: int, repeats: int, seed: int) -> list[dict]:
@@ -42,8 +32,8 @@ def preset_table(rows: int, width: int, repeats: int, seed: int) -> list[dict]:
             "ratio": x.nbytes / packed.nbytes,
             "error_variance": error,
             "relative_error": error / signal,
-            "compress_ms": 1e3 * _median_seconds(lambda: compress(x, config, seed=seed), repeats),
-            "decompress_ms": 1e3 * _median_seconds(lambda: decompress(packed, out=out), repeats),
+            "compress_ms": 1e3 * median_seconds(lambda: compress(x, config, seed=seed), repeats),
+            "decompress_ms": 1e3 * median_seconds(lambda: decompress(packed, out=out), repeats),
         })
     return results
 
@@ -54,7 +44,8 @@ def _describe(config: CompressionConfig) -> str:
 
 
 def _presets(args) -> int:
-    torch.set_num_threads(args.threads) if args.threads else None
+    if args.threads:
+        torch.set_num_threads(args.threads)
     results = preset_table(args.rows, args.width, args.repeats, args.seed)
     fp32 = args.rows * args.width * 4
     print(f"Activation {args.rows} x {args.width} float32 ({fp32:,} bytes), "
