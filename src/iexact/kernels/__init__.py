@@ -48,14 +48,16 @@ def quantize_pack(z, mins, steps, block_size, bits, levels, seed, offset):
 
     The rounding noise is a function of ``(seed, offset)``, ``offset`` being
     the position of ``z[0]`` in the whole compressed tensor, so every chunk of
-    one tensor draws fresh noise and the result does not depend on chunking
-    within one implementation.
+    one tensor draws its own noise, unrelated to the projection drawn from
+    ``seed``.
     """
+    noise_seed = stream_seed(seed, offset)
     if _use_triton(z):
         from . import triton_quant
 
-        return triton_quant.quantize_pack(z, mins, steps, block_size, bits, levels, seed=seed, offset=offset)
-    generator = torch.Generator(device=z.device).manual_seed(stream_seed(seed, offset))
+        # Philox key of 31 bits; counters are the element indices of this chunk
+        return triton_quant.quantize_pack(z, mins, steps, block_size, bits, levels, seed=noise_seed & 0x7FFFFFFF)
+    generator = torch.Generator(device=z.device).manual_seed(noise_seed)
     return blockwise.quantize_pack(z, mins, steps, block_size, bits, levels, generator=generator)
 
 
