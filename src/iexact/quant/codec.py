@@ -131,11 +131,48 @@ def decompress(packed: PackedActivation, out: torch.Tensor | None = None) -> tor
             f"out must be a contiguous {packed.dtype} tensor of shape {tuple(packed.shape)} on "
             f"{packed.device}, got {out.dtype} {tuple(out.shape)} on {out.device}"
         )
-    k = packed.projected_width
-    stored_width = k or packed.width
-    numel = packed.numel
     rows_out = out.view(packed.rows, packed.width)
-    projection_t = rademacher(packed.width, k, packed.seed, packed.device)[1] if k is not None else None
+    projection_t = projection_transpose(packed)
+    for first_row, z in _stored_chunks(packed):
+        target = rows_out[first_row : first_row + z.shape[0]]
+        if projection_t is None:
+            target.copy_(z)
+        elif target.dtype == torch.float32:
+            torch.mm(z, projection_t, out=target)
+        else:
+            target.copy_(torch.mm(z, projection_t))
+    return out
+
+
+def decompress_stored(packed: PackedActivation) -> torch.Tensor:
+    r"""The dequantized stored rows :math:`\hat Z` (before the inverse projection).
+
+    With a projection, :math:`\hat H = \hat Z P^\top`; a consumer that only
+    needs :math:`A \hat H` for a small :math:`A` computes :math:`(A \hat Z) P^\top`
+    and never materializes :math:`\hat H` (e.g. a Linear layer's weight
+    gradient :math:`dY^\top \hat X`).
+
+    Shapes:
+        - **output:** :math:`(N, k)` float32, or :math:`(N, D)` without projection.
+    """
+    stored = torch.empty(packed.rows, packed.projected_width or packed.width,
+                         dtype=torch.float32, device=packed.device)
+    for first_row, z in _stored_chunks(packed):
+        stored[first_row : first_row + z.shape[0]] = z
+    return stored
+
+
+def projection_transpose(packed: PackedActivation) -> torch.Tensor | None:
+    r""":math:`P^\top` of ``packed``, :math:`(k, D)` float32, regenerated from its
+    seed; ``None`` without projection."""
+    k = packed.projected_width
+    return None if k is None else rademacher(packed.width, k, packed.seed, packed.device)[1]
+
+
+def _stored_chunks(packed: PackedActivation):
+    """``(first_row, rows)`` of dequantized stored rows, chunk by chunk."""
+    stored_width = packed.projected_width or packed.width
+    numel = packed.numel
     chunk = _chunk_elements(numel, stored_width, packed.block_size, packed.device)
     for start in range(0, numel, chunk):
         end = min(start + chunk, numel)
@@ -145,12 +182,5 @@ def decompress(packed: PackedActivation, out: torch.Tensor | None = None) -> tor
             packed.codes[start * packed.bits // 8 : blockwise.packed_size(end, packed.bits)],
             packed.mins[first:last], packed.steps[first:last],
             packed.block_size, packed.bits, packed.levels, end - start,
-        ).view(-1, stored_width)
-        target = rows_out[start // stored_width : end // stored_width]
-        if projection_t is None:
-            target.copy_(z)
-        elif target.dtype == torch.float32:
-            torch.mm(z, projection_t, out=target)
-        else:
-            target.copy_(torch.mm(z, projection_t))
-    return out
+        )
+        yield start // stored_width, z.view(-1, stored_width)

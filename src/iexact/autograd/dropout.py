@@ -1,0 +1,28 @@
+r"""Dropout whose keep-mask is regenerated from its seed: zero bits per element."""
+from __future__ import annotations
+
+import torch
+
+
+def _scaled_keep_mask(shape, p: float, seed: int, device, dtype) -> torch.Tensor:
+    """:math:`m / (1 - p)` (all zeros for :math:`p = 1`)."""
+    generator = torch.Generator(device=device).manual_seed(seed)
+    keep = torch.empty(shape, device=device).bernoulli_(1.0 - p, generator=generator)
+    return keep.mul_(1.0 / (1.0 - p) if p < 1 else 0.0).to(dtype)
+
+
+class SeededDropoutFunction(torch.autograd.Function):
+    r""":math:`y = x \cdot m / (1 - p)`, :math:`m_i \sim \text{Bernoulli}(1 - p)`
+    drawn from ``seed``; backward redraws :math:`m` from the same seed.
+
+    Stores: the seed (8 bytes), no per-element state.
+    """
+
+    @staticmethod
+    def forward(ctx, x: torch.Tensor, p: float, seed: int) -> torch.Tensor:
+        ctx.p, ctx.seed, ctx.shape = p, seed, x.shape
+        return x * _scaled_keep_mask(x.shape, p, seed, x.device, x.dtype)
+
+    @staticmethod
+    def backward(ctx, grad_out: torch.Tensor):
+        return grad_out * _scaled_keep_mask(ctx.shape, ctx.p, ctx.seed, grad_out.device, grad_out.dtype), None, None

@@ -1,0 +1,100 @@
+import pytest
+import torch
+import torch.nn.functional as F
+
+from iexact import CompressionConfig
+from iexact.autograd import (
+    CompressedLeakyReLUFunction,
+    CompressedLinearFunction,
+    CompressedReLUFunction,
+    SeededDropoutFunction,
+)
+from iexact.quant.bitmask import pack_mask, unpack_mask
+
+
+def _cosine(a, b):
+    return F.cosine_similarity(a.flatten().double(), b.flatten().double(), dim=0).item()
+
+
+@pytest.mark.parametrize("shape", [(1,), (7, 3), (4, 5, 9)])
+def test_mask_round_trip(shape, device):
+    mask = torch.rand(shape, device=device) > 0.4
+    packed = pack_mask(mask)
+    assert packed.numel() == -(-mask.numel() // 8)
+    assert torch.equal(unpack_mask(packed, mask.shape), mask)
+
+
+def test_linear_at_8_bits_matches_uncompressed(device):
+    torch.manual_seed(0)
+    x = torch.randn(300, 64, device=device, requires_grad=True)
+    layer = torch.nn.Linear(64, 32).to(device)
+    grad = torch.randn(300, 32, device=device)
+    F.linear(x, layer.weight, layer.bias).backward(grad)
+    reference = [t.grad.clone() for t in (x, layer.weight, layer.bias)]
+    for t in (x, layer.weight, layer.bias):
+        t.grad = None
+    config = CompressionConfig(bits=8, block_size=64, rp_ratio=1)
+    out = CompressedLinearFunction.apply(x, layer.weight, layer.bias, config)
+    torch.testing.assert_close(out, F.linear(x, layer.weight, layer.bias))
+    out.backward(grad)
+    torch.testing.assert_close(x.grad, reference[0])  # dX needs no saved activation
+    torch.testing.assert_close(layer.bias.grad, reference[2])
+    assert _cosine(layer.weight.grad, reference[1]) >= 0.999
+
+
+def test_linear_int2_projected_weight_gradient_averages_to_exact():
+    torch.manual_seed(1)
+    x = torch.randn(500, 128)
+    weight = torch.randn(16, 128, requires_grad=True)
+    grad = torch.randn(500, 16)
+    exact = grad.t() @ x
+    config = CompressionConfig.iexact()
+    errors = {}
+    total = torch.zeros_like(exact)
+    for draw in range(1, 257):
+        weight.grad = None
+        CompressedLinearFunction.apply(x, weight, None, config).backward(grad)
+        total += weight.grad
+        if draw in (4, 16, 64, 256):
+            errors[draw] = ((total / draw - exact).norm() / exact.norm()).item()
+    # relative error falls like 1 / sqrt(K): 4x the draws, about half the error
+    for fewer, more in ((4, 16), (16, 64), (64, 256)):
+        assert 0.3 < errors[more] / errors[fewer] < 0.75
+    assert errors[256] < 0.25
+
+
+def test_linear_keeps_nothing_when_weight_is_frozen():
+    weight = torch.randn(4, 8)  # no grad
+    x = torch.randn(10, 8, requires_grad=True)
+    out = CompressedLinearFunction.apply(x, weight, None, CompressionConfig())
+    assert out.grad_fn.packed is None
+    out.sum().backward()
+    torch.testing.assert_close(x.grad, torch.ones(10, 4) @ weight)
+
+
+@pytest.mark.parametrize("slope", [None, 0.2])
+def test_relu_family_gradients_are_exact(slope, device):
+    x = torch.randn(37, 11, device=device, requires_grad=True)
+    grad = torch.randn(37, 11, device=device)
+    if slope is None:
+        ours, reference = CompressedReLUFunction.apply(x), F.relu(x)
+    else:
+        ours, reference = CompressedLeakyReLUFunction.apply(x, slope), F.leaky_relu(x, slope)
+    assert torch.equal(ours, reference)
+    (expected,) = torch.autograd.grad(reference, x, grad)
+    (got,) = torch.autograd.grad(ours, x, grad)
+    assert torch.equal(got, expected)
+
+
+@pytest.mark.parametrize("p", [0.0, 0.5, 1.0])
+def test_seeded_dropout_regenerates_its_mask(p, device):
+    x = torch.randn(200, 30, device=device, requires_grad=True)
+    out = SeededDropoutFunction.apply(x, p, 1234)
+    kept = out != 0
+    if 0 < p < 1:
+        assert abs(kept.float().mean().item() - (1 - p)) < 0.02
+        torch.testing.assert_close(out[kept], x[kept] / (1 - p))
+    (grad,) = torch.autograd.grad(out, x, torch.ones_like(out))
+    expected = torch.zeros_like(x) if p == 1 else kept.float() / (1 - p)
+    torch.testing.assert_close(grad, expected)
+    assert torch.equal(SeededDropoutFunction.apply(x, p, 1234), out)
