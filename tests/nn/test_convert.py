@@ -1,0 +1,110 @@
+import copy
+import warnings
+
+import pytest
+import torch
+import torch.nn.functional as F
+from torch_geometric.nn.models import GCN, GraphSAGE
+
+import iexact
+from iexact import CompressionConfig
+from iexact.nn import is_compressed
+
+
+def _graph(nodes=60, edges=240, features=16, seed=0):
+    generator = torch.Generator().manual_seed(seed)
+    x = torch.randn(nodes, features, generator=generator)
+    edge_index = torch.randint(0, nodes, (2, edges), generator=generator)
+    return x, edge_index
+
+
+def _models():
+    return [
+        GCN(16, 32, num_layers=2, out_channels=4, dropout=0.5),
+        GraphSAGE(16, 32, num_layers=3, out_channels=4, dropout=0.5, act="leaky_relu"),
+    ]
+
+
+@pytest.mark.parametrize("index", [0, 1])
+def test_eval_and_no_grad_outputs_are_identical(index):
+    torch.manual_seed(0)
+    model = _models()[index]
+    twin = copy.deepcopy(model)
+    iexact.compress_(model, CompressionConfig())
+    x, edge_index = _graph()
+    model.eval(), twin.eval()
+    assert torch.equal(model(x, edge_index), twin(x, edge_index))
+    model.train(), twin.train()
+    with torch.no_grad():
+        torch.manual_seed(1)
+        ours = model(x, edge_index)
+        torch.manual_seed(1)
+        assert torch.equal(ours, twin(x, edge_index))
+
+
+def test_parameters_state_dict_and_optimizer_survive():
+    model = _models()[1]
+    params = list(model.parameters())
+    names = [name for name, _ in model.named_parameters()]
+    optimizer = torch.optim.Adam(model.parameters(), lr=0.01)
+    iexact.compress_(model, CompressionConfig())
+    assert [p is q for p, q in zip(params, model.parameters())] == [True] * len(params)
+    assert [name for name, _ in model.named_parameters()] == names
+    twin = _models()[1]
+    twin.load_state_dict(model.state_dict())  # loads into an uncompressed twin
+    model.load_state_dict(twin.state_dict())
+    x, edge_index = _graph()
+    before = [p.detach().clone() for p in model.parameters()]
+    F.cross_entropy(model(x, edge_index), torch.zeros(60, dtype=torch.long)).backward()
+    optimizer.step()
+    assert any(not torch.equal(a, b) for a, b in zip(before, model.parameters()))
+    model.reset_parameters()
+
+
+def test_converted_modules_and_twice_is_harmless():
+    model = _models()[1]
+    iexact.compress_(model, CompressionConfig())
+    converted = {name for name, module in model.named_modules() if is_compressed(module)}
+    assert {"act", "dropout", "convs.0.lin_l", "convs.0.lin_r", "convs.2.lin_r"} <= converted
+    classes = {name: type(m) for name, m in model.named_modules()}
+    iexact.compress_(model, CompressionConfig(bits=4))
+    assert {name: type(m) for name, m in model.named_modules()} == classes
+    assert model.convs[0].lin_l.iexact_config.bits == 4
+
+
+def test_filter_fn_excludes_modules():
+    model = _models()[0]
+    iexact.compress_(model, CompressionConfig(), filter_fn=lambda module, name: not name.startswith("convs.1"))
+    assert is_compressed(model.convs[0].lin) and not is_compressed(model.convs[1].lin)
+
+
+def test_unconverted_modules_are_named_in_a_warning():
+    model = GraphSAGE(16, 32, num_layers=2, out_channels=4, norm="batch")
+    with pytest.warns(UserWarning, match=r"norms\.0\.module \(BatchNorm1d\)"):
+        iexact.compress_(model, CompressionConfig())
+    with warnings.catch_warnings():
+        warnings.simplefilter("error")
+        iexact.compress_(_models()[0], CompressionConfig())
+
+
+def test_invalid_config_is_refused():
+    with pytest.raises(TypeError, match="CompressionConfig"):
+        iexact.compress_(_models()[0], {"bits": 2})
+
+
+@pytest.mark.parametrize("index", [0, 1])
+def test_gradients_at_8_bits_match_uncompressed(index):
+    torch.manual_seed(3)
+    model = _models()[index]
+    for module in model.modules():
+        if isinstance(module, torch.nn.Dropout):
+            module.p = 0.0
+    twin = copy.deepcopy(model)
+    iexact.compress_(model, CompressionConfig(bits=8, block_size=64, rp_ratio=1))
+    x, edge_index = _graph()
+    target = torch.randint(0, 4, (60,))
+    F.cross_entropy(model(x, edge_index), target).backward()
+    F.cross_entropy(twin(x, edge_index), target).backward()
+    for (name, ours), theirs in zip(model.named_parameters(), twin.parameters()):
+        cosine = F.cosine_similarity(ours.grad.flatten(), theirs.grad.flatten(), dim=0)
+        assert cosine >= 0.999, name
