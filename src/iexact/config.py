@@ -61,6 +61,10 @@ class CompressionConfig:
         scale_dtype (torch.dtype or str, optional): dtype of the per-block
             min and step: ``torch.bfloat16``, ``torch.float16`` or
             ``torch.float32`` (or their names). (default: :obj:`torch.bfloat16`)
+        rp_norm (bool, optional): also project the inputs that batch
+            normalization keeps. Its backward needs them element by element,
+            so the projection's variance reaches every input gradient: less
+            memory, lower accuracy. (default: :obj:`False`)
 
     Stored bytes for an :math:`N \times D` activation: :math:`\lceil N k b / 8
     \rceil` for the codes plus :math:`2 \cdot \mathrm{sizeof(scale)}` per block
@@ -72,6 +76,7 @@ class CompressionConfig:
     rp_ratio: float = 8
     levels: str = "optimal"
     scale_dtype: torch.dtype = torch.bfloat16
+    rp_norm: bool = False
 
     def __post_init__(self) -> None:
         if type(self.bits) is not int or self.bits not in ALLOWED_BITS:
@@ -99,6 +104,8 @@ class CompressionConfig:
             raise _invalid(
                 "scale_dtype", scale, "torch.bfloat16, torch.float16 or torch.float32"
             )
+        if not isinstance(self.rp_norm, bool):
+            raise _invalid("rp_norm", self.rp_norm, "True or False")
 
     def block_elements(self, row_width: int) -> int:
         """Elements per block for rows of ``row_width`` (projected) elements."""

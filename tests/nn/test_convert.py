@@ -79,9 +79,14 @@ def test_filter_fn_excludes_modules():
 
 
 def test_unconverted_modules_are_named_in_a_warning():
-    model = GraphSAGE(16, 32, num_layers=2, out_channels=4, norm="batch")
-    with pytest.warns(UserWarning, match=r"norms\.0\.module \(BatchNorm1d\)"):
+    model = GraphSAGE(16, 32, num_layers=2, out_channels=4, norm="layer_norm", act="gelu", aggr="max")
+    with pytest.warns(UserWarning) as caught:
         iexact.compress_(model, CompressionConfig())
+    message = str(caught[0].message)
+    for expected in ("convs.0 (SAGEConv, aggr='max'", "norms.0 (LayerNorm)", "act (GELU)"):
+        assert expected in message
+    assert is_compressed(model.convs[0].lin_l)  # its linear children still are
+    assert not is_compressed(model.convs[0])
     with warnings.catch_warnings():
         warnings.simplefilter("error")
         iexact.compress_(_models()[0], CompressionConfig())

@@ -1,11 +1,22 @@
 """One ``torch.autograd.Function`` per op: forward packs what backward needs, backward unpacks it."""
-from .activation import CompressedLeakyReLUFunction, CompressedReLUFunction
+from .activation import CompressedELUFunction, CompressedLeakyReLUFunction, CompressedReLUFunction
+from .aggregate import AggregateFunction, GraphSpec
 from .dropout import SeededDropoutFunction
-from .linear import CompressedLinearFunction
+from .linear import CompressedLinearFunction, SharedInputLinearFunction
+from .norm import CompressedBatchNormFunction
+from .saving import SavingFunction
+from .scale import EpsScaleFunction
 
 __all__ = [
+    "AggregateFunction",
+    "CompressedBatchNormFunction",
+    "CompressedELUFunction",
+    "CompressedLeakyReLUFunction",
     "CompressedLinearFunction",
     "CompressedReLUFunction",
-    "CompressedLeakyReLUFunction",
+    "EpsScaleFunction",
+    "GraphSpec",
+    "SavingFunction",
     "SeededDropoutFunction",
+    "SharedInputLinearFunction",
 ]

@@ -1,12 +1,18 @@
-r"""ReLU and LeakyReLU that keep one bit per element: the sign of the input."""
+r"""ReLU and LeakyReLU keep one bit per element (the sign of the input); ELU adds its compressed negative part."""
 from __future__ import annotations
+
+import dataclasses
 
 import torch
 
+from ..config import CompressionConfig
+from ..quant import compress, decompress
+
 from ..quant.bitmask import pack_mask, unpack_mask
+from .saving import SavingFunction, load, save
 
 
-class CompressedReLUFunction(torch.autograd.Function):
+class CompressedReLUFunction(SavingFunction):
     r""":math:`y = \max(x, 0)`; backward :math:`dx = dy \cdot [x > 0]`.
 
     Stores: :math:`\lceil n / 8 \rceil` bytes (the sign bits).
@@ -15,17 +21,17 @@ class CompressedReLUFunction(torch.autograd.Function):
     @staticmethod
     def forward(ctx, x: torch.Tensor) -> torch.Tensor:
         positive = x > 0
-        ctx.signs, ctx.shape = pack_mask(positive), x.shape
+        save(ctx, pack_mask(positive))
+        ctx.shape = x.shape
         return x * positive
 
     @staticmethod
     def backward(ctx, grad_out: torch.Tensor):
-        positive = unpack_mask(ctx.signs, ctx.shape)
-        ctx.signs = None
+        positive = unpack_mask(*load(ctx), ctx.shape)
         return grad_out * positive
 
 
-class CompressedLeakyReLUFunction(torch.autograd.Function):
+class CompressedLeakyReLUFunction(SavingFunction):
     r""":math:`y = x` for :math:`x > 0`, else :math:`a x`; backward
     :math:`dx = dy \cdot (1 \text{ if } x > 0 \text{ else } a)`.
 
@@ -35,11 +41,40 @@ class CompressedLeakyReLUFunction(torch.autograd.Function):
     @staticmethod
     def forward(ctx, x: torch.Tensor, negative_slope: float) -> torch.Tensor:
         positive = x > 0
-        ctx.signs, ctx.shape, ctx.slope = pack_mask(positive), x.shape, negative_slope
+        save(ctx, pack_mask(positive))
+        ctx.shape, ctx.slope = x.shape, negative_slope
         return torch.where(positive, x, x * negative_slope)
 
     @staticmethod
     def backward(ctx, grad_out: torch.Tensor):
-        positive = unpack_mask(ctx.signs, ctx.shape)
-        ctx.signs = None
+        positive = unpack_mask(*load(ctx), ctx.shape)
         return torch.where(positive, grad_out, grad_out * ctx.slope), None
+
+
+class CompressedELUFunction(SavingFunction):
+    r""":math:`y = x` for :math:`x > 0`, else :math:`\alpha (e^x - 1)`; backward
+    :math:`dx = dy \cdot (1 \text{ if } x > 0 \text{ else } y + \alpha)`.
+
+    Keeps the sign bits and :math:`\min(y, 0)` compressed with ``config``
+    (never projected: the derivative is needed element by element). The
+    estimate of :math:`y + \alpha` is unbiased, so is :math:`dx`.
+
+    Stores: :math:`\lceil n / 8 \rceil` bytes of signs plus the packed
+    :math:`\min(y, 0)` (:math:`\lceil n b / 8 \rceil` bytes and scales).
+    """
+
+    @staticmethod
+    def forward(ctx, x: torch.Tensor, alpha: float, config: CompressionConfig) -> torch.Tensor:
+        out = torch.nn.functional.elu(x, alpha)
+        positive = x > 0
+        negative_part = out.detach().clamp(max=0)
+        save(ctx, pack_mask(positive), compress(negative_part, dataclasses.replace(config, rp_ratio=1)))
+        ctx.shape, ctx.alpha = x.shape, alpha
+        return out
+
+    @staticmethod
+    def backward(ctx, grad_out: torch.Tensor):
+        signs, packed = load(ctx)
+        slope = decompress(packed).to(grad_out.dtype).add_(ctx.alpha)
+        positive = unpack_mask(signs, ctx.shape)
+        return torch.where(positive, grad_out, grad_out * slope), None, None

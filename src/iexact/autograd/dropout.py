@@ -3,6 +3,8 @@ from __future__ import annotations
 
 import torch
 
+from .saving import SavingFunction, load, save
+
 
 def _scaled_keep_mask(shape, p: float, seed: int, device, dtype) -> torch.Tensor:
     """:math:`m / (1 - p)` (all zeros for :math:`p = 1`)."""
@@ -11,7 +13,7 @@ def _scaled_keep_mask(shape, p: float, seed: int, device, dtype) -> torch.Tensor
     return keep.mul_(1.0 / (1.0 - p) if p < 1 else 0.0).to(dtype)
 
 
-class SeededDropoutFunction(torch.autograd.Function):
+class SeededDropoutFunction(SavingFunction):
     r""":math:`y = x \cdot m / (1 - p)`, :math:`m_i \sim \text{Bernoulli}(1 - p)`
     drawn from ``seed``; backward redraws :math:`m` from the same seed.
 
@@ -20,9 +22,11 @@ class SeededDropoutFunction(torch.autograd.Function):
 
     @staticmethod
     def forward(ctx, x: torch.Tensor, p: float, seed: int) -> torch.Tensor:
-        ctx.p, ctx.seed, ctx.shape = p, seed, x.shape
+        save(ctx, torch.tensor(seed, dtype=torch.int64))
+        ctx.p, ctx.shape = p, x.shape
         return x * _scaled_keep_mask(x.shape, p, seed, x.device, x.dtype)
 
     @staticmethod
     def backward(ctx, grad_out: torch.Tensor):
-        return grad_out * _scaled_keep_mask(ctx.shape, ctx.p, ctx.seed, grad_out.device, grad_out.dtype), None, None
+        seed = int(load(ctx)[0])
+        return grad_out * _scaled_keep_mask(ctx.shape, ctx.p, seed, grad_out.device, grad_out.dtype), None, None

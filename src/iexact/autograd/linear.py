@@ -6,9 +6,10 @@ import torch
 from ..config import CompressionConfig
 from ..quant import compress
 from ..quant.codec import decompress_stored, projection_transpose
+from .saving import SavingFunction, load, save
 
 
-class CompressedLinearFunction(torch.autograd.Function):
+class CompressedLinearFunction(SavingFunction):
     r""":math:`Y = X W^\top + b`, keeping :math:`X` compressed for :math:`dW`.
 
     Backward:
@@ -35,27 +36,64 @@ class CompressedLinearFunction(torch.autograd.Function):
     @staticmethod
     def forward(ctx, x: torch.Tensor, weight: torch.Tensor, bias: torch.Tensor | None,
                 config: CompressionConfig) -> torch.Tensor:
-        ctx.packed = compress(x.detach(), config) if weight.requires_grad else None
-        ctx.save_for_backward(weight)
+        save(ctx, weight, compress(x.detach(), config) if weight.requires_grad else None)
         ctx.input_shape = x.shape
         ctx.has_bias = bias is not None
         return torch.nn.functional.linear(x, weight, bias)
 
     @staticmethod
     def backward(ctx, grad_out: torch.Tensor):
-        (weight,) = ctx.saved_tensors
+        weight, packed = load(ctx)
         grad_rows = grad_out.reshape(-1, grad_out.shape[-1])
         grad_x = grad_w = grad_b = None
         if ctx.needs_input_grad[0]:
             grad_x = (grad_rows @ weight.to(grad_rows.dtype)).view(ctx.input_shape)
-        if ctx.needs_input_grad[1] and ctx.packed is not None:
-            stored = decompress_stored(ctx.packed)
-            grad_w = grad_rows.float().t() @ stored
-            projection_t = projection_transpose(ctx.packed)
-            if projection_t is not None:
-                grad_w = grad_w @ projection_t
-            grad_w = grad_w.to(weight.dtype)
+        if ctx.needs_input_grad[1] and packed is not None:
+            grad_w = weight_gradient(grad_rows, packed).to(weight.dtype)
         if ctx.has_bias and ctx.needs_input_grad[2]:
             grad_b = grad_rows.sum(0)
-        ctx.packed = None
         return grad_x, grad_w, grad_b, None
+
+
+def weight_gradient(grad_rows: torch.Tensor, packed, stored: torch.Tensor | None = None) -> torch.Tensor:
+    r""":math:`dY^\top \hat X = (dY^\top \hat Z) P^\top` for :math:`dY` :math:`(N, F)`;
+    ``stored`` is :math:`\hat Z` when the caller already dequantized it."""
+    if stored is None:
+        stored = decompress_stored(packed)
+    grad_w = grad_rows.float().t() @ stored
+    projection_t = projection_transpose(packed)
+    return grad_w if projection_t is None else grad_w @ projection_t
+
+
+class SharedInputLinearFunction(SavingFunction):
+    r""":math:`Y_j = X W_j^\top` for several weights, keeping :math:`X` compressed once.
+
+    A tensor read by two linear maps (SAGE's input: :math:`A X W_l^\top` via
+    :math:`A (X W_l^\top)`, and :math:`X W_r^\top`) is stored once:
+
+    .. math::
+        dX = \textstyle\sum_j dY_j W_j, \qquad dW_j = (dY_j^\top \hat Z) P^\top.
+
+    Stores: one :class:`~iexact.quant.PackedActivation` of :math:`X`.
+
+    Shapes:
+        - **input:** :math:`X` :math:`(N, D)`, each :math:`W_j` :math:`(F_j, D)`
+        - **output:** one :math:`(N, F_j)` per weight
+    """
+
+    @staticmethod
+    def forward(ctx, x: torch.Tensor, config: CompressionConfig, *weights: torch.Tensor):
+        needed = any(w.requires_grad for w in weights)
+        save(ctx, compress(x.detach(), config) if needed else None, *weights)
+        return tuple(torch.nn.functional.linear(x, w) for w in weights)
+
+    @staticmethod
+    def backward(ctx, *grads: torch.Tensor):
+        packed, *weights = load(ctx)
+        grad_x = None
+        if ctx.needs_input_grad[0]:
+            grad_x = sum(g @ w.to(g.dtype) for g, w in zip(grads, weights))
+        stored = decompress_stored(packed) if packed is not None else None
+        grad_ws = [weight_gradient(g, packed, stored).to(w.dtype) if ctx.needs_input_grad[2 + j] else None
+                   for j, (g, w) in enumerate(zip(grads, weights))]
+        return (grad_x, None, *grad_ws)

@@ -5,21 +5,48 @@ import warnings
 from typing import Callable
 
 import torch
+from torch_geometric.nn import GCN2Conv, GCNConv, GINConv, MessagePassing, SAGEConv
 from torch_geometric.nn.dense.linear import Linear as PyGLinear
 
 from ..config import CompressionConfig
-from .layers import CompressedModule, DropoutMixin, LeakyReLUMixin, LinearMixin, ReLUMixin, compressed_class
+from .conv import GCN2ConvMixin, GCNConvMixin, GINConvMixin, SAGEConvMixin
+from .layers import (
+    CompressedModule,
+    DropoutMixin,
+    ELUMixin,
+    LeakyReLUMixin,
+    LinearMixin,
+    ReLUMixin,
+    compressed_class,
+)
+from .norm import BatchNormMixin
 
 _MIXINS = {
     torch.nn.Linear: LinearMixin,
     PyGLinear: LinearMixin,
+    torch.nn.BatchNorm1d: BatchNormMixin,
     torch.nn.ReLU: ReLUMixin,
     torch.nn.LeakyReLU: LeakyReLUMixin,
+    torch.nn.ELU: ELUMixin,
     torch.nn.Dropout: DropoutMixin,
+    GCNConv: GCNConvMixin,
+    SAGEConv: SAGEConvMixin,
+    GCN2Conv: GCN2ConvMixin,
+    GINConv: GINConvMixin,
 }
 
-# leaf modules that keep no activation of their own for backward
-_STATELESS = (torch.nn.Identity,)
+# modules that keep no activation of their own for backward
+_STATELESS = (torch.nn.Identity, torch.nn.Sequential, torch.nn.ModuleList, torch.nn.ModuleDict)
+
+
+def _may_keep_activations(module: torch.nn.Module) -> bool:
+    """Whether an unconverted ``module`` may save activations of its own: a
+    message-passing layer, an activation, or a leaf holding parameters."""
+    if isinstance(module, _STATELESS):
+        return False
+    if isinstance(module, MessagePassing) or type(module).__module__ == torch.nn.modules.activation.__name__:
+        return True
+    return not any(module.children()) and any(True for _ in module.parameters(recurse=False))
 
 
 def is_compressed(module: torch.nn.Module) -> bool:
@@ -38,12 +65,15 @@ def compress_(
 ) -> torch.nn.Module:
     r"""Make ``model`` keep compressed activations for backward, in place.
 
-    Converts ``torch.nn.Linear``, PyG's ``Linear``, ``ReLU``, ``LeakyReLU`` and
-    ``Dropout`` modules by switching each one's class to a compressed subclass
+    Converts ``torch.nn.Linear``, PyG's ``Linear``, ``BatchNorm1d`` (and so PyG's
+    ``BatchNorm``, which wraps one), ``ReLU``, ``LeakyReLU``, ``ELU``,
+    ``Dropout``, and PyG's ``GCNConv``, ``SAGEConv``, ``GCN2Conv`` and
+    ``GINConv`` by switching each one's class to a compressed subclass
     (:mod:`iexact.nn.layers`): parameter objects, names and ``state_dict`` are
     unchanged, and an optimizer created before the call keeps working. Calling
-    it again updates the config. Any other leaf module that holds parameters
-    (and so may save activations) is named in a warning.
+    it again updates the config. A supported module in a setting that is not
+    compressed (say ``SAGEConv(aggr="max")``) and any other leaf module that
+    holds parameters (and so may save activations) are named in a warning.
 
     Args:
         model (torch.nn.Module): the model, changed in place.
@@ -63,12 +93,14 @@ def compress_(
         if filter_fn is not None and not filter_fn(module, name):
             continue
         if mixin is None:
-            if not any(module.children()) and not isinstance(module, _STATELESS) \
-                    and any(True for _ in module.parameters(recurse=False)):
+            if _may_keep_activations(module):
                 skipped.append(f"{name or '<model>'} ({base.__name__})")
             continue
-        if isinstance(getattr(module, "weight", None), torch.nn.parameter.UninitializedParameter):
-            skipped.append(f"{name} ({base.__name__}, lazy: run one forward pass before compress_)")
+        reason = mixin.unsupported(module)
+        if reason is not None:
+            if is_compressed(module):
+                module.__class__ = base
+            skipped.append(f"{name or '<model>'} ({base.__name__}, {reason})")
             continue
         module.__class__ = compressed_class(mixin, base)
         module.iexact_config = config

@@ -15,6 +15,7 @@ import functools
 import torch
 
 from ..autograd import (
+    CompressedELUFunction,
     CompressedLeakyReLUFunction,
     CompressedLinearFunction,
     CompressedReLUFunction,
@@ -30,6 +31,14 @@ class CompressedModule:
 
     iexact_config: CompressionConfig
     iexact_base: type  # the module's own class before conversion
+
+    @staticmethod
+    def unsupported(module) -> str | None:
+        """Why ``module``'s settings cannot be compressed, or ``None``."""
+        weight = getattr(module, "weight", None)
+        if isinstance(weight, torch.nn.parameter.UninitializedParameter):
+            return "lazy: run one forward pass before compress_"
+        return None
 
     def _compressing(self) -> bool:
         return self.training and torch.is_grad_enabled()
@@ -65,6 +74,15 @@ class LeakyReLUMixin(CompressedModule):
         if not self._compressing():
             return super().forward(x)
         return CompressedLeakyReLUFunction.apply(x, self.negative_slope)
+
+
+class ELUMixin(CompressedModule):
+    """ELU keeping 1 bit per element plus its compressed negative part."""
+
+    def forward(self, x):
+        if not self._compressing():
+            return super().forward(x)
+        return CompressedELUFunction.apply(x, self.alpha, self.iexact_config)
 
 
 class DropoutMixin(CompressedModule):

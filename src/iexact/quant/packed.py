@@ -55,6 +55,26 @@ class PackedActivation:
     def device(self) -> torch.device:
         return self.codes.device
 
+    def tensors(self) -> tuple[torch.Tensor, ...]:
+        """Everything held, as tensors: codes, mins, steps and, when projected,
+        the seed as a 0-dim int64 tensor (so ``sum(t.nbytes) == nbytes``).
+        :meth:`from_tensors` inverts it."""
+        held = (self.codes, self.mins, self.steps)
+        if self.projected_width is not None:
+            held += (torch.tensor(self.seed, dtype=torch.int64),)
+        return held
+
+    def layout(self) -> dict:
+        """The non-tensor fields (shape, dtype, bits, block size, levels, width)."""
+        return {f.name: getattr(self, f.name) for f in dataclasses.fields(self)
+                if f.name not in ("codes", "mins", "steps", "seed")}
+
+    @classmethod
+    def from_tensors(cls, held: tuple[torch.Tensor, ...], layout: dict) -> "PackedActivation":
+        """Inverse of :meth:`tensors` / :meth:`layout`."""
+        seed = int(held[3]) if layout["projected_width"] is not None else 0
+        return cls(held[0], held[1], held[2], seed=seed, **layout)
+
     @property
     def nbytes(self) -> int:
         """Bytes held: codes, mins and steps, plus 8 for the projection seed

@@ -1,0 +1,72 @@
+r"""Batch normalization keeping its normalized input compressed."""
+from __future__ import annotations
+
+import dataclasses
+
+import torch
+
+from ..config import CompressionConfig
+from ..quant import compress, decompress
+from .saving import SavingFunction, load, save
+
+
+def norm_config(config: CompressionConfig) -> CompressionConfig:
+    """The config for normalization inputs: projected only when ``config.rp_norm``."""
+    return config if config.rp_norm else dataclasses.replace(config, rp_ratio=1)
+
+
+class CompressedBatchNormFunction(SavingFunction):
+    r"""Training-mode batch normalization over the rows of :math:`X`:
+
+    .. math::
+        \mu = \tfrac1N \textstyle\sum_i X_i, \quad
+        \sigma^2 = \tfrac1N \textstyle\sum_i (X_i - \mu)^2, \quad
+        \hat X = (X - \mu) / \sqrt{\sigma^2 + \epsilon}, \quad
+        Y = \gamma \hat X + \beta.
+
+    Backward, with :math:`g = \gamma\, dY` and the stored estimate of :math:`\hat X`:
+
+    .. math::
+        d\gamma = \textstyle\sum_i dY_i \hat X_i, \quad d\beta = \sum_i dY_i, \quad
+        dX = \frac{1}{N\sqrt{\sigma^2+\epsilon}}\Big(N g - \sum_i g_i
+        - \hat X \sum_i g_i \hat X_i\Big).
+
+    Stores: :math:`\hat X` compressed (projected only with
+    ``config.rp_norm``) and :math:`1/\sqrt{\sigma^2+\epsilon}` (:math:`4C` bytes).
+
+    Shapes:
+        - **input:** :math:`X` :math:`(N, C)`, :math:`\gamma, \beta` :math:`(C,)` or ``None``
+        - **output:** :math:`Y` :math:`(N, C)`, and the batch mean and biased
+          variance :math:`(C,)` (not differentiable) for the running statistics.
+    """
+
+    @staticmethod
+    def forward(ctx, x, weight, bias, eps: float, config: CompressionConfig):
+        x32 = x.float()
+        var, mean = torch.var_mean(x32, dim=0, unbiased=False)
+        invstd = torch.rsqrt(var + eps)
+        normalized = (x32 - mean).mul_(invstd)
+        out = normalized * weight if weight is not None else normalized.clone()
+        if bias is not None:
+            out.add_(bias)
+        save(ctx, weight, compress(normalized, norm_config(config)), invstd)
+        ctx.mark_non_differentiable(mean, var)
+        return out.to(x.dtype), mean, var
+
+    @staticmethod
+    def backward(ctx, grad_out, _grad_mean, _grad_var):
+        weight, packed, invstd = load(ctx)
+        normalized = decompress(packed)
+        grad32 = grad_out.float()
+        grad_weight = (grad32 * normalized).sum(0)
+        grad_bias = grad32.sum(0)
+        grad_x = None
+        if ctx.needs_input_grad[0]:
+            scaled = grad32 * weight if weight is not None else grad32
+            scaled_weight = grad_weight * weight if weight is not None else grad_weight
+            rows = grad_out.shape[0]
+            grad_x = (scaled - grad_bias.mul(weight if weight is not None else 1) / rows
+                      - normalized * (scaled_weight / rows)).mul_(invstd).to(grad_out.dtype)
+        grad_weight = grad_weight.to(weight.dtype) if weight is not None and ctx.needs_input_grad[1] else None
+        grad_bias = grad_bias.to(grad_out.dtype) if ctx.needs_input_grad[2] else None
+        return grad_x, grad_weight, grad_bias, None, None

@@ -1,0 +1,210 @@
+r"""Activation memory: the bytes autograd holds for backward, per layer.
+
+:func:`activation_memory` runs one training forward under
+``torch.autograd.graph.saved_tensors_hooks``, so it sees every tensor any
+op saves, and attributes each to the innermost module running when it was
+saved. Each storage counts once. Storage saved by iexact's own Functions
+(:class:`~iexact.autograd.SavingFunction`: packed codes, scales, bit masks,
+seeds) is *compressed*; anything else is *uncompressed*; storage the model
+or the caller already holds (parameters, buffers, module caches, the
+inputs) is reported apart, since it is not an activation.
+"""
+from __future__ import annotations
+
+import dataclasses
+
+import torch
+
+from .autograd import SavingFunction
+from .autograd.aggregate import plain
+
+
+@dataclasses.dataclass(frozen=True)
+class LayerMemory:
+    """Bytes one module kept for backward."""
+
+    name: str
+    kind: str
+    compressed: int
+    uncompressed: int
+
+    @property
+    def total(self) -> int:
+        return self.compressed + self.uncompressed
+
+
+@dataclasses.dataclass(frozen=True)
+class SavedTensor:
+    """One storage kept for backward: where it was saved and what it is."""
+
+    layer: str
+    shape: tuple[int, ...]
+    dtype: torch.dtype
+    nbytes: int
+    compressed: bool
+
+
+@dataclasses.dataclass(frozen=True)
+class MemoryReport:
+    r"""Bytes held for backward after one training forward.
+
+    Attributes:
+        layers: one :class:`LayerMemory` per module that kept anything, in
+            forward order.
+        saved: every storage counted, as :class:`SavedTensor` rows.
+        held_elsewhere: bytes of saved storage that the model or caller
+            already holds (parameters, buffers, caches, inputs); not counted
+            in :attr:`total`.
+    """
+
+    layers: tuple[LayerMemory, ...]
+    saved: tuple[SavedTensor, ...]
+    held_elsewhere: int
+
+    @property
+    def compressed(self) -> int:
+        return sum(layer.compressed for layer in self.layers)
+
+    @property
+    def uncompressed(self) -> int:
+        return sum(layer.uncompressed for layer in self.layers)
+
+    @property
+    def total(self) -> int:
+        return self.compressed + self.uncompressed
+
+    def __str__(self) -> str:
+        width = max([len(layer.name) for layer in self.layers] + [5])
+        kinds = max([len(layer.kind) for layer in self.layers] + [4])
+        lines = [f"{'layer':<{width}}  {'type':<{kinds}}  {'compressed':>14}  {'uncompressed':>14}"]
+        for layer in self.layers:
+            lines.append(f"{layer.name:<{width}}  {layer.kind:<{kinds}}  {layer.compressed:>14,}  {layer.uncompressed:>14,}")
+        lines.append(f"{'total':<{width}}  {'':<{kinds}}  {self.compressed:>14,}  {self.uncompressed:>14,}")
+        lines.append(f"activation memory {self.total:,} B ({self.total / 2**20:.2f} MiB); "
+                     f"parameters, buffers and inputs also referenced: {self.held_elsewhere:,} B")
+        return "\n".join(lines)
+
+
+def _storages(tensor: torch.Tensor) -> list[tuple[tuple, int]]:
+    """``(key, nbytes)`` of each storage behind ``tensor`` (sparse tensors have several)."""
+    tensor = plain(tensor)
+    if tensor.layout == torch.sparse_coo:
+        parts = [tensor._indices(), tensor._values()]
+    elif tensor.layout in (torch.sparse_csr, torch.sparse_bsr):
+        parts = [tensor.crow_indices(), tensor.col_indices(), tensor.values()]
+    elif tensor.layout in (torch.sparse_csc, torch.sparse_bsc):
+        parts = [tensor.ccol_indices(), tensor.row_indices(), tensor.values()]
+    else:
+        storage = tensor.untyped_storage()
+        return [((storage.device, storage.data_ptr()), storage.nbytes())]
+    return [entry for part in parts for entry in _storages(part)]
+
+
+def _tensors_in(obj, found: list) -> list:
+    """Every tensor in ``obj``: tensors, lists, tuples, dicts and PyG ``Data``."""
+    if isinstance(obj, torch.Tensor):
+        found.append(obj)
+    elif isinstance(obj, (list, tuple)):
+        for item in obj:
+            _tensors_in(item, found)
+    elif isinstance(obj, dict):
+        for item in obj.values():
+            _tensors_in(item, found)
+    elif callable(getattr(obj, "to_dict", None)):
+        _tensors_in(obj.to_dict(), found)
+    return found
+
+
+def _held_by_model(model: torch.nn.Module) -> list:
+    """Parameters, buffers and tensors modules keep as attributes (caches)."""
+    held = list(model.parameters()) + list(model.buffers())
+    for module in model.modules():
+        for value in vars(module).values():
+            if isinstance(value, (torch.Tensor, tuple, list)):
+                _tensors_in(value, held)
+    return held
+
+
+def _compressed_storages(outputs: list) -> set:
+    """Storage keys saved by iexact's Functions anywhere in the graph behind ``outputs``."""
+    keys, seen = set(), set()
+    stack = [t.grad_fn for t in outputs if t.grad_fn is not None]
+    while stack:
+        node = stack.pop()
+        if node is None or node in seen:
+            continue
+        seen.add(node)
+        forward_cls = getattr(type(node), "_forward_cls", None)
+        if isinstance(forward_cls, type) and issubclass(forward_cls, SavingFunction):
+            for tensor in node.saved_tensors:
+                keys.update(key for key, _ in _storages(tensor))
+        stack.extend(next_node for next_node, _ in node.next_functions)
+    return keys
+
+
+def activation_memory(model: torch.nn.Module, *inputs, **kwargs) -> MemoryReport:
+    r"""Bytes ``model`` keeps for backward after one training forward on ``inputs``.
+
+    Runs ``model(*inputs, **kwargs)`` once in training mode with autograd on
+    (restoring the mode afterwards; the graph is discarded, no backward runs),
+    and counts every storage autograd saved, once, in the innermost module
+    that saved it. Works on compressed and uncompressed models alike (the
+    latter is the FP32 baseline).
+
+    Args:
+        model (torch.nn.Module): the model.
+        *inputs, **kwargs: what to call it with.
+
+    Returns:
+        :class:`MemoryReport` with ``total``, ``compressed``,
+        ``uncompressed``, per-layer rows, and ``print()``-able.
+    """
+    names = {module: name or "(model)" for name, module in model.named_modules()}
+    running: list[torch.nn.Module] = []
+    recorded: dict[tuple, tuple[torch.nn.Module, int, tuple, torch.dtype]] = {}
+
+    def pack(tensor):
+        owner = running[-1] if running else model
+        for key, nbytes in _storages(tensor):
+            recorded.setdefault(key, (owner, nbytes, tuple(tensor.shape), tensor.dtype))
+        return tensor
+
+    def enter(module, args):
+        running.append(module)
+
+    def leave(module, args, out):
+        running.pop()
+
+    handles = []
+    for module in names:
+        handles.append(module.register_forward_pre_hook(enter))
+        handles.append(module.register_forward_hook(leave))
+    was_training = model.training
+    model.train()
+    try:
+        with torch.enable_grad(), torch.autograd.graph.saved_tensors_hooks(pack, lambda tensor: tensor):
+            outputs = _tensors_in(model(*inputs, **kwargs), [])
+        compressed_keys = _compressed_storages(outputs)
+    finally:
+        for handle in handles:
+            handle.remove()
+        model.train(was_training)
+    held_keys = {key for tensor in _held_by_model(model) + _tensors_in((inputs, kwargs), [])
+                 for key, _ in _storages(tensor)}
+    per_layer: dict[torch.nn.Module, list[int]] = {}
+    saved, held_elsewhere = [], 0
+    for key, (owner, nbytes, shape, dtype) in recorded.items():
+        if key in held_keys:
+            held_elsewhere += nbytes
+            continue
+        is_compressed = key in compressed_keys
+        row = per_layer.setdefault(owner, [0, 0])
+        row[0 if is_compressed else 1] += nbytes
+        saved.append(SavedTensor(names[owner], shape, dtype, nbytes, is_compressed))
+    layers = tuple(LayerMemory(names[m], _kind(m), c, u) for m, (c, u) in per_layer.items())
+    return MemoryReport(layers, tuple(saved), held_elsewhere)
+
+
+def _kind(module: torch.nn.Module) -> str:
+    base = getattr(module, "iexact_base", None)
+    return base.__name__ if base is not None else type(module).__name__

@@ -1,0 +1,32 @@
+r"""Batch normalization keeping its normalized input compressed."""
+from __future__ import annotations
+
+import torch
+
+from ..autograd import CompressedBatchNormFunction
+from .layers import CompressedModule
+
+
+class BatchNormMixin(CompressedModule):
+    r"""``BatchNorm1d`` on :math:`(N, C)` inputs through
+    :class:`~iexact.autograd.CompressedBatchNormFunction`, with the running
+    statistics updated exactly as ``torch.nn.BatchNorm1d`` does. PyG's
+    ``BatchNorm`` wraps a ``BatchNorm1d`` and is compressed through it.
+    :math:`(N, C, L)` inputs and single-row batches take the module's own path."""
+
+    def forward(self, x):
+        if not self._compressing() or x.dim() != 2 or x.shape[0] < 2:
+            return super().forward(x)
+        factor = 0.0 if self.momentum is None else self.momentum
+        tracking = self.track_running_stats and self.running_mean is not None
+        if tracking and self.num_batches_tracked is not None:
+            self.num_batches_tracked.add_(1)
+            if self.momentum is None:
+                factor = 1.0 / float(self.num_batches_tracked)
+        out, mean, var = CompressedBatchNormFunction.apply(x, self.weight, self.bias, self.eps, self.iexact_config)
+        if tracking:
+            with torch.no_grad():
+                rows = x.shape[0]
+                self.running_mean.lerp_(mean.to(self.running_mean.dtype), factor)
+                self.running_var.lerp_((var * rows / (rows - 1)).to(self.running_var.dtype), factor)
+        return out
