@@ -1,0 +1,109 @@
+"""Activation accounting against exact byte counts."""
+import math
+
+import pytest
+import torch
+from torch_geometric.nn import GCN2Conv
+from torch_geometric.nn.models import GCN, GIN, GraphSAGE
+
+import iexact
+from iexact import CompressionConfig
+
+NODES, EDGES, FEATURES = 300, 1500, 16
+
+
+def _packed_bytes(rows, width, config, project=True):
+    """Bytes of one compressed rows x width activation, from the formula (not the code)."""
+    k = math.ceil(width / config.rp_ratio) if project else width
+    projected = project and k < width
+    k = k if projected else width
+    group = k if config.block_size == "row" else config.block_size
+    blocks = math.ceil(rows * k / group)
+    return math.ceil(rows * k * config.bits / 8) + 2 * 2 * blocks + (8 if projected else 0)
+
+
+def _graph():
+    generator = torch.Generator().manual_seed(0)
+    return torch.randn(NODES, FEATURES, generator=generator), torch.randint(0, NODES, (2, EDGES), generator=generator)
+
+
+def test_fp32_baseline_counts_each_storage_once():
+    model = torch.nn.Sequential(torch.nn.Linear(FEATURES, 32), torch.nn.ReLU(), torch.nn.Linear(32, 4))
+    x, _ = _graph()
+    report = iexact.activation_memory(model, x)
+    # ReLU keeps its output, the second Linear keeps the same tensor: counted once;
+    # the first Linear keeps the model's input, reported apart
+    assert report.total == report.uncompressed == NODES * 32 * 4
+    assert [layer.name for layer in report.layers] == ["1"]
+    assert report.held_elsewhere >= x.nbytes
+
+
+def test_forward_created_graph_tensors_count():
+    model = GCN(FEATURES, 32, num_layers=2, out_channels=4)
+    x, edge_index = _graph()
+    report = iexact.activation_memory(model, x, edge_index)
+    # stock GCNConv keeps the edge index with self-loops it creates
+    assert any(t.dtype == torch.int64 and t.nbytes >= (EDGES + NODES) * 8 for t in report.saved)
+
+
+@pytest.mark.parametrize("preset", ["default", "exact", "iexact"])
+def test_compressed_sage_bytes_equal_the_formula(preset):
+    config = CompressionConfig.preset(preset)
+    model = GraphSAGE(FEATURES, 32, num_layers=3, out_channels=4, norm="batch", dropout=0.5)
+    iexact.compress_(model, config)
+    x, edge_index = _graph()
+    report = iexact.activation_memory(model, x, edge_index)
+    conv_inputs = _packed_bytes(NODES, FEATURES, config) + 2 * _packed_bytes(NODES, 32, config)
+    norms = 2 * (_packed_bytes(NODES, 32, config, project=False) + 32 * 4)
+    relus = 2 * math.ceil(NODES * 32 / 8)
+    dropouts = 2 * 8
+    assert report.uncompressed == 0
+    assert report.total == report.compressed == conv_inputs + norms + relus + dropouts
+    assert {layer.name for layer in report.layers} == {
+        "convs.0", "convs.1", "convs.2", "norms.0.module", "norms.1.module", "act", "dropout"}
+    print(report)  # the table renders
+
+
+def test_rp_norm_projects_batchnorm_inputs():
+    config = CompressionConfig(rp_norm=True)
+    model = torch.nn.BatchNorm1d(64)
+    iexact.compress_(model, config)
+    report = iexact.activation_memory(model, torch.randn(NODES, 64))
+    assert report.total == _packed_bytes(NODES, 64, config) + 64 * 4
+
+
+@pytest.mark.parametrize("name", ["GCN", "GIN", "GCN2"])
+def test_reference_models_keep_nothing_uncompressed(name):
+    x, edge_index = _graph()
+    if name == "GCN2":
+        model = _GCNII()
+    else:
+        model = {"GCN": GCN, "GIN": GIN}[name](FEATURES, 32, num_layers=3, out_channels=4, norm="batch", dropout=0.5)
+    fp32 = iexact.activation_memory(model, x, edge_index)
+    iexact.compress_(model, CompressionConfig())
+    report = iexact.activation_memory(model, x, edge_index)
+    assert report.uncompressed == 0 and report.compressed > 0
+    assert fp32.total > 10 * report.total
+
+
+class _GCNII(torch.nn.Module):
+    def __init__(self):
+        super().__init__()
+        self.lin = torch.nn.Linear(FEATURES, 32)
+        self.convs = torch.nn.ModuleList(GCN2Conv(32, alpha=0.1, theta=0.5, layer=i + 1) for i in range(4))
+        self.act = torch.nn.ReLU()
+        self.dropout = torch.nn.Dropout(0.1)
+
+    def forward(self, x, edge_index):
+        x = x_0 = self.act(self.lin(x))
+        for conv in self.convs:
+            x = self.act(conv(self.dropout(x), x_0, edge_index))
+        return x
+
+
+def test_mode_is_restored_and_nothing_is_kept():
+    model = GraphSAGE(FEATURES, 32, num_layers=2, out_channels=4)
+    model.eval()
+    x, edge_index = _graph()
+    iexact.activation_memory(model, x, edge_index)
+    assert not model.training
