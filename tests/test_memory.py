@@ -4,7 +4,7 @@ import math
 import pytest
 import torch
 from torch_geometric.nn import GCN2Conv
-from torch_geometric.nn.models import GCN, GIN, GraphSAGE
+from torch_geometric.nn.models import GAT, GCN, GIN, GraphSAGE
 
 import iexact
 from iexact import CompressionConfig
@@ -72,11 +72,13 @@ def test_rp_norm_projects_batchnorm_inputs():
     assert report.total == _packed_bytes(NODES, 64, config) + 64 * 4
 
 
-@pytest.mark.parametrize("name", ["GCN", "GIN", "GCN2"])
+@pytest.mark.parametrize("name", ["GCN", "GIN", "GCN2", "GAT"])
 def test_reference_models_keep_nothing_uncompressed(name):
     x, edge_index = _graph()
     if name == "GCN2":
         model = _GCNII()
+    elif name == "GAT":
+        model = GAT(FEATURES, 32, num_layers=3, out_channels=4, heads=4, act="elu", dropout=0.5)
     else:
         model = {"GCN": GCN, "GIN": GIN}[name](FEATURES, 32, num_layers=3, out_channels=4, norm="batch", dropout=0.5)
     fp32 = iexact.activation_memory(model, x, edge_index)
@@ -107,3 +109,19 @@ def test_mode_is_restored_and_nothing_is_kept():
     x, edge_index = _graph()
     iexact.activation_memory(model, x, edge_index)
     assert not model.training
+
+
+@pytest.mark.parametrize("config", [None, CompressionConfig(), CompressionConfig.exact()])
+def test_allocator_agrees_with_the_accounting(config):
+    """The CPU allocator's net growth during a training forward, less the output,
+    is exactly what the report counts: nothing is kept that is not reported."""
+    model = GraphSAGE(FEATURES, 32, num_layers=3, out_channels=4, norm="batch", dropout=0.5)
+    if config is not None:
+        iexact.compress_(model, config)
+    x, edge_index = _graph()
+    report = iexact.activation_memory(model, x, edge_index)
+    activities = [torch.profiler.ProfilerActivity.CPU]
+    with torch.profiler.profile(activities=activities, profile_memory=True) as profile:
+        out = model(x, edge_index)
+    grown = sum(event.self_cpu_memory_usage for event in profile.events())
+    assert grown - out.nbytes == report.total

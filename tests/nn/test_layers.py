@@ -5,7 +5,7 @@ import pytest
 import torch
 import torch.nn.functional as F
 from torch_geometric import EdgeIndex
-from torch_geometric.nn import MLP, BatchNorm, GCN2Conv, GCNConv, GINConv, SAGEConv
+from torch_geometric.nn import MLP, BatchNorm, GATConv, GCN2Conv, GCNConv, GINConv, SAGEConv
 from torch_geometric.nn.dense.linear import Linear as PyGLinear
 from torch_geometric.utils import to_torch_coo_tensor, to_torch_csr_tensor
 
@@ -45,6 +45,8 @@ LAYERS = {
     "SAGEConv mean": (lambda: SAGEConv(FEATURES, 7), "graph"),
     "SAGEConv sum project": (lambda: SAGEConv(FEATURES, 7, aggr="sum", project=True), "graph"),
     "GINConv train_eps": (lambda: GINConv(MLP([FEATURES, 16, 7], norm="batch_norm"), train_eps=True), "graph"),
+    "GATConv": (lambda: GATConv(FEATURES, 7, heads=3), "graph"),
+    "GATConv mean residual": (lambda: GATConv(FEATURES, 7, heads=2, concat=False, residual=True), "graph"),
     "GCN2Conv": (lambda: GCN2Conv(FEATURES, alpha=0.2, theta=0.5, layer=2), "graph2"),
     "GCN2Conv unshared": (lambda: GCN2Conv(FEATURES, alpha=0.2, theta=0.5, layer=2, shared_weights=False), "graph2"),
 }

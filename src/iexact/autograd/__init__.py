@@ -1,6 +1,7 @@
 """One ``torch.autograd.Function`` per op: forward packs what backward needs, backward unpacks it."""
 from .activation import CompressedELUFunction, CompressedLeakyReLUFunction, CompressedReLUFunction
 from .aggregate import AggregateFunction, GraphSpec
+from .attention import AttentionSpec, GATAttentionFunction
 from .dropout import SeededDropoutFunction
 from .linear import CompressedLinearFunction, SharedInputLinearFunction
 from .norm import CompressedBatchNormFunction
@@ -9,6 +10,8 @@ from .scale import EpsScaleFunction
 
 __all__ = [
     "AggregateFunction",
+    "AttentionSpec",
+    "GATAttentionFunction",
     "CompressedBatchNormFunction",
     "CompressedELUFunction",
     "CompressedLeakyReLUFunction",

@@ -5,11 +5,11 @@ import warnings
 from typing import Callable
 
 import torch
-from torch_geometric.nn import GCN2Conv, GCNConv, GINConv, MessagePassing, SAGEConv
+from torch_geometric.nn import GATConv, GCN2Conv, GCNConv, GINConv, MessagePassing, SAGEConv
 from torch_geometric.nn.dense.linear import Linear as PyGLinear
 
 from ..config import CompressionConfig
-from .conv import GCN2ConvMixin, GCNConvMixin, GINConvMixin, SAGEConvMixin
+from .conv import GATConvMixin, GCN2ConvMixin, GCNConvMixin, GINConvMixin, SAGEConvMixin
 from .layers import (
     CompressedModule,
     DropoutMixin,
@@ -33,6 +33,7 @@ _MIXINS = {
     SAGEConv: SAGEConvMixin,
     GCN2Conv: GCN2ConvMixin,
     GINConv: GINConvMixin,
+    GATConv: GATConvMixin,
 }
 
 # modules that keep no activation of their own for backward
@@ -67,8 +68,8 @@ def compress_(
 
     Converts ``torch.nn.Linear``, PyG's ``Linear``, ``BatchNorm1d`` (and so PyG's
     ``BatchNorm``, which wraps one), ``ReLU``, ``LeakyReLU``, ``ELU``,
-    ``Dropout``, and PyG's ``GCNConv``, ``SAGEConv``, ``GCN2Conv`` and
-    ``GINConv`` by switching each one's class to a compressed subclass
+    ``Dropout``, and PyG's ``GCNConv``, ``SAGEConv``, ``GCN2Conv``, ``GINConv``
+    and ``GATConv`` by switching each one's class to a compressed subclass
     (:mod:`iexact.nn.layers`): parameter objects, names and ``state_dict`` are
     unchanged, and an optimizer created before the call keeps working. Calling
     it again updates the config. A supported module in a setting that is not
