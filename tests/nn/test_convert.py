@@ -113,3 +113,39 @@ def test_gradients_at_8_bits_match_uncompressed(index):
     for (name, ours), theirs in zip(model.named_parameters(), twin.parameters()):
         cosine = F.cosine_similarity(ours.grad.flatten(), theirs.grad.flatten(), dim=0)
         assert cosine >= 0.999, name
+
+
+@pytest.mark.parametrize("convert_first", [True, False])
+def test_model_in_another_dtype_keeps_working(convert_first):
+    torch.manual_seed(0)
+    model = GraphSAGE(16, 32, num_layers=3, out_channels=4, norm="batch", dropout=0.5)
+    if convert_first:
+        iexact.compress_(model, CompressionConfig())
+        model.double()
+    else:
+        iexact.compress_(model.double(), CompressionConfig())
+    x, edge_index = _graph()
+    out = model(x.double(), edge_index)
+    assert out.dtype == torch.float64
+    F.cross_entropy(out, torch.zeros(60, dtype=torch.long)).backward()
+    for name, parameter in model.named_parameters():
+        assert parameter.grad.dtype == torch.float64 and torch.isfinite(parameter.grad).all(), name
+    model.eval()
+    twin = GraphSAGE(16, 32, num_layers=3, out_channels=4, norm="batch", dropout=0.5).double().eval()
+    twin.load_state_dict(model.state_dict())
+    assert torch.equal(model(x.double(), edge_index), twin(x.double(), edge_index))
+
+
+def test_whole_model_pickles_and_copies(tmp_path):
+    torch.manual_seed(0)
+    model = iexact.compress_(_models()[1], CompressionConfig(bits=4))
+    path = tmp_path / "model.pt"
+    torch.save(model, path)
+    loaded = torch.load(path, weights_only=False)
+    for restored in (loaded, copy.deepcopy(model)):
+        assert is_compressed(restored.convs[0]) and restored.convs[0].iexact_config.bits == 4
+        x, edge_index = _graph()
+        restored.eval(), model.eval()
+        assert torch.equal(restored(x, edge_index), model(x, edge_index))
+        restored.train()
+        restored(x, edge_index).sum().backward()

@@ -126,3 +126,28 @@ def test_sage_stores_its_input_once():
     packed = iexact.compress(x, CompressionConfig())
     report = iexact.activation_memory(conv, x, _graph("edge_index", "cpu"))
     assert report.total == packed.nbytes and report.uncompressed == 0
+
+
+@pytest.mark.parametrize("name", ["SAGEConv mean", "GCNConv", "BatchNorm1d", "GINConv train_eps"])
+def test_int2_gradients_average_to_the_exact_ones(name):
+    """Over K independent compressions (default INT2 config, projected where the
+    layer projects), the mean parameter gradient converges to the FP32 one:
+    its relative error falls roughly like 1/sqrt(K)."""
+    factory, kind = LAYERS[name]
+    torch.manual_seed(0)
+    module = factory()
+    twin = copy.deepcopy(module)
+    iexact.compress_(module, CompressionConfig())
+    x = torch.randn(NODES, FEATURES)
+    inputs = [x] + ([_graph("edge_index", "cpu")] if kind != "x" else [])
+    _run(twin, inputs, kind, grad_seed=1)
+    exact = torch.cat([p.grad.flatten() for p in twin.parameters()])
+    total = torch.zeros_like(exact)
+    errors = {}
+    for draw in range(1, 257):
+        module.zero_grad()
+        _run(module, inputs, kind, grad_seed=1)
+        total += torch.cat([p.grad.flatten() for p in module.parameters()])
+        if draw in (16, 256):
+            errors[draw] = ((total / draw - exact).norm() / exact.norm()).item()
+    assert errors[256] < 0.4 * errors[16]  # 1/sqrt(16) = 0.25 expected; bias would stall it

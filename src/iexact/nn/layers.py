@@ -43,6 +43,11 @@ class CompressedModule:
     def _compressing(self) -> bool:
         return self.training and torch.is_grad_enabled()
 
+    def __reduce_ex__(self, protocol):
+        # the generated class is not importable by name: rebuild it from its mixin and base
+        mixin = type(self).__bases__[0]
+        return _new_compressed, (mixin, self.iexact_base), self.__getstate__()
+
     def extra_repr(self) -> str:
         own = super().extra_repr()
         return f"{own}, iexact={self.iexact_config}" if own else f"iexact={self.iexact_config}"
@@ -93,6 +98,12 @@ class DropoutMixin(CompressedModule):
             return super().forward(x)
         seed = int(torch.randint(0, _SEED_LIMIT, (), dtype=torch.int64).item())
         return SeededDropoutFunction.apply(x, self.p, seed)
+
+
+def _new_compressed(mixin: type, base: type):
+    """An empty instance of ``compressed_class(mixin, base)`` for unpickling."""
+    cls = compressed_class(mixin, base)
+    return cls.__new__(cls)
 
 
 @functools.lru_cache(maxsize=None)
