@@ -6,12 +6,12 @@ VENV ?= .venv
 PY := $(VENV)/bin/python
 STAMP := $(VENV)/.installed
 
-.PHONY: demo test bench clean
+.PHONY: demo test bench memory clean
 
 $(STAMP): pyproject.toml requirements/cpu.txt
 	$(PYTHON) -m venv $(VENV)
 	$(PY) -m pip install --quiet --constraint requirements/cpu.txt torch
-	$(PY) -m pip install --quiet --constraint requirements/cpu.txt -e ".[test,triton]"
+	$(PY) -m pip install --quiet --constraint requirements/cpu.txt -e ".[test,triton,plot]"
 	touch $(STAMP)
 
 demo: $(STAMP)
@@ -22,6 +22,9 @@ test: $(STAMP)
 
 bench: $(STAMP)
 	$(PY) benchmarks/roundtrip_cpu.py
+
+memory: $(STAMP)
+	$(PY) benchmarks/activation_memory.py
 
 clean:
 	rm -rf $(VENV)

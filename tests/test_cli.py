@@ -20,7 +20,7 @@ def test_preset_results_are_consistent():
         assert 0 < row["error_variance"] < 50 and row["compress_ms"] > 0
 
 
-@pytest.mark.parametrize("argv", [["presets", "--rows", "0"], ["presets", "--width", "-3"], ["train"]])
+@pytest.mark.parametrize("argv", [["presets", "--rows", "0"], ["presets", "--width", "-3"], ["fit"]])
 def test_bad_arguments_exit_with_usage(argv, capsys):
     with pytest.raises(SystemExit) as info:
         main(argv)

@@ -1,13 +1,20 @@
-"""The ``iexact`` command."""
+"""The ``iexact`` command: ``presets``, ``datasets``, ``train`` and ``bench``."""
 from __future__ import annotations
 
 import argparse
+import dataclasses
+import json
 import sys
+from pathlib import Path
 
 import torch
 
-from .bench import median_seconds
+from .bench import markdown_table, median_seconds, mib, write_plots
+from .checkpoint import CheckpointError, write_atomically
 from .config import CompressionConfig
+from .data import DATASETS, DatasetFilesMissing, load_dataset
+from .experiment import CHECKPOINTING, FP32, Settings, run_experiment
+from .models import MODELS
 from .quant import compress, decompress
 
 PRESETS = ("exact", "iexact", "default")
@@ -67,6 +74,182 @@ def _positive_int(text: str) -> int:
     return value
 
 
+def _block_size(text: str):
+    if text == "row":
+        return "row"
+    try:
+        return _positive_int(text)
+    except (ValueError, argparse.ArgumentTypeError):
+        raise argparse.ArgumentTypeError(f'must be a positive integer or "row", got {text!r}') from None
+
+
+def _device(text: str) -> torch.device:
+    try:
+        device = torch.device(text)
+    except RuntimeError:
+        raise argparse.ArgumentTypeError(f"unknown device {text!r}: use cpu, cuda or cuda:N") from None
+    if device.type == "cuda" and not torch.cuda.is_available():
+        raise argparse.ArgumentTypeError("cuda was asked for but torch sees no CUDA device")
+    return device
+
+
+def _compression(args, parser) -> CompressionConfig | None:
+    """The preset ``--config`` with any explicit ``--bits/--block-size/--rp-ratio/--levels/--rp-norm``."""
+    overrides = {field: getattr(args, field) for field in ("bits", "block_size", "rp_ratio", "levels", "rp_norm")
+                 if getattr(args, field) is not None}
+    if args.config == FP32:
+        if overrides:
+            parser.error(f"--config fp32 stores nothing compressed: drop {', '.join(sorted(overrides))} "
+                         f"or pick a compressed --config")
+        return None
+    try:
+        return dataclasses.replace(CompressionConfig.preset(args.config), **overrides)
+    except ValueError as error:
+        parser.error(str(error))
+
+
+def _settings(args, config_name: str, config: CompressionConfig | None) -> Settings:
+    return Settings(dataset=args.dataset, model=args.model, config_name=config_name, config=config,
+                    layers=args.layers, hidden=args.hidden, dropout=args.dropout, lr=args.lr,
+                    weight_decay=args.weight_decay, grad_clip=args.grad_clip, seed=args.seed)
+
+
+def _load(args, parser):
+    try:
+        data = load_dataset(args.dataset, args.root, download=not args.offline, seed=args.seed)
+    except ValueError as error:
+        parser.error(str(error))
+    return data.to(args.device)
+
+
+class _Progress:
+    """One status line on stderr: run, epoch, loss, validation score (a bar on a terminal)."""
+
+    def __init__(self, label: str, epochs: int, runs: int, enabled: bool):
+        self.label, self.epochs, self.runs, self.enabled = label, epochs, runs, enabled
+        self.terminal = sys.stderr.isatty()
+
+    def __call__(self, run, state) -> None:
+        if not self.enabled:
+            return
+        done = state.epoch / self.epochs
+        bar = "#" * int(20 * done) + "." * (20 - int(20 * done))
+        line = (f"{self.label} run {run + 1}/{self.runs} [{bar}] epoch {state.epoch}/{self.epochs} "
+                f"loss {state.last_loss:.4f} val {100 * state.best_val:.1f}%")
+        if self.terminal:
+            print("\r" + line, end="\n" if state.epoch == self.epochs else "", file=sys.stderr, flush=True)
+        elif state.epoch == self.epochs or state.epoch % max(1, self.epochs // 10) == 0:
+            print(line, file=sys.stderr, flush=True)
+
+
+def _describe_record(record: dict) -> str:
+    memory, accuracy = record["activation_memory"], record["test_accuracy"]
+    return "\n".join([
+        f"test accuracy {100 * accuracy['mean']:.2f} ± {100 * accuracy['std']:.2f} % "
+        f"(best validation epoch, {record['runs']} run{'s' if record['runs'] > 1 else ''})",
+        f"activation memory {mib(memory['total'])} (compressed {mib(memory['compressed'])}, "
+        f"uncompressed {mib(memory['uncompressed'])}; allocator's count {mib(memory['allocator'])})",
+        f"peak memory {mib(record['peak_memory']['bytes'])} ({record['peak_memory']['kind']})",
+        f"median epoch time {1e3 * record['epoch_seconds_median']:.1f} ms",
+    ])
+
+
+def _write_json(path, record) -> None:
+    text = json.dumps(record, indent=2) + "\n"
+    write_atomically(path, lambda file: file.write(text.encode()))
+
+
+def _train(args) -> int:
+    parser = args.parser
+    if (args.save_every or args.resume) and args.checkpoint is None:
+        parser.error("--save-every and --resume need --checkpoint PATH")
+    config = _compression(args, parser)
+    data = _load(args, parser)
+    settings = _settings(args, args.config, config)
+    print(f"dataset {args.dataset} ({data.num_nodes:,} nodes, {data.num_edges:,} edges, "
+          f"{data.num_features} features), model {args.model}, config {args.config}"
+          f"{f' ({_describe(config)})' if config else ''}, device {args.device}")
+    progress = _Progress(args.config, args.epochs, args.runs, not args.quiet)
+    try:
+        record = run_experiment(settings, data, args.device, args.epochs, args.runs, args.checkpoint,
+                                args.save_every or (1 if args.resume else 0), args.resume, progress)
+    except (CheckpointError, FileNotFoundError) as error:
+        print(f"iexact train: error: {error}", file=sys.stderr)
+        return 1
+    print(_describe_record(record))
+    if args.json:
+        _write_json(args.json, record)
+        print(f"results written to {args.json}")
+    return 0
+
+
+def _bench_configs(args) -> list[tuple[str, str, CompressionConfig | None]]:
+    """``(label, config_name, config)`` of each configuration ``iexact bench`` compares."""
+    default = CompressionConfig.default()
+    entries = [("FP32", FP32, None), ("exact()", "exact", CompressionConfig.exact()),
+               ("iexact()", "iexact", CompressionConfig.iexact()), ("default", "default", default)]
+    entries += [(f"default, G={size}", "default", dataclasses.replace(default, block_size=size))
+                for size in args.block_sizes if size != default.block_size]
+    entries.append(("default, uniform levels", "default", dataclasses.replace(default, levels="uniform")))
+    entries.append(("torch.utils.checkpoint", CHECKPOINTING, None))
+    return entries
+
+
+def _bench(args) -> int:
+    parser = args.parser
+    data = _load(args, parser)
+    out = Path(args.out)
+    records = []
+    print(f"dataset {args.dataset} ({data.num_nodes:,} nodes, {data.num_edges:,} edges), model {args.model}, "
+          f"{args.epochs} epochs x {args.runs} runs, device {args.device}")
+    for label, name, config in _bench_configs(args):
+        progress = _Progress(label, args.epochs, args.runs, not args.quiet)
+        record = run_experiment(_settings(args, name, config), data, args.device, args.epochs, args.runs,
+                                after_epoch=progress)
+        records.append({"label": label, **record})
+    table = markdown_table(records)
+    print(table)
+    out.mkdir(parents=True, exist_ok=True)
+    heading = (f"{args.model} on {args.dataset}, {args.epochs} epochs x {args.runs} runs, {args.device}, "
+               f"torch {torch.__version__}\n\n")
+    write_atomically(out / "bench.md", lambda file: file.write((heading + table + "\n").encode()))
+    _write_json(out / "bench.json", records)
+    written = [out / "bench.md", out / "bench.json"]
+    try:
+        written += write_plots(records, out)
+    except ImportError as error:
+        print(f"iexact bench: no plots: {error}", file=sys.stderr)
+    print("wrote " + ", ".join(str(path) for path in written))
+    return 0
+
+
+def _datasets(args) -> int:
+    print("datasets (--dataset), read from --root:")
+    for name in DATASETS:
+        print(f"  {name}")
+    return 0
+
+
+def _add_experiment_arguments(command: argparse.ArgumentParser) -> None:
+    command.add_argument("--dataset", default="synthetic",
+                         help="dataset name, see `iexact datasets` (default: synthetic)")
+    command.add_argument("--root", default="data", help="directory holding the datasets (default: data)")
+    command.add_argument("--offline", action="store_true", help="never download missing dataset files")
+    command.add_argument("--model", choices=MODELS, default="sage", help="reference model (default: sage)")
+    command.add_argument("--layers", type=_positive_int, help="override the model's layer count")
+    command.add_argument("--hidden", type=_positive_int, help="override the model's hidden width")
+    command.add_argument("--dropout", type=float, help="override the model's dropout")
+    command.add_argument("--epochs", type=_positive_int, default=200, help="epochs per run (default: 200)")
+    command.add_argument("--runs", type=_positive_int, default=1, help="runs, seeds seed..seed+runs-1 (default: 1)")
+    command.add_argument("--lr", type=float, default=0.01, help="Adam learning rate (default: 0.01)")
+    command.add_argument("--weight-decay", type=float, default=0.0, help="Adam weight decay (default: 0)")
+    command.add_argument("--grad-clip", type=float, default=0.5, help="max gradient norm (default: 0.5)")
+    command.add_argument("--device", type=_device, default=torch.device("cuda" if torch.cuda.is_available() else "cpu"),
+                         help="cpu, cuda or cuda:N (default: cuda when available)")
+    command.add_argument("--seed", type=int, default=0, help="seed of run 1 and of synthetic graphs (default: 0)")
+    command.add_argument("--quiet", action="store_true", help="no progress line")
+
+
 def build_parser() -> argparse.ArgumentParser:
     parser = argparse.ArgumentParser(prog="iexact", description=__doc__)
     commands = parser.add_subparsers(dest="command", required=True)
@@ -78,6 +261,32 @@ def build_parser() -> argparse.ArgumentParser:
     presets.add_argument("--seed", type=int, default=0, help="seed of the data and the compression (default: 0)")
     presets.add_argument("--threads", type=_positive_int, default=None, help="torch CPU threads (default: torch's)")
     presets.set_defaults(run=_presets)
+
+    datasets = commands.add_parser("datasets", help="list the dataset names")
+    datasets.set_defaults(run=_datasets)
+
+    train = commands.add_parser("train", help="train a reference model with compressed activations")
+    _add_experiment_arguments(train)
+    train.add_argument("--config", choices=(FP32, "exact", "iexact", "default"), default="default",
+                       help="compression preset, or fp32 for none (default: default)")
+    train.add_argument("--bits", type=int, help="override the preset's bits (1, 2, 4, 8)")
+    train.add_argument("--block-size", type=_block_size, help='override the block size (int or "row")')
+    train.add_argument("--rp-ratio", type=float, help="override the projection ratio (>= 1)")
+    train.add_argument("--levels", help="override the levels (uniform, optimal)")
+    train.add_argument("--rp-norm", action="store_const", const=True, help="also project BatchNorm inputs")
+    train.add_argument("--json", help="write the results to this JSON file")
+    train.add_argument("--checkpoint", help="checkpoint file to write (with --save-every) or resume from")
+    train.add_argument("--save-every", type=_positive_int, help="save a checkpoint every N epochs")
+    train.add_argument("--resume", action="store_true", help="continue from --checkpoint")
+    train.set_defaults(run=_train, parser=train)
+
+    bench = commands.add_parser("bench", help="compare FP32, the presets, a block-size sweep, uniform levels "
+                                              "and torch.utils.checkpoint side by side")
+    _add_experiment_arguments(bench)
+    bench.add_argument("--block-sizes", type=lambda text: [_block_size(part) for part in text.split(",")],
+                       default=[64, 1024], help="block sizes of the sweep (default: 64,1024)")
+    bench.add_argument("--out", default="bench-results", help="folder for bench.md, bench.json and the plots")
+    bench.set_defaults(run=_bench, parser=bench)
     return parser
 
 

@@ -208,3 +208,32 @@ def activation_memory(model: torch.nn.Module, *inputs, **kwargs) -> MemoryReport
 def _kind(module: torch.nn.Module) -> str:
     base = getattr(module, "iexact_base", None)
     return base.__name__ if base is not None else type(module).__name__
+
+
+def allocator_growth(model: torch.nn.Module, *inputs, **kwargs) -> int:
+    r"""Bytes the allocator holds more after one training forward than before,
+    less the output's own bytes: what the graph keeps, measured by the
+    allocator itself (CUDA ``memory_allocated``; on CPU the net allocations
+    ``torch.profiler`` records). Unlike :func:`activation_memory` it also sees
+    what is kept outside autograd's saved tensors (``torch.utils.checkpoint``
+    keeps its inputs that way), but cannot say what is compressed."""
+    tensors = _tensors_in((inputs, kwargs), [])
+    on_cuda = any(t.is_cuda for t in tensors)
+    was_training = model.training
+    model.train()
+    try:
+        with torch.enable_grad():
+            if on_cuda:
+                torch.cuda.synchronize()
+                before = torch.cuda.memory_allocated()
+                out = _tensors_in(model(*inputs, **kwargs), [])
+                torch.cuda.synchronize()
+                grown = torch.cuda.memory_allocated() - before
+            else:
+                activities = [torch.profiler.ProfilerActivity.CPU]
+                with torch.profiler.profile(activities=activities, profile_memory=True) as profile:
+                    out = _tensors_in(model(*inputs, **kwargs), [])
+                grown = sum(event.self_cpu_memory_usage for event in profile.events())
+    finally:
+        model.train(was_training)
+    return grown - sum(t.untyped_storage().nbytes() for t in out)

@@ -38,6 +38,8 @@ class GraphSpec:
         gcn (tuple or None): ``(improved, add_self_loops)`` to apply GCN's
             :math:`\hat D^{-1/2} \hat A \hat D^{-1/2}` normalization on the
             fly, or ``None`` to use the edge weights as given.
+        scale (float): a constant factor on the result (GCNII's
+            :math:`1 - \alpha`); folded in here, it costs no saved scalar.
     """
 
     num_src: int
@@ -45,6 +47,7 @@ class GraphSpec:
     reduce: str = "sum"
     flow: str = "source_to_target"
     gcn: tuple[bool, bool] | None = None
+    scale: float = 1.0
 
     def __post_init__(self) -> None:
         if self.reduce not in ("sum", "mean"):
@@ -125,7 +128,8 @@ class AggregateFunction(SavingFunction):
         dX_s = \sum_{e: s \to t} \frac{w_e}{c_t} dY_t, \qquad
         dw_e = \frac{1}{c_t} \langle dY_t, \hat X_s \rangle,
 
-    with :math:`c_t` the in-degree for ``"mean"`` and 1 for ``"sum"``.
+    with :math:`c_t` the in-degree for ``"mean"`` and 1 for ``"sum"`` (all
+    times ``spec.scale``).
 
     Stores: references to ``structure`` and ``edge_weight`` (the caller's
     own tensors, 0 new bytes); and, only when ``edge_weight`` needs a
@@ -147,13 +151,16 @@ class AggregateFunction(SavingFunction):
         ctx.spec, ctx.x_dtype = spec, x.dtype
         packed = compress(x.detach(), config) if weight_grad else None
         save(ctx, structure, edge_weight, packed)
-        return spmm(x, src, dst, weight, spec.num_dst, spec.reduce)
+        out = spmm(x, src, dst, weight, spec.num_dst, spec.reduce)
+        return out if spec.scale == 1.0 else out.mul_(spec.scale)
 
     @staticmethod
     def backward(ctx, grad_out):
         structure, edge_weight, packed = load(ctx)
         spec = ctx.spec
         src, dst, weight = edges(structure, edge_weight, spec, ctx.x_dtype)
+        if spec.scale != 1.0:
+            grad_out = grad_out * spec.scale
         if spec.reduce == "mean":
             grad_out = grad_out / _in_degree(dst, spec.num_dst).to(grad_out.dtype).view(-1, *[1] * (grad_out.dim() - 1))
         grad_x = grad_weight = None

@@ -22,8 +22,7 @@ from ..autograd import (
     SeededDropoutFunction,
 )
 from ..config import CompressionConfig
-
-_SEED_LIMIT = 2**62
+from ..quant.codec import new_seed
 
 
 class CompressedModule:
@@ -96,8 +95,7 @@ class DropoutMixin(CompressedModule):
     def forward(self, x):
         if not self._compressing() or self.p == 0:
             return super().forward(x)
-        seed = int(torch.randint(0, _SEED_LIMIT, (), dtype=torch.int64).item())
-        return SeededDropoutFunction.apply(x, self.p, seed)
+        return SeededDropoutFunction.apply(x, self.p, new_seed())
 
 
 def _new_compressed(mixin: type, base: type):

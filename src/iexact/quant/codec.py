@@ -27,7 +27,7 @@ _SEED_LIMIT = 2**62
 _CPU_CHUNK_ELEMENTS = 2**20  # stored elements per chunk on CPU: 4 MiB of float32
 
 
-def _new_seed() -> int:
+def new_seed() -> int:
     """A seed from torch's global generator, so ``torch.manual_seed`` makes runs repeatable."""
     return int(torch.randint(0, _SEED_LIMIT, (), dtype=torch.int64).item())
 
@@ -70,7 +70,7 @@ def compress(x: torch.Tensor, config: CompressionConfig, seed: int | None = None
     if not x.is_floating_point():
         raise TypeError(f"compress needs a floating-point tensor, got dtype {x.dtype}")
     if seed is None:
-        seed = _new_seed()
+        seed = new_seed()
     elif isinstance(seed, bool) or not isinstance(seed, int) or not 0 <= seed < _SEED_LIMIT:
         raise ValueError(f"seed={seed!r} is invalid: seed must be an int in [0, 2**62)")
     width = x.shape[-1] if x.dim() else 1

@@ -6,6 +6,7 @@ from torch_geometric.nn.conv.gcn_conv import gcn_norm
 from torch_geometric.utils import is_torch_sparse_tensor
 
 from ...autograd import AggregateFunction, GraphSpec
+from ...config import CompressionConfig
 from ...autograd.aggregate import plain
 
 _REDUCE = {"add": "sum", "sum": "sum", "mean": "mean"}
@@ -28,12 +29,13 @@ def node_counts(structure, num_src: int, num_dst: int | None) -> tuple[int, int]
     return num_src, num_src if num_dst is None else num_dst
 
 
-def aggregate(x, structure, edge_weight, reduce: str, flow: str, num_dst: int | None = None,
-              gcn: tuple[bool, bool] | None = None, config=None) -> torch.Tensor:
+def aggregate(x, structure, edge_weight, reduce: str, flow: str, num_dst: int | None = None, *,
+              config: CompressionConfig, gcn: tuple[bool, bool] | None = None,
+              scale: float = 1.0) -> torch.Tensor:
     r""":math:`A X` through :class:`~iexact.autograd.AggregateFunction` (keeps nothing
     unless ``edge_weight`` needs a gradient)."""
     num_src, num_dst = node_counts(structure, x.size(0), num_dst)
-    spec = GraphSpec(num_src, num_dst, reduce, flow, gcn)
+    spec = GraphSpec(num_src, num_dst, reduce, flow, gcn, scale)
     return AggregateFunction.apply(x, edge_weight, structure, spec, config)
 
 

@@ -5,7 +5,7 @@ import torch
 
 from ...autograd.attention import AttentionSpec, GATAttentionFunction
 from ...autograd.aggregate import plain
-from ...quant.codec import _new_seed
+from ...quant.codec import new_seed
 from ..layers import CompressedModule
 from .common import is_lazy, needs_sparse_value_grad
 
@@ -37,7 +37,7 @@ class GATConvMixin(CompressedModule):
             return super().forward(x, edge_index, edge_attr, size, return_attention_weights)
         heads, channels = self.heads, self.out_channels
         spec = AttentionSpec(x.size(0), self.flow, self.add_self_loops)
-        seed = _new_seed() if self.dropout > 0 else 0
+        seed = new_seed() if self.dropout > 0 else 0
         out = GATAttentionFunction.apply(self.lin(x).view(-1, heads, channels), self.att_src, self.att_dst,
                                          plain(edge_index), spec, self.negative_slope, self.dropout, seed,
                                          self.iexact_config)

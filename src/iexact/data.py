@@ -1,0 +1,199 @@
+r"""Datasets: PyG / OGB loaders reading from a local root, and synthetic graphs.
+
+Every loader returns a PyG ``Data`` with ``x``, ``edge_index``, ``y`` and
+boolean ``train_mask`` / ``val_mask`` / ``test_mask``; ``num_classes`` is
+:func:`num_classes` of it. Names (case-insensitive):
+
+- ``cora``, ``citeseer``, ``pubmed`` (Planetoid), ``flickr``, ``reddit2``,
+  ``yelp`` (multi-label) through PyG; ``ogbn-arxiv``, ``ogbn-products``
+  through ``ogb`` (``pip install "iexact[ogb]"``). Files are read from
+  ``root``; missing files are downloaded only when ``download=True``, and a
+  failed or refused download raises :class:`DatasetFilesMissing` naming every
+  file and where it goes.
+- ``synthetic`` (a small default), ``synthetic-arxiv``,
+  ``synthetic-products`` (the shapes of the OGB graphs) and
+  ``synthetic:N,E,D,C``: a contextual stochastic block model.
+"""
+from __future__ import annotations
+
+import dataclasses
+import math
+import socket
+from pathlib import Path
+
+import torch
+from torch_geometric.data import Data
+from torch_geometric.utils import to_undirected
+
+_PLANETOID = {"cora": "Cora", "citeseer": "CiteSeer", "pubmed": "PubMed"}
+_GRAPHSAINT = {"flickr": "Flickr", "reddit2": "Reddit2", "yelp": "Yelp"}
+_OGB = {"ogbn-arxiv": "ogbn_arxiv", "ogbn-products": "ogbn_products"}
+_DOWNLOAD_TIMEOUT_S = 60
+
+
+@dataclasses.dataclass(frozen=True)
+class SyntheticShape:
+    """Nodes, undirected edges (each stored both ways), features and classes of a synthetic graph."""
+
+    nodes: int
+    edges: int
+    features: int
+    classes: int
+
+
+SYNTHETIC_PRESETS = {
+    "synthetic": SyntheticShape(10_000, 50_000, 64, 8),
+    "synthetic-arxiv": SyntheticShape(169_343, 1_166_243, 128, 40),
+    "synthetic-products": SyntheticShape(2_449_029, 61_859_140, 100, 47),
+}
+DATASETS = (*_PLANETOID, *_GRAPHSAINT, *_OGB, *SYNTHETIC_PRESETS, "synthetic:N,E,D,C")
+
+
+class DatasetFilesMissing(FileNotFoundError):
+    """A dataset's files are not under the root and could not be downloaded."""
+
+
+def num_classes(data: Data) -> int:
+    """Classes (or labels, for multi-label ``y``) of ``data``."""
+    return data.y.size(1) if data.y.dim() == 2 else int(data.y.max()) + 1
+
+
+def is_multilabel(data: Data) -> bool:
+    return data.y.dim() == 2
+
+
+def load_dataset(name: str, root: str | Path = "data", download: bool = True, seed: int = 0) -> Data:
+    """The dataset called ``name`` (see the module docstring), as one ``Data``.
+
+    Args:
+        name (str): dataset name.
+        root (str or Path, optional): directory holding the datasets. (default: ``"data"``)
+        download (bool, optional): fetch missing files. (default: :obj:`True`)
+        seed (int, optional): seed of synthetic graphs. (default: :obj:`0`)
+
+    Raises:
+        ValueError: unknown name or malformed ``synthetic:N,E,D,C``.
+        DatasetFilesMissing: files missing and not downloadable.
+    """
+    key = name.lower()
+    root = Path(root)
+    if key.startswith("synthetic"):
+        return contextual_sbm(parse_synthetic(key), seed=seed)
+    if key in _PLANETOID:
+        from torch_geometric.datasets import Planetoid
+
+        folder = _PLANETOID[key]
+        files = [f"ind.{key}.{part}" for part in ("x", "tx", "allx", "y", "ty", "ally", "graph", "test.index")]
+        _require(name, root / folder / "raw", files, download)
+        return _fetch(name, root / folder / "raw", files,
+                      lambda: Planetoid(str(root), folder)[0])
+    if key in _GRAPHSAINT:
+        from torch_geometric import datasets
+
+        folder = _GRAPHSAINT[key]
+        files = ["adj_full.npz", "feats.npy", "class_map.json", "role.json"]
+        _require(name, root / folder / "raw", files, download)
+        return _fetch(name, root / folder / "raw", files,
+                      lambda: getattr(datasets, folder)(str(root / folder))[0])
+    if key in _OGB:
+        return _load_ogb(key, root, download)
+    raise ValueError(f"unknown dataset {name!r}: expected one of {', '.join(DATASETS)}")
+
+
+def parse_synthetic(key: str) -> SyntheticShape:
+    """The shape named by ``synthetic``, ``synthetic-arxiv``, ``synthetic-products`` or ``synthetic:N,E,D,C``."""
+    if key in SYNTHETIC_PRESETS:
+        return SYNTHETIC_PRESETS[key]
+    problem = f"malformed synthetic dataset {key!r}: use synthetic:N,E,D,C with integers N >= 2, E >= 1, D >= 1, C >= 2"
+    if not key.startswith("synthetic:"):
+        raise ValueError(f"unknown dataset {key!r}: expected one of {', '.join(DATASETS)}")
+    try:
+        nodes, edges, features, classes = (int(part) for part in key.split(":", 1)[1].split(","))
+    except ValueError:
+        raise ValueError(problem) from None
+    if nodes < 2 or edges < 1 or features < 1 or not 2 <= classes <= nodes:
+        raise ValueError(problem)
+    return SyntheticShape(nodes, edges, features, classes)
+
+
+def contextual_sbm(shape: SyntheticShape, seed: int = 0, homophily: float = 0.5,
+                   feature_signal: float = 0.15) -> Data:
+    r"""A contextual stochastic block model: classes are learnable from both
+    features and structure.
+
+    Each node gets a class :math:`y_i` uniformly; features are
+    :math:`x_i = \mu_{y_i} + \varepsilon_i` with class means
+    :math:`\mu_c \sim \mathcal N(0, s^2 I)` (:math:`s` = ``feature_signal``)
+    and noise :math:`\varepsilon_i \sim \mathcal N(0, I)`; each of the
+    ``shape.edges`` edges joins a uniform source to a node of the same class
+    with probability ``homophily``, else to a uniform node, and is stored in
+    both directions. Train / validation / test masks: a random 60 / 20 / 20 split.
+    """
+    generator = torch.Generator().manual_seed(seed)
+    n, c = shape.nodes, shape.classes
+    y = torch.randint(0, c, (n,), generator=generator)
+    means = torch.randn(c, shape.features, generator=generator) * feature_signal
+    x = torch.randn(n, shape.features, generator=generator).add_(means[y])
+    by_class = torch.argsort(y)
+    counts = torch.bincount(y, minlength=c)
+    starts = torch.cumsum(counts, 0) - counts
+    src = torch.randint(0, n, (shape.edges,), generator=generator)
+    offset = (torch.rand(shape.edges, generator=generator) * counts[y[src]]).long()
+    same_class = by_class[starts[y[src]] + offset.clamp_(max=torch.clamp(counts[y[src]] - 1, min=0))]
+    anywhere = torch.randint(0, n, (shape.edges,), generator=generator)
+    dst = torch.where(torch.rand(shape.edges, generator=generator) < homophily, same_class, anywhere)
+    edge_index = to_undirected(torch.stack([src, dst]), num_nodes=n)
+    order = torch.randperm(n, generator=generator)
+    train_end, val_end = int(0.6 * n), int(0.8 * n)
+    masks = [torch.zeros(n, dtype=torch.bool) for _ in range(3)]
+    for mask, part in zip(masks, (order[:train_end], order[train_end:val_end], order[val_end:])):
+        mask[part] = True
+    return Data(x=x, edge_index=edge_index, y=y, train_mask=masks[0], val_mask=masks[1], test_mask=masks[2])
+
+
+def _missing_message(name: str, folder: Path, files: list[str], reason: str) -> str:
+    listing = "\n".join(f"  {folder / file}" for file in files)
+    return (f"dataset {name!r}: {reason}. Put these files there (the same names as the "
+            f"official release), or run with network access to download them:\n{listing}")
+
+
+def _require(name: str, folder: Path, files: list[str], download: bool) -> None:
+    missing = [file for file in files if not (folder / file).is_file()]
+    if missing and not download:
+        raise DatasetFilesMissing(_missing_message(name, folder, missing, "files are missing and downloads are off"))
+
+
+def _fetch(name: str, folder: Path, files: list[str], load):
+    """Run ``load`` (which downloads what is missing); a failed download names the files."""
+    missing = [file for file in files if not (folder / file).is_file()]
+    if not missing:
+        return load()
+    previous = socket.getdefaulttimeout()
+    socket.setdefaulttimeout(_DOWNLOAD_TIMEOUT_S)
+    try:
+        return load()
+    except OSError as error:  # URLError, timeouts, refused connections
+        raise DatasetFilesMissing(_missing_message(name, folder, missing, f"download failed ({error})")) from error
+    finally:
+        socket.setdefaulttimeout(previous)
+
+
+def _load_ogb(key: str, root: Path, download: bool) -> Data:
+    try:
+        from ogb.nodeproppred import PygNodePropPredDataset
+    except ImportError:
+        raise ImportError(f"dataset {key!r} needs the ogb package: pip install \"iexact[ogb]\"") from None
+    folder = root / _OGB[key]
+    if not folder.is_dir() and not download:
+        raise DatasetFilesMissing(_missing_message(key, folder, ["raw/", "split/"], "the OGB folder is missing "
+                                                   "and downloads are off"))
+    dataset = _fetch(key, folder, ["raw/"] if not folder.is_dir() else [],
+                     lambda: PygNodePropPredDataset(key, root=str(root)))
+    data, split = dataset[0], dataset.get_idx_split()
+    n = data.num_nodes
+    masks = {}
+    for part, field in (("train", "train_mask"), ("valid", "val_mask"), ("test", "test_mask")):
+        masks[field] = torch.zeros(n, dtype=torch.bool)
+        masks[field][split[part]] = True
+    edge_index = to_undirected(data.edge_index, num_nodes=n)
+    return Data(x=data.x, edge_index=edge_index, y=data.y.view(-1), **masks)

@@ -1,0 +1,114 @@
+r"""The reference models (the papers' ogbn-arxiv settings), built from stock PyG modules.
+
+=========  ===========================================================  =======
+name       model                                                        dropout
+=========  ===========================================================  =======
+``gcn``    ``GCN``: 3 layers, hidden 128, BatchNorm, ReLU                0.5
+``sage``   ``GraphSAGE``: 3 layers, hidden 128, BatchNorm, ReLU          0.5
+``gcn2``   GCNII: linear in, 16 ``GCN2Conv`` layers of 256                0.1
+           (:math:`\alpha = 0.5`, :math:`\theta = 0.5`), ReLU, linear out
+``gat``    ``GAT``: 3 layers, hidden 128 (4 heads of 32), BatchNorm, ReLU 0.5
+=========  ===========================================================  =======
+
+All train with Adam (lr 0.01), gradient-norm clipping at 0.5, full batch.
+"""
+from __future__ import annotations
+
+import dataclasses
+
+import torch
+import torch.utils.checkpoint
+from torch_geometric.nn import GCN2Conv
+from torch_geometric.nn.models import GAT, GCN, GraphSAGE
+
+
+@dataclasses.dataclass(frozen=True)
+class ModelSpec:
+    """Layer count, hidden width and dropout of a reference model."""
+
+    layers: int
+    hidden: int
+    dropout: float
+
+
+REFERENCE = {
+    "gcn": ModelSpec(3, 128, 0.5),
+    "sage": ModelSpec(3, 128, 0.5),
+    "gcn2": ModelSpec(16, 256, 0.1),
+    "gat": ModelSpec(3, 128, 0.5),
+}
+MODELS = tuple(REFERENCE)
+
+
+class GCNII(torch.nn.Module):
+    r"""GCNII (Chen et al., 2020) from PyG's ``GCN2Conv``:
+    :math:`X^{(0)} = \mathrm{ReLU}(X W_{in})`, then per layer :math:`\ell`
+    :math:`X \leftarrow \mathrm{ReLU}(\mathrm{GCN2Conv}_\ell(\mathrm{dropout}(X), X^{(0)}))`,
+    and :math:`\mathrm{dropout}(X) W_{out}`."""
+
+    def __init__(self, in_channels: int, hidden: int, layers: int, out_channels: int,
+                 dropout: float = 0.1, alpha: float = 0.5, theta: float = 0.5):
+        super().__init__()
+        self.lin_in = torch.nn.Linear(in_channels, hidden)
+        self.convs = torch.nn.ModuleList(GCN2Conv(hidden, alpha, theta, layer + 1) for layer in range(layers))
+        self.lin_out = torch.nn.Linear(hidden, out_channels)
+        self.act = torch.nn.ReLU()
+        self.dropout = torch.nn.Dropout(dropout)
+
+    def reset_parameters(self) -> None:
+        for module in (self.lin_in, self.lin_out, *self.convs):
+            module.reset_parameters()
+
+    def forward(self, x: torch.Tensor, edge_index) -> torch.Tensor:
+        x = x_0 = self.act(self.lin_in(self.dropout(x)))
+        for conv in self.convs:
+            x = self.act(conv(self.dropout(x), x_0, edge_index))
+        return self.lin_out(self.dropout(x))
+
+
+def build_model(name: str, in_channels: int, out_channels: int, layers: int | None = None,
+                hidden: int | None = None, dropout: float | None = None) -> torch.nn.Module:
+    """The reference model ``name`` (``gcn``, ``sage``, ``gcn2``, ``gat``); ``layers``,
+    ``hidden`` and ``dropout`` override the reference values."""
+    if name not in REFERENCE:
+        raise ValueError(f"unknown model {name!r}: expected one of {', '.join(MODELS)}")
+    spec = REFERENCE[name]
+    layers = spec.layers if layers is None else layers
+    hidden = spec.hidden if hidden is None else hidden
+    dropout = spec.dropout if dropout is None else dropout
+    if layers < 1 or hidden < 1 or not 0 <= dropout < 1:
+        raise ValueError(f"invalid model size: layers={layers} and hidden={hidden} must be >= 1, "
+                         f"dropout={dropout} in [0, 1)")
+    if name == "gcn2":
+        return GCNII(in_channels, hidden, layers, out_channels, dropout)
+    common = dict(num_layers=layers, out_channels=out_channels, dropout=dropout, norm="batch")
+    if name == "gat":
+        if hidden % 4:
+            raise ValueError(f"hidden={hidden} must be a multiple of the 4 attention heads for gat")
+        return GAT(in_channels, hidden, heads=4, **common)
+    return {"gcn": GCN, "sage": GraphSAGE}[name](in_channels, hidden, **common)
+
+
+class CheckpointedLayer(torch.nn.Module):
+    """Runs ``layer`` under ``torch.utils.checkpoint`` (non-reentrant): keeps its
+    inputs and recomputes its forward in backward; the baseline users pick
+    instead of compression."""
+
+    def __init__(self, layer: torch.nn.Module):
+        super().__init__()
+        self.layer = layer
+
+    def forward(self, *args, **kwargs):
+        if not (self.training and torch.is_grad_enabled()):
+            return self.layer(*args, **kwargs)
+        return torch.utils.checkpoint.checkpoint(self.layer, *args, use_reentrant=False, **kwargs)
+
+
+def checkpoint_layers_(model: torch.nn.Module) -> torch.nn.Module:
+    """Wrap every message-passing layer in ``model.convs`` in :class:`CheckpointedLayer`, in place."""
+    convs = getattr(model, "convs", None)
+    if not isinstance(convs, torch.nn.ModuleList):
+        raise ValueError(f"{type(model).__name__} has no convs list to checkpoint")
+    for index, conv in enumerate(convs):
+        convs[index] = CheckpointedLayer(conv)
+    return model

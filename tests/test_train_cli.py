@@ -1,0 +1,127 @@
+"""``iexact train`` / ``bench`` / ``datasets`` end to end, checkpoints and errors."""
+import json
+import shutil
+
+import pytest
+import torch
+
+from iexact.checkpoint import load_checkpoint
+from iexact.cli import main
+
+TINY = ["--dataset", "synthetic:300,1200,16,4", "--epochs", "4", "--quiet", "--hidden", "16"]
+RECORD_KEYS = {"iexact", "torch", "device", "dataset", "model", "config_name", "config", "layers", "hidden",
+               "dropout", "lr", "weight_decay", "grad_clip", "seed", "epochs", "runs", "test_accuracy",
+               "val_accuracy", "activation_memory", "peak_memory", "epoch_seconds_median"}
+
+
+@pytest.mark.parametrize("model", ["gcn", "sage", "gcn2", "gat"])
+def test_train_writes_the_documented_json(model, tmp_path, capsys):
+    path = tmp_path / "out.json"
+    argv = TINY + ["--model", model, "--runs", "2", "--json", str(path)]
+    if model == "gcn2":
+        argv += ["--layers", "4"]
+    assert main(["train"] + argv) == 0
+    assert "test accuracy" in capsys.readouterr().out
+    record = json.loads(path.read_text())
+    assert set(record) == RECORD_KEYS
+    assert record["config"]["bits"] == 2 and record["config"]["block_size"] == 256
+    assert 0 <= record["test_accuracy"]["mean"] <= 1 and len(record["test_accuracy"]["runs"]) == 2
+    memory = record["activation_memory"]
+    assert memory["uncompressed"] == 0 and memory["total"] == memory["compressed"] == memory["allocator"] > 0
+    assert record["peak_memory"]["bytes"] > 0 and record["epoch_seconds_median"] > 0
+
+
+def test_fp32_and_explicit_flags(tmp_path):
+    fp32, int4 = tmp_path / "fp32.json", tmp_path / "int4.json"
+    assert main(["train"] + TINY + ["--config", "fp32", "--json", str(fp32)]) == 0
+    assert main(["train"] + TINY + ["--bits", "4", "--block-size", "row", "--rp-norm", "--json", str(int4)]) == 0
+    fp32, int4 = json.loads(fp32.read_text()), json.loads(int4.read_text())
+    assert fp32["config"] is None and fp32["activation_memory"]["compressed"] == 0
+    assert int4["config"]["bits"] == 4 and int4["config"]["block_size"] == "row" and int4["config"]["rp_norm"]
+    assert fp32["activation_memory"]["total"] > 8 * int4["activation_memory"]["total"]
+
+
+def test_train_on_cora_offline(tmp_path, capsys):
+    from tests.accuracy.test_cora import SHARED_DATA
+
+    raw = SHARED_DATA / "Cora" / "raw"
+    if not raw.is_dir():
+        pytest.skip(f"Cora is not at {raw}")
+    shutil.copytree(raw, tmp_path / "Cora" / "raw")
+    path = tmp_path / "cora.json"
+    assert main(["train", "--dataset", "Cora", "--root", str(tmp_path), "--offline", "--model", "gcn",
+                 "--epochs", "30", "--quiet", "--json", str(path)]) == 0
+    record = json.loads(path.read_text())
+    assert record["test_accuracy"]["mean"] > 0.5  # 30 epochs of a 3-layer GCN already learn Cora
+    assert "2,708 nodes" in capsys.readouterr().out
+
+
+def test_resume_equals_an_uninterrupted_run(tmp_path):
+    whole, part = tmp_path / "whole.pt", tmp_path / "part.pt"
+    common = ["train", "--dataset", "synthetic:300,1200,16,4", "--hidden", "16", "--quiet", "--runs", "2"]
+    assert main(common + ["--epochs", "6", "--checkpoint", str(whole), "--save-every", "6"]) == 0
+    # interrupted: the first invocation stops after 3 epochs of run 1
+    assert main(common[:-2] + ["--runs", "1", "--epochs", "3", "--checkpoint", str(part), "--save-every", "3"]) == 0
+    assert main(common + ["--epochs", "6", "--checkpoint", str(part), "--resume", "--json",
+                          str(tmp_path / "r.json")]) == 0
+    settings = torch.load(whole, weights_only=True)["settings"]
+    first, second = load_checkpoint(whole, settings), load_checkpoint(part, settings)
+    assert first["run"] == second["run"] == 1
+    for key, value in first["model"].items():
+        assert torch.equal(value, second["model"][key]), key
+    assert [r["test_accuracy"] for r in first["finished"]] == [r["test_accuracy"] for r in second["finished"]]
+
+
+def test_bad_checkpoints_are_refused(tmp_path, capsys):
+    path = tmp_path / "c.pt"
+    assert main(["train"] + TINY + ["--checkpoint", str(path), "--save-every", "2"]) == 0
+    assert main(["train"] + TINY + ["--lr", "0.5", "--checkpoint", str(path), "--resume"]) == 1
+    assert "lr: checkpoint 0.01, now 0.5" in capsys.readouterr().err
+    path.write_bytes(path.read_bytes()[:100])  # truncated
+    assert main(["train"] + TINY + ["--checkpoint", str(path), "--resume"]) == 1
+    assert "corrupt" in capsys.readouterr().err
+    assert main(["train"] + TINY + ["--checkpoint", str(tmp_path / "none.pt"), "--resume"]) == 1
+    assert "does not exist" in capsys.readouterr().err
+
+
+@pytest.mark.parametrize("argv, message", [
+    (["--dataset", "imagenet"], "unknown dataset 'imagenet'"),
+    (["--dataset", "synthetic:10,x,3,2"], "synthetic:N,E,D,C"),
+    (["--model", "mlp"], "invalid choice: 'mlp'"),
+    (["--bits", "3"], "bits must be one of 1, 2, 4, 8"),
+    (["--block-size", "big"], 'positive integer or "row"'),
+    (["--config", "fp32", "--bits", "2"], "--config fp32 stores nothing compressed"),
+    (["--resume"], "need --checkpoint"),
+])
+def test_bad_arguments_name_the_problem(argv, message, capsys):
+    with pytest.raises(SystemExit) as info:
+        main(["train"] + TINY + argv)
+    assert info.value.code == 2
+    assert message in capsys.readouterr().err
+
+
+def test_missing_dataset_files_say_where_they_go(tmp_path, capsys):
+    with pytest.raises(Exception) as info:
+        main(["train", "--dataset", "flickr", "--root", str(tmp_path), "--offline", "--quiet"])
+    assert str(tmp_path / "Flickr" / "raw" / "adj_full.npz") in str(info.value)
+
+
+def test_bench_writes_table_json_and_plots(tmp_path, capsys):
+    out = tmp_path / "bench"
+    assert main(["bench"] + TINY[:-2] + ["--epochs", "2", "--hidden", "16", "--block-sizes", "64",
+                                         "--out", str(out)]) == 0
+    table = (out / "bench.md").read_text()
+    for label in ("FP32", "exact()", "iexact()", "default", "default, G=64", "default, uniform levels", "torch.utils.checkpoint"):
+        assert f"| {label}" in table
+    records = json.loads((out / "bench.json").read_text())
+    by_label = {r["label"]: r for r in records}
+    fp32 = by_label["FP32"]["activation_memory"]["allocator"]
+    assert by_label["default"]["activation_memory"]["allocator"] * 5 < fp32
+    assert by_label["torch.utils.checkpoint"]["activation_memory"]["allocator"] < fp32
+    for plot in ("accuracy_vs_memory.png", "layer_memory.png"):
+        assert (out / plot).read_bytes()[:4] == b"\x89PNG"
+
+
+def test_datasets_lists_names(capsys):
+    assert main(["datasets"]) == 0
+    assert "ogbn-arxiv" in capsys.readouterr().out
