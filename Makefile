@@ -1,12 +1,12 @@
 # Two commands do all the set-up on a fresh machine with Python >= 3.10 and pip:
-#   make demo   - the main job (compress an ogbn-arxiv-shaped activation with every preset)
+#   make demo   - the main job (train GraphSAGE with INT2 activations on a synthetic graph)
 #   make test   - the test suite
 PYTHON ?= python3
 VENV ?= .venv
 PY := $(VENV)/bin/python
 STAMP := $(VENV)/.installed
 
-.PHONY: demo test bench memory clean
+.PHONY: demo test presets bench memory clean
 
 $(STAMP): pyproject.toml requirements/cpu.txt
 	$(PYTHON) -m venv $(VENV)
@@ -15,6 +15,9 @@ $(STAMP): pyproject.toml requirements/cpu.txt
 	touch $(STAMP)
 
 demo: $(STAMP)
+	$(PY) -m iexact train --dataset synthetic --epochs 60
+
+presets: $(STAMP)
 	$(PY) -m iexact presets
 
 test: $(STAMP)

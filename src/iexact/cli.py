@@ -191,6 +191,7 @@ def _bench_configs(args) -> list[tuple[str, str, CompressionConfig | None]]:
     entries += [(f"default, G={size}", "default", dataclasses.replace(default, block_size=size))
                 for size in args.block_sizes if size != default.block_size]
     entries.append(("default, uniform levels", "default", dataclasses.replace(default, levels="uniform")))
+    entries.append(("default, rp_norm=True", "default", dataclasses.replace(default, rp_norm=True)))
     entries.append(("torch.utils.checkpoint", CHECKPOINTING, None))
     return entries
 
