@@ -4,7 +4,9 @@ from __future__ import annotations
 import argparse
 import dataclasses
 import json
+import subprocess
 import sys
+import tempfile
 from pathlib import Path
 
 import torch
@@ -97,10 +99,10 @@ def _compression(args, parser) -> CompressionConfig | None:
     """The preset ``--config`` with any explicit ``--bits/--block-size/--rp-ratio/--levels/--rp-norm``."""
     overrides = {field: getattr(args, field) for field in ("bits", "block_size", "rp_ratio", "levels", "rp_norm")
                  if getattr(args, field) is not None}
-    if args.config == FP32:
+    if args.config in (FP32, CHECKPOINTING):
         if overrides:
-            parser.error(f"--config fp32 stores nothing compressed: drop {', '.join(sorted(overrides))} "
-                         f"or pick a compressed --config")
+            parser.error(f"--config {args.config} stores nothing compressed: drop "
+                         f"{', '.join(sorted(overrides))} or pick a compressed --config")
         return None
     try:
         return dataclasses.replace(CompressionConfig.preset(args.config), **overrides)
@@ -170,12 +172,8 @@ def _train(args) -> int:
           f"{data.num_features} features), model {args.model}, config {args.config}"
           f"{f' ({_describe(config)})' if config else ''}, device {args.device}")
     progress = _Progress(args.config, args.epochs, args.runs, not args.quiet)
-    try:
-        record = run_experiment(settings, data, args.device, args.epochs, args.runs, args.checkpoint,
-                                args.save_every or (1 if args.resume else 0), args.resume, progress)
-    except (CheckpointError, FileNotFoundError) as error:
-        print(f"iexact train: error: {error}", file=sys.stderr)
-        return 1
+    record = run_experiment(settings, data, args.device, args.epochs, args.runs, args.checkpoint,
+                            args.save_every or 0, args.resume, progress)
     print(_describe_record(record))
     if args.json:
         _write_json(args.json, record)
@@ -196,21 +194,45 @@ def _bench_configs(args) -> list[tuple[str, str, CompressionConfig | None]]:
     return entries
 
 
+def _train_argv(args, name: str, config: CompressionConfig | None) -> list[str]:
+    """``iexact train`` arguments reproducing one bench configuration."""
+    argv = ["--dataset", args.dataset, "--root", str(args.root), "--model", args.model,
+            "--epochs", str(args.epochs), "--runs", str(args.runs), "--lr", repr(args.lr),
+            "--weight-decay", repr(args.weight_decay), "--grad-clip", repr(args.grad_clip),
+            "--device", str(args.device), "--seed", str(args.seed), "--config", name]
+    for flag in ("layers", "hidden", "dropout"):
+        if getattr(args, flag) is not None:
+            argv += [f"--{flag}", str(getattr(args, flag))]
+    argv += ["--offline"] * args.offline + ["--quiet"] * args.quiet
+    if config is not None:
+        argv += ["--bits", str(config.bits), "--block-size", str(config.block_size),
+                 "--rp-ratio", repr(config.rp_ratio), "--levels", config.levels] + ["--rp-norm"] * config.rp_norm
+    return argv
+
+
 def _bench(args) -> int:
+    """Each configuration trains in a fresh ``iexact train`` process, so peak
+    memory (the process's peak RSS on CPU) and timings are its own."""
     parser = args.parser
     data = _load(args, parser)
     out = Path(args.out)
+    out.mkdir(parents=True, exist_ok=True)
     records = []
     print(f"dataset {args.dataset} ({data.num_nodes:,} nodes, {data.num_edges:,} edges), model {args.model}, "
-          f"{args.epochs} epochs x {args.runs} runs, device {args.device}")
-    for label, name, config in _bench_configs(args):
-        progress = _Progress(label, args.epochs, args.runs, not args.quiet)
-        record = run_experiment(_settings(args, name, config), data, args.device, args.epochs, args.runs,
-                                after_epoch=progress)
-        records.append({"label": label, **record})
+          f"{args.epochs} epochs x {args.runs} runs, device {args.device}", flush=True)
+    del data
+    with tempfile.TemporaryDirectory(dir=out) as scratch:
+        for index, (label, name, config) in enumerate(_bench_configs(args)):
+            result = Path(scratch) / f"{index}.json"
+            command = [sys.executable, "-m", "iexact", "train", *_train_argv(args, name, config), "--json", str(result)]
+            finished = subprocess.run(command, stdout=subprocess.DEVNULL, check=False)
+            if finished.returncode != 0:
+                print(f"iexact bench: error: configuration {label!r} failed (exit {finished.returncode}): "
+                      f"{' '.join(command)}", file=sys.stderr)
+                return 1
+            records.append({"label": label, **json.loads(result.read_text())})
     table = markdown_table(records)
     print(table)
-    out.mkdir(parents=True, exist_ok=True)
     heading = (f"{args.model} on {args.dataset}, {args.epochs} epochs x {args.runs} runs, {args.device}, "
                f"torch {torch.__version__}\n\n")
     write_atomically(out / "bench.md", lambda file: file.write((heading + table + "\n").encode()))
@@ -268,15 +290,17 @@ def build_parser() -> argparse.ArgumentParser:
 
     train = commands.add_parser("train", help="train a reference model with compressed activations")
     _add_experiment_arguments(train)
-    train.add_argument("--config", choices=(FP32, "exact", "iexact", "default"), default="default",
-                       help="compression preset, or fp32 for none (default: default)")
+    train.add_argument("--config", choices=(FP32, "exact", "iexact", "default", CHECKPOINTING), default="default",
+                       help="compression preset; fp32 for none, checkpoint for torch.utils.checkpoint "
+                            "around every message-passing layer (default: default)")
     train.add_argument("--bits", type=int, help="override the preset's bits (1, 2, 4, 8)")
     train.add_argument("--block-size", type=_block_size, help='override the block size (int or "row")')
     train.add_argument("--rp-ratio", type=float, help="override the projection ratio (>= 1)")
     train.add_argument("--levels", help="override the levels (uniform, optimal)")
     train.add_argument("--rp-norm", action="store_const", const=True, help="also project BatchNorm inputs")
     train.add_argument("--json", help="write the results to this JSON file")
-    train.add_argument("--checkpoint", help="checkpoint file to write (with --save-every) or resume from")
+    train.add_argument("--checkpoint", help="checkpoint file: written at the end of every run (and every "
+                                            "--save-every epochs), or resumed from with --resume")
     train.add_argument("--save-every", type=_positive_int, help="save a checkpoint every N epochs")
     train.add_argument("--resume", action="store_true", help="continue from --checkpoint")
     train.set_defaults(run=_train, parser=train)
@@ -292,8 +316,14 @@ def build_parser() -> argparse.ArgumentParser:
 
 
 def main(argv: list[str] | None = None) -> int:
+    """Run the command; usage errors exit with status 2, missing files and bad
+    checkpoints return 1 after one line on stderr."""
     args = build_parser().parse_args(argv)
-    return args.run(args)
+    try:
+        return args.run(args)
+    except (CheckpointError, FileNotFoundError, ImportError) as error:
+        print(f"iexact {args.command}: error: {error}", file=sys.stderr)
+        return 1
 
 
 if __name__ == "__main__":

@@ -100,8 +100,8 @@ def run_experiment(settings: Settings, data, device: torch.device, epochs: int, 
     r"""Train ``runs`` runs of ``epochs`` epochs (run :math:`r` seeded with
     ``settings.seed + r``) and return the result record.
 
-    With ``checkpoint`` and ``save_every``, the state is saved atomically every
-    ``save_every`` epochs and at the end of every run; ``resume`` continues
+    With ``checkpoint``, the state is saved atomically at the end of every run
+    and, with ``save_every``, every ``save_every`` epochs; ``resume`` continues
     from ``checkpoint`` (same settings required; ``epochs`` and ``runs`` may
     grow). ``after_epoch(run, state)`` is called after every epoch.
     """
@@ -131,7 +131,7 @@ def run_experiment(settings: Settings, data, device: torch.device, epochs: int, 
                 "model": model.state_dict(), "optimizer": optimizer.state_dict()})
 
         def each_epoch(state: TrainingState, run=run, save=save) -> None:
-            if checkpoint is not None and save_every and (state.epoch % save_every == 0 or state.epoch == epochs):
+            if checkpoint is not None and (state.epoch == epochs or (save_every and state.epoch % save_every == 0)):
                 save(state)
             if after_epoch is not None:
                 after_epoch(run, state)
