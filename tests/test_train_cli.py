@@ -92,6 +92,10 @@ def test_bad_checkpoints_are_refused(tmp_path, capsys):
     (["--block-size", "big"], 'positive integer or "row"'),
     (["--config", "fp32", "--bits", "2"], "--config fp32 stores nothing compressed"),
     (["--resume"], "need --checkpoint"),
+    (["--dropout", "1"], "--dropout: must be in [0, 1), got 1"),
+    (["--lr", "0"], "--lr: must be in (0, inf), got 0"),
+    (["--weight-decay=-1e-4"], "--weight-decay: must be in [0, inf)"),
+    (["--grad-clip", "none"], "--grad-clip: must be a number in (0, inf), got 'none'"),
 ])
 def test_bad_arguments_name_the_problem(argv, message, capsys):
     with pytest.raises(SystemExit) as info:

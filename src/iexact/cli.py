@@ -4,6 +4,7 @@ from __future__ import annotations
 import argparse
 import dataclasses
 import json
+import os
 import subprocess
 import sys
 import tempfile
@@ -74,6 +75,22 @@ def _positive_int(text: str) -> int:
     if value < 1:
         raise argparse.ArgumentTypeError(f"must be a positive integer, got {value}")
     return value
+
+
+def _number(low: float, high: float = float("inf"), low_open: bool = False):
+    """An argparse type for a float in ``[low, high)`` (``(low, high)`` when ``low_open``)."""
+    interval = f"{'(' if low_open else '['}{low:g}, {high:g})"
+
+    def parse(text: str) -> float:
+        try:
+            value = float(text)
+        except ValueError:
+            raise argparse.ArgumentTypeError(f"must be a number in {interval}, got {text!r}") from None
+        if not (low < value if low_open else low <= value) or not value < high:
+            raise argparse.ArgumentTypeError(f"must be in {interval}, got {value:g}")
+        return value
+
+    return parse
 
 
 def _block_size(text: str):
@@ -261,12 +278,12 @@ def _add_experiment_arguments(command: argparse.ArgumentParser) -> None:
     command.add_argument("--model", choices=MODELS, default="sage", help="reference model (default: sage)")
     command.add_argument("--layers", type=_positive_int, help="override the model's layer count")
     command.add_argument("--hidden", type=_positive_int, help="override the model's hidden width")
-    command.add_argument("--dropout", type=float, help="override the model's dropout")
+    command.add_argument("--dropout", type=_number(0, 1), help="override the model's dropout")
     command.add_argument("--epochs", type=_positive_int, default=200, help="epochs per run (default: 200)")
     command.add_argument("--runs", type=_positive_int, default=1, help="runs, seeds seed..seed+runs-1 (default: 1)")
-    command.add_argument("--lr", type=float, default=0.01, help="Adam learning rate (default: 0.01)")
-    command.add_argument("--weight-decay", type=float, default=0.0, help="Adam weight decay (default: 0)")
-    command.add_argument("--grad-clip", type=float, default=0.5, help="max gradient norm (default: 0.5)")
+    command.add_argument("--lr", type=_number(0, low_open=True), default=0.01, help="Adam learning rate (default: 0.01)")
+    command.add_argument("--weight-decay", type=_number(0), default=0.0, help="Adam weight decay (default: 0)")
+    command.add_argument("--grad-clip", type=_number(0, low_open=True), default=0.5, help="max gradient norm (default: 0.5)")
     command.add_argument("--device", type=_device, default=torch.device("cuda" if torch.cuda.is_available() else "cpu"),
                          help="cpu, cuda or cuda:N (default: cuda when available)")
     command.add_argument("--seed", type=int, default=0, help="seed of run 1 and of synthetic graphs (default: 0)")
@@ -319,6 +336,9 @@ def main(argv: list[str] | None = None) -> int:
     """Run the command; usage errors exit with status 2, missing files and bad
     checkpoints return 1 after one line on stderr."""
     args = build_parser().parse_args(argv)
+    # The CPU memory measurement starts torch.profiler, whose Kineto backend
+    # logs two lines per start at its default level; level 6 keeps it quiet.
+    os.environ.setdefault("KINETO_LOG_LEVEL", "6")
     try:
         return args.run(args)
     except (CheckpointError, FileNotFoundError, ImportError) as error:
