@@ -113,12 +113,17 @@ def test_missing_dataset_files_say_where_they_go(tmp_path, capsys):
 
 def test_bench_writes_table_json_and_plots(tmp_path, capsys):
     out = tmp_path / "bench"
-    assert main(["bench"] + TINY[:-2] + ["--epochs", "2", "--hidden", "16", "--block-sizes", "64",
+    assert main(["bench"] + TINY[:-2] + ["--epochs", "2", "--hidden", "16", "--block-sizes", "64,1024,256",
                                          "--out", str(out)]) == 0
+    printed = capsys.readouterr().out
+    assert "default, G=1024 is iexact(): run once" in printed and "default, G=256 is default: run once" in printed
     table = (out / "bench.md").read_text()
-    for label in ("FP32", "exact()", "iexact()", "default", "default, G=64", "default, uniform levels", "torch.utils.checkpoint"):
-        assert f"| {label}" in table
+    labels = ["FP32", "exact()", "iexact()", "default", "default, G=64", "default, uniform levels",
+              "default, rp_norm=True", "torch.utils.checkpoint"]
+    for label in labels:
+        assert f"| {label} |" in table
     records = json.loads((out / "bench.json").read_text())
+    assert [r["label"] for r in records] == labels
     by_label = {r["label"]: r for r in records}
     fp32 = by_label["FP32"]["activation_memory"]["allocator"]
     assert by_label["default"]["activation_memory"]["allocator"] * 5 < fp32

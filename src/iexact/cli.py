@@ -154,7 +154,7 @@ class _Progress:
         done = state.epoch / self.epochs
         bar = "#" * int(20 * done) + "." * (20 - int(20 * done))
         line = (f"{self.label} run {run + 1}/{self.runs} [{bar}] epoch {state.epoch}/{self.epochs} "
-                f"loss {state.last_loss:.4f} val {100 * state.best_val:.1f}%")
+                f"loss {state.last_loss:.4f} best val {100 * state.best_val:.1f}%")
         if self.terminal:
             print("\r" + line, end="\n" if state.epoch == self.epochs else "", file=sys.stderr, flush=True)
         elif state.epoch == self.epochs or state.epoch % max(1, self.epochs // 10) == 0:
@@ -204,11 +204,17 @@ def _bench_configs(args) -> list[tuple[str, str, CompressionConfig | None]]:
     entries = [("FP32", FP32, None), ("exact()", "exact", CompressionConfig.exact()),
                ("iexact()", "iexact", CompressionConfig.iexact()), ("default", "default", default)]
     entries += [(f"default, G={size}", "default", dataclasses.replace(default, block_size=size))
-                for size in args.block_sizes if size != default.block_size]
+                for size in args.block_sizes]
     entries.append(("default, uniform levels", "default", dataclasses.replace(default, levels="uniform")))
     entries.append(("default, rp_norm=True", "default", dataclasses.replace(default, rp_norm=True)))
-    entries.append(("torch.utils.checkpoint", CHECKPOINTING, None))
-    return entries
+    distinct = []
+    for label, name, config in entries:
+        same = next((kept for kept, _, other in distinct if config is not None and other == config), None)
+        if same is None:
+            distinct.append((label, name, config))
+        else:
+            print(f"{label} is {same}: run once", flush=True)
+    return distinct + [("torch.utils.checkpoint", CHECKPOINTING, None)]
 
 
 def _train_argv(args, name: str, config: CompressionConfig | None) -> list[str]:
@@ -326,7 +332,9 @@ def build_parser() -> argparse.ArgumentParser:
                                               "and torch.utils.checkpoint side by side")
     _add_experiment_arguments(bench)
     bench.add_argument("--block-sizes", type=lambda text: [_block_size(part) for part in text.split(",")],
-                       default=[64, 1024], help="block sizes of the sweep (default: 64,1024)")
+                       default=[64, 128, 1024],
+                       help="block sizes of the default config's sweep (default: 64,128,1024); "
+                            "a configuration equal to one already listed runs once")
     bench.add_argument("--out", default="bench-results", help="folder for bench.md, bench.json and the plots")
     bench.set_defaults(run=_bench, parser=bench)
     return parser
