@@ -4,7 +4,6 @@ from __future__ import annotations
 import argparse
 import dataclasses
 import json
-import os
 import subprocess
 import sys
 import tempfile
@@ -344,9 +343,6 @@ def main(argv: list[str] | None = None) -> int:
     """Run the command; usage errors exit with status 2, missing files and bad
     checkpoints return 1 after one line on stderr."""
     args = build_parser().parse_args(argv)
-    # The CPU memory measurement starts torch.profiler, whose Kineto backend
-    # logs two lines per start at its default level; level 6 keeps it quiet.
-    os.environ.setdefault("KINETO_LOG_LEVEL", "6")
     try:
         return args.run(args)
     except (CheckpointError, FileNotFoundError, ImportError) as error:

@@ -11,7 +11,9 @@ inputs) is reported apart, since it is not an activation.
 """
 from __future__ import annotations
 
+import contextlib
 import dataclasses
+import os
 
 import torch
 
@@ -210,6 +212,22 @@ def _kind(module: torch.nn.Module) -> str:
     return base.__name__ if base is not None else type(module).__name__
 
 
+@contextlib.contextmanager
+def _quiet_kineto():
+    """Run with ``KINETO_LOG_LEVEL=6`` unless the user set a level: at its
+    default level the profiler's Kineto backend prints two lines per start.
+    Kineto reads the variable when the process's first profiler starts; the
+    user's environment is restored afterwards."""
+    if "KINETO_LOG_LEVEL" in os.environ:
+        yield
+        return
+    os.environ["KINETO_LOG_LEVEL"] = "6"
+    try:
+        yield
+    finally:
+        del os.environ["KINETO_LOG_LEVEL"]
+
+
 def allocator_growth(model: torch.nn.Module, *inputs, **kwargs) -> int:
     r"""Bytes the allocator holds more after one training forward than before,
     less the output's own bytes: what the graph keeps, measured by the
@@ -231,7 +249,7 @@ def allocator_growth(model: torch.nn.Module, *inputs, **kwargs) -> int:
                 grown = torch.cuda.memory_allocated() - before
             else:
                 activities = [torch.profiler.ProfilerActivity.CPU]
-                with torch.profiler.profile(activities=activities, profile_memory=True) as profile:
+                with _quiet_kineto(), torch.profiler.profile(activities=activities, profile_memory=True) as profile:
                     out = _tensors_in(model(*inputs, **kwargs), [])
                 grown = sum(event.self_cpu_memory_usage for event in profile.events())
     finally:
