@@ -1,7 +1,7 @@
 import pytest
 import torch
 
-from iexact import CompressionConfig
+from iexact import PRESETS, CompressionConfig
 
 
 def test_presets_match_the_papers():
@@ -11,11 +11,6 @@ def test_presets_match_the_papers():
     assert (iexact.bits, iexact.block_size, iexact.rp_ratio, iexact.levels) == (2, 1024, 8, "optimal")
     assert CompressionConfig.default() == CompressionConfig()
     assert CompressionConfig.preset("iexact") == iexact
-
-
-def test_frozen():
-    with pytest.raises(AttributeError):
-        CompressionConfig().bits = 4
 
 
 def test_scale_dtype_by_name():
@@ -56,3 +51,35 @@ def test_unknown_preset():
 def test_block_elements():
     assert CompressionConfig(block_size="row").block_elements(16) == 16
     assert CompressionConfig(block_size=64).block_elements(16) == 64
+
+
+def test_presets_are_one_registry():
+    assert set(PRESETS) == {"exact", "iexact", "default"}
+    for name, config in PRESETS.items():
+        assert CompressionConfig.preset(name) is config
+    with pytest.raises(TypeError):
+        PRESETS["mine"] = CompressionConfig()  # read-only
+
+
+@pytest.mark.parametrize("config", [*PRESETS.values(), CompressionConfig(bits=8, block_size=7, rp_ratio=2.5,
+                                                                          scale_dtype=torch.float32, rp_norm=True)])
+def test_dict_round_trip_is_plain_json(config):
+    import json
+
+    record = config.to_dict()
+    assert json.loads(json.dumps(record)) == record
+    assert CompressionConfig.from_dict(record) == config
+    assert CompressionConfig.from_dict({}) == CompressionConfig()
+
+
+def test_from_dict_names_unknown_fields():
+    with pytest.raises(ValueError, match="unknown CompressionConfig field\\(s\\) bitz: expected some of bits"):
+        CompressionConfig.from_dict({"bitz": 2})
+    with pytest.raises(ValueError, match="bits must be one of"):
+        CompressionConfig.from_dict({"bits": 3})
+
+
+def test_str_spells_out_the_config():
+    assert str(PRESETS["exact"]) == "INT2, one block per row, projection 8, uniform levels, bfloat16 scales"
+    assert str(CompressionConfig(bits=4, rp_ratio=1, rp_norm=True)) == (
+        "INT4, blocks of 256, no projection, optimal levels, bfloat16 scales, projected norm inputs")

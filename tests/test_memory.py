@@ -57,12 +57,16 @@ def test_compressed_sage_bytes_equal_the_formula(preset):
     conv_inputs = _packed_bytes(NODES, FEATURES, config) + 2 * _packed_bytes(NODES, 32, config)
     norms = 2 * (_packed_bytes(NODES, 32, config, project=False) + 32 * 4)
     relus = 2 * math.ceil(NODES * 32 / 8)
-    dropouts = 2 * 8
+    dropouts = 2 * torch.get_rng_state().numel()  # a snapshot of the CPU generator per dropout call
     assert report.uncompressed == 0
     assert report.total == report.compressed == conv_inputs + norms + relus + dropouts
     assert {layer.name for layer in report.layers} == {
         "convs.0", "convs.1", "convs.2", "norms.0.module", "norms.1.module", "act", "dropout"}
-    print(report)  # the table renders
+    table = str(report).splitlines()
+    by_name = {line.split()[0]: line for line in table[1:-2]}
+    assert by_name["convs.0"].split()[-2:] == [f"{_packed_bytes(NODES, FEATURES, config):,}", "0"]
+    assert table[-2].split()[-2:] == [f"{report.compressed:,}", "0"]
+    assert table[-1].startswith(f"activation memory {report.total:,} B")
 
 
 def test_rp_norm_projects_batchnorm_inputs():
@@ -104,12 +108,20 @@ class _GCNII(torch.nn.Module):
         return x
 
 
-def test_mode_is_restored_and_nothing_is_kept():
-    model = GraphSAGE(FEATURES, 32, num_layers=2, out_channels=4)
+@pytest.mark.parametrize("compressed", [False, True])
+def test_mode_is_restored_and_the_graph_is_freed(compressed):
+    """The measuring forward's graph is dropped before returning: the allocator
+    holds not one byte more afterwards, and an ``eval()`` model stays in eval."""
+    model = GraphSAGE(FEATURES, 32, num_layers=2, out_channels=4, norm="batch", dropout=0.5)
+    if compressed:
+        iexact.compress_(model, CompressionConfig())
     model.eval()
     x, edge_index = _graph()
-    iexact.activation_memory(model, x, edge_index)
-    assert not model.training
+    activities = [torch.profiler.ProfilerActivity.CPU]
+    with torch.profiler.profile(activities=activities, profile_memory=True) as profile:
+        report = iexact.activation_memory(model, x, edge_index)
+    assert report.total > 0 and not model.training
+    assert sum(event.self_cpu_memory_usage for event in profile.events()) == 0
 
 
 @pytest.mark.parametrize("config", [None, CompressionConfig(), CompressionConfig.exact()])
@@ -126,7 +138,7 @@ def test_allocator_agrees_with_the_accounting(config):
 
 @pytest.mark.parametrize("name", ["gcn", "sage", "gcn2", "gat"])
 def test_allocator_agrees_for_every_compressed_reference_model(name):
-    from iexact.models import build_model
+    from iexact.experiments.models import build_model
 
     torch.manual_seed(0)
     model = build_model(name, FEATURES, 4, layers=4 if name == "gcn2" else None, hidden=16)

@@ -1,12 +1,14 @@
 """iexact: train graph neural networks with compressed saved activations."""
-from .config import CompressionConfig
+from .codec import compress, decompress
+from .config import PRESETS, CompressionConfig
 from .memory import MemoryReport, activation_memory
-from .nn import compress_
-from .quant import PackedActivation, compress, decompress
+from .nn import compress_, register_handler
+from .quant import PackedActivation
 
 __version__ = "0.1.0"
 
 __all__ = [
+    "PRESETS",
     "CompressionConfig",
     "MemoryReport",
     "PackedActivation",
@@ -15,4 +17,5 @@ __all__ = [
     "compress",
     "compress_",
     "decompress",
+    "register_handler",
 ]

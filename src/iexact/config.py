@@ -9,7 +9,8 @@ from __future__ import annotations
 
 import dataclasses
 import math
-from typing import Union
+from types import MappingProxyType
+from typing import Any, Mapping, Union
 
 import torch
 
@@ -111,27 +112,59 @@ class CompressionConfig:
         """Elements per block for rows of ``row_width`` (projected) elements."""
         return max(row_width, 1) if self.block_size == "row" else self.block_size
 
+    def to_dict(self) -> dict[str, Any]:
+        """The fields as plain JSON values (``scale_dtype`` by name); :meth:`from_dict` inverts it."""
+        record = {field.name: getattr(self, field.name) for field in dataclasses.fields(self)}
+        record["scale_dtype"] = str(self.scale_dtype).removeprefix("torch.")
+        return record
+
+    @classmethod
+    def from_dict(cls, record: Mapping[str, Any]) -> "CompressionConfig":
+        """The config :meth:`to_dict` wrote; missing fields take their defaults.
+
+        Raises:
+            ValueError: an unknown field (named, with the known ones) or an invalid value.
+        """
+        known = [field.name for field in dataclasses.fields(cls)]
+        unknown = sorted(set(record) - set(known))
+        if unknown:
+            raise ValueError(f"unknown CompressionConfig field(s) {', '.join(unknown)}: "
+                             f"expected some of {', '.join(known)}")
+        return cls(**record)
+
+    def __str__(self) -> str:
+        block = "one block per row" if self.block_size == "row" else f"blocks of {self.block_size}"
+        projection = "no projection" if self.rp_ratio == 1 else f"projection {self.rp_ratio:g}"
+        norm = ", projected norm inputs" if self.rp_norm else ""
+        return (f"INT{self.bits}, {block}, {projection}, {self.levels} levels, "
+                f"{str(self.scale_dtype).removeprefix('torch.')} scales{norm}")
+
     @classmethod
     def exact(cls) -> "CompressionConfig":
         """EXACT (Liu et al., 2022): INT2, one block per row, projection 8, uniform levels."""
-        return cls(bits=2, block_size="row", rp_ratio=8, levels="uniform")
+        return PRESETS["exact"]
 
     @classmethod
     def iexact(cls) -> "CompressionConfig":
         """Block-wise EXACT (Eliassen & Selvan, 2023): INT2, blocks of 1024, projection 8, optimal levels."""
-        return cls(bits=2, block_size=1024, rp_ratio=8, levels="optimal")
+        return PRESETS["iexact"]
 
     @classmethod
     def default(cls) -> "CompressionConfig":
         """The library default (see the README's preset table for the measurement)."""
-        return cls()
+        return PRESETS["default"]
 
     @classmethod
     def preset(cls, name: str) -> "CompressionConfig":
-        """The preset called ``name``: ``"exact"``, ``"iexact"`` or ``"default"``."""
-        presets = {"exact": cls.exact, "iexact": cls.iexact, "default": cls.default}
-        if name not in presets:
-            raise ValueError(
-                f"unknown preset {name!r}: expected one of {', '.join(sorted(presets))}"
-            )
-        return presets[name]()
+        """The preset called ``name``, one of :data:`PRESETS`."""
+        if name not in PRESETS:
+            raise ValueError(f"unknown preset {name!r}: expected one of {', '.join(sorted(PRESETS))}")
+        return PRESETS[name]
+
+
+PRESETS: Mapping[str, CompressionConfig] = MappingProxyType({
+    "exact": CompressionConfig(bits=2, block_size="row", rp_ratio=8, levels="uniform"),
+    "iexact": CompressionConfig(bits=2, block_size=1024, rp_ratio=8, levels="optimal"),
+    "default": CompressionConfig(),
+})
+"""Every named configuration, read-only: the papers' two and the library default."""

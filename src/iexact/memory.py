@@ -11,14 +11,12 @@ inputs) is reported apart, since it is not an activation.
 """
 from __future__ import annotations
 
-import contextlib
 import dataclasses
-import os
 
 import torch
 
 from .autograd import SavingFunction
-from .autograd.aggregate import plain
+from .graph import plain
 
 
 @dataclasses.dataclass(frozen=True)
@@ -169,7 +167,9 @@ def activation_memory(model: torch.nn.Module, *inputs, **kwargs) -> MemoryReport
         owner = running[-1] if running else model
         for key, nbytes in _storages(tensor):
             recorded.setdefault(key, (owner, nbytes, tuple(tensor.shape), tensor.dtype))
-        return tensor
+        # an alias without grad_fn: a node saving its own output would otherwise form a
+        # reference cycle, and the measured graph would outlive this call until the next gc
+        return tensor.detach()
 
     def enter(module, args):
         running.append(module)
@@ -212,29 +212,17 @@ def _kind(module: torch.nn.Module) -> str:
     return base.__name__ if base is not None else type(module).__name__
 
 
-@contextlib.contextmanager
-def _quiet_kineto():
-    """Run with ``KINETO_LOG_LEVEL=6`` unless the user set a level: at its
-    default level the profiler's Kineto backend prints two lines per start.
-    Kineto reads the variable when the process's first profiler starts; the
-    user's environment is restored afterwards."""
-    if "KINETO_LOG_LEVEL" in os.environ:
-        yield
-        return
-    os.environ["KINETO_LOG_LEVEL"] = "6"
-    try:
-        yield
-    finally:
-        del os.environ["KINETO_LOG_LEVEL"]
-
-
 def allocator_growth(model: torch.nn.Module, *inputs, **kwargs) -> int:
     r"""Bytes the allocator holds more after one training forward than before,
     less the output's own bytes: what the graph keeps, measured by the
     allocator itself (CUDA ``memory_allocated``; on CPU the net allocations
     ``torch.profiler`` records). Unlike :func:`activation_memory` it also sees
     what is kept outside autograd's saved tensors (``torch.utils.checkpoint``
-    keeps its inputs that way), but cannot say what is compressed."""
+    keeps its inputs that way), but cannot say what is compressed.
+
+    On CPU the profiler's Kineto backend prints two ``USDT`` lines per start
+    unless the environment sets ``KINETO_LOG_LEVEL=6``; the library leaves the
+    environment to its owner (the ``iexact`` command sets it for its own process)."""
     tensors = _tensors_in((inputs, kwargs), [])
     on_cuda = any(t.is_cuda for t in tensors)
     was_training = model.training
@@ -249,7 +237,7 @@ def allocator_growth(model: torch.nn.Module, *inputs, **kwargs) -> int:
                 grown = torch.cuda.memory_allocated() - before
             else:
                 activities = [torch.profiler.ProfilerActivity.CPU]
-                with _quiet_kineto(), torch.profiler.profile(activities=activities, profile_memory=True) as profile:
+                with torch.profiler.profile(activities=activities, profile_memory=True) as profile:
                     out = _tensors_in(model(*inputs, **kwargs), [])
                 grown = sum(event.self_cpu_memory_usage for event in profile.events())
     finally:

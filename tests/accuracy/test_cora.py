@@ -10,7 +10,7 @@ from torch_geometric.nn.models import GCN, GraphSAGE
 from torch_geometric.transforms import NormalizeFeatures
 
 import iexact
-from iexact.train import train_full_batch
+from iexact.experiments.train import train_full_batch
 
 SHARED_DATA = Path(os.environ.get("IEXACT_SHARED_DATA", Path(__file__).resolve().parents[3] / "shared" / "data"))
 SEEDS = range(5)

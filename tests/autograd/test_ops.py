@@ -7,9 +7,9 @@ from iexact.autograd import (
     CompressedLeakyReLUFunction,
     CompressedLinearFunction,
     CompressedReLUFunction,
-    SeededDropoutFunction,
+    DropoutFunction,
 )
-from iexact.quant.bitmask import pack_mask, unpack_mask
+from iexact.quant import pack_mask, unpack_mask
 
 
 def _cosine(a, b):
@@ -34,7 +34,7 @@ def test_linear_at_8_bits_matches_uncompressed(device):
     for t in (x, layer.weight, layer.bias):
         t.grad = None
     config = CompressionConfig(bits=8, block_size=64, rp_ratio=1)
-    out = CompressedLinearFunction.apply(x, layer.weight, layer.bias, config)
+    out = CompressedLinearFunction.apply(x, layer.weight, layer.bias, config, None)
     torch.testing.assert_close(out, F.linear(x, layer.weight, layer.bias))
     out.backward(grad)
     torch.testing.assert_close(x.grad, reference[0])  # dX needs no saved activation
@@ -53,7 +53,7 @@ def test_linear_int2_projected_weight_gradient_averages_to_exact():
     total = torch.zeros_like(exact)
     for draw in range(1, 257):
         weight.grad = None
-        CompressedLinearFunction.apply(x, weight, None, config).backward(grad)
+        CompressedLinearFunction.apply(x, weight, None, config, None).backward(grad)
         total += weight.grad
         if draw in (4, 16, 64, 256):
             errors[draw] = ((total / draw - exact).norm() / exact.norm()).item()
@@ -66,7 +66,7 @@ def test_linear_int2_projected_weight_gradient_averages_to_exact():
 def test_linear_keeps_nothing_when_weight_is_frozen():
     weight = torch.randn(4, 8)  # no grad
     x = torch.randn(10, 8, requires_grad=True)
-    out = CompressedLinearFunction.apply(x, weight, None, CompressionConfig())
+    out = CompressedLinearFunction.apply(x, weight, None, CompressionConfig(), None)
     assert [t is weight for t in out.grad_fn.saved_tensors] == [True]  # the weight only
     out.sum().backward()
     torch.testing.assert_close(x.grad, torch.ones(10, 4) @ weight)
@@ -87,9 +87,10 @@ def test_relu_family_gradients_are_exact(slope, device):
 
 
 @pytest.mark.parametrize("p", [0.0, 0.5, 1.0])
-def test_seeded_dropout_regenerates_its_mask(p, device):
+def test_dropout_regenerates_its_mask(p, device):
     x = torch.randn(200, 30, device=device, requires_grad=True)
-    out = SeededDropoutFunction.apply(x, p, 1234)
+    torch.manual_seed(1234)
+    out = DropoutFunction.apply(x, p)
     kept = out != 0
     if 0 < p < 1:
         assert abs(kept.float().mean().item() - (1 - p)) < 0.02
@@ -97,4 +98,22 @@ def test_seeded_dropout_regenerates_its_mask(p, device):
     (grad,) = torch.autograd.grad(out, x, torch.ones_like(out))
     expected = torch.zeros_like(x) if p == 1 else kept.float() / (1 - p)
     torch.testing.assert_close(grad, expected)
-    assert torch.equal(SeededDropoutFunction.apply(x, p, 1234), out)
+    torch.manual_seed(1234)
+    assert torch.equal(DropoutFunction.apply(x, p), out)
+
+
+@pytest.mark.parametrize("p", [0.1, 0.5, 0.9])
+@pytest.mark.parametrize("dtype", [torch.float32, torch.float64])
+def test_dropout_draws_torchs_own_mask(p, dtype):
+    """Under one seed the mask, the output, the gradient and the generator's
+    next state all equal torch's dropout: a converted model's masks are its FP32 twin's."""
+    x = torch.randn(123, 17, dtype=dtype).t().requires_grad_()  # a transposed view: layout matters
+    grad = torch.randn(17, 123, dtype=dtype)
+    results = []
+    for dropout in (lambda t: DropoutFunction.apply(t, p), lambda t: F.dropout(t, p, training=True)):
+        torch.manual_seed(7)
+        out = dropout(x)
+        (dx,) = torch.autograd.grad(out, x, grad)
+        results.append((out, dx, torch.rand(3)))
+    for ours, theirs in zip(*results):
+        assert torch.equal(ours, theirs)

@@ -4,7 +4,7 @@ import warnings
 import pytest
 import torch
 import torch.nn.functional as F
-from torch_geometric.nn.models import GCN, GraphSAGE
+from torch_geometric.nn.models import GAT, GCN, GraphSAGE
 
 import iexact
 from iexact import CompressionConfig
@@ -58,24 +58,100 @@ def test_parameters_state_dict_and_optimizer_survive():
     F.cross_entropy(model(x, edge_index), torch.zeros(60, dtype=torch.long)).backward()
     optimizer.step()
     assert any(not torch.equal(a, b) for a, b in zip(before, model.parameters()))
-    model.reset_parameters()
+    trained = [p.detach().clone() for p in model.parameters()]
+    model.reset_parameters()  # the module's own method, through the compressed class
+    assert [p is q for p, q in zip(params, model.parameters())] == [True] * len(params)
+    assert all(not torch.equal(a, b) for a, b in zip(trained, model.parameters()) if a.dim() == 2)
 
 
 def test_converted_modules_and_twice_is_harmless():
     model = _models()[1]
     iexact.compress_(model, CompressionConfig())
     converted = {name for name, module in model.named_modules() if is_compressed(module)}
-    assert {"act", "dropout", "convs.0.lin_l", "convs.0.lin_r", "convs.2.lin_r"} <= converted
+    assert {"act", "dropout", "convs.0", "convs.2"} <= converted
+    assert not converted & {"convs.0.lin_l", "convs.0.lin_r", "convs.2.lin_r"}  # computed by their conv
     classes = {name: type(m) for name, m in model.named_modules()}
     iexact.compress_(model, CompressionConfig(bits=4))
     assert {name: type(m) for name, m in model.named_modules()} == classes
-    assert model.convs[0].lin_l.iexact_config.bits == 4
+    assert model.convs[0].iexact_config.bits == 4
 
 
-def test_filter_fn_excludes_modules():
-    model = _models()[0]
-    iexact.compress_(model, CompressionConfig(), filter_fn=lambda module, name: not name.startswith("convs.1"))
-    assert is_compressed(model.convs[0].lin) and not is_compressed(model.convs[1].lin)
+def _kept_per_layer(model, x, edge_index):
+    return {layer.name: (layer.compressed, layer.uncompressed)
+            for layer in iexact.activation_memory(model, x, edge_index).layers}
+
+
+CONV_MODELS = {
+    "GCN": (lambda: GCN(16, 32, num_layers=3, out_channels=4), "lin"),
+    "GraphSAGE": (lambda: GraphSAGE(16, 32, num_layers=3, out_channels=4), "lin_l"),
+    "GAT": (lambda: GAT(16, 32, num_layers=3, out_channels=4, heads=2, residual=True), "lin"),
+}
+
+
+@pytest.mark.parametrize("name", sorted(CONV_MODELS))
+def test_filter_fn_means_the_same_for_every_conv(name):
+    """A converted conv computes its own linear maps: excluding one of them alone
+    changes nothing, for every conv; excluding the conv and its children keeps
+    that layer's activations full precision."""
+    factory, linear = CONV_MODELS[name]
+    x, edge_index = _graph()
+    torch.manual_seed(0)
+    everything = iexact.compress_(factory(), CompressionConfig())
+    only_lin = iexact.compress_(factory(), CompressionConfig(), filter_fn=lambda m, n: n != f"convs.1.{linear}")
+    assert _kept_per_layer(only_lin, x, edge_index) == _kept_per_layer(everything, x, edge_index)
+    assert not is_compressed(getattr(everything.convs[1], linear))  # owned, left as it is
+    whole = iexact.compress_(factory(), CompressionConfig(), filter_fn=lambda m, n: not n.startswith("convs.1"))
+    assert not any(is_compressed(m) for m in whole.convs[1].modules())
+    uncompressed = {}
+    for layer, (_, full) in _kept_per_layer(whole, x, edge_index).items():
+        uncompressed[layer[:7]] = uncompressed.get(layer[:7], 0) + full
+    assert uncompressed["convs.1"] > 0 and uncompressed.get("convs.0", 0) == uncompressed.get("convs.2", 0) == 0
+
+
+def test_excluded_conv_still_compresses_its_children_through_its_own_forward():
+    model = GCN(16, 32, num_layers=2, out_channels=4)
+    iexact.compress_(model, CompressionConfig(), filter_fn=lambda module, name: name != "convs.1")
+    assert not is_compressed(model.convs[1]) and is_compressed(model.convs[1].lin)
+    x, edge_index = _graph()
+    kept = _kept_per_layer(model, x, edge_index)
+    assert kept["convs.1.lin"][0] > 0  # PyG's forward called the converted lin
+
+
+def test_generated_classes_live_in_iexact_nn():
+    model = iexact.compress_(_models()[1], CompressionConfig())
+    for module in model.modules():
+        if is_compressed(module):
+            assert type(module).__module__ == "iexact.nn"
+            assert type(module).__name__ == f"Compressed{module.iexact_base.__name__}"
+
+
+def test_users_register_their_own_handlers():
+    class Scale(torch.nn.Module):
+        def __init__(self):
+            super().__init__()
+            self.weight = torch.nn.Parameter(torch.tensor(2.0))
+
+        def forward(self, x):
+            return x * self.weight
+
+    from iexact.autograd import EpsScaleFunction
+
+    @iexact.nn.register_handler(Scale)
+    class ScaleHandler(iexact.nn.CompressedModule):
+        def forward(self, x):
+            if not self._compressing():
+                return super().forward(x)
+            return EpsScaleFunction.apply(x, self.weight - 1, self.iexact_config, self.iexact_seeds)
+
+    model = torch.nn.Sequential(torch.nn.Linear(16, 16), Scale())
+    with warnings.catch_warnings():
+        warnings.simplefilter("error")  # a registered handler is no "unconverted module"
+        iexact.compress_(model, CompressionConfig())
+    assert is_compressed(model[1]) and iexact.nn.HANDLERS[Scale] is ScaleHandler
+    report = iexact.activation_memory(model, torch.randn(60, 16))
+    assert report.uncompressed == 0 and {layer.name for layer in report.layers} == {"0", "1"}
+    with pytest.raises(TypeError, match="subclass iexact.nn.CompressedModule"):
+        iexact.nn.register_handler(Scale)(object)
 
 
 def test_unconverted_modules_are_named_in_a_warning():

@@ -1,8 +1,8 @@
 """One ``torch.autograd.Function`` per op: forward packs what backward needs, backward unpacks it."""
 from .activation import CompressedELUFunction, CompressedLeakyReLUFunction, CompressedReLUFunction
-from .aggregate import AggregateFunction, GraphSpec
+from .aggregate import AggregateFunction
 from .attention import AttentionSpec, GATAttentionFunction
-from .dropout import SeededDropoutFunction
+from .dropout import DropoutFunction
 from .linear import CompressedLinearFunction, SharedInputLinearFunction
 from .norm import CompressedBatchNormFunction
 from .saving import SavingFunction
@@ -11,15 +11,14 @@ from .scale import EpsScaleFunction
 __all__ = [
     "AggregateFunction",
     "AttentionSpec",
-    "GATAttentionFunction",
     "CompressedBatchNormFunction",
     "CompressedELUFunction",
     "CompressedLeakyReLUFunction",
     "CompressedLinearFunction",
     "CompressedReLUFunction",
+    "DropoutFunction",
     "EpsScaleFunction",
-    "GraphSpec",
+    "GATAttentionFunction",
     "SavingFunction",
-    "SeededDropoutFunction",
     "SharedInputLinearFunction",
 ]

@@ -5,11 +5,11 @@ import dataclasses
 
 import torch
 
+from ..codec import decompress
 from ..config import CompressionConfig
-from ..quant import compress, decompress
-
-from ..quant.bitmask import pack_mask, unpack_mask
-from .saving import SavingFunction, load, save
+from ..quant import pack_mask, unpack_mask
+from ..seeds import SeedStream
+from .saving import SavingFunction, load, pack, save
 
 
 class CompressedReLUFunction(SavingFunction):
@@ -64,11 +64,12 @@ class CompressedELUFunction(SavingFunction):
     """
 
     @staticmethod
-    def forward(ctx, x: torch.Tensor, alpha: float, config: CompressionConfig) -> torch.Tensor:
+    def forward(ctx, x: torch.Tensor, alpha: float, config: CompressionConfig,
+                seeds: SeedStream | None) -> torch.Tensor:
         out = torch.nn.functional.elu(x, alpha)
         positive = x > 0
-        negative_part = out.detach().clamp(max=0)
-        save(ctx, pack_mask(positive), compress(negative_part, dataclasses.replace(config, rp_ratio=1)))
+        negative_part = out.clamp(max=0)
+        save(ctx, pack_mask(positive), pack(negative_part, dataclasses.replace(config, rp_ratio=1), seeds))
         ctx.shape, ctx.alpha = x.shape, alpha
         return out
 
@@ -77,4 +78,4 @@ class CompressedELUFunction(SavingFunction):
         signs, packed = load(ctx)
         slope = decompress(packed).to(grad_out.dtype).add_(ctx.alpha)
         positive = unpack_mask(signs, ctx.shape)
-        return torch.where(positive, grad_out, grad_out * slope), None, None
+        return torch.where(positive, grad_out, grad_out * slope), None, None, None

@@ -4,14 +4,14 @@ from __future__ import annotations
 import dataclasses
 
 import torch
-from torch_geometric.utils import add_self_loops, is_torch_sparse_tensor, remove_self_loops
 
+from ..codec import decompress
 from ..config import CompressionConfig
-from ..quant import compress, decompress
-from ..quant.bitmask import pack_mask, unpack_mask
-from .aggregate import _CHUNK_ELEMENTS, _sparse_edges, plain
-from .dropout import _scaled_keep_mask
-from .saving import SavingFunction, load, save
+from ..graph import attention_edges, edge_chunks, edge_dots
+from ..quant import pack_mask, unpack_mask
+from ..seeds import SeedStream
+from .dropout import dropout_mask, snapshot
+from .saving import SavingFunction, load, pack, save
 
 
 @dataclasses.dataclass(frozen=True)
@@ -23,39 +23,11 @@ class AttentionSpec:
     self_loops: bool = True
 
 
-def attention_edges(structure: torch.Tensor, spec: AttentionSpec) -> tuple[torch.Tensor, torch.Tensor]:
-    """``(src, dst)`` of the attention graph: GATConv's edges, self-loops removed and
-    one added per node when ``spec.self_loops``."""
-    structure = plain(structure)
-    if is_torch_sparse_tensor(structure):
-        src, dst, _ = _sparse_edges(structure)
-        edge_index = torch.stack([src, dst])
-    else:
-        edge_index = structure if spec.flow == "source_to_target" else structure.flip(0)
-    if spec.self_loops:
-        edge_index, _ = remove_self_loops(edge_index)
-        edge_index, _ = add_self_loops(edge_index, num_nodes=spec.num_nodes)
-    return edge_index[0], edge_index[1]
-
-
-def _chunks(num_edges: int, width: int):
-    step = max(1, _CHUNK_ELEMENTS // max(width, 1))
-    return (slice(start, start + step) for start in range(0, num_edges, step))
-
-
 def _weighted_sum(x, src, dst, weight, num_dst):
     r""":math:`Y_{t,h} = \sum_{e: s \to t} w_{e,h} X_{s,h}` for :math:`X` :math:`(N, H, C)`, :math:`w` :math:`(E, H)`."""
     out = x.new_zeros(num_dst, *x.shape[1:])
-    for part in _chunks(src.numel(), x[0].numel()):
+    for part in edge_chunks(src.numel(), x[0].numel()):
         out.index_add_(0, dst[part], x.index_select(0, src[part]) * weight[part].unsqueeze(-1))
-    return out
-
-
-def _edge_dots(a, b, src, dst):
-    r""":math:`\langle a_{t(e),h}, b_{s(e),h} \rangle` per edge and head, :math:`(E, H)`."""
-    out = a.new_empty(src.numel(), a.shape[1])
-    for part in _chunks(src.numel(), a[0].numel()):
-        out[part] = (a.index_select(0, dst[part]) * b.index_select(0, src[part])).sum(-1)
     return out
 
 
@@ -85,7 +57,7 @@ class GATAttentionFunction(SavingFunction):
 
     Stores: :math:`X'` compressed (never projected: it enters per-edge dot
     products), :math:`\alpha` compressed (:math:`E \times H`), the logits'
-    sign bits (:math:`E H / 8` bytes) and the dropout seed. The edge list
+    sign bits (:math:`E H / 8` bytes) and the dropout generator snapshot. The edge list
     with self-loops is rebuilt in backward from the caller's graph.
 
     Shapes:
@@ -95,34 +67,34 @@ class GATAttentionFunction(SavingFunction):
 
     @staticmethod
     def forward(ctx, features, att_src, att_dst, structure, spec: AttentionSpec, negative_slope: float,
-                dropout: float, seed: int, config: CompressionConfig):
-        src, dst = attention_edges(structure, spec)
+                dropout: float, config: CompressionConfig, seeds: SeedStream | None):
+        src, dst = attention_edges(structure, spec.num_nodes, spec.flow, spec.self_loops)
         source_score = (features * att_src).sum(-1)
         target_score = (features * att_dst).sum(-1)
         logits = source_score.index_select(0, src) + target_score.index_select(0, dst)
         positive = logits > 0
         logits = torch.where(positive, logits, logits * negative_slope)
         weights = _segment_softmax(logits, dst, spec.num_nodes)
-        dropped = weights * _scaled_keep_mask(weights.shape, dropout, seed, weights.device, weights.dtype) \
-            if dropout > 0 else weights
+        state = snapshot(weights.device, dropout)
+        mask = dropout_mask(torch.empty_like(weights), dropout)
+        dropped = weights if mask is None else weights * mask
         elementwise = dataclasses.replace(config, rp_ratio=1)
-        save(ctx, structure, att_src, att_dst, compress(features.detach(), elementwise),
-             compress(weights, elementwise), pack_mask(positive), torch.tensor(seed, dtype=torch.int64))
+        save(ctx, structure, att_src, att_dst, pack(features, elementwise, seeds),
+             pack(weights, elementwise, seeds), pack_mask(positive), state)
         ctx.spec, ctx.slope, ctx.dropout = spec, negative_slope, dropout
         return _weighted_sum(features, src, dst, dropped, spec.num_nodes)
 
     @staticmethod
     def backward(ctx, grad_out):
-        structure, att_src, att_dst, packed_features, packed_weights, signs, seed = load(ctx)
+        structure, att_src, att_dst, packed_features, packed_weights, signs, state = load(ctx)
         spec = ctx.spec
-        src, dst = attention_edges(structure, spec)
+        src, dst = attention_edges(structure, spec.num_nodes, spec.flow, spec.self_loops)
         features = decompress(packed_features).to(grad_out.dtype)
         weights = decompress(packed_weights).to(grad_out.dtype)
-        keep = _scaled_keep_mask(weights.shape, ctx.dropout, int(seed), weights.device, weights.dtype) \
-            if ctx.dropout > 0 else None
+        keep = dropout_mask(torch.empty_like(weights), ctx.dropout, state)
         dropped = weights * keep if keep is not None else weights
         grad_features = _weighted_sum(grad_out, dst, src, dropped, spec.num_nodes)
-        grad_dropped = _edge_dots(grad_out, features, src, dst)
+        grad_dropped = edge_dots(grad_out, features, src, dst)
         grad_weights = grad_dropped * keep if keep is not None else grad_dropped
         weighted = weights * grad_weights
         per_target = weighted.new_zeros(spec.num_nodes, weighted.shape[1]).index_add_(0, dst, weighted)

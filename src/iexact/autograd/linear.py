@@ -3,10 +3,10 @@ from __future__ import annotations
 
 import torch
 
+from ..codec import transpose_products
 from ..config import CompressionConfig
-from ..quant import compress
-from ..quant.codec import decompress_stored, projection_transpose
-from .saving import SavingFunction, load, save
+from ..seeds import SeedStream
+from .saving import SavingFunction, load, pack, save
 
 
 class CompressedLinearFunction(SavingFunction):
@@ -35,8 +35,8 @@ class CompressedLinearFunction(SavingFunction):
 
     @staticmethod
     def forward(ctx, x: torch.Tensor, weight: torch.Tensor, bias: torch.Tensor | None,
-                config: CompressionConfig) -> torch.Tensor:
-        save(ctx, weight, compress(x.detach(), config) if weight.requires_grad else None)
+                config: CompressionConfig, seeds: SeedStream | None) -> torch.Tensor:
+        save(ctx, weight, pack(x, config, seeds) if weight.requires_grad else None)
         ctx.input_shape = x.shape
         ctx.has_bias = bias is not None
         return torch.nn.functional.linear(x, weight, bias)
@@ -49,20 +49,10 @@ class CompressedLinearFunction(SavingFunction):
         if ctx.needs_input_grad[0]:
             grad_x = (grad_rows @ weight.to(grad_rows.dtype)).view(ctx.input_shape)
         if ctx.needs_input_grad[1] and packed is not None:
-            grad_w = weight_gradient(grad_rows, packed).to(weight.dtype)
+            grad_w = transpose_products(packed, grad_rows)[0].to(weight.dtype)
         if ctx.has_bias and ctx.needs_input_grad[2]:
             grad_b = grad_rows.sum(0)
-        return grad_x, grad_w, grad_b, None
-
-
-def weight_gradient(grad_rows: torch.Tensor, packed, stored: torch.Tensor | None = None) -> torch.Tensor:
-    r""":math:`dY^\top \hat X = (dY^\top \hat Z) P^\top` for :math:`dY` :math:`(N, F)`;
-    ``stored`` is :math:`\hat Z` when the caller already dequantized it."""
-    if stored is None:
-        stored = decompress_stored(packed)
-    grad_w = grad_rows.float().t() @ stored
-    projection_t = projection_transpose(packed)
-    return grad_w if projection_t is None else grad_w @ projection_t
+        return grad_x, grad_w, grad_b, None, None
 
 
 class SharedInputLinearFunction(SavingFunction):
@@ -82,9 +72,9 @@ class SharedInputLinearFunction(SavingFunction):
     """
 
     @staticmethod
-    def forward(ctx, x: torch.Tensor, config: CompressionConfig, *weights: torch.Tensor):
+    def forward(ctx, x: torch.Tensor, config: CompressionConfig, seeds: SeedStream | None, *weights: torch.Tensor):
         needed = any(w.requires_grad for w in weights)
-        save(ctx, compress(x.detach(), config) if needed else None, *weights)
+        save(ctx, pack(x, config, seeds) if needed else None, *weights)
         return tuple(torch.nn.functional.linear(x, w) for w in weights)
 
     @staticmethod
@@ -93,7 +83,10 @@ class SharedInputLinearFunction(SavingFunction):
         grad_x = None
         if ctx.needs_input_grad[0]:
             grad_x = sum(g @ w.to(g.dtype) for g, w in zip(grads, weights))
-        stored = decompress_stored(packed) if packed is not None else None
-        grad_ws = [weight_gradient(g, packed, stored).to(w.dtype) if ctx.needs_input_grad[2 + j] else None
-                   for j, (g, w) in enumerate(zip(grads, weights))]
-        return (grad_x, None, *grad_ws)
+        wanted = [j for j in range(len(weights)) if ctx.needs_input_grad[3 + j]]
+        grad_ws = [None] * len(weights)
+        if packed is not None and wanted:
+            products = transpose_products(packed, *(grads[j].reshape(-1, grads[j].shape[-1]) for j in wanted))
+            for j, product in zip(wanted, products):
+                grad_ws[j] = product.to(weights[j].dtype)
+        return (grad_x, None, None, *grad_ws)

@@ -5,9 +5,10 @@ import dataclasses
 
 import torch
 
+from ..codec import decompress
 from ..config import CompressionConfig
-from ..quant import compress, decompress
-from .saving import SavingFunction, load, save
+from ..seeds import SeedStream
+from .saving import SavingFunction, load, pack, save
 
 
 def norm_config(config: CompressionConfig) -> CompressionConfig:
@@ -45,7 +46,7 @@ class CompressedBatchNormFunction(SavingFunction):
     """
 
     @staticmethod
-    def forward(ctx, x, weight, bias, eps: float, config: CompressionConfig):
+    def forward(ctx, x, weight, bias, eps: float, config: CompressionConfig, seeds: SeedStream | None):
         x32 = x.float()
         var, mean = torch.var_mean(x32, dim=0, unbiased=False)
         invstd = torch.rsqrt(var + eps)
@@ -53,7 +54,7 @@ class CompressedBatchNormFunction(SavingFunction):
         out = normalized * weight if weight is not None else normalized.clone()
         if bias is not None:
             out.add_(bias)
-        save(ctx, weight, compress(normalized, norm_config(config)), invstd)
+        save(ctx, weight, pack(normalized, norm_config(config), seeds), invstd)
         ctx.mark_non_differentiable(mean, var)
         return out.to(x.dtype), mean, var
 
@@ -74,4 +75,4 @@ class CompressedBatchNormFunction(SavingFunction):
                       - normalized * (scaled_weight / rows)).mul_(invstd).to(grad_out.dtype)
         grad_weight = grad_weight.to(weight.dtype) if weight is not None and ctx.needs_input_grad[1] else None
         grad_bias = grad_bias.to(grad_out.dtype) if ctx.needs_input_grad[2] else None
-        return grad_x, grad_weight, grad_bias, None, None
+        return grad_x, grad_weight, grad_bias, None, None, None

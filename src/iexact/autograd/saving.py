@@ -10,12 +10,21 @@ from __future__ import annotations
 
 import torch
 
-from ..quant.packed import PackedActivation
+from ..codec import compress
+from ..config import CompressionConfig
+from ..quant import PackedActivation
+from ..seeds import SeedStream
 
 
 class SavingFunction(torch.autograd.Function):
     """Base class of the Functions whose saved tensors are compressed storage
     (or references to tensors the model already holds: parameters, inputs)."""
+
+
+def pack(x: torch.Tensor, config: CompressionConfig, seeds: SeedStream | None) -> PackedActivation:
+    """``x`` compressed for backward (detached), seeded from ``seeds`` (torch's
+    global generator when ``None``)."""
+    return compress(x.detach(), config, None if seeds is None else seeds.draw())
 
 
 def save(ctx, *items) -> None:

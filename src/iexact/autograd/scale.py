@@ -1,11 +1,10 @@
 r"""Scaling by :math:`1 + \epsilon` with a learnable :math:`\epsilon` (GIN's root term)."""
 from __future__ import annotations
 
-import torch
-
+from ..codec import decompress
 from ..config import CompressionConfig
-from ..quant import compress, decompress
-from .saving import SavingFunction, load, save
+from ..seeds import SeedStream
+from .saving import SavingFunction, load, pack, save
 
 
 class EpsScaleFunction(SavingFunction):
@@ -21,8 +20,8 @@ class EpsScaleFunction(SavingFunction):
     """
 
     @staticmethod
-    def forward(ctx, x, eps, config: CompressionConfig):
-        save(ctx, eps, compress(x.detach(), config) if eps.requires_grad else None)
+    def forward(ctx, x, eps, config: CompressionConfig, seeds: SeedStream | None):
+        save(ctx, eps, pack(x, config, seeds) if eps.requires_grad else None)
         return x * (1 + eps)
 
     @staticmethod
@@ -31,4 +30,4 @@ class EpsScaleFunction(SavingFunction):
         grad_eps = None
         if packed is not None and ctx.needs_input_grad[1]:
             grad_eps = (grad_out.float() * decompress(packed).float()).sum().reshape(eps.shape).to(eps.dtype)
-        return grad_out * (1 + eps), grad_eps, None
+        return grad_out * (1 + eps), grad_eps, None, None

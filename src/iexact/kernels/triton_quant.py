@@ -1,7 +1,7 @@
 r"""Fused Triton kernels: quantize + pack, and unpack + dequantize.
 
-Same signatures and results as :func:`iexact.quant.blockwise.quantize_pack`
-and :func:`iexact.quant.blockwise.unpack_dequantize` for the same rounding
+Same signatures and results as :func:`iexact.quant.reference.quantize_pack`
+and :func:`iexact.quant.reference.unpack_dequantize` for the same rounding
 noise; drawn noise comes from Philox (``tl.rand``) keyed by the seed and the
 element's position, so no noise tensor is ever materialized.
 
@@ -16,7 +16,7 @@ import torch
 import triton
 import triton.language as tl
 
-from ..quant import blockwise
+from ..quant.rounding import packed_size, rounding_map
 
 _BYTES_PER_PROGRAM = 256
 _MODE_UNIFORM, _MODE_HINGE, _MODE_SEARCH = 0, 1, 2
@@ -83,7 +83,7 @@ def _unpack_dequantize_kernel(
 
 
 def quantize_pack(z, mins, steps, block_size, bits, levels, *, seed=0, offset=0, noise=None):
-    r"""Triton twin of :func:`iexact.quant.blockwise.quantize_pack`.
+    r"""Triton twin of :func:`iexact.quant.reference.quantize_pack`.
 
     Args:
         seed, offset (int): Philox key and the position of ``z[0]`` in the
@@ -94,10 +94,10 @@ def quantize_pack(z, mins, steps, block_size, bits, levels, *, seed=0, offset=0,
         uint8 tensor of :math:`\lceil n b / 8 \rceil` bytes.
     """
     numel = z.numel()
-    out = torch.empty(blockwise.packed_size(numel, bits), dtype=torch.uint8, device=z.device)
+    out = torch.empty(packed_size(numel, bits), dtype=torch.uint8, device=z.device)
     if numel == 0:
         return out
-    rounding = blockwise.rounding_map(mins, steps, bits, levels, 0.0)
+    rounding = rounding_map(mins, steps, bits, levels, 0.0)
     if rounding.search:
         mode = _MODE_SEARCH
     elif rounding.hinges:
@@ -120,7 +120,7 @@ def quantize_pack(z, mins, steps, block_size, bits, levels, *, seed=0, offset=0,
 
 
 def unpack_dequantize(codes, mins, steps, block_size, bits, levels, numel):
-    r"""Triton twin of :func:`iexact.quant.blockwise.unpack_dequantize`.
+    r"""Triton twin of :func:`iexact.quant.reference.unpack_dequantize`.
 
     Returns:
         float32 :math:`(n,)`.

@@ -5,36 +5,11 @@ import warnings
 from typing import Callable
 
 import torch
-from torch_geometric.nn import GATConv, GCN2Conv, GCNConv, GINConv, MessagePassing, SAGEConv
-from torch_geometric.nn.dense.linear import Linear as PyGLinear
+from torch_geometric.nn import MessagePassing
 
 from ..config import CompressionConfig
-from .conv import GATConvMixin, GCN2ConvMixin, GCNConvMixin, GINConvMixin, SAGEConvMixin
-from .layers import (
-    CompressedModule,
-    DropoutMixin,
-    ELUMixin,
-    LeakyReLUMixin,
-    LinearMixin,
-    ReLUMixin,
-    compressed_class,
-)
-from .norm import BatchNormMixin
-
-_MIXINS = {
-    torch.nn.Linear: LinearMixin,
-    PyGLinear: LinearMixin,
-    torch.nn.BatchNorm1d: BatchNormMixin,
-    torch.nn.ReLU: ReLUMixin,
-    torch.nn.LeakyReLU: LeakyReLUMixin,
-    torch.nn.ELU: ELUMixin,
-    torch.nn.Dropout: DropoutMixin,
-    GCNConv: GCNConvMixin,
-    SAGEConv: SAGEConvMixin,
-    GCN2Conv: GCN2ConvMixin,
-    GINConv: GINConvMixin,
-    GATConv: GATConvMixin,
-}
+from ..seeds import SeedStream
+from .handler import HANDLERS, CompressedModule, compressed_class
 
 # modules that keep no activation of their own for backward
 _STATELESS = (torch.nn.Identity, torch.nn.Sequential, torch.nn.ModuleList, torch.nn.ModuleDict)
@@ -66,15 +41,30 @@ def compress_(
 ) -> torch.nn.Module:
     r"""Make ``model`` keep compressed activations for backward, in place.
 
-    Converts ``torch.nn.Linear``, PyG's ``Linear``, ``BatchNorm1d`` (and so PyG's
+    Every module whose class has a registered handler
+    (:func:`iexact.nn.register_handler`) is switched to a compressed subclass:
+    ``torch.nn.Linear``, PyG's ``Linear``, ``BatchNorm1d`` (and so PyG's
     ``BatchNorm``, which wraps one), ``ReLU``, ``LeakyReLU``, ``ELU``,
-    ``Dropout``, and PyG's ``GCNConv``, ``SAGEConv``, ``GCN2Conv``, ``GINConv``
-    and ``GATConv`` by switching each one's class to a compressed subclass
-    (:mod:`iexact.nn.layers`): parameter objects, names and ``state_dict`` are
-    unchanged, and an optimizer created before the call keeps working. Calling
-    it again updates the config. A supported module in a setting that is not
-    compressed (say ``SAGEConv(aggr="max")``) and any other leaf module that
-    holds parameters (and so may save activations) are named in a warning.
+    ``Dropout``, and PyG's ``GCNConv``, ``SAGEConv``, ``GCN2Conv``,
+    ``GINConv`` and ``GATConv``. Parameter objects, names and
+    ``state_dict`` are unchanged, and an optimizer created before the call
+    keeps working. Calling it again updates the config.
+
+    **What** ``filter_fn`` **decides.** ``filter_fn(module, name)`` is asked
+    once per module; ``False`` leaves that module as it is. A converted conv
+    computes its own linear maps (GCN's ``lin``, SAGE's ``lin_l``/``lin_r``/
+    ``lin``, GAT's ``lin``/``res``): those children stay unconverted and are
+    not asked about, for every conv alike. An excluded (or unsupported) conv
+    runs PyG's own forward, which calls its children, so they are asked about
+    and converted as any module: to keep a whole conv uncompressed, exclude
+    its name and its children's (``not name.startswith("convs.1")``).
+    GINConv's ``nn`` is a network of its own and is always converted module
+    by module.
+
+    A supported module in a setting that is not compressed (say
+    ``SAGEConv(aggr="max")``) and any other module that may save activations
+    (a message-passing layer, an activation, a leaf holding parameters) are
+    named in one warning.
 
     Args:
         model (torch.nn.Module): the model, changed in place.
@@ -87,24 +77,29 @@ def compress_(
     """
     if not isinstance(config, CompressionConfig):
         raise TypeError(f"config must be an iexact.CompressionConfig, got {type(config).__name__}")
+    seeds = SeedStream.from_torch_seed()
+    owned: set[int] = set()  # ids of children computed by a converted conv
     skipped = []
     for name, module in model.named_modules():
         base = _original_class(module)
-        mixin = _MIXINS.get(base)
+        if id(module) in owned:
+            module.__class__ = base
+            continue
         if filter_fn is not None and not filter_fn(module, name):
             continue
-        if mixin is None:
+        handler = HANDLERS.get(base)
+        if handler is None:
             if _may_keep_activations(module):
                 skipped.append(f"{name or '<model>'} ({base.__name__})")
             continue
-        reason = mixin.unsupported(module)
+        reason = handler.unsupported(module)
         if reason is not None:
-            if is_compressed(module):
-                module.__class__ = base
+            module.__class__ = base
             skipped.append(f"{name or '<model>'} ({base.__name__}, {reason})")
             continue
-        module.__class__ = compressed_class(mixin, base)
-        module.iexact_config = config
+        module.__class__ = compressed_class(handler, base)
+        module.iexact_config, module.iexact_seeds = config, seeds
+        owned.update(id(child) for child in handler.owned(module))
     if skipped:
         warnings.warn(
             "iexact.compress_ left these modules uncompressed; their saved activations stay "
@@ -112,3 +107,15 @@ def compress_(
             stacklevel=2,
         )
     return model
+
+
+def seed_streams(model: torch.nn.Module) -> list[SeedStream]:
+    """The distinct :class:`~iexact.seeds.SeedStream` objects of ``model``'s converted
+    modules (one per :func:`compress_` call), in module order: checkpoint their
+    ``get_state()`` for a bit-exact resume."""
+    streams: list[SeedStream] = []
+    for module in model.modules():
+        stream = getattr(module, "iexact_seeds", None) if is_compressed(module) else None
+        if stream is not None and all(stream is not known for known in streams):
+            streams.append(stream)
+    return streams

@@ -1,13 +1,22 @@
-"""Compression core: projection, block-wise quantization, packing."""
-from .codec import compress, decompress
-from .levels import expected_variance, optimal_levels, uniform_levels
+"""The compression core below the dispatch: levels, rounding, projection, the
+pure-PyTorch reference quantizer, bit masks and the stored form.
+
+``compress`` / ``decompress`` live one floor up, in :mod:`iexact.codec`,
+above the kernel dispatch (:mod:`iexact.kernels`), which imports from here.
+"""
+from .bitmask import pack_mask, unpack_mask
+from .levels import expected_variance, levels_for, optimal_levels, uniform_levels
 from .packed import PackedActivation
+from .projection import projected_width, rademacher
 
 __all__ = [
-    "compress",
-    "decompress",
     "PackedActivation",
-    "optimal_levels",
-    "uniform_levels",
     "expected_variance",
+    "levels_for",
+    "optimal_levels",
+    "pack_mask",
+    "projected_width",
+    "rademacher",
+    "uniform_levels",
+    "unpack_mask",
 ]

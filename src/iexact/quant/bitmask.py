@@ -3,7 +3,7 @@ from __future__ import annotations
 
 import torch
 
-from . import blockwise
+from .reference import pack_codes
 
 
 def pack_mask(mask: torch.Tensor) -> torch.Tensor:
@@ -16,7 +16,7 @@ def pack_mask(mask: torch.Tensor) -> torch.Tensor:
     flat = mask.reshape(-1)
     codes = torch.zeros(-(-flat.numel() // 8) * 8, dtype=torch.uint8, device=mask.device)
     codes[: flat.numel()] = flat
-    return blockwise.pack_codes(codes, 1)
+    return pack_codes(codes, 1)
 
 
 def unpack_mask(packed: torch.Tensor, shape: torch.Size) -> torch.Tensor:

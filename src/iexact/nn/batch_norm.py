@@ -4,15 +4,20 @@ from __future__ import annotations
 import torch
 
 from ..autograd import CompressedBatchNormFunction
-from .layers import CompressedModule
+from .handler import CompressedModule, register_handler
 
 
-class BatchNormMixin(CompressedModule):
+@register_handler(torch.nn.BatchNorm1d)
+class BatchNormHandler(CompressedModule):
     r"""``BatchNorm1d`` on :math:`(N, C)` inputs through
     :class:`~iexact.autograd.CompressedBatchNormFunction`, with the running
     statistics updated exactly as ``torch.nn.BatchNorm1d`` does. PyG's
     ``BatchNorm`` wraps a ``BatchNorm1d`` and is compressed through it.
-    :math:`(N, C, L)` inputs and single-row batches take the module's own path."""
+    :math:`(N, C, L)` inputs and single-row batches take the module's own path.
+
+    Stores: the normalized input compressed (projected only with
+    ``rp_norm``) and :math:`4C` bytes of :math:`1/\sigma`.
+    """
 
     def forward(self, x):
         if not self._compressing() or x.dim() != 2 or x.shape[0] < 2:
@@ -23,7 +28,8 @@ class BatchNormMixin(CompressedModule):
             self.num_batches_tracked.add_(1)
             if self.momentum is None:
                 factor = 1.0 / float(self.num_batches_tracked)
-        out, mean, var = CompressedBatchNormFunction.apply(x, self.weight, self.bias, self.eps, self.iexact_config)
+        out, mean, var = CompressedBatchNormFunction.apply(x, self.weight, self.bias, self.eps,
+                                                           self.iexact_config, self.iexact_seeds)
         if tracking:
             with torch.no_grad():
                 rows = x.shape[0]

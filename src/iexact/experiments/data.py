@@ -17,8 +17,6 @@ boolean ``train_mask`` / ``val_mask`` / ``test_mask``; ``num_classes`` is
 from __future__ import annotations
 
 import dataclasses
-import math
-import socket
 from pathlib import Path
 
 import torch
@@ -28,7 +26,6 @@ from torch_geometric.utils import to_undirected
 _PLANETOID = {"cora": "Cora", "citeseer": "CiteSeer", "pubmed": "PubMed"}
 _GRAPHSAINT = {"flickr": "Flickr", "reddit2": "Reddit2", "yelp": "Yelp"}
 _OGB = {"ogbn-arxiv": "ogbn_arxiv", "ogbn-products": "ogbn_products"}
-_DOWNLOAD_TIMEOUT_S = 60
 
 
 @dataclasses.dataclass(frozen=True)
@@ -168,14 +165,10 @@ def _fetch(name: str, folder: Path, files: list[str], load):
     missing = [file for file in files if not (folder / file).is_file()]
     if not missing:
         return load()
-    previous = socket.getdefaulttimeout()
-    socket.setdefaulttimeout(_DOWNLOAD_TIMEOUT_S)
     try:
         return load()
     except OSError as error:  # URLError, timeouts, refused connections
         raise DatasetFilesMissing(_missing_message(name, folder, missing, f"download failed ({error})")) from error
-    finally:
-        socket.setdefaulttimeout(previous)
 
 
 def _load_ogb(key: str, root: Path, download: bool) -> Data:

@@ -1,7 +1,7 @@
 r"""Training checkpoints: written atomically, validated when read.
 
 A checkpoint holds the model and optimizer states, torch's RNG states, the
-current run's :class:`~iexact.train.TrainingState`, the results of finished
+current run's :class:`~iexact.experiments.train.TrainingState`, the results of finished
 runs and the settings that produced them. Resuming restores all of it, so a
 resumed run ends exactly where an uninterrupted one with the same seed does.
 """
@@ -14,7 +14,7 @@ from pathlib import Path
 import torch
 
 FORMAT = "iexact-checkpoint"
-VERSION = 1
+VERSION = 2  # 2: the compressed modules' seed streams are saved
 
 
 class CheckpointError(ValueError):

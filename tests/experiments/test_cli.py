@@ -5,11 +5,11 @@ import shutil
 import pytest
 import torch
 
-from iexact.checkpoint import load_checkpoint
-from iexact.cli import main
+from iexact.experiments.checkpoint import load_checkpoint
+from iexact.experiments.cli import main
 
 TINY = ["--dataset", "synthetic:300,1200,16,4", "--epochs", "4", "--quiet", "--hidden", "16"]
-RECORD_KEYS = {"iexact", "torch", "device", "dataset", "model", "config_name", "config", "layers", "hidden",
+RECORD_KEYS = {"iexact", "torch", "device", "threads", "dataset", "model", "config_name", "config", "layers", "hidden",
                "dropout", "lr", "weight_decay", "grad_clip", "seed", "epochs", "runs", "test_accuracy",
                "val_accuracy", "activation_memory", "peak_memory", "epoch_seconds_median"}
 
@@ -25,7 +25,9 @@ def test_train_writes_the_documented_json(model, tmp_path, capsys):
     record = json.loads(path.read_text())
     assert set(record) == RECORD_KEYS
     assert record["config"]["bits"] == 2 and record["config"]["block_size"] == 256
-    assert 0 <= record["test_accuracy"]["mean"] <= 1 and len(record["test_accuracy"]["runs"]) == 2
+    runs, test_nodes = record["test_accuracy"]["runs"], 60  # 20 % of 300 nodes
+    assert len(runs) == 2 and record["test_accuracy"]["mean"] == pytest.approx(sum(runs) / 2)
+    assert all(abs(score * test_nodes - round(score * test_nodes)) < 1e-6 for score in runs)
     memory = record["activation_memory"]
     assert memory["uncompressed"] == 0 and memory["total"] == memory["compressed"] == memory["allocator"] > 0
     assert record["peak_memory"]["bytes"] > 0 and record["epoch_seconds_median"] > 0
@@ -113,8 +115,8 @@ def test_missing_dataset_files_say_where_they_go(tmp_path, capsys):
 
 def test_bench_writes_table_json_and_plots(tmp_path, capsys):
     out = tmp_path / "bench"
-    assert main(["bench"] + TINY[:-2] + ["--epochs", "2", "--hidden", "16", "--block-sizes", "64,1024,256",
-                                         "--out", str(out)]) == 0
+    assert main(["bench", "train"] + TINY[:-2] + ["--epochs", "2", "--hidden", "16", "--block-sizes",
+                                                  "64,1024,256", "--out", str(out)]) == 0
     printed = capsys.readouterr().out
     assert "default, G=1024 is iexact(): run once" in printed and "default, G=256 is default: run once" in printed
     table = (out / "bench.md").read_text()
@@ -130,6 +132,19 @@ def test_bench_writes_table_json_and_plots(tmp_path, capsys):
     assert by_label["torch.utils.checkpoint"]["activation_memory"]["allocator"] < fp32
     for plot in ("accuracy_vs_memory.png", "layer_memory.png"):
         assert (out / plot).read_bytes()[:4] == b"\x89PNG"
+    children = sorted((out / "runs").glob("[0-9][0-9].json"))  # each child's record, kept as it finished
+    assert [json.loads(path.read_text())["config_name"] for path in children] == [r["config_name"] for r in records]
+
+
+def test_bench_train_compares_only_what_is_asked(tmp_path, capsys):
+    out = tmp_path / "demo"
+    assert main(["bench", "train"] + TINY + ["--configs", "fp32,default", "--out", str(out)]) == 0
+    table = capsys.readouterr().out
+    assert "| FP32 |" in table and "| default |" in table and "exact()" not in table
+    assert [r["label"] for r in json.loads((out / "bench.json").read_text())] == ["FP32", "default"]
+    with pytest.raises(SystemExit):
+        main(["bench", "train"] + TINY + ["--configs", "fp32,int3"])
+    assert "unknown int3: choose from fp32,exact" in capsys.readouterr().err
 
 
 def test_datasets_lists_names(capsys):

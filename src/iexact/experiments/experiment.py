@@ -16,12 +16,13 @@ from typing import Callable
 
 import torch
 
-from . import __version__
+from .. import __version__
+from ..config import CompressionConfig
+from ..memory import activation_memory, allocator_growth
+from ..nn import compress_, seed_streams
 from .checkpoint import load_checkpoint, restore_rng_states, save_checkpoint
-from .config import CompressionConfig
-from .memory import activation_memory, allocator_growth
+from .data import num_classes
 from .models import build_model, checkpoint_layers_
-from .nn import compress_
 from .train import TrainingState, train_epochs
 
 FP32 = "fp32"
@@ -44,26 +45,22 @@ class Settings:
     grad_clip: float | None = 0.5
     seed: int = 0
 
-    def identity(self) -> dict:
-        """A plain dict of the settings (the config spelled out), for checkpoints and JSON."""
-        record = dataclasses.asdict(self)
-        record["config"] = config_record(self.config)
+    def to_dict(self) -> dict:
+        """The settings as plain JSON values (the config spelled out, ``None`` for
+        FP32 and checkpointing), for checkpoints, records and child processes."""
+        record = {field.name: getattr(self, field.name) for field in dataclasses.fields(self)}
+        record["config"] = None if self.config is None else self.config.to_dict()
         return record
 
-
-def config_record(config: CompressionConfig | None) -> dict | None:
-    """``config`` as plain JSON values (``None`` for FP32 and checkpointing)."""
-    if config is None:
-        return None
-    record = dataclasses.asdict(config)
-    record["scale_dtype"] = str(config.scale_dtype).removeprefix("torch.")
-    return record
+    @classmethod
+    def from_dict(cls, record: dict) -> "Settings":
+        """Inverse of :meth:`to_dict`."""
+        config = record.get("config")
+        return cls(**{**record, "config": None if config is None else CompressionConfig.from_dict(config)})
 
 
 def prepare_model(settings: Settings, data, device: torch.device) -> torch.nn.Module:
     """The reference model on ``device``, compressed (or checkpointed) as ``settings`` say."""
-    from .data import num_classes
-
     model = build_model(settings.model, data.num_features, num_classes(data), settings.layers,
                         settings.hidden, settings.dropout).to(device)
     if settings.config is not None:
@@ -105,7 +102,7 @@ def run_experiment(settings: Settings, data, device: torch.device, epochs: int, 
     from ``checkpoint`` (same settings required; ``epochs`` and ``runs`` may
     grow). ``after_epoch(run, state)`` is called after every epoch.
     """
-    identity = settings.identity()
+    identity = settings.to_dict()
     finished: list[dict] = []
     start_run, record = 0, None
     if resume:
@@ -124,11 +121,14 @@ def run_experiment(settings: Settings, data, device: torch.device, epochs: int, 
             optimizer.load_state_dict(record["optimizer"])
             state = TrainingState(**record["state"])
             restore_rng_states(record["rng"])
+            for stream, stream_state in zip(seed_streams(model), record["seed_streams"]):
+                stream.set_state(stream_state)
 
         def save(state: TrainingState, run=run, model=model, optimizer=optimizer) -> None:
             save_checkpoint(checkpoint, identity, {
                 "run": run, "finished": finished, "state": dataclasses.asdict(state),
-                "model": model.state_dict(), "optimizer": optimizer.state_dict()})
+                "model": model.state_dict(), "optimizer": optimizer.state_dict(),
+                "seed_streams": [stream.get_state() for stream in seed_streams(model)]})
 
         def each_epoch(state: TrainingState, run=run, save=save) -> None:
             if checkpoint is not None and (state.epoch == epochs or (save_every and state.epoch % save_every == 0)):
@@ -150,8 +150,8 @@ def _record(settings: Settings, device, epochs: int, runs: int, finished: list[d
     seconds = [s for run in finished for s in (run["epoch_seconds"][1:] or run["epoch_seconds"])]
     peak, peak_kind = peak_memory(device)
     return {
-        "iexact": __version__, "torch": torch.__version__, "device": str(device),
-        **settings.identity(), "epochs": epochs, "runs": runs,
+        "iexact": __version__, "torch": torch.__version__, "device": str(device), "threads": torch.get_num_threads(),
+        **settings.to_dict(), "epochs": epochs, "runs": runs,
         "test_accuracy": {"mean": statistics.mean(tests), "std": statistics.pstdev(tests) if runs > 1 else 0.0,
                           "runs": tests},
         "val_accuracy": {"mean": statistics.mean(vals), "runs": vals},

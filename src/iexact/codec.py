@@ -16,20 +16,18 @@ import math
 
 import torch
 
-from .. import kernels
-from ..config import CompressionConfig
-from . import blockwise
-from .levels import levels_for
-from .packed import PackedActivation
-from .projection import projected_width, rademacher
+from . import kernels
+from .config import CompressionConfig
+from .quant.levels import levels_for
+from .quant.packed import PackedActivation
+from .quant.projection import projected_width, rademacher
+from .quant.reference import block_min_max
+from .quant.rounding import num_blocks, packed_size, stored_scales
+from .seeds import check_seed, draw_seed
 
-_SEED_LIMIT = 2**62
+__all__ = ["compress", "decompress", "transpose_products"]
+
 _CPU_CHUNK_ELEMENTS = 2**20  # stored elements per chunk on CPU: 4 MiB of float32
-
-
-def new_seed() -> int:
-    """A seed from torch's global generator, so ``torch.manual_seed`` makes runs repeatable."""
-    return int(torch.randint(0, _SEED_LIMIT, (), dtype=torch.int64).item())
 
 
 def _chunk_elements(numel: int, width: int, block_size: int, device: torch.device) -> int:
@@ -69,10 +67,7 @@ def compress(x: torch.Tensor, config: CompressionConfig, seed: int | None = None
         raise TypeError(f"config must be an iexact.CompressionConfig, got {type(config).__name__}")
     if not x.is_floating_point():
         raise TypeError(f"compress needs a floating-point tensor, got dtype {x.dtype}")
-    if seed is None:
-        seed = new_seed()
-    elif isinstance(seed, bool) or not isinstance(seed, int) or not 0 <= seed < _SEED_LIMIT:
-        raise ValueError(f"seed={seed!r} is invalid: seed must be an int in [0, 2**62)")
+    seed = draw_seed() if seed is None else check_seed(seed)
     width = x.shape[-1] if x.dim() else 1
     rows = x.numel() // width if width else 0
     k = projected_width(width, config.rp_ratio) if width else None
@@ -80,8 +75,8 @@ def compress(x: torch.Tensor, config: CompressionConfig, seed: int | None = None
     block_size = config.block_elements(stored_width)
     levels = levels_for(config.levels, config.bits, block_size)
     numel = rows * stored_width
-    codes = torch.empty(blockwise.packed_size(numel, config.bits), dtype=torch.uint8, device=x.device)
-    blocks = blockwise.num_blocks(numel, block_size)
+    codes = torch.empty(packed_size(numel, config.bits), dtype=torch.uint8, device=x.device)
+    blocks = num_blocks(numel, block_size)
     mins = torch.empty(blocks, dtype=config.scale_dtype, device=x.device)
     steps = torch.empty(blocks, dtype=config.scale_dtype, device=x.device)
     projection = rademacher(width, k, seed, x.device)[0] if k is not None else None
@@ -94,10 +89,10 @@ def compress(x: torch.Tensor, config: CompressionConfig, seed: int | None = None
             z = part.to(torch.float32, copy=True).view(-1)
         else:
             z = torch.mm(part if part.dtype == torch.float32 else part.float(), projection).view(-1)
-        low, high = blockwise.block_min_max(z, block_size)
+        low, high = block_min_max(z, block_size)
         first, last = start // block_size, start // block_size + low.numel()
-        mins[first:last], steps[first:last] = blockwise.stored_scales(low, high, config.scale_dtype)
-        codes[start * config.bits // 8 : blockwise.packed_size(end, config.bits)] = kernels.quantize_pack(
+        mins[first:last], steps[first:last] = stored_scales(low, high, config.scale_dtype)
+        codes[start * config.bits // 8 : packed_size(end, config.bits)] = kernels.quantize_pack(
             z, mins[first:last], steps[first:last], block_size, config.bits, levels, seed, start
         )
     # NaN or Inf anywhere in a block makes its step NaN or Inf: one check at the end
@@ -132,7 +127,7 @@ def decompress(packed: PackedActivation, out: torch.Tensor | None = None) -> tor
             f"{packed.device}, got {out.dtype} {tuple(out.shape)} on {out.device}"
         )
     rows_out = out.view(packed.rows, packed.width)
-    projection_t = projection_transpose(packed)
+    projection_t = _projection_transpose(packed)
     for first_row, z in _stored_chunks(packed):
         target = rows_out[first_row : first_row + z.shape[0]]
         if projection_t is None:
@@ -144,25 +139,27 @@ def decompress(packed: PackedActivation, out: torch.Tensor | None = None) -> tor
     return out
 
 
-def decompress_stored(packed: PackedActivation) -> torch.Tensor:
-    r"""The dequantized stored rows :math:`\hat Z` (before the inverse projection).
-
-    With a projection, :math:`\hat H = \hat Z P^\top`; a consumer that only
-    needs :math:`A \hat H` for a small :math:`A` computes :math:`(A \hat Z) P^\top`
-    and never materializes :math:`\hat H` (e.g. a Linear layer's weight
-    gradient :math:`dY^\top \hat X`).
+def transpose_products(packed: PackedActivation, *lefts: torch.Tensor) -> list[torch.Tensor]:
+    r""":math:`A_j^\top \hat H` for each :math:`A_j` :math:`(N, F_j)`, without
+    materializing :math:`\hat H`: with a projection
+    :math:`A^\top \hat H = (A^\top \hat Z) P^\top`, so only the dequantized
+    :math:`\hat Z` (:math:`N \times k`) is built, once for all :math:`A_j`.
+    A Linear layer's weight gradient :math:`dY^\top \hat X` is one such product.
 
     Shapes:
-        - **output:** :math:`(N, k)` float32, or :math:`(N, D)` without projection.
+        - **input:** ``packed`` of :math:`(N, D)` rows (leading dims flattened), each :math:`A_j` :math:`(N, F_j)`
+        - **output:** one float32 :math:`(F_j, D)` per :math:`A_j`
     """
     stored = torch.empty(packed.rows, packed.projected_width or packed.width,
                          dtype=torch.float32, device=packed.device)
     for first_row, z in _stored_chunks(packed):
         stored[first_row : first_row + z.shape[0]] = z
-    return stored
+    projection_t = _projection_transpose(packed)
+    products = [left.float().t() @ stored for left in lefts]
+    return products if projection_t is None else [product @ projection_t for product in products]
 
 
-def projection_transpose(packed: PackedActivation) -> torch.Tensor | None:
+def _projection_transpose(packed: PackedActivation) -> torch.Tensor | None:
     r""":math:`P^\top` of ``packed``, :math:`(k, D)` float32, regenerated from its
     seed; ``None`` without projection."""
     k = packed.projected_width
@@ -177,9 +174,9 @@ def _stored_chunks(packed: PackedActivation):
     for start in range(0, numel, chunk):
         end = min(start + chunk, numel)
         first = start // packed.block_size
-        last = blockwise.num_blocks(end, packed.block_size)
+        last = num_blocks(end, packed.block_size)
         z = kernels.unpack_dequantize(
-            packed.codes[start * packed.bits // 8 : blockwise.packed_size(end, packed.bits)],
+            packed.codes[start * packed.bits // 8 : packed_size(end, packed.bits)],
             packed.mins[first:last], packed.steps[first:last],
             packed.block_size, packed.bits, packed.levels, end - start,
         )

@@ -18,35 +18,23 @@ first code in the lowest bits. Decoding is
 :math:`\hat z = m_i + \ell_{\text{code}} \, s_i / B`.
 
 Everything here works on any device; :mod:`iexact.kernels` swaps in fused
-Triton kernels on CUDA.
+Triton kernels with the same signatures on CUDA.
 """
 from __future__ import annotations
 
 import math
 import sys
-from typing import NamedTuple
 
 import torch
 import torch.nn.functional as F
+
+from .rounding import codes_per_byte, rounding_map
 
 if sys.byteorder != "little":  # packing reinterprets code bytes as wider integers
     raise ImportError("iexact's bit packing needs a little-endian machine")
 
 _WORD_DTYPE = {2: torch.int16, 4: torch.int32, 8: torch.int64}  # codes per byte -> word
 NOISE_BITS = 16  # random bits per element for stochastic rounding
-
-
-def codes_per_byte(bits: int) -> int:
-    return 8 // bits
-
-
-def packed_size(numel: int, bits: int) -> int:
-    r""":math:`\lceil n b / 8 \rceil`: bytes of the packed codes."""
-    return math.ceil(numel * bits / 8)
-
-
-def num_blocks(numel: int, block_size: int) -> int:
-    return math.ceil(numel / block_size)
 
 
 def _segments(flat: torch.Tensor, block_size: int):
@@ -71,82 +59,6 @@ def block_min_max(z: torch.Tensor, block_size: int) -> tuple[torch.Tensor, torch
     if len(mins) == 1:
         return mins[0], maxs[0]
     return torch.cat(mins), torch.cat(maxs)
-
-
-def stored_scales(
-    mins: torch.Tensor, maxs: torch.Tensor, scale_dtype: torch.dtype
-) -> tuple[torch.Tensor, torch.Tensor]:
-    r"""Per-block min and step rounded outward into ``scale_dtype``.
-
-    :math:`m` is the largest representable value :math:`\le` the block min and
-    :math:`s` the smallest representable value :math:`\ge M - m`, so quantizing
-    with the stored values keeps every :math:`u` inside :math:`[0, B]` and the
-    estimate unbiased. A constant block whose value the scale dtype holds
-    exactly gets :math:`s = 0` and decodes exactly.
-    """
-    low = mins.to(scale_dtype)
-    low = torch.where(low.float() > mins, torch.nextafter(low, torch.full_like(low, -math.inf)), low)
-    spread = maxs - low.float()
-    step = spread.to(scale_dtype)
-    step = torch.where(step.float() < spread, torch.nextafter(step, torch.full_like(step, math.inf)), step)
-    return low, step
-
-
-def _is_uniform(levels: tuple[float, ...]) -> bool:
-    return levels == tuple(float(i) for i in range(len(levels)))
-
-
-def _hinges(levels: tuple[float, ...], shift: float) -> tuple[float, list[tuple[float, float, float]]]:
-    r"""The map :math:`u \mapsto` position between level indices,
-    :math:`j + (u - \ell_j)/(\ell_{j+1} - \ell_j)`, as a sum of hinges.
-
-    With slopes :math:`s_j = 1/(\ell_{j+1} - \ell_j)` the map is
-    :math:`s_0 u + \sum_{j \ge 1} (s_j - s_{j-1}) \max(u - \ell_j, 0)`.
-    In the variable :math:`v = s_0 u + \text{shift}` it reads
-    :math:`v - \text{shift} + \sum_j g_j \,\mathrm{clamp}(v - c_j, 0, w_j)`,
-    and two consecutive hinges of opposite gain (symmetric levels) merge into
-    one clamp of finite width.
-
-    Returns:
-        :math:`s_0` and a list of ``(c_j, w_j, g_j)``.
-    """
-    slopes = [1.0 / (hi - lo) for lo, hi in zip(levels[:-1], levels[1:])]
-    s0 = slopes[0]
-    raw = [(shift + s0 * levels[j], (slopes[j] - slopes[j - 1]) / s0) for j in range(1, len(levels) - 1)]
-    hinges = []
-    while raw:
-        start, gain = raw.pop(0)
-        if raw and abs(raw[0][1] + gain) <= 1e-9 * abs(gain):
-            hinges.append((start, raw.pop(0)[0] - start, gain))
-        else:
-            hinges.append((start, math.inf, gain))
-    return s0, hinges
-
-
-class RoundingMap(NamedTuple):
-    r"""Per-block affine map to :math:`v = s_0 u + \text{shift}` and the hinges
-    that turn :math:`v` into the position between level indices (plus shift).
-
-    ``search`` is set for many non-uniform levels: then :math:`v = u` and the
-    position comes from a binary search over the levels instead of hinges.
-    """
-
-    gain: torch.Tensor
-    bias: torch.Tensor
-    hinges: list
-    search: bool
-
-
-def rounding_map(mins, steps, bits: int, levels: tuple[float, ...], shift: float) -> RoundingMap:
-    """The :class:`RoundingMap` of blocks with stored ``mins`` and ``steps``."""
-    top = 2**bits - 1
-    uniform = _is_uniform(levels)
-    search = len(levels) > 4 and not uniform
-    s0, hinges = (1.0, []) if uniform or search else _hinges(levels, shift)
-    # u = (z - m) B / s lies in [0, B(1 + 2 eps)]: m rounds down and s up
-    gain = torch.where(steps > 0, (top * s0) / steps.float(), torch.zeros((), device=steps.device))
-    bias = (0.0 if search else shift) - mins.float() * gain
-    return RoundingMap(gain, bias, hinges, search)
 
 
 def _bucketized_position(u: torch.Tensor, levels: tuple[float, ...]) -> torch.Tensor:
@@ -187,7 +99,7 @@ def quantize_pack(
     Args:
         z (torch.Tensor): flat float32 values, :math:`(n,)`; overwritten.
         mins, steps (torch.Tensor): stored per-block min and step,
-            :math:`(\lceil n/G \rceil,)` (see :func:`stored_scales`).
+            :math:`(\lceil n/G \rceil,)` (see :func:`iexact.quant.rounding.stored_scales`).
         block_size (int): :math:`G`.
         bits (int): :math:`b \in \{1, 2, 4, 8\}`.
         levels (tuple of float): the :math:`2^b` levels.

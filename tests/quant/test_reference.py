@@ -3,7 +3,7 @@ import math
 import pytest
 import torch
 
-from iexact.quant import blockwise
+from iexact.quant import reference, rounding
 from iexact.quant.levels import optimal_levels, uniform_levels
 
 
@@ -13,17 +13,17 @@ def test_packing_round_trips_codes_exactly(bits, numel, device):
     per_byte = 8 // bits
     codes = torch.randint(0, 2**bits, (math.ceil(numel / per_byte) * per_byte,), dtype=torch.uint8, device=device)
     codes[numel:] = 0
-    packed = blockwise.pack_codes(codes, bits)
+    packed = reference.pack_codes(codes, bits)
     assert packed.dtype == torch.uint8
-    assert packed.numel() == blockwise.packed_size(numel, bits) == math.ceil(numel * bits / 8)
-    assert torch.equal(blockwise.unpack_codes(packed, bits, numel), codes[:numel])
+    assert packed.numel() == rounding.packed_size(numel, bits) == math.ceil(numel * bits / 8)
+    assert torch.equal(reference.unpack_codes(packed, bits, numel), codes[:numel])
 
 
 def test_packing_order_is_little_end_first():
     codes = torch.tensor([1, 2, 3, 0, 3, 3, 0, 1], dtype=torch.uint8)
-    packed = blockwise.pack_codes(codes, 2)
+    packed = reference.pack_codes(codes, 2)
     assert packed.tolist() == [1 | 2 << 2 | 3 << 4, 3 | 3 << 2 | 0 << 4 | 1 << 6]
-    bits1 = blockwise.pack_codes(torch.tensor([1, 0, 0, 0, 0, 0, 0, 1], dtype=torch.uint8), 1)
+    bits1 = reference.pack_codes(torch.tensor([1, 0, 0, 0, 0, 0, 0, 1], dtype=torch.uint8), 1)
     assert bits1.tolist() == [0b10000001]
 
 
@@ -32,7 +32,7 @@ def test_stored_scales_round_outward(scale_dtype):
     torch.manual_seed(0)
     mins = torch.randn(1000) * 10
     maxs = mins + torch.rand(1000) * 3
-    low, step = blockwise.stored_scales(mins, maxs, scale_dtype)
+    low, step = rounding.stored_scales(mins, maxs, scale_dtype)
     assert low.dtype == step.dtype == scale_dtype
     assert torch.all(low.float() <= mins)
     assert torch.all(low.float() + step.float() >= maxs)
@@ -65,13 +65,13 @@ def test_empirical_variance_matches_formula(bits, kind):
     block_size, draws = 50, 4000
     z = torch.randn(300)
     levels = uniform_levels(bits) if kind == "uniform" else optimal_levels(bits, block_size)
-    mins, maxs = blockwise.block_min_max(z, block_size)
-    low, step = blockwise.stored_scales(mins, maxs, torch.bfloat16)
+    mins, maxs = reference.block_min_max(z, block_size)
+    low, step = rounding.stored_scales(mins, maxs, torch.bfloat16)
     # all draws in one call: the tensor repeated, each copy with the same blocks
     repeated, low_r, step_r = z.repeat(draws), low.repeat(draws), step.repeat(draws)
     generator = torch.Generator().manual_seed(2)
-    codes = blockwise.quantize_pack(repeated.clone(), low_r, step_r, block_size, bits, levels, generator=generator)
-    samples = blockwise.unpack_dequantize(codes, low_r, step_r, block_size, bits, levels, repeated.numel())
+    codes = reference.quantize_pack(repeated.clone(), low_r, step_r, block_size, bits, levels, generator=generator)
+    samples = reference.unpack_dequantize(codes, low_r, step_r, block_size, bits, levels, repeated.numel())
     empirical = samples.view(draws, -1).double().var(dim=0)
     formula, gap, p = _rounding_law(z, low, step, block_size, bits, levels)
     assert torch.all(empirical[formula == 0] == 0)
@@ -86,13 +86,13 @@ def test_empirical_variance_matches_formula(bits, kind):
 def test_optimal_levels_beat_uniform_on_gaussian_data(block_size):
     torch.manual_seed(3)
     z = torch.randn(64 * 1024)
-    mins, maxs = blockwise.block_min_max(z, block_size)
-    low, step = blockwise.stored_scales(mins, maxs, torch.bfloat16)
+    mins, maxs = reference.block_min_max(z, block_size)
+    low, step = rounding.stored_scales(mins, maxs, torch.bfloat16)
     errors = {}
     for kind, levels in (("uniform", uniform_levels(2)), ("optimal", optimal_levels(2, block_size))):
         generator = torch.Generator().manual_seed(4)
-        codes = blockwise.quantize_pack(z.clone(), low, step, block_size, 2, levels, generator=generator)
-        estimate = blockwise.unpack_dequantize(codes, low, step, block_size, 2, levels, z.numel())
+        codes = reference.quantize_pack(z.clone(), low, step, block_size, 2, levels, generator=generator)
+        estimate = reference.unpack_dequantize(codes, low, step, block_size, 2, levels, z.numel())
         errors[kind] = ((estimate - z) ** 2).mean().item()
     assert errors["optimal"] < errors["uniform"]
 
@@ -101,8 +101,8 @@ def test_fixed_noise_floor_of_position():
     levels = optimal_levels(2, 1024)
     z = torch.tensor([0.0, 1.0, levels[1], 1.5, 2.5, 3.0])
     mins, steps = torch.zeros(1), torch.full((1,), 3.0)
-    codes = blockwise.quantize_pack(z.clone(), mins, steps, 6, 2, levels, noise=torch.zeros(6))
-    assert blockwise.unpack_codes(codes, 2, 6).tolist() == [0, 0, 1, 1, 2, 3]
+    codes = reference.quantize_pack(z.clone(), mins, steps, 6, 2, levels, noise=torch.zeros(6))
+    assert reference.unpack_codes(codes, 2, 6).tolist() == [0, 0, 1, 1, 2, 3]
     almost_one = torch.full((6,), 1 - 2**-20)
-    codes = blockwise.quantize_pack(z.clone(), mins, steps, 6, 2, levels, noise=almost_one)
-    assert blockwise.unpack_codes(codes, 2, 6).tolist() == [0, 1, 1, 2, 3, 3]
+    codes = reference.quantize_pack(z.clone(), mins, steps, 6, 2, levels, noise=almost_one)
+    assert reference.unpack_codes(codes, 2, 6).tolist() == [0, 1, 1, 2, 3, 3]

@@ -1,0 +1,299 @@
+r"""The benchmark harness: every table in the README comes from here, through ``iexact bench``.
+
+Three benchmarks, each FP32 beside the compressed configurations in one run:
+
+- **codec**: one activation compressed with every preset (stored bytes, ratio,
+  error, times) and, with ``sweep``, the round-trip throughput over bits x
+  block size x levels against a straightforward PyTorch round trip.
+- **memory**: bytes the stock GraphSAGE keeps for backward on a random
+  ogbn-arxiv-shaped graph, accounted and as the allocator sees them.
+- **train**: the reference models trained per configuration, each in a fresh
+  process (its peak memory its own), with accuracy, activation memory, peak
+  memory and epoch time as ratios to FP32; a table, JSON records and plots.
+"""
+from __future__ import annotations
+
+import dataclasses
+import json
+import math
+import os
+import subprocess
+import sys
+import time
+from pathlib import Path
+
+import torch
+
+from ..codec import compress, decompress
+from ..config import PRESETS, CompressionConfig
+from ..memory import activation_memory, allocator_growth
+from ..nn import compress_
+from ..quant import rademacher
+from .checkpoint import write_atomically
+from .experiment import CHECKPOINTING, FP32, Settings
+
+
+def median_seconds(fn, repeats: int) -> float:
+    """Median wall time of ``repeats`` calls of ``fn`` after one warm-up call,
+    synchronizing CUDA around each call when it is in use."""
+    sync = torch.cuda.synchronize if torch.cuda.is_available() else (lambda: None)
+    fn()
+    times = []
+    for _ in range(repeats):
+        sync()
+        start = time.perf_counter()
+        fn()
+        sync()
+        times.append(time.perf_counter() - start)
+    return sorted(times)[len(times) // 2]
+
+
+def mib(nbytes: float) -> str:
+    return f"{nbytes / 2**20:,.2f} MiB"
+
+
+def where() -> str:
+    """The machine a timing was taken on: device name or CPU, and torch's thread count."""
+    import platform
+
+    device = torch.cuda.get_device_name() if torch.cuda.is_available() else (platform.processor() or "CPU")
+    return f"torch {torch.__version__}, {device}, {torch.get_num_threads()} threads"
+
+
+# ---- codec ---------------------------------------------------------------------------------------
+
+def preset_rows(x: torch.Tensor, repeats: int, seed: int) -> list[dict]:
+    """Every preset on ``x``: stored bytes, ratio to float32, error variance, median times."""
+    signal = x.pow(2).mean().item()
+    out, rows = torch.empty_like(x), []
+    for name, config in PRESETS.items():
+        packed = compress(x, config, seed=seed)
+        error = (decompress(packed) - x).pow(2).mean().item()
+        rows.append({
+            "preset": name, "config": str(config), "bytes": packed.nbytes, "ratio": x.nbytes / packed.nbytes,
+            "error_variance": error, "relative_error": error / signal,
+            "compress_ms": 1e3 * median_seconds(lambda: compress(x, config, seed=seed), repeats),
+            "decompress_ms": 1e3 * median_seconds(lambda: decompress(packed, out=out), repeats),
+        })
+    return rows
+
+
+def straightforward_round_trip(x: torch.Tensor, block_size: int = 1024, bits: int = 2, ratio: int = 8) -> torch.Tensor:
+    """The obvious PyTorch round trip (float noise, one op per step, fresh tensors): the speed baseline."""
+    top = 2**bits - 1
+    k = math.ceil(x.shape[1] / ratio)
+    projection, _ = rademacher(x.shape[1], k, 0, x.device)
+    flat = (x @ projection).reshape(-1)
+    pad = (-flat.numel()) % block_size
+    blocks = torch.cat([flat, flat[-1:].expand(pad)]).view(-1, block_size)
+    low, high = blocks.min(1).values, blocks.max(1).values
+    scale = ((high - low) / top).clamp(min=1e-30)
+    u = (blocks - low[:, None]) / scale[:, None]
+    codes = torch.floor(u + torch.rand_like(u)).clamp(0, top).to(torch.uint8).view(-1, 8 // bits)
+    shifts = torch.arange(0, 8, bits, dtype=torch.uint8, device=x.device)
+    packed = (codes << shifts).sum(1).to(torch.uint8)
+    unpacked = ((packed[:, None] >> shifts) & top).view(-1, block_size).float()
+    z = (unpacked * scale[:, None] + low[:, None]).view(-1)[: flat.numel()].view(x.shape[0], k)
+    return z @ projection.t()
+
+
+def throughput_rows(x: torch.Tensor, repeats: int) -> list[dict]:
+    """Round-trip GB/s of float32 input over bits x block size x levels at projection 8,
+    decompressing into a fresh tensor and into a reused one."""
+    gigabytes, out, rows = x.nbytes / 1e9, torch.empty_like(x), []
+    for bits in (1, 2, 4, 8):
+        for block_size in ("row", 64, 256, 1024):
+            for levels in ("uniform", "optimal") if bits > 1 else ("uniform",):  # 1 bit: no interior level
+                config = CompressionConfig(bits=bits, block_size=block_size, rp_ratio=8, levels=levels)
+                packed = compress(x, config, seed=0)
+                seconds = median_seconds(lambda: compress(x, config, seed=0), repeats)
+                fresh = median_seconds(lambda: decompress(packed), repeats)
+                reused = median_seconds(lambda: decompress(packed, out=out), repeats)
+                rows.append({"bits": bits, "block_size": block_size, "levels": levels,
+                             "compress_ms": 1e3 * seconds, "decompress_ms": 1e3 * fresh,
+                             "decompress_reused_ms": 1e3 * reused, "gb_per_s": gigabytes / (seconds + fresh),
+                             "gb_per_s_reused": gigabytes / (seconds + reused)})
+    return rows
+
+
+def codec_report(rows: int, width: int, repeats: int, seed: int, sweep: bool) -> str:
+    """The codec benchmark as Markdown (presets; with ``sweep`` the throughput table too)."""
+    x = torch.randn(rows, width, generator=torch.Generator().manual_seed(seed))
+    lines = [f"Activation {rows} x {width} float32 ({x.nbytes:,} bytes); {where()}; median of {repeats} runs", "",
+             "| preset | config | stored bytes | vs FP32 | error variance | relative | compress ms | decompress ms |",
+             "|---|---|---:|---:|---:|---:|---:|---:|"]
+    for r in preset_rows(x, repeats, seed):
+        lines.append(f"| {r['preset']} | {r['config']} | {r['bytes']:,} | {r['ratio']:.1f}x | "
+                     f"{r['error_variance']:.4f} | {r['relative_error']:.3f} | {r['compress_ms']:.1f} | "
+                     f"{r['decompress_ms']:.1f} |")
+    if sweep:
+        baseline = median_seconds(lambda: straightforward_round_trip(x), repeats)
+        lines += ["", f"straightforward PyTorch INT2 / projection 8 / blocks 1024: {x.nbytes / 1e9 / baseline:.2f} GB/s",
+                  "", "| bits | block | levels | compress ms | decompress ms (fresh / reused out) | GB/s fresh | "
+                      "GB/s reused out |", "|---:|---:|---|---:|---:|---:|---:|"]
+        for r in throughput_rows(x, repeats):
+            lines.append(f"| {r['bits']} | {r['block_size']} | {r['levels']} | {r['compress_ms']:.1f} | "
+                         f"{r['decompress_ms']:.1f} / {r['decompress_reused_ms']:.1f} | {r['gb_per_s']:.2f} | "
+                         f"{r['gb_per_s_reused']:.2f} |")
+    return "\n".join(lines)
+
+
+# ---- memory --------------------------------------------------------------------------------------
+
+def memory_configs() -> dict[str, CompressionConfig | None]:
+    """FP32, every preset, and every preset with ``rp_norm=True``, by label."""
+    labels = {name: name if name == "default" else f"{name}()" for name in PRESETS}
+    configs: dict[str, CompressionConfig | None] = {"FP32": None}
+    configs.update({labels[name]: config for name, config in PRESETS.items()})
+    configs.update({f"{labels[name]}, rp_norm=True": dataclasses.replace(config, rp_norm=True)
+                    for name, config in PRESETS.items()})
+    return configs
+
+
+def memory_report(nodes: int, edges: int, features: int, device: torch.device) -> str:
+    r"""Activation memory of the stock ``GraphSAGE(features, 128, 3, 40, norm="batch",
+    dropout=0.5)`` on a random graph (``edges`` random pairs made undirected), per
+    configuration, with the ratio to FP32 and the allocator's count, as Markdown."""
+    from torch_geometric.nn.models import GraphSAGE
+    from torch_geometric.utils import to_undirected
+
+    generator = torch.Generator().manual_seed(0)
+    edge_index = to_undirected(torch.randint(0, nodes, (2, edges), generator=generator)).to(device)
+    x = torch.randn(nodes, features, generator=generator).to(device)
+    lines = [f"{nodes:,} nodes, {edge_index.shape[1]:,} directed edges, {features} features; {where()}", "",
+             "| config | activation memory | ratio to FP32 | compressed | uncompressed | allocator's count |",
+             "|---|---:|---:|---:|---:|---:|"]
+    baseline, default_report = None, None
+    for name, config in memory_configs().items():
+        torch.manual_seed(0)
+        model = GraphSAGE(features, 128, num_layers=3, out_channels=40, norm="batch", dropout=0.5).to(device)
+        if config is not None:
+            compress_(model, config)
+        report = activation_memory(model, x, edge_index)
+        baseline = baseline or report.total
+        default_report = report if name == "default" else default_report
+        lines.append(f"| {name} | {mib(report.total)} | {baseline / report.total:.1f}x | {mib(report.compressed)} | "
+                     f"{mib(report.uncompressed)} | {mib(allocator_growth(model, x, edge_index))} |")
+    return "\n".join(lines + ["", "Per layer, default config:", "", str(default_report)])
+
+
+# ---- training ------------------------------------------------------------------------------------
+
+TRAIN_CONFIGS = ("fp32", "exact", "iexact", "default", "blocks", "uniform", "rp-norm", "checkpoint")
+
+
+def training_configs(names, block_sizes) -> list[tuple[str, str, CompressionConfig | None]]:
+    """``(label, config_name, config)`` of each configuration ``iexact bench train``
+    compares, in ``TRAIN_CONFIGS`` order; a configuration equal to one already
+    listed runs once (and is said so)."""
+    default = PRESETS["default"]
+    menu = {
+        "fp32": [("FP32", FP32, None)],
+        **{name: [(f"{name}()", name, PRESETS[name])] for name in ("exact", "iexact")},
+        "default": [("default", "default", default)],
+        "blocks": [(f"default, G={size}", "default", dataclasses.replace(default, block_size=size))
+                   for size in block_sizes],
+        "uniform": [("default, uniform levels", "default", dataclasses.replace(default, levels="uniform"))],
+        "rp-norm": [("default, rp_norm=True", "default", dataclasses.replace(default, rp_norm=True))],
+        "checkpoint": [("torch.utils.checkpoint", CHECKPOINTING, None)],
+    }
+    distinct = []
+    for name in TRAIN_CONFIGS:
+        for label, config_name, config in menu[name] if name in names else []:
+            same = next((kept for kept, _, other in distinct if config is not None and other == config), None)
+            if same is None:
+                distinct.append((label, config_name, config))
+            else:
+                print(f"{label} is {same}: run once", flush=True)
+    return distinct
+
+
+def run_training(settings: list[tuple[str, Settings]], job: dict, out: Path) -> list[dict]:
+    """Train each ``(label, settings)`` in a fresh ``python -m iexact.experiments.job``
+    process (so peak memory and timings are its own) and collect the records,
+    each written to ``out/runs/`` as it finishes.
+
+    Raises:
+        RuntimeError: a configuration failed (the finished records stay on disk).
+    """
+    folder = out / "runs"
+    folder.mkdir(parents=True, exist_ok=True)
+    environment = {**os.environ, "KINETO_LOG_LEVEL": os.environ.get("KINETO_LOG_LEVEL", "6")}
+    records = []
+    for index, (label, one) in enumerate(settings):
+        job_path, result = folder / f"{index:02d}.job.json", folder / f"{index:02d}.json"
+        job_text = json.dumps({**job, "settings": one.to_dict()}, indent=2)
+        write_atomically(job_path, lambda file: file.write(job_text.encode()))
+        command = [sys.executable, "-m", "iexact.experiments.job", str(job_path), str(result)]
+        finished = subprocess.run(command, stdout=subprocess.DEVNULL, env=environment, check=False)
+        if finished.returncode != 0:
+            raise RuntimeError(f"configuration {label!r} failed (exit {finished.returncode}): {' '.join(command)}")
+        record = {"label": label, **json.loads(result.read_text())}
+        records.append(record)
+    return records
+
+
+def markdown_table(records: list[dict]) -> str:
+    """The side-by-side table of ``iexact bench train``: one row per configuration,
+    ratios against the FP32 row of the same run (if there is one)."""
+    fp32 = next((r for r in records if r["config_name"] == FP32), None)
+    lines = ["| config | test accuracy (%) | activation memory | vs FP32 | allocator's count | "
+             "peak memory | epoch time | vs FP32 |",
+             "|---|---:|---:|---:|---:|---:|---:|---:|"]
+    for record in records:
+        memory, seconds = record["activation_memory"], record["epoch_seconds_median"]
+        accuracy = record["test_accuracy"]
+        memory_ratio = time_ratio = "–"
+        if fp32 is not None:
+            measured = max(memory["allocator"], 1)
+            memory_ratio = f"{fp32['activation_memory']['allocator'] / measured:.1f}× less"
+            time_ratio = f"{seconds / fp32['epoch_seconds_median']:.2f}×"
+        lines.append(
+            f"| {record['label']} | {100 * accuracy['mean']:.1f} ± {100 * accuracy['std']:.1f} | "
+            f"{mib(memory['total'])} | {memory_ratio} | {mib(memory['allocator'])} | "
+            f"{mib(record['peak_memory']['bytes'])} | {1e3 * seconds:.1f} ms | {time_ratio} |")
+    return "\n".join(lines)
+
+
+def write_plots(records: list[dict], folder) -> list[Path]:
+    """``accuracy_vs_memory.png`` and ``layer_memory.png`` in ``folder`` (matplotlib's
+    object API: no backend or global figure state is touched); returns their paths.
+
+    Raises:
+        ImportError: matplotlib is missing (``pip install "iexact[plot]"``).
+    """
+    try:
+        from matplotlib.figure import Figure
+    except ImportError:
+        raise ImportError('plots need matplotlib: pip install "iexact[plot]"') from None
+    folder = Path(folder)
+    figure = Figure(figsize=(6, 4), layout="tight")
+    axes = figure.add_subplot()
+    for record in records:
+        memory = max(record["activation_memory"]["allocator"], 1) / 2**20
+        axes.errorbar(memory, 100 * record["test_accuracy"]["mean"], yerr=100 * record["test_accuracy"]["std"],
+                      fmt="o", capsize=3, label=record["label"])
+    axes.set_xscale("log")
+    axes.set_xlabel("activation memory (MiB, log scale)")
+    axes.set_ylabel("test accuracy (%)")
+    axes.set_title(f"{records[0]['model']} on {records[0]['dataset']}")
+    axes.legend(fontsize=7)
+    scatter = folder / "accuracy_vs_memory.png"
+    figure.savefig(scatter, dpi=120)
+
+    figure = Figure(figsize=(7, 4), layout="tight")
+    axes = figure.add_subplot()
+    for position, record in enumerate(records):
+        bottom = 0.0
+        for layer in record["activation_memory"]["layers"]:
+            height = (layer["compressed"] + layer["uncompressed"]) / 2**20
+            axes.bar(position, height, bottom=bottom, color="C0" if layer["uncompressed"] == 0 else "C3",
+                     edgecolor="white", linewidth=0.5)
+            bottom += height
+    axes.set_xticks(range(len(records)), [r["label"] for r in records], rotation=30, ha="right", fontsize=7)
+    axes.set_yscale("symlog", linthresh=1.0)
+    axes.set_ylabel("MiB kept for backward (symlog)")
+    axes.set_title("per-layer activation memory (blue: compressed, red: uncompressed)", fontsize=9)
+    bars = folder / "layer_memory.png"
+    figure.savefig(bars, dpi=120)
+    return [scatter, bars]

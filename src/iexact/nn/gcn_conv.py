@@ -1,0 +1,64 @@
+r"""``GCNConv`` keeping its input compressed and nothing for the aggregation."""
+from __future__ import annotations
+
+import torch
+from torch_geometric.nn import GCNConv
+
+from ..autograd import CompressedLinearFunction
+from ..graph import gcn_normalized
+from .aggregation import aggregate, needs_sparse_value_grad
+from .handler import CompressedModule, is_lazy, register_handler
+
+
+def gcn_graph(conv, x: torch.Tensor, edge_index, edge_weight, improved: bool):
+    r"""``(structure, edge_weight, gcn)`` for :func:`~iexact.nn.aggregation.aggregate`,
+    as GCNConv and GCN2Conv normalize: the module's cache when ``cached=True``;
+    otherwise normalization on the fly (``gcn`` flags, recomputed in backward,
+    nothing kept), or, when ``edge_weight`` needs a gradient, normalized here
+    with autograd so the weights' gradient flows."""
+    if not conv.normalize:
+        return edge_index, edge_weight, None
+    num_nodes = x.size(conv.node_dim)
+    if conv.cached:
+        if conv._cached_edge_index is None:
+            conv._cached_edge_index = gcn_normalized(edge_index, edge_weight, num_nodes, improved,
+                                                     conv.add_self_loops, conv.flow, x.dtype)
+        return (*conv._cached_edge_index, None)
+    if edge_weight is not None and edge_weight.requires_grad:
+        structure, weight = gcn_normalized(edge_index, edge_weight, num_nodes, improved,
+                                           conv.add_self_loops, conv.flow, x.dtype)
+        return structure, weight, None
+    return edge_index, edge_weight, (improved, conv.add_self_loops)
+
+
+@register_handler(GCNConv)
+class GCNConvHandler(CompressedModule):
+    r""":math:`X' = \hat D^{-1/2} \hat A \hat D^{-1/2} X \Theta^\top + b`.
+
+    The conv computes its linear map ``lin`` itself, keeping :math:`X`
+    compressed; the aggregation keeps nothing, and the normalized adjacency
+    is recomputed in backward from the caller's graph (or read from the
+    module's cache with ``cached=True``).
+
+    Stores: :math:`X` compressed; nothing else.
+    """
+
+    @staticmethod
+    def unsupported(conv) -> str | None:
+        if conv.aggr != "add":
+            return f"aggr={conv.aggr!r}"
+        return "lazy (run one forward pass before compress_)" if is_lazy(conv.lin) else None
+
+    @staticmethod
+    def owned(conv) -> list[torch.nn.Module]:
+        return [conv.lin]
+
+    def forward(self, x, edge_index, edge_weight=None):
+        if (not self._compressing() or not isinstance(x, torch.Tensor)
+                or needs_sparse_value_grad(edge_index, edge_weight)):
+            return super().forward(x, edge_index, edge_weight)
+        config, seeds = self.iexact_config, self.iexact_seeds
+        structure, weight, gcn = gcn_graph(self, x, edge_index, edge_weight, self.improved)
+        projected = CompressedLinearFunction.apply(x, self.lin.weight, self.lin.bias, config, seeds)
+        out = aggregate(projected, structure, weight, "sum", self.flow, gcn=gcn, config=config, seeds=seeds)
+        return out if self.bias is None else out + self.bias

@@ -1,0 +1,107 @@
+r"""Compressed behaviour for existing modules: the handler base class and its registry.
+
+A *handler* is a class deriving from :class:`CompressedModule` whose
+``forward`` replaces a module's own in training mode. :func:`compressed_class`
+combines it with the module's class into a subclass, and
+:func:`iexact.compress_` switches a module's ``__class__`` to it: parameters,
+buffers, hooks, ``reset_parameters`` and the ``state_dict`` stay exactly the
+module's own, and optimizers holding its parameters keep working. In
+``eval()`` or under ``torch.no_grad()`` the original ``forward`` runs, so
+outputs are identical bit for bit.
+
+Handlers are registered per module class with :func:`register_handler`;
+users register their own the same way::
+
+    @iexact.nn.register_handler(MyConv)
+    class MyConvHandler(iexact.nn.CompressedModule):
+        def forward(self, x, edge_index):
+            if not self._compressing():
+                return super().forward(x, edge_index)
+            ...  # iexact.autograd ops with self.iexact_config, self.iexact_seeds
+"""
+from __future__ import annotations
+
+import functools
+from types import MappingProxyType
+from typing import Mapping
+
+import torch
+
+from ..config import CompressionConfig
+from ..seeds import SeedStream
+
+_HANDLERS: dict[type, type] = {}
+HANDLERS: Mapping[type, type] = MappingProxyType(_HANDLERS)
+"""Read-only view of the registry: module class -> handler class."""
+
+
+def register_handler(*module_classes: type):
+    """Class decorator: the decorated :class:`CompressedModule` subclass handles
+    modules whose class is exactly one of ``module_classes`` (a later
+    registration for the same class replaces an earlier one)."""
+    if not module_classes or not all(isinstance(cls, type) and issubclass(cls, torch.nn.Module)
+                                     for cls in module_classes):
+        raise TypeError(f"register_handler takes torch.nn.Module classes, got {module_classes!r}")
+
+    def decorate(handler: type) -> type:
+        if not (isinstance(handler, type) and issubclass(handler, CompressedModule)):
+            raise TypeError(f"a handler must subclass iexact.nn.CompressedModule, got {handler!r}")
+        for cls in module_classes:
+            _HANDLERS[cls] = handler
+        return handler
+
+    return decorate
+
+
+def is_lazy(*linears: torch.nn.Module | None) -> bool:
+    """Whether any of ``linears`` still has an uninitialized (lazy) weight."""
+    return any(isinstance(getattr(lin, "weight", None), torch.nn.parameter.UninitializedParameter)
+               for lin in linears if lin is not None)
+
+
+class CompressedModule:
+    """Base of every handler: the module's :class:`CompressionConfig`, its
+    :class:`~iexact.seeds.SeedStream` and its class before conversion."""
+
+    iexact_config: CompressionConfig
+    iexact_seeds: SeedStream
+    iexact_base: type  # the module's own class before conversion
+
+    @staticmethod
+    def unsupported(module) -> str | None:
+        """Why ``module``'s settings cannot be compressed, or ``None``."""
+        if is_lazy(module):
+            return "lazy: run one forward pass before compress_"
+        return None
+
+    @staticmethod
+    def owned(module) -> list[torch.nn.Module]:
+        """Child modules whose computation the handler does itself (a conv's
+        linear maps): :func:`iexact.compress_` leaves them unconverted and
+        does not ask ``filter_fn`` about them."""
+        return []
+
+    def _compressing(self) -> bool:
+        return self.training and torch.is_grad_enabled()
+
+    def __reduce_ex__(self, protocol):
+        # the generated class is not importable by name: rebuild it from its handler and base
+        handler = type(self).__bases__[0]
+        return _new_compressed, (handler, self.iexact_base), self.__getstate__()
+
+    def extra_repr(self) -> str:
+        own = super().extra_repr()
+        return f"{own}, iexact={self.iexact_config}" if own else f"iexact={self.iexact_config}"
+
+
+def _new_compressed(handler: type, base: type):
+    """An empty instance of ``compressed_class(handler, base)`` for unpickling."""
+    cls = compressed_class(handler, base)
+    return cls.__new__(cls)
+
+
+@functools.lru_cache(maxsize=None)
+def compressed_class(handler: type, base: type) -> type:
+    """The subclass of ``base`` with ``handler``'s forward (one per pair, cached)."""
+    name = f"Compressed{base.__name__}"
+    return type(name, (handler, base), {"__module__": "iexact.nn", "__qualname__": name, "iexact_base": base})

@@ -1,0 +1,114 @@
+r"""Seeds and random streams, all of them here.
+
+Three kinds of randomness, each drawn from an explicit source:
+
+- **Compression seeds** (the projection and the rounding noise of one
+  compressed tensor) come from a :class:`SeedStream`, a ``torch.Generator``
+  of its own that the converted modules share. Compressing never draws from
+  torch's global generator, so a compressed model consumes the global stream
+  exactly as its FP32 twin does.
+- **Chunk noise streams**: the rounding noise of the chunk at ``offset`` of a
+  tensor compressed with ``seed`` is seeded by :func:`stream_seed`, a
+  SplitMix64 hash, so chunks and nearby seeds draw unrelated noise.
+- **Dropout keep-masks** are drawn from torch's default generator with the
+  very operation torch's dropout uses, :math:`m = \mathrm{Bernoulli}(1 - p)`
+  then :math:`m / (1 - p)`, after a snapshot of that generator's state
+  (:func:`generator_state`); backward redraws the same mask from the
+  snapshot. Under the same ``torch.manual_seed`` a converted model's masks
+  are its FP32 twin's, bit for bit on CPU.
+"""
+from __future__ import annotations
+
+import torch
+
+SEED_LIMIT = 2**62  # seeds are drawn in [0, 2**62)
+_MASK64 = 2**64 - 1
+
+
+def splitmix64(value: int) -> int:
+    """SplitMix64 finalizer: a bijective 64-bit mix with full avalanche."""
+    value = (value + 0x9E3779B97F4A7C15) & _MASK64
+    value = ((value ^ (value >> 30)) * 0xBF58476D1CE4E5B9) & _MASK64
+    value = ((value ^ (value >> 27)) * 0x94D049BB133111EB) & _MASK64
+    return value ^ (value >> 31)
+
+
+def stream_seed(seed: int, offset: int) -> int:
+    """Seed of the rounding noise for the chunk at ``offset`` of a tensor
+    compressed with ``seed``: well mixed, so nearby seeds and offsets give
+    unrelated streams (and differ from the projection's ``seed``)."""
+    return splitmix64(seed ^ splitmix64(offset + 1)) >> 2
+
+
+def draw_seed(generator: torch.Generator | None = None) -> int:
+    """A seed in :math:`[0, 2^{62})` from ``generator`` (torch's global one when ``None``)."""
+    return int(torch.randint(0, SEED_LIMIT, (), dtype=torch.int64, generator=generator))
+
+
+def check_seed(seed) -> int:
+    """``seed`` if it is an int in :math:`[0, 2^{62})`, else a ValueError naming the range."""
+    if isinstance(seed, bool) or not isinstance(seed, int) or not 0 <= seed < SEED_LIMIT:
+        raise ValueError(f"seed={seed!r} is invalid: seed must be an int in [0, 2**62)")
+    return seed
+
+
+class SeedStream:
+    r"""Compression seeds from a CPU ``torch.Generator`` of its own.
+
+    :func:`iexact.compress_` gives the modules it converts one shared stream,
+    seeded from ``torch.initial_seed()`` (read, not drawn: the global stream
+    does not move), so ``torch.manual_seed(s)`` before converting makes the
+    compression noise repeatable. Drawing reads a CPU tensor: no device sync.
+
+    Args:
+        seed (int): seed of the generator, in :math:`[0, 2^{62})`.
+    """
+
+    def __init__(self, seed: int):
+        self.generator = torch.Generator().manual_seed(check_seed(seed))
+
+    @classmethod
+    def from_torch_seed(cls) -> "SeedStream":
+        """A stream seeded from ``torch.initial_seed()`` (mixed, so it differs from torch's own stream)."""
+        return cls(splitmix64(torch.initial_seed() ^ 0x1E7AC7) >> 2)
+
+    def draw(self) -> int:
+        """The next seed."""
+        return draw_seed(self.generator)
+
+    def get_state(self) -> torch.Tensor:
+        """The generator's state (to checkpoint); :meth:`set_state` restores it."""
+        return self.generator.get_state()
+
+    def set_state(self, state: torch.Tensor) -> None:
+        self.generator.set_state(state)
+
+
+def generator_state(device: torch.device) -> torch.Tensor:
+    """A snapshot of torch's default generator on ``device`` (uint8 tensor: 5,056
+    bytes for the CPU's Mersenne Twister, 16 for CUDA's Philox seed and offset)."""
+    device = torch.device(device)
+    if device.type == "cpu":
+        return torch.default_generator.get_state()
+    if device.type == "cuda":
+        return torch.cuda.get_rng_state(device)
+    raise ValueError(f"dropout masks on {device.type} are not supported: use a cpu or cuda device")
+
+
+def keep_mask(empty: torch.Tensor, p: float, state: torch.Tensor | None = None) -> torch.Tensor:
+    r"""Fill ``empty`` with the scaled keep-mask :math:`m / (1 - p)`,
+    :math:`m_i \sim \mathrm{Bernoulli}(1 - p)`, as torch's dropout draws it
+    (``bernoulli_(1 - p)`` then ``div_(1 - p)`` on a tensor laid out like its input).
+
+    Args:
+        empty (torch.Tensor): the tensor to fill, laid out like the dropped input.
+        p (float): drop probability in :math:`(0, 1)`.
+        state (torch.Tensor, optional): a :func:`generator_state` snapshot to
+            redraw from; ``None`` draws from (and advances) torch's default
+            generator, as dropout itself does.
+    """
+    generator = None
+    if state is not None:
+        generator = torch.Generator(device=empty.device)
+        generator.set_state(state)
+    return empty.bernoulli_(1.0 - p, generator=generator).div_(1.0 - p)

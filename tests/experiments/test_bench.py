@@ -1,0 +1,48 @@
+"""``iexact bench codec`` and ``iexact bench memory``: the codec and memory benchmarks."""
+import pytest
+import torch
+
+from iexact import PRESETS
+from iexact.experiments.bench import codec_report, memory_configs, preset_rows
+from iexact.experiments.cli import main
+
+
+def test_codec_table_printed(capsys):
+    assert main(["bench", "codec", "--rows", "300", "--width", "64", "--repeats", "1", "--threads", "1"]) == 0
+    out = capsys.readouterr().out
+    for name, config in PRESETS.items():
+        assert f"| {name} | {config} |" in out
+    assert "300 x 64 float32 (76,800 bytes)" in out and "1 threads" in out
+
+
+def test_preset_rows_are_consistent():
+    x = torch.randn(500, 128, generator=torch.Generator().manual_seed(0))
+    by_name = {row["preset"]: row for row in preset_rows(x, repeats=1, seed=0)}
+    assert by_name["iexact"]["bytes"] < by_name["exact"]["bytes"]
+    for name, row in by_name.items():
+        assert row["ratio"] == pytest.approx(500 * 128 * 4 / row["bytes"])
+        # INT2 after an 8x projection loses most of the signal, but not all of it
+        assert 0.5 < row["relative_error"] < 50 and row["compress_ms"] > 0
+
+
+def test_codec_sweep_adds_the_throughput_table():
+    report = codec_report(rows=64, width=32, repeats=1, seed=0, sweep=True)
+    assert "straightforward PyTorch INT2" in report
+    assert sum(line.startswith("| 2 | 64 |") for line in report.splitlines()) == 2  # uniform and optimal
+
+
+def test_memory_table_lists_every_config(capsys):
+    assert main(["bench", "memory", "--nodes", "200", "--edges", "800", "--features", "16"]) == 0
+    out = capsys.readouterr().out
+    rows = {line.split(" | ")[0].lstrip("| "): line for line in out.splitlines() if line.startswith("| ")}
+    assert set(memory_configs()) <= set(rows)
+    assert "| FP32 |" in rows["FP32"] + "|" and " 1.0x " in rows["FP32"]
+
+
+@pytest.mark.parametrize("argv", [["bench", "codec", "--rows", "0"], ["bench", "codec", "--width", "-3"],
+                                  ["bench"], ["presets"]])
+def test_bad_arguments_exit_with_usage(argv, capsys):
+    with pytest.raises(SystemExit) as info:
+        main(argv)
+    assert info.value.code == 2
+    assert "usage: iexact" in capsys.readouterr().err

@@ -1,0 +1,70 @@
+"""Graph inputs read once: every edge form gives the same product A X."""
+import pytest
+import torch
+from torch_geometric import EdgeIndex
+from torch_geometric.utils import to_torch_coo_tensor, to_torch_csc_tensor, to_torch_csr_tensor
+
+from iexact import graph
+
+NODES = 30
+
+
+def _edge_index():
+    """200 distinct edges (sparse layouts merge duplicates, which would change a mean)."""
+    pairs = torch.randperm(NODES * NODES, generator=torch.Generator().manual_seed(0))[:200]
+    return torch.stack([pairs // NODES, pairs % NODES])
+
+
+def _dense(edge_index, weight, num_dst, reduce):
+    adjacency = torch.zeros(num_dst, NODES, dtype=torch.float64)
+    adjacency.index_put_((edge_index[1], edge_index[0]), weight.double(), accumulate=True)
+    if reduce == "mean":
+        adjacency /= torch.bincount(edge_index[1], minlength=num_dst).clamp(min=1).unsqueeze(1)
+    return adjacency
+
+
+@pytest.mark.parametrize("form", ["edge_index", "EdgeIndex", "coo", "csr", "csc"])
+@pytest.mark.parametrize("reduce", ["sum", "mean"])
+def test_spmm_of_every_form_equals_the_dense_product(form, reduce):
+    edge_index = _edge_index()
+    weight = torch.rand(edge_index.shape[1], generator=torch.Generator().manual_seed(1))
+    structure, edge_weight = {
+        "edge_index": (edge_index, weight),
+        "EdgeIndex": (EdgeIndex(edge_index, sparse_size=(NODES, NODES)), weight),
+        "coo": (to_torch_coo_tensor(edge_index.flip(0), weight, size=NODES), None),
+        "csr": (to_torch_csr_tensor(edge_index.flip(0), weight, size=NODES), None),
+        "csc": (to_torch_csc_tensor(edge_index.flip(0), weight, size=NODES), None),
+    }[form]
+    spec = graph.GraphSpec(*graph.node_counts(structure, NODES, None), reduce=reduce)
+    src, dst, values = graph.edges(structure, edge_weight, spec, torch.float32)
+    x = torch.randn(NODES, 5, dtype=torch.float64)
+    expected = _dense(edge_index, weight, NODES, reduce) @ x
+    torch.testing.assert_close(graph.spmm(x, src, dst, values, NODES, reduce), expected)
+
+
+def test_flow_target_to_source_reverses_the_edges():
+    edge_index = _edge_index()
+    spec = graph.GraphSpec(NODES, NODES, flow="target_to_source")
+    src, dst, _ = graph.edges(edge_index, None, spec, torch.float32)
+    assert torch.equal(src, edge_index[1]) and torch.equal(dst, edge_index[0])
+
+
+def test_edge_chunks_cover_every_edge_once(monkeypatch):
+    monkeypatch.setattr(graph, "CHUNK_ELEMENTS", 64)
+    parts = list(graph.edge_chunks(1000, 10))
+    covered = torch.cat([torch.arange(1000)[part] for part in parts])
+    assert torch.equal(covered, torch.arange(1000)) and len(parts) == 167  # 6 edges of width 10 per chunk
+    x, edge_index = torch.randn(NODES, 10, dtype=torch.float64), _edge_index()
+    expected = _dense(edge_index, torch.ones(200), NODES, "sum") @ x
+    torch.testing.assert_close(graph.spmm(x, edge_index[0], edge_index[1], None, NODES, "sum"), expected)
+
+
+def test_attention_edges_rebuild_self_loops_as_gat_does():
+    edge_index = torch.tensor([[0, 1, 2, 2], [1, 2, 2, 0]])
+    src, dst = graph.attention_edges(edge_index, 3, "source_to_target", self_loops=True)
+    assert src.tolist() == [0, 1, 2, 0, 1, 2] and dst.tolist() == [1, 2, 0, 0, 1, 2]
+
+
+def test_unknown_reduce_is_refused():
+    with pytest.raises(ValueError, match="reduce='max' is not supported: use 'sum' or 'mean'"):
+        graph.GraphSpec(3, 3, reduce="max")
