@@ -1,12 +1,13 @@
 # Two commands do all the set-up on a fresh machine with Python >= 3.10 and pip:
-#   make demo   - the main job (train GraphSAGE with INT2 activations on a synthetic graph)
+#   make demo   - the main job: FP32 beside INT2 GraphSAGE training on a synthetic graph
 #   make test   - the test suite
 PYTHON ?= python3
 VENV ?= .venv
 PY := $(VENV)/bin/python
 STAMP := $(VENV)/.installed
+THREADS ?= 2
 
-.PHONY: demo test presets bench memory clean
+.PHONY: demo test codec memory clean
 
 $(STAMP): pyproject.toml requirements/cpu.txt
 	$(PYTHON) -m venv $(VENV)
@@ -15,19 +16,16 @@ $(STAMP): pyproject.toml requirements/cpu.txt
 	touch $(STAMP)
 
 demo: $(STAMP)
-	$(PY) -m iexact train --dataset synthetic --epochs 60
-
-presets: $(STAMP)
-	$(PY) -m iexact presets
+	$(PY) -m iexact bench train --dataset synthetic --epochs 60 --configs fp32,default --threads $(THREADS) --out demo-results
 
 test: $(STAMP)
 	$(PY) -m pytest -q
 
-bench: $(STAMP)
-	$(PY) benchmarks/roundtrip_cpu.py
+codec: $(STAMP)
+	$(PY) -m iexact bench codec --sweep --threads $(THREADS)
 
 memory: $(STAMP)
-	$(PY) benchmarks/activation_memory.py
+	$(PY) -m iexact bench memory --threads $(THREADS)
 
 clean:
 	rm -rf $(VENV)

@@ -1,4 +1,6 @@
-"""Shared test setup: Triton runs interpreted on CPU-only machines."""
+"""Shared test setup: Triton runs interpreted on CPU-only machines, and torch
+uses an explicit number of threads (``IEXACT_TEST_THREADS``, default 2) so
+that tests and the child processes they start do not oversubscribe the cores."""
 import os
 
 import pytest
@@ -6,6 +8,7 @@ import torch
 
 if not torch.cuda.is_available():
     os.environ.setdefault("TRITON_INTERPRET", "1")
+torch.set_num_threads(int(os.environ.get("IEXACT_TEST_THREADS", "2")))
 
 DEVICES = ["cpu"] + (["cuda"] if torch.cuda.is_available() else [])
 
