@@ -4,7 +4,7 @@ import pytest
 import torch
 
 from iexact import CompressionConfig, compress, decompress
-from iexact.quant.projection import projected_width
+from iexact.quant.projection import PROJECTIONS, Projection, projected_width
 
 
 def _mean_and_standard_error(x, config, draws, device):
@@ -25,7 +25,7 @@ def _mean_and_standard_error(x, config, draws, device):
 def test_unbiased_over_many_draws(bits, levels, rp_ratio, device):
     torch.manual_seed(0)
     x = torch.randn(8, 12, device=device) + 0.5
-    config = CompressionConfig(bits=bits, block_size=20, rp_ratio=rp_ratio, levels=levels)
+    config = CompressionConfig(bits=bits, block_size=20, rp_ratio=rp_ratio, levels=levels, projection="shared")
     mean, standard_error = _mean_and_standard_error(x, config, 1000, device)
     _assert_within_four_standard_errors(mean, standard_error, x, 1000)
 
@@ -52,15 +52,62 @@ def test_unbiased_where_scale_rounding_would_bias():
     _assert_within_four_standard_errors(mean, standard_error, x, 1000)
 
 
-def test_variance_of_projection_matches_rademacher_formula():
-    # no quantization noise to speak of at 8 bits: Var(H_hat_ij) = (|h_i|^2 - h_ij^2) / k
+@pytest.mark.parametrize("projection", PROJECTIONS)
+@pytest.mark.parametrize("bits", [2, 8])
+def test_every_projection_is_unbiased(projection, bits):
+    """Over 1,000 seeds, with quantization noise (INT2) and nearly without (8 bits)."""
+    torch.manual_seed(4)
+    x = torch.randn(6, 24) + 0.3
+    config = CompressionConfig(bits=bits, block_size=16, rp_ratio=4, projection=projection)
+    mean, standard_error = _mean_and_standard_error(x, config, 1000, "cpu")
+    _assert_within_four_standard_errors(mean, standard_error, x, 1000)
+
+
+def _projection_variance(x, projection, k):
+    """The per-element variance of each kind (module docstring of iexact.quant.projection),
+    over the seed: dense kinds (|h|^2 - h_d^2) / k, the sketch (b - 1)/(D - 1) of it."""
+    others = (x.double() ** 2).sum(1, keepdim=True) - x.double() ** 2
+    width = x.shape[1]
+    return others / k if projection != "sketch" else others * (width // k - 1) / (width - 1)
+
+
+@pytest.mark.parametrize("projection", PROJECTIONS)
+def test_variance_of_each_projection_matches_its_formula(projection):
+    # no quantization noise to speak of at 8 bits
     torch.manual_seed(2)
     x = torch.randn(4, 32)
-    config = CompressionConfig(bits=8, block_size=8, rp_ratio=4)
+    config = CompressionConfig(bits=8, block_size=8, rp_ratio=4, projection=projection)
     samples = torch.stack([decompress(compress(x, config, seed=s)).double() for s in range(3000)])
-    k = projected_width(32, 4)
-    expected = ((x.double() ** 2).sum(1, keepdim=True) - x.double() ** 2) / k
+    expected = _projection_variance(x, projection, projected_width(32, 4))
     assert samples.var(0).sum() / expected.sum() == pytest.approx(1.0, abs=0.05)
+
+
+@pytest.mark.parametrize("projection", PROJECTIONS)
+def test_errors_of_two_rows_are_independent_except_when_shared(projection):
+    """Two identical rows: the shared projection makes one error for both
+    (correlation 1), the row-wise kinds two unrelated ones."""
+    row = torch.randn(1, 32, generator=torch.Generator().manual_seed(3))
+    x = row.repeat(2, 1)
+    config = CompressionConfig(bits=8, block_size=8, rp_ratio=4, projection=projection)
+    errors = torch.stack([decompress(compress(x, config, seed=s)) - x for s in range(1000)]).double()
+    first, second = errors[:, 0].flatten(), errors[:, 1].flatten()
+    correlation = torch.corrcoef(torch.stack([first, second]))[0, 1].item()
+    if projection == "shared":
+        assert correlation > 0.99
+    else:
+        assert abs(correlation) < 4 / (errors.shape[0] * 32) ** 0.5  # 4 standard errors of zero
+
+
+@pytest.mark.parametrize("projection", PROJECTIONS)
+def test_projections_do_not_depend_on_the_chunking(projection):
+    """Rows carry their own signs: projecting 10 rows at a time gives the whole tensor's result."""
+    x = torch.randn(300, 40)
+    project = Projection(projection, 40, 10, seed=9, device=torch.device("cpu"))
+    whole = project.forward(x, 0)
+    parts = torch.cat([project.forward(x[first : first + 10], first) for first in range(0, 300, 10)])
+    assert torch.equal(parts, whole)
+    restored = torch.cat([project.inverse(whole[first : first + 10], first) for first in range(0, 300, 10)])
+    assert torch.equal(restored, project.inverse(whole, 0))
 
 
 @pytest.mark.parametrize(

@@ -54,7 +54,7 @@ def test_block_elements():
 
 
 def test_presets_are_one_registry():
-    assert set(PRESETS) == {"exact", "iexact", "default"}
+    assert set(PRESETS) == {"exact", "iexact", "default", "compact"}
     for name, config in PRESETS.items():
         assert CompressionConfig.preset(name) is config
     with pytest.raises(TypeError):
@@ -80,6 +80,9 @@ def test_from_dict_names_unknown_fields():
 
 
 def test_str_spells_out_the_config():
-    assert str(PRESETS["exact"]) == "INT2, one block per row, projection 8, uniform levels, bfloat16 scales"
-    assert str(CompressionConfig(bits=4, rp_ratio=1, rp_norm=True)) == (
-        "INT4, blocks of 256, no projection, optimal levels, bfloat16 scales, projected norm inputs")
+    assert str(PRESETS["exact"]) == ("INT2, one block per row, shared projection 8, uniform levels, "
+                                     "bfloat16 scales, inputs compressed too")
+    assert str(CompressionConfig(bits=4, rp_ratio=1, rp_norm=False)) == (
+        "INT4, blocks of 256, no projection, optimal levels, bfloat16 scales")
+    assert str(CompressionConfig()) == ("INT2, blocks of 256, sketch projection 4, optimal levels, bfloat16 scales, "
+                                        "projected norm inputs")

@@ -54,17 +54,18 @@ def test_compressed_sage_bytes_equal_the_formula(preset):
     iexact.compress_(model, config)
     x, edge_index = _graph()
     report = iexact.activation_memory(model, x, edge_index)
-    conv_inputs = _packed_bytes(NODES, FEATURES, config) + 2 * _packed_bytes(NODES, 32, config)
-    norms = 2 * (_packed_bytes(NODES, 32, config, project=False) + 32 * 4)
+    first_input = 0 if config.reference_inputs else _packed_bytes(NODES, FEATURES, config)  # data.x by reference
+    conv_inputs = first_input + 2 * _packed_bytes(NODES, 32, config)
+    norms = 2 * (_packed_bytes(NODES, 32, config, project=config.rp_norm) + 32 * 4)
     relus = 2 * math.ceil(NODES * 32 / 8)
     dropouts = 2 * torch.get_rng_state().numel()  # a snapshot of the CPU generator per dropout call
     assert report.uncompressed == 0
     assert report.total == report.compressed == conv_inputs + norms + relus + dropouts
     assert {layer.name for layer in report.layers} == {
-        "convs.0", "convs.1", "convs.2", "norms.0.module", "norms.1.module", "act", "dropout"}
+        "convs.1", "convs.2", "norms.0.module", "norms.1.module", "act", "dropout"} | ({"convs.0"} if first_input else set())
     table = str(report).splitlines()
     by_name = {line.split()[0]: line for line in table[1:-2]}
-    assert by_name["convs.0"].split()[-2:] == [f"{_packed_bytes(NODES, FEATURES, config):,}", "0"]
+    assert by_name["convs.1"].split()[-2:] == [f"{_packed_bytes(NODES, 32, config):,}", "0"]
     assert table[-2].split()[-2:] == [f"{report.compressed:,}", "0"]
     assert table[-1].startswith(f"activation memory {report.total:,} B")
 

@@ -1,4 +1,5 @@
 """iexact: train graph neural networks with compressed saved activations."""
+from .analysis import GradientError, gradient_error
 from .codec import compress, decompress
 from .config import PRESETS, CompressionConfig
 from .memory import MemoryReport, activation_memory
@@ -10,6 +11,7 @@ __version__ = "0.1.0"
 __all__ = [
     "PRESETS",
     "CompressionConfig",
+    "GradientError",
     "MemoryReport",
     "PackedActivation",
     "__version__",
@@ -17,5 +19,6 @@ __all__ = [
     "compress",
     "compress_",
     "decompress",
+    "gradient_error",
     "register_handler",
 ]

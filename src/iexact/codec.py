@@ -20,7 +20,7 @@ from . import kernels
 from .config import CompressionConfig
 from .quant.levels import levels_for
 from .quant.packed import PackedActivation
-from .quant.projection import projected_width, rademacher
+from .quant.projection import Projection, projected_width
 from .quant.reference import block_min_max
 from .quant.rounding import num_blocks, packed_size, stored_scales
 from .seeds import check_seed, draw_seed
@@ -79,7 +79,7 @@ def compress(x: torch.Tensor, config: CompressionConfig, seed: int | None = None
     blocks = num_blocks(numel, block_size)
     mins = torch.empty(blocks, dtype=config.scale_dtype, device=x.device)
     steps = torch.empty(blocks, dtype=config.scale_dtype, device=x.device)
-    projection = rademacher(width, k, seed, x.device)[0] if k is not None else None
+    projection = Projection(config.projection, width, k, seed, x.device) if k is not None else None
     rows_view = x.reshape(rows, width)
     chunk = _chunk_elements(numel, stored_width, block_size, x.device)
     for start in range(0, numel, chunk):
@@ -88,7 +88,7 @@ def compress(x: torch.Tensor, config: CompressionConfig, seed: int | None = None
         if projection is None:
             z = part.to(torch.float32, copy=True).view(-1)
         else:
-            z = torch.mm(part if part.dtype == torch.float32 else part.float(), projection).view(-1)
+            z = projection.forward(part, start // stored_width).view(-1)
         low, high = block_min_max(z, block_size)
         first, last = start // block_size, start // block_size + low.numel()
         mins[first:last], steps[first:last] = stored_scales(low, high, config.scale_dtype)
@@ -102,7 +102,8 @@ def compress(x: torch.Tensor, config: CompressionConfig, seed: int | None = None
             f"cannot compress a tensor of shape {tuple(x.shape)}: it holds NaN or Inf{where} "
             f"(or values whose block range overflows {config.scale_dtype})"
         )
-    return PackedActivation(codes, mins, steps, x.shape, x.dtype, config.bits, block_size, levels, k, seed)
+    return PackedActivation(codes, mins, steps, x.shape, x.dtype, config.bits, block_size, levels, k, seed,
+                            config.projection)
 
 
 def decompress(packed: PackedActivation, out: torch.Tensor | None = None) -> torch.Tensor:
@@ -127,43 +128,49 @@ def decompress(packed: PackedActivation, out: torch.Tensor | None = None) -> tor
             f"{packed.device}, got {out.dtype} {tuple(out.shape)} on {out.device}"
         )
     rows_out = out.view(packed.rows, packed.width)
-    projection_t = _projection_transpose(packed)
+    projection = _projection(packed)
     for first_row, z in _stored_chunks(packed):
         target = rows_out[first_row : first_row + z.shape[0]]
-        if projection_t is None:
+        if projection is None:
             target.copy_(z)
-        elif target.dtype == torch.float32:
-            torch.mm(z, projection_t, out=target)
         else:
-            target.copy_(torch.mm(z, projection_t))
+            projection.inverse(z, first_row, out=target)
     return out
 
 
 def transpose_products(packed: PackedActivation, *lefts: torch.Tensor) -> list[torch.Tensor]:
-    r""":math:`A_j^\top \hat H` for each :math:`A_j` :math:`(N, F_j)`, without
-    materializing :math:`\hat H`: with a projection
-    :math:`A^\top \hat H = (A^\top \hat Z) P^\top`, so only the dequantized
-    :math:`\hat Z` (:math:`N \times k`) is built, once for all :math:`A_j`.
+    r""":math:`A_j^\top \hat H` for each :math:`A_j` :math:`(N, F_j)`, never
+    materializing the whole :math:`\hat H`. With the shared projection
+    :math:`A^\top \hat H = (A^\top \hat Z) P^\top`, so only :math:`\hat Z`
+    (:math:`N \times k`) is built, once for all :math:`A_j`; the row-wise kinds
+    restore :math:`\hat H` chunk by chunk and sum :math:`A_c^\top \hat H_c`.
     A Linear layer's weight gradient :math:`dY^\top \hat X` is one such product.
 
     Shapes:
         - **input:** ``packed`` of :math:`(N, D)` rows (leading dims flattened), each :math:`A_j` :math:`(N, F_j)`
         - **output:** one float32 :math:`(F_j, D)` per :math:`A_j`
     """
-    stored = torch.empty(packed.rows, packed.projected_width or packed.width,
-                         dtype=torch.float32, device=packed.device)
+    lefts = [left.float() for left in lefts]
+    projection = _projection(packed)
+    if projection is None or projection.kind == "shared":
+        stored = torch.empty(packed.rows, packed.projected_width or packed.width,
+                             dtype=torch.float32, device=packed.device)
+        for first_row, z in _stored_chunks(packed):
+            stored[first_row : first_row + z.shape[0]] = z
+        products = [left.t() @ stored for left in lefts]
+        return products if projection is None else [product @ projection.transpose for product in products]
+    products = [left.new_zeros(left.shape[1], packed.width) for left in lefts]
     for first_row, z in _stored_chunks(packed):
-        stored[first_row : first_row + z.shape[0]] = z
-    projection_t = _projection_transpose(packed)
-    products = [left.float().t() @ stored for left in lefts]
-    return products if projection_t is None else [product @ projection_t for product in products]
+        restored = projection.inverse(z, first_row)
+        for product, left in zip(products, lefts):
+            product.addmm_(left[first_row : first_row + z.shape[0]].t(), restored)
+    return products
 
 
-def _projection_transpose(packed: PackedActivation) -> torch.Tensor | None:
-    r""":math:`P^\top` of ``packed``, :math:`(k, D)` float32, regenerated from its
-    seed; ``None`` without projection."""
+def _projection(packed: PackedActivation) -> Projection | None:
+    """The projection of ``packed``, regenerated from its seed; ``None`` without one."""
     k = packed.projected_width
-    return None if k is None else rademacher(packed.width, k, packed.seed, packed.device)[1]
+    return None if k is None else Projection(packed.projection, packed.width, k, packed.seed, packed.device)
 
 
 def _stored_chunks(packed: PackedActivation):

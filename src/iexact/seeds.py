@@ -19,6 +19,8 @@ Three kinds of randomness, each drawn from an explicit source:
 """
 from __future__ import annotations
 
+import functools
+
 import torch
 
 SEED_LIMIT = 2**62  # seeds are drawn in [0, 2**62)
@@ -112,3 +114,47 @@ def keep_mask(empty: torch.Tensor, p: float, state: torch.Tensor | None = None) 
         generator = torch.Generator(device=empty.device)
         generator.set_state(state)
     return empty.bernoulli_(1.0 - p, generator=generator).div_(1.0 - p)
+
+
+def _signed(value: int) -> int:
+    """A 64-bit constant as the int64 torch stores."""
+    return value - 2**64 if value >= 2**63 else value
+
+
+_MIX1, _MIX2 = _signed(0xBF58476D1CE4E5B9), _signed(0x94D049BB133111EB)
+
+
+def _shift_right(value: torch.Tensor, bits: int) -> torch.Tensor:
+    """Logical right shift of int64 (torch's ``>>`` is arithmetic)."""
+    return (value >> bits) & ((1 << (64 - bits)) - 1)
+
+
+def hashed_words(seed: int, counters: torch.Tensor) -> torch.Tensor:
+    """SplitMix64 of ``seed``'s stream at ``counters`` (int64, wrapping arithmetic):
+    a counter-based stream, so any chunk of it is computed without the rest."""
+    value = counters + _signed((splitmix64(seed) + 0x9E3779B97F4A7C15) & _MASK64)
+    value = (value ^ _shift_right(value, 30)) * _MIX1
+    value = (value ^ _shift_right(value, 27)) * _MIX2
+    return value ^ _shift_right(value, 31)
+
+
+@functools.lru_cache(maxsize=8)
+def _sign_table(device: torch.device) -> torch.Tensor:
+    """``table[byte, i]`` = :math:`1 - 2 \\cdot` bit :math:`i` of ``byte``: ``(256, 8)`` float32."""
+    bits = (torch.arange(256, device=device).unsqueeze(1) >> torch.arange(8, device=device)) & 1
+    return (1 - 2 * bits).to(torch.float32)
+
+
+def row_signs(seed: int, first_row: int, rows: int, width: int, device) -> torch.Tensor:
+    r"""Random signs :math:`s_{n,d} \in \{\pm 1\}` of rows ``first_row`` to
+    ``first_row + rows - 1``, independent across rows and columns, a function of
+    ``(seed, n, d)`` only (so chunks of a tensor draw their own part).
+
+    Shapes:
+        - **output:** :math:`(\text{rows}, \text{width})` float32
+    """
+    words = -(-width // 64)
+    first = first_row * words
+    counters = torch.arange(first, first + rows * words, dtype=torch.int64, device=device)
+    raw = hashed_words(seed ^ 0x5167, counters).view(torch.uint8).to(torch.int32)
+    return torch.nn.functional.embedding(raw, _sign_table(torch.device(device))).view(rows, words * 64)[:, :width]

@@ -118,10 +118,11 @@ def test_bench_writes_table_json_and_plots(tmp_path, capsys):
     assert main(["bench", "train"] + TINY[:-2] + ["--epochs", "2", "--hidden", "16", "--block-sizes",
                                                   "64,1024,256", "--out", str(out)]) == 0
     printed = capsys.readouterr().out
-    assert "default, G=1024 is iexact(): run once" in printed and "default, G=256 is default: run once" in printed
+    assert "default, G=256 is default: run once" in printed
     table = (out / "bench.md").read_text()
-    labels = ["FP32", "exact()", "iexact()", "default", "default, G=64", "default, uniform levels",
-              "default, rp_norm=True", "torch.utils.checkpoint"]
+    labels = ["FP32", "exact()", "iexact()", "default", "compact()", "default, G=64", "default, G=1024",
+              "default, uniform levels",
+              "default, shared projection", "torch.utils.checkpoint"]
     for label in labels:
         assert f"| {label} |" in table
     records = json.loads((out / "bench.json").read_text())

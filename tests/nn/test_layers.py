@@ -114,10 +114,27 @@ def test_dropout_keeps_a_generator_snapshot_and_backward_reuses_its_mask(device)
 def test_sage_stores_its_input_once():
     conv = SAGEConv(FEATURES, 7)
     iexact.compress_(conv, CompressionConfig())
-    x = torch.randn(NODES, FEATURES)
-    packed = iexact.compress(x, CompressionConfig())
+    x = torch.randn(NODES, FEATURES, requires_grad=True) * 1.0  # an activation, not the caller's leaf
+    packed = iexact.compress(x.detach(), CompressionConfig())
     report = iexact.activation_memory(conv, x, _graph("edge_index", "cpu"))
     assert report.total == packed.nbytes and report.uncompressed == 0
+
+
+def test_the_callers_own_input_is_kept_by_reference():
+    """A leaf input (data.x) costs no bytes and no noise: its weight gradient is exact."""
+    conv = SAGEConv(FEATURES, 7)
+    twin = copy.deepcopy(conv)
+    iexact.compress_(conv, CompressionConfig())
+    x, graph = torch.randn(NODES, FEATURES), _graph("edge_index", "cpu")
+    report = iexact.activation_memory(conv, x, graph)
+    assert report.total == 0 and report.held_elsewhere >= x.nbytes
+    _run(conv, [x, graph], grad_seed=1)
+    _run(twin, [x, graph], grad_seed=1)
+    for ours, theirs in zip(conv.parameters(), twin.parameters()):
+        torch.testing.assert_close(ours.grad, theirs.grad)
+    without = CompressionConfig(reference_inputs=False)
+    assert iexact.activation_memory(iexact.compress_(conv, without), x, graph).total == \
+        iexact.compress(x, without).nbytes
 
 
 @pytest.mark.parametrize("name", ["SAGEConv mean", "GCNConv", "BatchNorm1d", "GINConv train_eps"])
@@ -129,7 +146,7 @@ def test_int2_gradients_average_to_the_exact_ones(name):
     torch.manual_seed(0)
     module = factory()
     twin = copy.deepcopy(module)
-    iexact.compress_(module, CompressionConfig())
+    iexact.compress_(module, CompressionConfig(reference_inputs=False))  # x is compressed, not referenced
     x = torch.randn(NODES, FEATURES)
     inputs = [x] + ([_graph("edge_index", "cpu")] if kind != "x" else [])
     _run(twin, inputs, grad_seed=1)

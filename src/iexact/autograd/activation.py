@@ -5,11 +5,10 @@ import dataclasses
 
 import torch
 
-from ..codec import decompress
 from ..config import CompressionConfig
 from ..quant import pack_mask, unpack_mask
 from ..seeds import SeedStream
-from .saving import SavingFunction, load, pack, save
+from .saving import SavingFunction, load, pack, save, unpack
 
 
 class CompressedReLUFunction(SavingFunction):
@@ -76,6 +75,6 @@ class CompressedELUFunction(SavingFunction):
     @staticmethod
     def backward(ctx, grad_out: torch.Tensor):
         signs, packed = load(ctx)
-        slope = decompress(packed).to(grad_out.dtype).add_(ctx.alpha)
+        slope = unpack(packed).to(grad_out.dtype).add_(ctx.alpha)
         positive = unpack_mask(signs, ctx.shape)
         return torch.where(positive, grad_out, grad_out * slope), None, None, None

@@ -11,11 +11,10 @@ compressed.
 from __future__ import annotations
 
 
-from ..codec import decompress
 from ..config import CompressionConfig
 from ..graph import GraphSpec, edge_dots, edges, in_degree, is_sparse, spmm
 from ..seeds import SeedStream
-from .saving import SavingFunction, load, pack, save
+from .saving import SavingFunction, load, pack, save, unpack
 
 
 class AggregateFunction(SavingFunction):
@@ -48,7 +47,7 @@ class AggregateFunction(SavingFunction):
             raise ValueError("AggregateFunction differentiates raw (2, E) edge weights only; "
                              "normalize learnable edge weights before aggregating")
         ctx.spec, ctx.x_dtype = spec, x.dtype
-        packed = pack(x, config, seeds) if weight_grad else None
+        packed = pack(x, config, seeds, argument=True) if weight_grad else None
         save(ctx, structure, edge_weight, packed)
         out = spmm(x, src, dst, weight, spec.num_dst, spec.reduce)
         return out if spec.scale == 1.0 else out.mul_(spec.scale)
@@ -66,6 +65,6 @@ class AggregateFunction(SavingFunction):
         if ctx.needs_input_grad[0]:
             grad_x = spmm(grad_out, dst, src, weight, spec.num_src, "sum")
         if packed is not None and ctx.needs_input_grad[1]:
-            x_hat = decompress(packed).reshape(spec.num_src, -1).to(grad_out.dtype)
+            x_hat = unpack(packed).reshape(spec.num_src, -1).to(grad_out.dtype)
             grad_weight = edge_dots(grad_out.reshape(spec.num_dst, -1), x_hat, src, dst).to(edge_weight.dtype)
         return grad_x, grad_weight, None, None, None, None

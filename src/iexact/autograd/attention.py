@@ -5,13 +5,12 @@ import dataclasses
 
 import torch
 
-from ..codec import decompress
 from ..config import CompressionConfig
 from ..graph import attention_edges, edge_chunks, edge_dots
 from ..quant import pack_mask, unpack_mask
 from ..seeds import SeedStream
 from .dropout import dropout_mask, snapshot
-from .saving import SavingFunction, load, pack, save
+from .saving import SavingFunction, load, pack, save, unpack
 
 
 @dataclasses.dataclass(frozen=True)
@@ -79,7 +78,7 @@ class GATAttentionFunction(SavingFunction):
         mask = dropout_mask(torch.empty_like(weights), dropout)
         dropped = weights if mask is None else weights * mask
         elementwise = dataclasses.replace(config, rp_ratio=1)
-        save(ctx, structure, att_src, att_dst, pack(features, elementwise, seeds),
+        save(ctx, structure, att_src, att_dst, pack(features, elementwise, seeds, argument=True),
              pack(weights, elementwise, seeds), pack_mask(positive), state)
         ctx.spec, ctx.slope, ctx.dropout = spec, negative_slope, dropout
         return _weighted_sum(features, src, dst, dropped, spec.num_nodes)
@@ -89,8 +88,8 @@ class GATAttentionFunction(SavingFunction):
         structure, att_src, att_dst, packed_features, packed_weights, signs, state = load(ctx)
         spec = ctx.spec
         src, dst = attention_edges(structure, spec.num_nodes, spec.flow, spec.self_loops)
-        features = decompress(packed_features).to(grad_out.dtype)
-        weights = decompress(packed_weights).to(grad_out.dtype)
+        features = unpack(packed_features).to(grad_out.dtype)
+        weights = unpack(packed_weights).to(grad_out.dtype)
         keep = dropout_mask(torch.empty_like(weights), ctx.dropout, state)
         dropped = weights * keep if keep is not None else weights
         grad_features = _weighted_sum(grad_out, dst, src, dropped, spec.num_nodes)

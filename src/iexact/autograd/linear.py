@@ -3,10 +3,9 @@ from __future__ import annotations
 
 import torch
 
-from ..codec import transpose_products
 from ..config import CompressionConfig
 from ..seeds import SeedStream
-from .saving import SavingFunction, load, pack, save
+from .saving import SavingFunction, load, pack, products, save
 
 
 class CompressedLinearFunction(SavingFunction):
@@ -36,7 +35,7 @@ class CompressedLinearFunction(SavingFunction):
     @staticmethod
     def forward(ctx, x: torch.Tensor, weight: torch.Tensor, bias: torch.Tensor | None,
                 config: CompressionConfig, seeds: SeedStream | None) -> torch.Tensor:
-        save(ctx, weight, pack(x, config, seeds) if weight.requires_grad else None)
+        save(ctx, weight, pack(x, config, seeds, argument=True) if weight.requires_grad else None)
         ctx.input_shape = x.shape
         ctx.has_bias = bias is not None
         return torch.nn.functional.linear(x, weight, bias)
@@ -49,7 +48,7 @@ class CompressedLinearFunction(SavingFunction):
         if ctx.needs_input_grad[0]:
             grad_x = (grad_rows @ weight.to(grad_rows.dtype)).view(ctx.input_shape)
         if ctx.needs_input_grad[1] and packed is not None:
-            grad_w = transpose_products(packed, grad_rows)[0].to(weight.dtype)
+            grad_w = products(packed, grad_rows)[0].to(weight.dtype)
         if ctx.has_bias and ctx.needs_input_grad[2]:
             grad_b = grad_rows.sum(0)
         return grad_x, grad_w, grad_b, None, None
@@ -74,7 +73,7 @@ class SharedInputLinearFunction(SavingFunction):
     @staticmethod
     def forward(ctx, x: torch.Tensor, config: CompressionConfig, seeds: SeedStream | None, *weights: torch.Tensor):
         needed = any(w.requires_grad for w in weights)
-        save(ctx, pack(x, config, seeds) if needed else None, *weights)
+        save(ctx, pack(x, config, seeds, argument=True) if needed else None, *weights)
         return tuple(torch.nn.functional.linear(x, w) for w in weights)
 
     @staticmethod
@@ -86,7 +85,7 @@ class SharedInputLinearFunction(SavingFunction):
         wanted = [j for j in range(len(weights)) if ctx.needs_input_grad[3 + j]]
         grad_ws = [None] * len(weights)
         if packed is not None and wanted:
-            products = transpose_products(packed, *(grads[j].reshape(-1, grads[j].shape[-1]) for j in wanted))
-            for j, product in zip(wanted, products):
+            wanted_products = products(packed, *(grads[j].reshape(-1, grads[j].shape[-1]) for j in wanted))
+            for j, product in zip(wanted, wanted_products):
                 grad_ws[j] = product.to(weights[j].dtype)
         return (grad_x, None, None, *grad_ws)

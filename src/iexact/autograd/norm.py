@@ -5,10 +5,9 @@ import dataclasses
 
 import torch
 
-from ..codec import decompress
 from ..config import CompressionConfig
 from ..seeds import SeedStream
-from .saving import SavingFunction, load, pack, save
+from .saving import SavingFunction, load, pack, save, unpack
 
 
 def norm_config(config: CompressionConfig) -> CompressionConfig:
@@ -61,7 +60,7 @@ class CompressedBatchNormFunction(SavingFunction):
     @staticmethod
     def backward(ctx, grad_out, _grad_mean, _grad_var):
         weight, packed, invstd = load(ctx)
-        normalized = decompress(packed)
+        normalized = unpack(packed).float()
         normalized -= normalized.mean(0)  # the exact columns have mean 0: still unbiased, less noise
         grad32 = grad_out.float()
         grad_weight = (grad32 * normalized).sum(0)

@@ -10,10 +10,11 @@ from __future__ import annotations
 
 import torch
 
-from ..codec import compress
+from ..codec import compress, decompress, transpose_products
 from ..config import CompressionConfig
 from ..quant import PackedActivation
 from ..seeds import SeedStream
+
 
 
 class SavingFunction(torch.autograd.Function):
@@ -21,10 +22,32 @@ class SavingFunction(torch.autograd.Function):
     (or references to tensors the model already holds: parameters, inputs)."""
 
 
-def pack(x: torch.Tensor, config: CompressionConfig, seeds: SeedStream | None) -> PackedActivation:
-    """``x`` compressed for backward (detached), seeded from ``seeds`` (torch's
-    global generator when ``None``)."""
+def pack(x: torch.Tensor, config: CompressionConfig, seeds: SeedStream | None,
+         argument: bool = False) -> PackedActivation | torch.Tensor:
+    """What backward keeps of ``x``: ``x`` itself when it is an ``argument`` of
+    the Function that is a leaf the caller holds anyway (an input such as
+    ``data.x``: no op of the graph made it, so a reference costs no bytes and
+    adds no noise) and ``config.reference_inputs``; otherwise ``x``
+    compressed, seeded from ``seeds`` (torch's global generator when ``None``).
+    (Inside a Function's forward every tensor it computes looks like a leaf:
+    only its arguments may be referenced.)"""
+    if argument and config.reference_inputs and x.grad_fn is None:
+        return x
     return compress(x.detach(), config, None if seeds is None else seeds.draw())
+
+
+def unpack(stored: PackedActivation | torch.Tensor) -> torch.Tensor:
+    """The tensor :func:`pack` kept, decompressed if it was compressed."""
+    return decompress(stored) if isinstance(stored, PackedActivation) else stored.detach()
+
+
+def products(stored: PackedActivation | torch.Tensor, *lefts: torch.Tensor) -> list[torch.Tensor]:
+    r""":math:`A_j^\top X` for what :func:`pack` kept of :math:`X` (see
+    :func:`iexact.codec.transpose_products`), float32 :math:`(F_j, D)`."""
+    if isinstance(stored, PackedActivation):
+        return transpose_products(stored, *lefts)
+    rows = stored.detach().reshape(-1, stored.shape[-1]).float()
+    return [left.float().t() @ rows for left in lefts]
 
 
 def save(ctx, *items) -> None:

@@ -1,10 +1,9 @@
 r"""Scaling by :math:`1 + \epsilon` with a learnable :math:`\epsilon` (GIN's root term)."""
 from __future__ import annotations
 
-from ..codec import decompress
 from ..config import CompressionConfig
 from ..seeds import SeedStream
-from .saving import SavingFunction, load, pack, save
+from .saving import SavingFunction, load, pack, save, unpack
 
 
 class EpsScaleFunction(SavingFunction):
@@ -21,7 +20,7 @@ class EpsScaleFunction(SavingFunction):
 
     @staticmethod
     def forward(ctx, x, eps, config: CompressionConfig, seeds: SeedStream | None):
-        save(ctx, eps, pack(x, config, seeds) if eps.requires_grad else None)
+        save(ctx, eps, pack(x, config, seeds, argument=True) if eps.requires_grad else None)
         return x * (1 + eps)
 
     @staticmethod
@@ -29,5 +28,5 @@ class EpsScaleFunction(SavingFunction):
         eps, packed = load(ctx)
         grad_eps = None
         if packed is not None and ctx.needs_input_grad[1]:
-            grad_eps = (grad_out.float() * decompress(packed).float()).sum().reshape(eps.shape).to(eps.dtype)
+            grad_eps = (grad_out.float() * unpack(packed).float()).sum().reshape(eps.shape).to(eps.dtype)
         return grad_out * (1 + eps), grad_eps, None, None

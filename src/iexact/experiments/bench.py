@@ -141,12 +141,10 @@ def codec_report(rows: int, width: int, repeats: int, seed: int, sweep: bool) ->
 # ---- memory --------------------------------------------------------------------------------------
 
 def memory_configs() -> dict[str, CompressionConfig | None]:
-    """FP32, every preset, and every preset with ``rp_norm=True``, by label."""
-    labels = {name: name if name == "default" else f"{name}()" for name in PRESETS}
+    """FP32, every preset, and the default without ``rp_norm``, by label."""
     configs: dict[str, CompressionConfig | None] = {"FP32": None}
-    configs.update({labels[name]: config for name, config in PRESETS.items()})
-    configs.update({f"{labels[name]}, rp_norm=True": dataclasses.replace(config, rp_norm=True)
-                    for name, config in PRESETS.items()})
+    configs.update({name if name == "default" else f"{name}()": config for name, config in PRESETS.items()})
+    configs["default, rp_norm=False"] = dataclasses.replace(PRESETS["default"], rp_norm=False)
     return configs
 
 
@@ -179,7 +177,7 @@ def memory_report(nodes: int, edges: int, features: int, device: torch.device) -
 
 # ---- training ------------------------------------------------------------------------------------
 
-TRAIN_CONFIGS = ("fp32", "exact", "iexact", "default", "blocks", "uniform", "rp-norm", "checkpoint")
+TRAIN_CONFIGS = ("fp32", "exact", "iexact", "default", "compact", "blocks", "uniform", "shared", "checkpoint")
 
 
 def training_configs(names, block_sizes) -> list[tuple[str, str, CompressionConfig | None]]:
@@ -189,12 +187,12 @@ def training_configs(names, block_sizes) -> list[tuple[str, str, CompressionConf
     default = PRESETS["default"]
     menu = {
         "fp32": [("FP32", FP32, None)],
-        **{name: [(f"{name}()", name, PRESETS[name])] for name in ("exact", "iexact")},
+        **{name: [(f"{name}()", name, PRESETS[name])] for name in ("exact", "iexact", "compact")},
         "default": [("default", "default", default)],
         "blocks": [(f"default, G={size}", "default", dataclasses.replace(default, block_size=size))
                    for size in block_sizes],
         "uniform": [("default, uniform levels", "default", dataclasses.replace(default, levels="uniform"))],
-        "rp-norm": [("default, rp_norm=True", "default", dataclasses.replace(default, rp_norm=True))],
+        "shared": [("default, shared projection", "default", dataclasses.replace(default, projection="shared"))],
         "checkpoint": [("torch.utils.checkpoint", CHECKPOINTING, None)],
     }
     distinct = []

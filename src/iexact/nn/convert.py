@@ -109,6 +109,17 @@ def compress_(
     return model
 
 
+def restore_(model: torch.nn.Module) -> torch.nn.Module:
+    """Undo :func:`compress_` in place: every converted module gets its own class
+    back (parameters, buffers and hooks were never touched). Returns ``model``."""
+    for module in model.modules():
+        if is_compressed(module):
+            base = module.iexact_base
+            del module.iexact_config, module.iexact_seeds
+            module.__class__ = base
+    return model
+
+
 def seed_streams(model: torch.nn.Module) -> list[SeedStream]:
     """The distinct :class:`~iexact.seeds.SeedStream` objects of ``model``'s converted
     modules (one per :func:`compress_` call), in module order: checkpoint their

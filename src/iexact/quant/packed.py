@@ -24,6 +24,7 @@ class PackedActivation:
         levels (tuple of float): the :math:`2^b` levels on :math:`[0, B]`.
         projected_width (int or None): :math:`k` when projected, else ``None``.
         seed (int): seed of the projection (unused without projection).
+        projection (str): the projection's kind (:mod:`iexact.quant.projection`).
     """
 
     codes: torch.Tensor
@@ -36,6 +37,7 @@ class PackedActivation:
     levels: tuple[float, ...]
     projected_width: int | None
     seed: int
+    projection: str = "shared"
 
     @property
     def width(self) -> int:

@@ -1,18 +1,37 @@
-r"""Seeded Rademacher random projection of the feature axis.
+r"""Seeded random projections of the feature axis, regenerated from a seed.
 
-.. math::
-    Z = H P, \qquad P_{ij} = \pm 1/\sqrt{k} \text{ i.i.d.}, \qquad
-    \mathbb{E}[P P^\top] = I_D,
+Every kind maps a row :math:`h \in \mathbb{R}^D` to :math:`z \in \mathbb{R}^k`,
+:math:`k = \lceil D / R \rceil`, with an inverse :math:`\hat h = g(z)` that is
+unbiased, :math:`\mathbb{E}[g(f(h))] = h`. Only the seed is stored.
 
-so :math:`\hat H = Z P^\top` is an unbiased estimate of :math:`H`. Only the
-seed is stored; :func:`rademacher` regenerates :math:`P` bit for bit on the
-same device, together with a contiguous :math:`P^\top` for the inverse.
+- ``"shared"`` (EXACT, i-Exact): :math:`z = h P`, :math:`\hat h = z P^\top`,
+  :math:`P \in \{\pm 1/\sqrt{k}\}^{D \times k}` i.i.d., one :math:`P` for
+  every row. Per element :math:`\mathrm{Var}(\hat h_d) = (\lVert h \rVert^2 -
+  h_d^2)/k`, but the error is the same matrix for all rows, so a sum over rows
+  (a weight gradient :math:`dY^\top \hat H = dY^\top H P P^\top`) does not average it.
+- ``"per_row"``: :math:`z = (h \odot s_n) P`, :math:`\hat h = (z P^\top) \odot s_n`
+  with random signs :math:`s_n` per row (:func:`iexact.seeds.row_signs`):
+  unbiased because :math:`\mathrm{diag}(P P^\top) = 1`, same per-element
+  variance, errors independent from row to row.
+- ``"sketch"`` (count sketch): the columns, randomly permuted, are dealt
+  round-robin into :math:`k` buckets :math:`B_j` of
+  :math:`\lfloor D/k \rfloor` or :math:`\lceil D/k \rceil`;
+  :math:`z_j = \sum_{d \in B_j} s_{n,d} h_d`, :math:`\hat h_d = s_{n,d}
+  z_{j(d)}`. Unbiased, :math:`\mathrm{Var}(\hat h_d) = \sum_{d' \in B_{j(d)},
+  d' \ne d} h_{d'}^2` (over the permutation :math:`\frac{|B| - 1}{D - 1}
+  (\lVert h \rVert^2 - h_d^2)`, less than the dense kinds'), errors
+  independent from row to row, and :math:`O(D)` work per row instead of
+  :math:`O(D k)`.
 """
 from __future__ import annotations
 
 import math
 
 import torch
+
+from ..seeds import row_signs
+
+PROJECTIONS = ("shared", "per_row", "sketch")
 
 
 def projected_width(width: int, rp_ratio: float) -> int | None:
@@ -35,3 +54,62 @@ def rademacher(width: int, k: int, seed: int, device: torch.device) -> tuple[tor
     scale = 1.0 / math.sqrt(k)
     projection = signs.to(torch.float32).mul_(2.0 * scale).sub_(scale)
     return projection, projection.t().contiguous()
+
+
+def sketch_buckets(width: int, k: int, seed: int, device: torch.device) -> tuple[torch.Tensor, torch.Tensor]:
+    r"""The count sketch's layout: ``grid`` :math:`(k \cdot b,)`, the columns of
+    each bucket in a row of :math:`b = \lceil D/k \rceil` slots (empty slots
+    point at column :math:`D`, a zero pad), and ``bucket`` :math:`(D,)`, the
+    bucket of every column."""
+    generator = torch.Generator().manual_seed(seed)
+    order = torch.randperm(width, generator=generator)
+    slots = -(-width // k)
+    rank = torch.arange(width)
+    grid = torch.full((k * slots,), width, dtype=torch.int64)
+    grid[(rank % k) * slots + rank // k] = order
+    bucket = torch.empty(width, dtype=torch.int64)
+    bucket[order] = rank % k
+    return grid.to(device), bucket.to(device)
+
+
+class Projection:
+    r"""The projection of one compressed tensor (kind, :math:`D`, :math:`k`, seed), on ``device``.
+
+    Rows are projected and restored chunk by chunk; ``first_row`` places a
+    chunk in the whole tensor so per-row signs are the same whatever the chunking.
+    """
+
+    def __init__(self, kind: str, width: int, k: int, seed: int, device: torch.device):
+        if kind not in PROJECTIONS:
+            raise ValueError(f"projection={kind!r} is invalid: expected one of {', '.join(PROJECTIONS)}")
+        self.kind, self.width, self.k, self.seed, self.device = kind, width, k, seed, device
+        if kind == "sketch":
+            self.grid, self.bucket = sketch_buckets(width, k, seed, device)
+        else:
+            self.matrix, self.transpose = rademacher(width, k, seed, device)
+
+    def _signs(self, first_row: int, rows: int) -> torch.Tensor:
+        return row_signs(self.seed, first_row, rows, self.width, self.device)
+
+    def forward(self, rows: torch.Tensor, first_row: int) -> torch.Tensor:
+        r""":math:`Z` :math:`(n, k)` float32 of the rows :math:`H` :math:`(n, D)`."""
+        rows = rows.float()
+        if self.kind == "shared":
+            return rows @ self.matrix
+        signed = rows * self._signs(first_row, rows.shape[0])
+        if self.kind == "per_row":
+            return signed @ self.matrix
+        padded = torch.nn.functional.pad(signed, (0, 1))
+        return padded.index_select(1, self.grid).view(rows.shape[0], self.k, -1).sum(-1)
+
+    def inverse(self, z: torch.Tensor, first_row: int, out: torch.Tensor | None = None) -> torch.Tensor:
+        r""":math:`\hat H` :math:`(n, D)` of the stored rows :math:`\hat Z` :math:`(n, k)`,
+        written into ``out`` (any float dtype) when given."""
+        if self.kind == "shared":
+            if out is not None and out.dtype == torch.float32:
+                return torch.mm(z, self.transpose, out=out)
+            restored = z @ self.transpose
+        else:
+            spread = z @ self.transpose if self.kind == "per_row" else z.index_select(1, self.bucket)
+            restored = spread.mul_(self._signs(first_row, z.shape[0]))
+        return restored if out is None else out.copy_(restored)
