@@ -1,9 +1,13 @@
 r"""``compress`` / ``decompress``: projection, then block-wise quantization.
 
 .. math::
-    \text{compress}(H) = \text{pack}(\text{round}(\text{blocks}(H P))), \qquad
-    \text{decompress} = \hat Z P^\top, \qquad
-    \mathbb{E}[\text{decompress}(\text{compress}(H))] = H.
+    \text{compress}(H) = \text{pack}(\text{round}(\text{blocks}(f(H)))), \qquad
+    \text{decompress} = g(\hat Z), \qquad
+    \mathbb{E}[\text{decompress}(\text{compress}(H))] = H,
+
+with :math:`f, g` the seeded projection of the config's kind and its inverse
+(:mod:`iexact.quant.projection`; :math:`f(H) = HP`, :math:`g(Z) = ZP^\top` for
+the shared kind).
 
 On CPU both directions stream over chunks of rows small enough to stay in
 cache (projection, block ranges, rounding and packing of one chunk before the
@@ -107,7 +111,7 @@ def compress(x: torch.Tensor, config: CompressionConfig, seed: int | None = None
 
 
 def decompress(packed: PackedActivation, out: torch.Tensor | None = None) -> torch.Tensor:
-    r"""The unbiased estimate :math:`\hat H = \hat Z P^\top` of the compressed tensor.
+    r"""The unbiased estimate :math:`\hat H = g(\hat Z)` of the compressed tensor.
 
     Args:
         packed (PackedActivation): what :func:`compress` returned.

@@ -46,3 +46,14 @@ def test_bad_arguments_exit_with_usage(argv, capsys):
         main(argv)
     assert info.value.code == 2
     assert "usage: iexact" in capsys.readouterr().err
+
+
+def test_gradient_table_lists_every_idea(capsys):
+    from iexact.experiments.bench import gradient_configs
+
+    assert main(["bench", "gradients", "--dataset", "synthetic:300,1200,16,4", "--draws", "1", "--steps", "1"]) == 0
+    rows = {line.split(" | ")[0].lstrip("| "): line.split(" | ") for line in capsys.readouterr().out.splitlines()
+            if line.startswith("| ") and not line.startswith("| config")}
+    assert set(gradient_configs()) | {"FP32"} == set(rows)
+    # the shared projection's error does not average over rows; the sketch's does
+    assert float(rows["shared RP 8"][1]) > float(rows["sketch RP 8"][1])

@@ -9,7 +9,7 @@ from iexact.experiments.checkpoint import load_checkpoint
 from iexact.experiments.cli import main
 
 TINY = ["--dataset", "synthetic:300,1200,16,4", "--epochs", "4", "--quiet", "--hidden", "16"]
-RECORD_KEYS = {"iexact", "torch", "device", "threads", "dataset", "model", "config_name", "config", "layers", "hidden",
+RECORD_KEYS = {"iexact", "torch", "device", "threads", "gradient_error", "dataset", "model", "config_name", "config", "layers", "hidden",
                "dropout", "lr", "weight_decay", "grad_clip", "seed", "epochs", "runs", "test_accuracy",
                "val_accuracy", "activation_memory", "peak_memory", "epoch_seconds_median"}
 

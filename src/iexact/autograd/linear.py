@@ -14,13 +14,14 @@ class CompressedLinearFunction(SavingFunction):
     Backward:
 
     .. math::
-        dX = dY\,W, \qquad dW = dY^\top \hat X = (dY^\top \hat Z)\,P^\top,
-        \qquad db = \textstyle\sum_{\text{rows}} dY,
+        dX = dY\,W, \qquad dW = dY^\top \hat X, \qquad db = \textstyle\sum_{\text{rows}} dY,
 
-    so with a projection the full-width :math:`\hat X` is never rebuilt:
-    :math:`dY^\top \hat Z` is (out × k) and one small product with
-    :math:`P^\top` gives :math:`dW`. :math:`\mathbb{E}[dW]` equals the exact
-    gradient because :math:`\hat X` is unbiased and enters linearly.
+    with :math:`dY^\top \hat X` from :func:`iexact.codec.transpose_products`
+    (for the shared projection :math:`(dY^\top \hat Z) P^\top`, never the
+    full-width :math:`\hat X`; for the row-wise kinds a sum over chunks of rows).
+    :math:`\mathbb{E}[dW]` equals the exact gradient because :math:`\hat X` is
+    unbiased and enters linearly. An :math:`X` that is the caller's own leaf
+    tensor is kept by reference instead (``config.reference_inputs``).
 
     Stores: the :class:`~iexact.quant.PackedActivation` of :math:`X`
     (:math:`\lceil N k b/8 \rceil` bytes plus scales), nothing when :math:`W`

@@ -175,6 +175,82 @@ def memory_report(nodes: int, edges: int, features: int, device: torch.device) -
     return "\n".join(lines + ["", "Per layer, default config:", "", str(default_report)])
 
 
+# ---- gradients -----------------------------------------------------------------------------------
+
+def gradient_configs() -> dict[str, CompressionConfig]:
+    """The ideas measured for gradient quality per byte, by label (losers kept)."""
+    default = PRESETS["default"]
+    variants = {
+        "exact() (shared, per row, RP 8)": PRESETS["exact"],
+        "iexact() (shared, G=1024, RP 8)": PRESETS["iexact"],
+        "shared RP 8": dataclasses.replace(default, projection="shared", rp_ratio=8, rp_norm=False),
+        "per_row RP 8": dataclasses.replace(default, projection="per_row", rp_ratio=8, rp_norm=False),
+        "sketch RP 8": dataclasses.replace(default, rp_ratio=8, rp_norm=False),
+        "sketch RP 8, inputs compressed": dataclasses.replace(default, rp_ratio=8, rp_norm=False,
+                                                              reference_inputs=False),
+        "sketch RP 8, 8 bits": dataclasses.replace(default, rp_ratio=8, rp_norm=False, bits=8),
+        "sketch RP 8, 4 bits": dataclasses.replace(default, rp_ratio=8, rp_norm=False, bits=4),
+        "sketch RP 4": dataclasses.replace(default, rp_norm=False),
+        "shared RP 4, rp_norm": dataclasses.replace(default, projection="shared"),
+        "per_row RP 4, rp_norm": dataclasses.replace(default, projection="per_row"),
+        "default (sketch RP 4, rp_norm)": default,
+        "default, uniform levels": dataclasses.replace(default, levels="uniform"),
+        "default, G=1024": dataclasses.replace(default, block_size=1024),
+        "compact() (sketch RP 8, rp_norm)": PRESETS["compact"],
+        "shared RP 8, rp_norm": dataclasses.replace(default, projection="shared", rp_ratio=8),
+        "INT2, no projection": dataclasses.replace(default, rp_ratio=1),
+    }
+    return variants
+
+
+def gradient_report(data, model_name: str, draws: int, steps: int, device: torch.device) -> str:
+    r"""Per configuration: the whole-gradient relative error at initialization
+    (:func:`iexact.gradient_error`, ``draws`` draws, the training loss), the
+    activation memory and the median training step time over ``steps`` steps,
+    both as ratios to FP32 measured in the same run; as Markdown."""
+    from ..analysis import gradient_error
+    from .data import num_classes
+    from .models import build_model
+    from .train import loss_function
+
+    labels = data.y if data.y.dim() == 2 else data.y.view(-1)
+
+    def loss(out):
+        return loss_function(out[data.train_mask], labels[data.train_mask])
+
+    def fresh(config):
+        torch.manual_seed(0)
+        model = build_model(model_name, data.num_features, num_classes(data)).to(device)
+        return model if config is None else compress_(model, config)
+
+    def step_seconds(model):
+        optimizer = torch.optim.Adam(model.parameters(), lr=0.01)
+
+        def step():
+            optimizer.zero_grad()
+            loss(model(data.x, data.edge_index)).backward()
+            optimizer.step()
+
+        return median_seconds(step, steps)
+
+    fp32 = fresh(None)
+    fp32_bytes = activation_memory(fp32, data.x, data.edge_index).total
+    fp32_seconds = step_seconds(fp32)
+    lines = [f"{model_name}, {data.num_nodes:,} nodes, {data.num_features} features; {where()}; "
+             f"gradient error at initialization over {draws} draws; step time median of {steps}", "",
+             "| config | gradient error | error of the mean | activation memory | vs FP32 | step time | vs FP32 |",
+             "|---|---:|---:|---:|---:|---:|---:|",
+             f"| FP32 | 0 | 0 | {mib(fp32_bytes)} | 1.0× | {1e3 * fp32_seconds:.0f} ms | 1.00× |"]
+    for label, config in gradient_configs().items():
+        error = gradient_error(fresh(None), data.x, data.edge_index, loss_fn=loss, config=config, draws=draws)
+        model = fresh(config)
+        kept = activation_memory(model, data.x, data.edge_index).total
+        seconds = step_seconds(model)
+        lines.append(f"| {label} | {error.whole:.3f} | {error.of_mean:.3f} | {mib(kept)} | "
+                     f"{fp32_bytes / kept:.1f}× | {1e3 * seconds:.0f} ms | {seconds / fp32_seconds:.2f}× |")
+    return "\n".join(lines)
+
+
 # ---- training ------------------------------------------------------------------------------------
 
 TRAIN_CONFIGS = ("fp32", "exact", "iexact", "default", "compact", "blocks", "uniform", "shared", "checkpoint")
@@ -235,9 +311,9 @@ def markdown_table(records: list[dict]) -> str:
     """The side-by-side table of ``iexact bench train``: one row per configuration,
     ratios against the FP32 row of the same run (if there is one)."""
     fp32 = next((r for r in records if r["config_name"] == FP32), None)
-    lines = ["| config | test accuracy (%) | activation memory | vs FP32 | allocator's count | "
+    lines = ["| config | test accuracy (%) | gradient error | activation memory | vs FP32 | allocator's count | "
              "peak memory | epoch time | vs FP32 |",
-             "|---|---:|---:|---:|---:|---:|---:|---:|"]
+             "|---|---:|---:|---:|---:|---:|---:|---:|---:|"]
     for record in records:
         memory, seconds = record["activation_memory"], record["epoch_seconds_median"]
         accuracy = record["test_accuracy"]
@@ -246,10 +322,34 @@ def markdown_table(records: list[dict]) -> str:
             measured = max(memory["allocator"], 1)
             memory_ratio = f"{fp32['activation_memory']['allocator'] / measured:.1f}× less"
             time_ratio = f"{seconds / fp32['epoch_seconds_median']:.2f}×"
+        gradient = record.get("gradient_error")
         lines.append(
             f"| {record['label']} | {100 * accuracy['mean']:.1f} ± {100 * accuracy['std']:.1f} | "
+            f"{'–' if gradient is None else format(gradient['whole'], '.3f')} | "
             f"{mib(memory['total'])} | {memory_ratio} | {mib(memory['allocator'])} | "
             f"{mib(record['peak_memory']['bytes'])} | {1e3 * seconds:.1f} ms | {time_ratio} |")
+    return "\n".join(lines)
+
+
+def curve_epochs(epochs: int) -> list[int]:
+    """10, 20, 40, ... up to ``epochs``, and ``epochs`` itself."""
+    marks, mark = [], 10
+    while mark < epochs:
+        marks.append(mark)
+        mark *= 2
+    return marks + [epochs]
+
+
+def curve_table(records: list[dict]) -> str:
+    """Best validation accuracy so far at epochs 10, 20, 40, ... (mean over runs), per
+    configuration: how fast each one learns, against FP32 in the same benchmark."""
+    marks = curve_epochs(records[0]["epochs"])
+    lines = ["| config | " + " | ".join(f"epoch {mark}" for mark in marks) + " |",
+             "|---|" + "---:|" * len(marks)]
+    for record in records:
+        histories = record["val_accuracy"]["history"]
+        best = [sum(max(history[:mark]) for history in histories) / len(histories) for mark in marks]
+        lines.append(f"| {record['label']} | " + " | ".join(f"{100 * value:.1f}" for value in best) + " |")
     return "\n".join(lines)
 
 

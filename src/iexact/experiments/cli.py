@@ -117,6 +117,9 @@ def _describe_record(record: dict) -> str:
         f"uncompressed {bench.mib(memory['uncompressed'])}; allocator's count {bench.mib(memory['allocator'])})",
         f"peak memory {bench.mib(record['peak_memory']['bytes'])} ({record['peak_memory']['kind']})",
         f"median epoch time {1e3 * record['epoch_seconds_median']:.1f} ms ({record['threads']} threads)",
+        *([] if record["gradient_error"] is None else [
+            f"gradient error at initialization {record['gradient_error']['whole']:.3f} "
+            f"(relative to FP32, mean of {record['gradient_error']['draws']} draws)"]),
     ])
 
 
@@ -163,7 +166,7 @@ def _bench_train(args) -> int:
     except RuntimeError as error:
         print(f"iexact bench train: error: {error}; finished records are in {out / 'runs'}", file=sys.stderr)
         return 1
-    table = bench.markdown_table(records)
+    table = bench.markdown_table(records) + "\n\nBest validation accuracy (%) so far:\n\n" + bench.curve_table(records)
     print(table)
     heading = (f"{args.model} on {args.dataset}, {args.epochs} epochs x {args.runs} runs, {args.device}, "
                f"torch {torch.__version__}, {records[0]['threads']} threads\n\n")
@@ -175,6 +178,13 @@ def _bench_train(args) -> int:
     except ImportError as error:
         print(f"iexact bench: no plots: {error}", file=sys.stderr)
     print("wrote " + ", ".join(str(path) for path in written))
+    return 0
+
+
+def _bench_gradients(args) -> int:
+    _set_threads(args)
+    data = _load(args, args.parser)
+    print(bench.gradient_report(data, args.model, args.draws, args.steps, args.device))
     return 0
 
 
@@ -260,6 +270,21 @@ def build_parser() -> argparse.ArgumentParser:
                                "a configuration equal to one already listed runs once")
     training.add_argument("--out", default="bench-results", help="folder for bench.md, bench.json, runs/ and plots")
     training.set_defaults(run=_bench_train, parser=training)
+
+    gradients = kinds.add_parser("gradients", help="gradient error, activation memory and step time of "
+                                                    "every projection / bits / levels idea against FP32")
+    for flag, default, text in (("--dataset", "synthetic", "dataset name (default: synthetic)"),
+                                ("--root", "data", "directory holding the datasets (default: data)")):
+        gradients.add_argument(flag, default=default, help=text)
+    gradients.add_argument("--offline", action="store_true", help="never download missing dataset files")
+    gradients.add_argument("--seed", type=int, default=0, help="seed of synthetic graphs (default: 0)")
+    gradients.add_argument("--model", choices=MODELS, default="sage", help="reference model (default: sage)")
+    gradients.add_argument("--draws", type=_positive_int, default=4, help="compressed backward passes (default: 4)")
+    gradients.add_argument("--steps", type=_positive_int, default=5, help="timed training steps (default: 5)")
+    gradients.add_argument("--device", type=_device,
+                           default=torch.device("cuda" if torch.cuda.is_available() else "cpu"))
+    _add_threads(gradients)
+    gradients.set_defaults(run=_bench_gradients, parser=gradients)
 
     memory = kinds.add_parser("memory", help="activation memory of the stock GraphSAGE on an arxiv-shaped graph")
     memory.add_argument("--nodes", type=_positive_int, default=169_343, help="nodes (default: ogbn-arxiv's 169,343)")

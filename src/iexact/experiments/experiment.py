@@ -17,13 +17,14 @@ from typing import Callable
 import torch
 
 from .. import __version__
+from ..analysis import gradient_error
 from ..config import CompressionConfig
 from ..memory import activation_memory, allocator_growth
 from ..nn import compress_, seed_streams
 from .checkpoint import load_checkpoint, restore_rng_states, save_checkpoint
 from .data import num_classes
 from .models import build_model, checkpoint_layers_
-from .train import TrainingState, train_epochs
+from .train import TrainingState, loss_function, train_epochs
 
 FP32 = "fp32"
 CHECKPOINTING = "checkpoint"
@@ -80,6 +81,23 @@ def measure_memory(settings: Settings, data, device: torch.device) -> dict:
             "allocator": grown,
             "layers": [{"name": layer.name, "type": layer.kind, "compressed": layer.compressed,
                         "uncompressed": layer.uncompressed} for layer in report.layers]}
+
+
+def measure_gradient_error(settings: Settings, data, device: torch.device, draws: int = 4) -> dict | None:
+    """:func:`iexact.gradient_error` of the settings' config on the model as run 1
+    initializes it (the training loss on the training nodes), without touching
+    torch's RNG streams; ``None`` for FP32 and checkpointing. It runs the FP32
+    model too, so it must come after the peak memory is read."""
+    if settings.config is None:
+        return None
+    labels = data.y if data.y.dim() == 2 else data.y.view(-1)
+    with torch.random.fork_rng(devices=[device] if device.type == "cuda" else []):
+        torch.manual_seed(settings.seed)
+        model = prepare_model(settings, data, device)
+        error = gradient_error(model, data.x, data.edge_index, config=settings.config, draws=draws,
+                               loss_fn=lambda out: loss_function(out[data.train_mask], labels[data.train_mask]))
+    return {"whole": error.whole, "of_mean": error.of_mean, "draws": error.draws,
+            "per_parameter": error.per_parameter}
 
 
 def peak_memory(device: torch.device) -> tuple[int, str]:
@@ -139,8 +157,10 @@ def run_experiment(settings: Settings, data, device: torch.device, epochs: int, 
         train_epochs(model, optimizer, data, state, epochs, settings.grad_clip, each_epoch)
         finished.append({"run": run, "seed": settings.seed + run, "best_epoch": state.best_epoch,
                          "val_accuracy": state.best_val, "test_accuracy": state.test_at_best,
-                         "epoch_seconds": state.epoch_seconds})
-    return _record(settings, device, epochs, runs, finished, memory)
+                         "epoch_seconds": state.epoch_seconds, "val_history": state.val_history})
+    record = _record(settings, device, epochs, runs, finished, memory)  # reads the peak memory first
+    record["gradient_error"] = measure_gradient_error(settings, data, device)
+    return record
 
 
 def _record(settings: Settings, device, epochs: int, runs: int, finished: list[dict], memory: dict) -> dict:
@@ -154,7 +174,8 @@ def _record(settings: Settings, device, epochs: int, runs: int, finished: list[d
         **settings.to_dict(), "epochs": epochs, "runs": runs,
         "test_accuracy": {"mean": statistics.mean(tests), "std": statistics.pstdev(tests) if runs > 1 else 0.0,
                           "runs": tests},
-        "val_accuracy": {"mean": statistics.mean(vals), "runs": vals},
+        "val_accuracy": {"mean": statistics.mean(vals), "runs": vals,
+                         "history": [run["val_history"] for run in finished]},
         "activation_memory": memory,
         "peak_memory": {"bytes": peak, "kind": peak_kind},
         "epoch_seconds_median": statistics.median(seconds),

@@ -12,7 +12,7 @@ import torch.nn.functional as F
 @dataclasses.dataclass
 class TrainingState:
     """Where one run stands: epochs done, the best validation score so far and
-    the test score at it, and each epoch's training time in seconds."""
+    the test score at it, each epoch's validation score and training time in seconds."""
 
     epoch: int = 0
     best_epoch: int = -1
@@ -20,6 +20,7 @@ class TrainingState:
     test_at_best: float = 0.0
     last_loss: float = float("nan")
     epoch_seconds: list[float] = dataclasses.field(default_factory=list)
+    val_history: list[float] = dataclasses.field(default_factory=list)
 
 
 @dataclasses.dataclass(frozen=True)
@@ -84,6 +85,7 @@ def train_epochs(model: torch.nn.Module, optimizer: torch.optim.Optimizer, data,
         with torch.no_grad():
             logits = model(data.x, data.edge_index)
         val = accuracy(logits, labels, data.val_mask)
+        state.val_history.append(val)
         if val > state.best_val:
             state.best_epoch, state.best_val = state.epoch, val
             state.test_at_best = accuracy(logits, labels, data.test_mask)
