@@ -2,7 +2,6 @@
 import pytest
 import torch
 
-from iexact import CompressionConfig
 from iexact.quant import levels_for, reference, rounding
 from iexact.seeds import stream_seed
 
