@@ -35,7 +35,7 @@ def test_spmm_of_every_form_equals_the_dense_product(form, reduce):
         "csr": (to_torch_csr_tensor(edge_index.flip(0), weight, size=NODES), None),
         "csc": (to_torch_csc_tensor(edge_index.flip(0), weight, size=NODES), None),
     }[form]
-    spec = graph.GraphSpec(*graph.node_counts(structure, NODES, None), reduce=reduce)
+    spec = graph.GraphSpec(NODES, NODES, reduce=reduce)
     src, dst, values = graph.edges(structure, edge_weight, spec, torch.float32)
     x = torch.randn(NODES, 5, dtype=torch.float64)
     expected = _dense(edge_index, weight, NODES, reduce) @ x

@@ -11,6 +11,7 @@ temporary stays bounded.
 from __future__ import annotations
 
 import dataclasses
+import math
 
 import torch
 from torch_geometric.nn.conv.gcn_conv import gcn_norm
@@ -58,14 +59,6 @@ def plain(structure: torch.Tensor) -> torch.Tensor:
 def is_sparse(structure) -> bool:
     """Whether ``structure`` is a ``torch.sparse`` adjacency rather than an edge index."""
     return is_torch_sparse_tensor(plain(structure))
-
-
-def node_counts(structure, num_src: int, num_dst: int | None) -> tuple[int, int]:
-    """``(num_src, num_dst)``: a sparse adjacency's shape wins over the features'."""
-    structure = plain(structure)
-    if is_torch_sparse_tensor(structure):
-        return structure.size(1), structure.size(0)
-    return num_src, num_src if num_dst is None else num_dst
 
 
 def sparse_edges(adj_t: torch.Tensor):
@@ -156,6 +149,6 @@ def edge_dots(a: torch.Tensor, b: torch.Tensor, src: torch.Tensor, dst: torch.Te
     r""":math:`\langle a_{t(e)}, b_{s(e)} \rangle` per edge, summed over the last
     dimension: :math:`(E, *)` for :math:`a` :math:`(N_t, *, C)`, :math:`b` :math:`(N_s, *, C)`."""
     out = a.new_empty(src.numel(), *a.shape[1:-1])
-    for part in edge_chunks(src.numel(), a[0].numel()):
+    for part in edge_chunks(src.numel(), math.prod(a.shape[1:])):
         out[part] = (a.index_select(0, dst[part]) * b.index_select(0, src[part])).sum(-1)
     return out

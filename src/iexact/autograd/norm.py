@@ -32,8 +32,14 @@ class CompressedBatchNormFunction(SavingFunction):
         - \hat X \sum_i g_i \hat X_i\Big).
 
     The decompressed :math:`\hat X` is re-centred per column (its exact
-    column means are 0, so the estimate stays unbiased), which makes
-    :math:`\sum_i dX_i = 0` exactly, as it is without compression.
+    column means are 0), which makes :math:`\sum_i dX_i = 0` exactly, as it
+    is without compression. :math:`d\gamma` is unbiased. :math:`dX` is
+    unbiased up to :math:`O(1/N)`: its last term multiplies :math:`\hat X_i`
+    by a sum containing :math:`\hat X_i` once, and
+    :math:`\mathbb{E}[\hat X_i^2] = X_i^2 + \mathrm{Var}_i`, a bias of
+    :math:`g_i \mathrm{Var}_i / N` per element (about :math:`1/N` relative: a
+    second copy would remove it at twice the bytes, which no real graph's
+    :math:`N` justifies).
 
     Stores: :math:`\hat X` compressed (projected only with
     ``config.rp_norm``) and :math:`1/\sqrt{\sigma^2+\epsilon}` (:math:`4C` bytes).

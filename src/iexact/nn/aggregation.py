@@ -5,8 +5,9 @@ import torch
 
 from ..autograd import AggregateFunction
 from ..config import CompressionConfig
-from ..graph import GraphSpec, is_sparse, node_counts
+from ..graph import GraphSpec, is_sparse
 from ..seeds import SeedStream
+from .message_inputs import MessageInputs
 
 _REDUCE = {"add": "sum", "sum": "sum", "mean": "mean"}
 
@@ -16,18 +17,23 @@ def linear_aggregation(conv) -> str | None:
     return _REDUCE.get(conv.aggr) if isinstance(conv.aggr, str) else None
 
 
-def aggregate(x, structure, edge_weight, reduce: str, flow: str, num_dst: int | None = None, *,
+def aggregate(x, structure, edge_weight, reduce: str, flow: str, inputs: MessageInputs, *,
               config: CompressionConfig, seeds: SeedStream, gcn: tuple[bool, bool] | None = None,
               scale: float = 1.0) -> torch.Tensor:
-    r""":math:`A X` through :class:`~iexact.autograd.AggregateFunction` (keeps nothing
-    unless ``edge_weight`` needs a gradient)."""
-    num_src, num_dst = node_counts(structure, x.size(0), num_dst)
-    spec = GraphSpec(num_src, num_dst, reduce, flow, gcn, scale)
-    return AggregateFunction.apply(x, edge_weight, structure, spec, config, seeds)
+    r""":math:`A X` along ``inputs.node_dim`` (a static-graph batch :math:`(B, N, F)`
+    aggregates along :math:`N`) through :class:`~iexact.autograd.AggregateFunction`,
+    which keeps nothing unless ``edge_weight`` needs a gradient."""
+    spec = GraphSpec(inputs.num_src, inputs.num_dst, reduce, flow, gcn, scale)
+    node_dim = inputs.node_dim
+    rows = x.movedim(node_dim, 0) if node_dim else x
+    out = AggregateFunction.apply(rows, edge_weight, structure, spec, config, seeds)
+    return out.movedim(0, node_dim) if node_dim else out
 
 
-def needs_sparse_value_grad(structure, edge_weight) -> bool:
+def sparse_value_reason(structure, edge_weight) -> str | None:
     """A ``torch.sparse`` adjacency whose values need a gradient: the compressed
     path does not differentiate sparse values, so the module's own forward runs."""
     weight_grad = edge_weight is not None and edge_weight.requires_grad
-    return is_sparse(structure) and (structure.requires_grad or weight_grad)
+    if is_sparse(structure) and (structure.requires_grad or weight_grad):
+        return "the sparse adjacency's values need a gradient"
+    return None

@@ -6,8 +6,9 @@ from torch_geometric.nn import GATConv
 
 from ..autograd import AttentionSpec, CompressedLinearFunction, GATAttentionFunction, SharedInputLinearFunction
 from ..graph import plain
-from .aggregation import needs_sparse_value_grad
+from .aggregation import sparse_value_reason
 from .handler import CompressedModule, is_lazy, register_handler
+from .message_inputs import message_inputs, runs_stock
 
 
 @register_handler(GATConv)
@@ -35,9 +36,20 @@ class GATConvHandler(CompressedModule):
     def owned(conv) -> list[torch.nn.Module]:
         return [module for module in (conv.lin, conv.res) if module is not None]
 
+    def _stock_reason(self, x, edge_index, edge_attr, size, return_attention_weights) -> str | None:
+        """Why this call takes GATConv's own forward (which raises PyG's errors for malformed input)."""
+        if not isinstance(x, torch.Tensor) or x.dim() != 2:
+            return "the input is bipartite or not a (N, F) matrix"
+        if edge_attr is not None or return_attention_weights:
+            return "edge_attr or return_attention_weights is given"
+        inputs = message_inputs(self, x, edge_index, size)
+        if not inputs.num_src == inputs.num_dst == x.size(0):
+            return f"the graph's size ({inputs.num_src}, {inputs.num_dst}) is not square over x's {x.size(0)} nodes"
+        return sparse_value_reason(edge_index, None)
+
     def forward(self, x, edge_index, edge_attr=None, size=None, return_attention_weights=None):
-        if (not self._compressing() or not isinstance(x, torch.Tensor) or edge_attr is not None
-                or size is not None or return_attention_weights or needs_sparse_value_grad(edge_index, None)):
+        if not self._compressing() or runs_stock(
+                self, x, edge_index, self._stock_reason(x, edge_index, edge_attr, size, return_attention_weights)):
             return super().forward(x, edge_index, edge_attr, size, return_attention_weights)
         config, seeds, heads, channels = self.iexact_config, self.iexact_seeds, self.heads, self.out_channels
         if self.res is None:

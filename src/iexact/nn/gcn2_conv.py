@@ -5,9 +5,10 @@ import torch
 from torch_geometric.nn import GCN2Conv
 
 from ..autograd import CompressedLinearFunction
-from .aggregation import aggregate, needs_sparse_value_grad
+from .aggregation import aggregate, sparse_value_reason
 from .gcn_conv import gcn_graph
 from .handler import CompressedModule, register_handler
+from .message_inputs import message_inputs, runs_stock
 
 
 @register_handler(GCN2Conv)
@@ -27,12 +28,15 @@ class GCN2ConvHandler(CompressedModule):
         return None if conv.aggr == "add" else f"aggr={conv.aggr!r}"
 
     def forward(self, x, x_0, edge_index, edge_weight=None):
-        if not self._compressing() or needs_sparse_value_grad(edge_index, edge_weight):
+        # GCN2Conv's own forward takes matrices only (torch.addmm): anything else gets its error
+        if (not isinstance(x, torch.Tensor) or x.dim() != 2
+                or runs_stock(self, x, edge_index, sparse_value_reason(edge_index, edge_weight))):
             return super().forward(x, x_0, edge_index, edge_weight)
         config, seeds, alpha, beta = self.iexact_config, self.iexact_seeds, self.alpha, self.beta
+        inputs = message_inputs(self, x, edge_index)
         structure, weight, gcn = gcn_graph(self, x, edge_index, edge_weight, improved=False)
         # constant factors go through aggregation, add(alpha=) and lerp, which keep no scalar tensors
-        smoothed = aggregate(x, structure, weight, "sum", self.flow, config=config, seeds=seeds, gcn=gcn,
+        smoothed = aggregate(x, structure, weight, "sum", self.flow, inputs, config=config, seeds=seeds, gcn=gcn,
                              scale=1 - alpha)
         initial = x_0[: smoothed.size(0)]
         if self.weight2 is None:

@@ -6,8 +6,9 @@ from torch_geometric.nn import GCNConv
 
 from ..autograd import CompressedLinearFunction
 from ..graph import gcn_normalized
-from .aggregation import aggregate, needs_sparse_value_grad
+from .aggregation import aggregate, sparse_value_reason
 from .handler import CompressedModule, is_lazy, register_handler
+from .message_inputs import message_inputs, runs_stock
 
 
 def gcn_graph(conv, x: torch.Tensor, edge_index, edge_weight, improved: bool):
@@ -54,11 +55,13 @@ class GCNConvHandler(CompressedModule):
         return [conv.lin]
 
     def forward(self, x, edge_index, edge_weight=None):
-        if (not self._compressing() or not isinstance(x, torch.Tensor)
-                or needs_sparse_value_grad(edge_index, edge_weight)):
+        # a tuple x is refused by GCNConv's own forward
+        if not isinstance(x, torch.Tensor) or runs_stock(self, x, edge_index,
+                                                         sparse_value_reason(edge_index, edge_weight)):
             return super().forward(x, edge_index, edge_weight)
         config, seeds = self.iexact_config, self.iexact_seeds
+        inputs = message_inputs(self, x, edge_index)
         structure, weight, gcn = gcn_graph(self, x, edge_index, edge_weight, self.improved)
         projected = CompressedLinearFunction.apply(x, self.lin.weight, self.lin.bias, config, seeds)
-        out = aggregate(projected, structure, weight, "sum", self.flow, gcn=gcn, config=config, seeds=seeds)
+        out = aggregate(projected, structure, weight, "sum", self.flow, inputs, gcn=gcn, config=config, seeds=seeds)
         return out if self.bias is None else out + self.bias

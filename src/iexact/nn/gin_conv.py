@@ -5,8 +5,9 @@ import torch
 from torch_geometric.nn import GINConv
 
 from ..autograd import EpsScaleFunction
-from .aggregation import aggregate, linear_aggregation, needs_sparse_value_grad
+from .aggregation import aggregate, linear_aggregation, sparse_value_reason
 from .handler import CompressedModule, register_handler
+from .message_inputs import message_inputs, runs_stock
 
 
 @register_handler(GINConv)
@@ -26,13 +27,12 @@ class GINConvHandler(CompressedModule):
         return None if linear_aggregation(conv) else f"aggr={conv.aggr!r} (only sum and mean are compressed)"
 
     def forward(self, x, edge_index, size=None):
-        if not self._compressing() or needs_sparse_value_grad(edge_index, None):
+        if runs_stock(self, x, edge_index, sparse_value_reason(edge_index, None)):
             return super().forward(x, edge_index, size)
         config, seeds = self.iexact_config, self.iexact_seeds
-        x_src, x_dst = (x, x) if isinstance(x, torch.Tensor) else x
-        num_dst = size[1] if size is not None else (x_dst.size(0) if x_dst is not None else None)
-        out = aggregate(x_src, edge_index, None, linear_aggregation(self), self.flow, num_dst,
+        inputs = message_inputs(self, (x, x) if isinstance(x, torch.Tensor) else x, edge_index, size)
+        out = aggregate(inputs.source, edge_index, None, linear_aggregation(self), self.flow, inputs,
                         config=config, seeds=seeds)
-        if x_dst is not None:
-            out = out + EpsScaleFunction.apply(x_dst, self.eps, config, seeds)
+        if inputs.root is not None:
+            out = out + EpsScaleFunction.apply(inputs.root, self.eps, config, seeds)
         return self.nn(out)

@@ -5,8 +5,9 @@ import torch
 from torch_geometric.nn import SAGEConv
 
 from ..autograd import CompressedLinearFunction, CompressedReLUFunction, SharedInputLinearFunction
-from .aggregation import aggregate, linear_aggregation, needs_sparse_value_grad
+from .aggregation import aggregate, linear_aggregation, sparse_value_reason
 from .handler import CompressedModule, is_lazy, register_handler
+from .message_inputs import message_inputs, runs_stock
 
 
 @register_handler(SAGEConv)
@@ -37,22 +38,23 @@ class SAGEConvHandler(CompressedModule):
         return [conv.lin_l] + ([conv.lin_r] if conv.root_weight else []) + ([conv.lin] if conv.project else [])
 
     def forward(self, x, edge_index, size=None):
-        if not self._compressing() or needs_sparse_value_grad(edge_index, None):
+        if runs_stock(self, x, edge_index, sparse_value_reason(edge_index, None)):
             return super().forward(x, edge_index, size)
         config, seeds = self.iexact_config, self.iexact_seeds
-        x_src, x_dst = (x, x) if isinstance(x, torch.Tensor) else x
+        pair = (x, x) if isinstance(x, torch.Tensor) else tuple(x)
         if self.project:
-            x_src = CompressedReLUFunction.apply(
-                CompressedLinearFunction.apply(x_src, self.lin.weight, self.lin.bias, config, seeds))
-        root = self.root_weight and x_dst is not None
-        if root and x_dst is x_src:
-            neighbour, out_root = SharedInputLinearFunction.apply(x_src, config, seeds, self.lin_l.weight,
+            pair = (CompressedReLUFunction.apply(
+                CompressedLinearFunction.apply(pair[0], self.lin.weight, self.lin.bias, config, seeds)), pair[1])
+        inputs = message_inputs(self, pair, edge_index, size)
+        source, root = inputs.source, inputs.root if self.root_weight else None
+        if root is source:
+            neighbour, out_root = SharedInputLinearFunction.apply(source, config, seeds, self.lin_l.weight,
                                                                   self.lin_r.weight)
         else:
-            neighbour = CompressedLinearFunction.apply(x_src, self.lin_l.weight, None, config, seeds)
-            out_root = CompressedLinearFunction.apply(x_dst, self.lin_r.weight, None, config, seeds) if root else None
-        num_dst = size[1] if size is not None else (x_dst.size(0) if x_dst is not None else None)
-        out = aggregate(neighbour, edge_index, None, linear_aggregation(self), self.flow, num_dst,
+            neighbour = CompressedLinearFunction.apply(source, self.lin_l.weight, None, config, seeds)
+            out_root = None if root is None else CompressedLinearFunction.apply(root, self.lin_r.weight, None,
+                                                                                 config, seeds)
+        out = aggregate(neighbour, edge_index, None, linear_aggregation(self), self.flow, inputs,
                         config=config, seeds=seeds)
         if out_root is not None:
             out = out + out_root
