@@ -133,7 +133,7 @@ def spmm(x: torch.Tensor, src: torch.Tensor, dst: torch.Tensor, weight: torch.Te
         - **input:** :math:`X` :math:`(N_s, *)`, ``src``/``dst``/``weight`` :math:`(E,)`
         - **output:** :math:`(N_t, *)`
     """
-    rows = x.reshape(x.shape[0], -1)
+    rows = x.reshape(x.shape[0], math.prod(x.shape[1:]))
     out = rows.new_zeros(num_dst, rows.shape[1])
     for part in edge_chunks(src.numel(), rows.shape[1]):
         messages = rows.index_select(0, src[part])

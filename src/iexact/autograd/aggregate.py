@@ -65,6 +65,6 @@ class AggregateFunction(SavingFunction):
         if ctx.needs_input_grad[0]:
             grad_x = spmm(grad_out, dst, src, weight, spec.num_src, "sum")
         if packed is not None and ctx.needs_input_grad[1]:
-            x_hat = unpack(packed).reshape(spec.num_src, -1).to(grad_out.dtype)
-            grad_weight = edge_dots(grad_out.reshape(spec.num_dst, -1), x_hat, src, dst).to(edge_weight.dtype)
+            x_hat = unpack(packed).flatten(1).to(grad_out.dtype)
+            grad_weight = edge_dots(grad_out.flatten(1), x_hat, src, dst).to(edge_weight.dtype)
         return grad_x, grad_weight, None, None, None, None

@@ -19,20 +19,20 @@ class BatchNormHandler(CompressedModule):
     ``rp_norm``) and :math:`4C` bytes of :math:`1/\sigma`.
     """
 
-    def forward(self, x):
-        if not self._compressing() or x.dim() != 2 or x.shape[0] < 2:
-            return super().forward(x)
+    def forward(self, input):
+        if not self._compressing() or input.dim() != 2 or input.shape[0] < 2:
+            return super().forward(input)
         factor = 0.0 if self.momentum is None else self.momentum
         tracking = self.track_running_stats and self.running_mean is not None
         if tracking and self.num_batches_tracked is not None:
             self.num_batches_tracked.add_(1)
             if self.momentum is None:
                 factor = 1.0 / float(self.num_batches_tracked)
-        out, mean, var = CompressedBatchNormFunction.apply(x, self.weight, self.bias, self.eps,
+        out, mean, var = CompressedBatchNormFunction.apply(input, self.weight, self.bias, self.eps,
                                                            self.iexact_config, self.iexact_seeds)
         if tracking:
             with torch.no_grad():
-                rows = x.shape[0]
+                rows = input.shape[0]
                 self.running_mean.lerp_(mean.to(self.running_mean.dtype), factor)
                 self.running_var.lerp_((var * rows / (rows - 1)).to(self.running_var.dtype), factor)
         return out

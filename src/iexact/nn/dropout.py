@@ -15,7 +15,7 @@ class DropoutHandler(CompressedModule):
     Stores: the generator snapshot, no per-element state.
     """
 
-    def forward(self, x):
+    def forward(self, input):
         if not self._compressing() or self.p == 0:
-            return super().forward(x)
-        return DropoutFunction.apply(x, self.p)
+            return super().forward(input)
+        return DropoutFunction.apply(input, self.p)

@@ -26,6 +26,7 @@ from types import MappingProxyType
 from typing import Mapping
 
 import torch
+from torch_geometric.nn import MessagePassing
 
 from ..config import CompressionConfig
 from ..seeds import SeedStream
@@ -100,8 +101,19 @@ def _new_compressed(handler: type, base: type):
     return cls.__new__(cls)
 
 
+def _keep_base_templates(self, raise_on_error: bool = False) -> None:
+    """PyG generates a specialized ``propagate`` per class on construction and
+    on unpickling (``copy.deepcopy`` included). For a compressed class it would
+    record the base's specialized ``propagate`` as the generic one, which
+    then drops explain masks; so the compressed class generates none and
+    inherits its base's."""
+
+
 @functools.lru_cache(maxsize=None)
 def compressed_class(handler: type, base: type) -> type:
     """The subclass of ``base`` with ``handler``'s forward (one per pair, cached)."""
     name = f"Compressed{base.__name__}"
-    return type(name, (handler, base), {"__module__": "iexact.nn", "__qualname__": name, "iexact_base": base})
+    namespace = {"__module__": "iexact.nn", "__qualname__": name, "iexact_base": base}
+    if issubclass(base, MessagePassing):
+        namespace["_set_jittable_templates"] = _keep_base_templates
+    return type(name, (handler, base), namespace)

@@ -8,13 +8,23 @@ from ..autograd import CompressedLinearFunction
 from .handler import CompressedModule, register_handler
 
 
-@register_handler(torch.nn.Linear, PyGLinear)
+@register_handler(torch.nn.Linear)
 class LinearHandler(CompressedModule):
     r""":math:`Y = XW^\top + b` keeping :math:`X` compressed (see
     :class:`~iexact.autograd.CompressedLinearFunction`).
 
     Stores: :math:`X` compressed, :math:`\lceil N k b / 8 \rceil` bytes plus scales.
     """
+
+    def forward(self, input):
+        if not self._compressing():
+            return super().forward(input)
+        return CompressedLinearFunction.apply(input, self.weight, self.bias, self.iexact_config, self.iexact_seeds)
+
+
+@register_handler(PyGLinear)
+class PyGLinearHandler(CompressedModule):
+    """PyG's ``Linear``, as :class:`LinearHandler` (its argument is named ``x``)."""
 
     def forward(self, x):
         if not self._compressing():
