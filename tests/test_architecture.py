@@ -12,7 +12,7 @@ FLOORS = [  # lowest first; modules of one floor may import each other, never on
     {"config", "seeds"},
     {"quant"},
     {"kernels"},
-    {"codec", "graph"},
+    {"codec", "graph", "ops"},
     {"autograd"},
     {"nn"},
     {"memory"},

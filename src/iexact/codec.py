@@ -29,7 +29,7 @@ from .quant.reference import block_min_max
 from .quant.rounding import num_blocks, packed_size, stored_scales
 from .seeds import check_seed, draw_seed
 
-__all__ = ["compress", "decompress", "transpose_products"]
+__all__ = ["compress", "decompress", "stored_sizes", "transpose_products"]
 
 _CPU_CHUNK_ELEMENTS = 2**20  # stored elements per chunk on CPU: 4 MiB of float32
 
@@ -41,6 +41,20 @@ def _chunk_elements(numel: int, width: int, block_size: int, device: torch.devic
         return max(numel, 1)
     unit = math.lcm(width, block_size, 8)
     return max(1, _CPU_CHUNK_ELEMENTS // unit) * unit
+
+
+def stored_sizes(shape: tuple[int, ...], config: CompressionConfig) -> tuple[int | None, int, int, int]:
+    r"""``(k, G, code_bytes, blocks)`` of a tensor of ``shape`` compressed with
+    ``config``: the projected width (``None`` without projection), the block
+    size, :math:`\lceil N k b / 8 \rceil` and :math:`\lceil N k / G \rceil`.
+    Plain arithmetic on the shape: nothing is computed on data."""
+    width = shape[-1] if len(shape) else 1
+    rows = math.prod(shape) // width if width else 0
+    k = projected_width(width, config.rp_ratio) if width else None
+    stored_width = k or width
+    block_size = config.block_elements(stored_width)
+    numel = rows * stored_width
+    return k, block_size, packed_size(numel, config.bits), num_blocks(numel, block_size)
 
 
 def compress(x: torch.Tensor, config: CompressionConfig, seed: int | None = None) -> PackedActivation:
@@ -74,13 +88,11 @@ def compress(x: torch.Tensor, config: CompressionConfig, seed: int | None = None
     seed = draw_seed() if seed is None else check_seed(seed)
     width = x.shape[-1] if x.dim() else 1
     rows = x.numel() // width if width else 0
-    k = projected_width(width, config.rp_ratio) if width else None
+    k, block_size, code_bytes, blocks = stored_sizes(x.shape, config)
     stored_width = k or width
-    block_size = config.block_elements(stored_width)
     levels = levels_for(config.levels, config.bits, block_size)
     numel = rows * stored_width
-    codes = torch.empty(packed_size(numel, config.bits), dtype=torch.uint8, device=x.device)
-    blocks = num_blocks(numel, block_size)
+    codes = torch.empty(code_bytes, dtype=torch.uint8, device=x.device)
     mins = torch.empty(blocks, dtype=config.scale_dtype, device=x.device)
     steps = torch.empty(blocks, dtype=config.scale_dtype, device=x.device)
     projection = Projection(config.projection, width, k, seed, x.device) if k is not None else None

@@ -3,10 +3,12 @@ r"""Seeds and random streams, all of them here.
 Three kinds of randomness, each drawn from an explicit source:
 
 - **Compression seeds** (the projection and the rounding noise of one
-  compressed tensor) come from a :class:`SeedStream`, a ``torch.Generator``
-  of its own that the converted modules share. Compressing never draws from
-  torch's global generator, so a compressed model consumes the global stream
-  exactly as its FP32 twin does.
+  compressed tensor) come from a :class:`SeedStream`, a counter-based
+  stream whose whole state is a 2-element int64 CPU tensor that the
+  converted modules share. Compressing never draws from torch's global
+  generator, so a compressed model consumes the global stream exactly as
+  its FP32 twin does; and the state being a tensor, the compression op
+  (:mod:`iexact.ops`) advances it inside a ``torch.compile`` graph.
 - **Chunk noise streams**: the rounding noise of the chunk at ``offset`` of a
   tensor compressed with ``seed`` is seeded by :func:`stream_seed`, a
   SplitMix64 hash, so chunks and nearby seeds draw unrelated noise.
@@ -54,20 +56,31 @@ def check_seed(seed) -> int:
     return seed
 
 
+def draw_from(state: torch.Tensor) -> int:
+    r"""The next seed of the stream whose state is ``state`` = ``[key, counter]``
+    (int64, CPU), advancing the counter in place:
+    :math:`\text{seed} = \text{SplitMix64}(\text{key} \oplus \text{SplitMix64}(\text{counter})) / 4`."""
+    key, counter = state.tolist()
+    state[1] = counter + 1
+    return splitmix64((key & _MASK64) ^ splitmix64(counter & _MASK64)) >> 2
+
+
 class SeedStream:
-    r"""Compression seeds from a CPU ``torch.Generator`` of its own.
+    r"""Compression seeds from a counter-based stream.
 
     :func:`iexact.compress_` gives the modules it converts one shared stream,
     seeded from ``torch.initial_seed()`` (read, not drawn: the global stream
     does not move), so ``torch.manual_seed(s)`` before converting makes the
-    compression noise repeatable. Drawing reads a CPU tensor: no device sync.
+    compression noise repeatable. The state is the CPU tensor ``state`` =
+    ``[key, counter]`` (see :func:`draw_from`): drawing reads no device
+    memory, and a compiled graph advances it like any buffer.
 
     Args:
-        seed (int): seed of the generator, in :math:`[0, 2^{62})`.
+        seed (int): the stream's key, in :math:`[0, 2^{62})`.
     """
 
     def __init__(self, seed: int):
-        self.generator = torch.Generator().manual_seed(check_seed(seed))
+        self.state = torch.tensor([check_seed(seed), 0], dtype=torch.int64)
 
     @classmethod
     def from_torch_seed(cls) -> "SeedStream":
@@ -76,14 +89,22 @@ class SeedStream:
 
     def draw(self) -> int:
         """The next seed."""
-        return draw_seed(self.generator)
+        return draw_from(self.state)
 
     def get_state(self) -> torch.Tensor:
-        """The generator's state (to checkpoint); :meth:`set_state` restores it."""
-        return self.generator.get_state()
+        """A copy of the state (to checkpoint); :meth:`set_state` restores it."""
+        return self.state.clone()
 
     def set_state(self, state: torch.Tensor) -> None:
-        self.generator.set_state(state)
+        """Restore a :meth:`get_state` copy.
+
+        Raises:
+            ValueError: ``state`` is not a 2-element int64 tensor.
+        """
+        if not isinstance(state, torch.Tensor) or state.dtype != torch.int64 or state.shape != (2,):
+            raise ValueError(f"a SeedStream state is a 2-element int64 tensor [key, counter], got "
+                             f"{getattr(state, 'dtype', type(state).__name__)} {tuple(getattr(state, 'shape', ()))}")
+        self.state.copy_(state)
 
 
 def generator_state(device: torch.device) -> torch.Tensor:

@@ -9,7 +9,7 @@ import torch
 from ..config import CompressionConfig
 from ..graph import attention_edges, edge_chunks, edge_dots
 from ..seeds import SeedStream
-from .dropout import dropout_mask, snapshot
+from .dropout import keep, redraw
 from .saving import SavingFunction, load, pack, save, unpack
 
 
@@ -91,8 +91,7 @@ class GATAttentionFunction(SavingFunction):
         source_score = (features * att_src).sum(-1)
         target_score = (features * att_dst).sum(-1)
         weights, _ = _attention(source_score, target_score, src, dst, spec.num_nodes, negative_slope)
-        state = snapshot(weights.device, dropout)
-        mask = dropout_mask(torch.empty_like(weights), dropout)
+        mask, state = keep(weights, dropout)
         dropped = weights if mask is None else weights * mask
         elementwise = dataclasses.replace(config, rp_ratio=1)
         save(ctx, structure, att_src, att_dst, pack(features, elementwise, seeds, argument=True),
@@ -107,11 +106,11 @@ class GATAttentionFunction(SavingFunction):
         src, dst = attention_edges(structure, spec.num_nodes, spec.flow, spec.self_loops)
         weights, positive = _attention(source_score, target_score, src, dst, spec.num_nodes, ctx.slope)
         weights = weights.to(grad_out.dtype)
-        keep = dropout_mask(torch.empty_like(weights), ctx.dropout, state)
-        dropped = weights * keep if keep is not None else weights
+        mask = redraw(weights, ctx.dropout, state)
+        dropped = weights * mask if mask is not None else weights
         grad_features = _weighted_sum(grad_out, dst, src, dropped, spec.num_nodes)
         grad_dropped = edge_dots(grad_out, unpack(first).to(grad_out.dtype), src, dst)
-        grad_weights = grad_dropped * keep if keep is not None else grad_dropped
+        grad_weights = grad_dropped * mask if mask is not None else grad_dropped
         weighted = weights * grad_weights
         per_target = weighted.new_zeros(spec.num_nodes, weighted.shape[1]).index_add_(0, dst, weighted)
         grad_logits = weighted - weights * per_target.index_select(0, dst)

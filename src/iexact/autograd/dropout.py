@@ -3,25 +3,29 @@ from __future__ import annotations
 
 import torch
 
-from ..seeds import generator_state, keep_mask
+from .. import ops
 from .saving import SavingFunction, load, save
 
 
-def snapshot(device: torch.device, p: float) -> torch.Tensor | None:
-    """The generator state a mask of drop probability ``p`` will be drawn from; ``None``
-    when nothing is drawn (:math:`p \\in \\{0, 1\\}`)."""
-    return generator_state(device) if 0 < p < 1 else None
+def keep(like: torch.Tensor, p: float) -> tuple[torch.Tensor | None, torch.Tensor | None]:
+    r"""``(mask, state)``: the scaled keep-mask ``torch.nn.functional.dropout``
+    draws for ``like`` and the generator snapshot to redraw it from; ``(None,
+    None)`` for :math:`p = 0`, zeros and no snapshot for :math:`p = 1` (no
+    draw, as torch does)."""
+    if p == 0:
+        return None, None
+    if p == 1:
+        return torch.zeros_like(like), None
+    return ops.dropout_keep(like, p)
 
 
-def dropout_mask(empty: torch.Tensor, p: float, state: torch.Tensor | None = None) -> torch.Tensor | None:
-    r"""The scaled keep-mask of ``torch.nn.functional.dropout`` in ``empty``: ``None``
-    for :math:`p = 0`, zeros for :math:`p = 1` (no draw, as torch does), else
-    :func:`iexact.seeds.keep_mask`, redrawn from ``state`` when given."""
+def redraw(like: torch.Tensor, p: float, state: torch.Tensor | None) -> torch.Tensor | None:
+    """The mask :func:`keep` drew for ``like`` (laid out alike), from its ``state``."""
     if p == 0:
         return None
     if p == 1:
-        return empty.zero_()
-    return keep_mask(empty, p, state)
+        return torch.zeros_like(like)
+    return ops.dropout_redraw(state, like, p)
 
 
 class DropoutFunction(SavingFunction):
@@ -36,8 +40,7 @@ class DropoutFunction(SavingFunction):
 
     @staticmethod
     def forward(ctx, x: torch.Tensor, p: float) -> torch.Tensor:
-        state = snapshot(x.device, p)
-        mask = dropout_mask(torch.empty_like(x), p)
+        mask, state = keep(x, p)
         save(ctx, state)
         ctx.p = p
         if mask is None:
@@ -51,5 +54,5 @@ class DropoutFunction(SavingFunction):
         if ctx.p == 0:
             return grad_out, None
         shape, stride, dtype = ctx.layout
-        mask = dropout_mask(torch.empty_strided(shape, stride, dtype=dtype, device=grad_out.device), ctx.p, state)
-        return grad_out * mask.to(grad_out.dtype), None
+        like = torch.empty_strided(shape, stride, dtype=dtype, device=grad_out.device)
+        return grad_out * redraw(like, ctx.p, state).to(grad_out.dtype), None

@@ -10,11 +10,10 @@ from __future__ import annotations
 
 import torch
 
-from ..codec import compress, decompress, transpose_products
+from .. import ops
 from ..config import CompressionConfig
-from ..quant import PackedActivation
+from ..ops import Stored
 from ..seeds import SeedStream
-
 
 
 class SavingFunction(torch.autograd.Function):
@@ -23,7 +22,7 @@ class SavingFunction(torch.autograd.Function):
 
 
 def pack(x: torch.Tensor, config: CompressionConfig, seeds: SeedStream | None,
-         argument: bool = False) -> PackedActivation | torch.Tensor:
+         argument: bool = False) -> Stored | torch.Tensor:
     """What backward keeps of ``x``: ``x`` itself when it is an ``argument`` of
     the Function that is a leaf the caller holds anyway (an input such as
     ``data.x``: no op of the graph made it, so a reference costs no bytes and
@@ -33,30 +32,30 @@ def pack(x: torch.Tensor, config: CompressionConfig, seeds: SeedStream | None,
     only its arguments may be referenced.)"""
     if argument and config.reference_inputs and x.grad_fn is None:
         return x
-    return compress(x.detach(), config, None if seeds is None else seeds.draw())
+    return ops.compress(x.detach(), config, None if seeds is None else seeds.state)
 
 
-def unpack(stored: PackedActivation | torch.Tensor) -> torch.Tensor:
+def unpack(stored: Stored | torch.Tensor) -> torch.Tensor:
     """The tensor :func:`pack` kept, decompressed if it was compressed."""
-    return decompress(stored) if isinstance(stored, PackedActivation) else stored.detach()
+    return ops.decompress(stored) if isinstance(stored, Stored) else stored.detach()
 
 
-def products(stored: PackedActivation | torch.Tensor, *lefts: torch.Tensor) -> list[torch.Tensor]:
+def products(stored: Stored | torch.Tensor, *lefts: torch.Tensor) -> list[torch.Tensor]:
     r""":math:`A_j^\top X` for what :func:`pack` kept of :math:`X` (see
     :func:`iexact.codec.transpose_products`), float32 :math:`(F_j, D)`."""
-    if isinstance(stored, PackedActivation):
-        return transpose_products(stored, *lefts)
+    if isinstance(stored, Stored):
+        return ops.transpose_products(stored, *lefts)
     rows = stored.detach().reshape(-1, stored.shape[-1]).float()
     return [left.float().t() @ rows for left in lefts]
 
 
 def save(ctx, *items) -> None:
-    """Save tensors, :class:`PackedActivation` objects and ``None`` for backward."""
+    """Save tensors, :class:`~iexact.ops.Stored` records and ``None`` for backward."""
     tensors, layout = [], []
     for item in items:
-        if isinstance(item, PackedActivation):
-            held = item.tensors()
-            layout.append((len(held), item.layout()))
+        if isinstance(item, Stored):
+            held = item.tensors
+            layout.append((len(held), item._replace(tensors=())))
         else:
             held = () if item is None else (item,)
             layout.append((len(held), None))
@@ -72,7 +71,7 @@ def load(ctx) -> list:
         held = tensors[position : position + count]
         position += count
         if layout is not None:
-            items.append(PackedActivation.from_tensors(held, layout))
+            items.append(layout._replace(tensors=tuple(held)))
         else:
             items.append(held[0] if count else None)
     return items

@@ -14,7 +14,7 @@ from pathlib import Path
 import torch
 
 FORMAT = "iexact-checkpoint"
-VERSION = 2  # 2: the compressed modules' seed streams are saved
+VERSION = 3  # 2: the compressed modules' seed streams are saved; 3: as [key, counter] tensors
 
 
 class CheckpointError(ValueError):
