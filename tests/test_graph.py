@@ -35,7 +35,7 @@ def test_spmm_of_every_form_equals_the_dense_product(form, reduce):
         "csr": (to_torch_csr_tensor(edge_index.flip(0), weight, size=NODES), None),
         "csc": (to_torch_csc_tensor(edge_index.flip(0), weight, size=NODES), None),
     }[form]
-    spec = graph.GraphSpec(NODES, NODES, reduce=reduce)
+    spec = graph.GraphSpec(NODES, NODES, reduce=reduce, sparse=form in ("coo", "csr", "csc"))
     src, dst, values = graph.edges(structure, edge_weight, spec, torch.float32)
     x = torch.randn(NODES, 5, dtype=torch.float64)
     expected = _dense(edge_index, weight, NODES, reduce) @ x
@@ -60,9 +60,11 @@ def test_edge_chunks_cover_every_edge_once(monkeypatch):
 
 
 def test_attention_edges_rebuild_self_loops_as_gat_does():
+    """The valid edges, in order, are GATConv's: existing self-loops out, one per node appended."""
     edge_index = torch.tensor([[0, 1, 2, 2], [1, 2, 2, 0]])
-    src, dst = graph.attention_edges(edge_index, 3, "source_to_target", self_loops=True)
-    assert src.tolist() == [0, 1, 2, 0, 1, 2] and dst.tolist() == [1, 2, 0, 0, 1, 2]
+    src, dst, valid = graph.attention_edges(edge_index, 3, "source_to_target", self_loops=True, sparse=False)
+    assert src.numel() == dst.numel() == valid.numel() == 4 + 3
+    assert src[valid].tolist() == [0, 1, 2, 0, 1, 2] and dst[valid].tolist() == [1, 2, 0, 0, 1, 2]
 
 
 def test_unknown_reduce_is_refused():

@@ -15,7 +15,9 @@ import math
 
 import torch
 from torch_geometric.nn.conv.gcn_conv import gcn_norm
-from torch_geometric.utils import add_self_loops, is_torch_sparse_tensor, remove_self_loops
+from torch_geometric.utils import is_torch_sparse_tensor
+
+from . import ops
 
 CHUNK_ELEMENTS = 2**22  # gathered message elements per step: bounds the E x F temporary
 
@@ -36,6 +38,8 @@ class GraphSpec:
             fly, or ``None`` to use the edge weights as given.
         scale (float): a constant factor on the result (GCNII's
             :math:`1 - \alpha`); folded in here, it costs no saved scalar.
+        sparse (bool): the graph is a ``torch.sparse`` adjacency (read once,
+            where it arrives: a traced backward may not inspect layouts).
     """
 
     num_src: int
@@ -44,6 +48,7 @@ class GraphSpec:
     flow: str = "source_to_target"
     gcn: tuple[bool, bool] | None = None
     scale: float = 1.0
+    sparse: bool = False
 
     def __post_init__(self) -> None:
         if self.reduce not in ("sum", "mean"):
@@ -90,39 +95,50 @@ def edges(structure: torch.Tensor, edge_weight: torch.Tensor | None, spec: Graph
     structure = plain(structure)
     if spec.gcn is not None:
         improved, self_loops = spec.gcn
-        structure, edge_weight = gcn_normalized(structure, edge_weight, spec.num_src, improved,
-                                                self_loops, spec.flow, dtype)
-    if is_torch_sparse_tensor(structure):
+        normalize = gcn_normalized if spec.sparse else ops.gcn_norm
+        structure, edge_weight = normalize(structure, edge_weight, spec.num_src, improved, self_loops,
+                                           spec.flow, dtype)
+    if spec.sparse:
         return sparse_edges(structure)
     source, target = (0, 1) if spec.flow == "source_to_target" else (1, 0)
     return structure[source], structure[target], edge_weight
 
 
-def attention_edges(structure: torch.Tensor, num_nodes: int, flow: str,
-                    self_loops: bool) -> tuple[torch.Tensor, torch.Tensor]:
-    """``(src, dst)`` as GATConv reads its graph: with ``self_loops``, existing
-    self-loops removed and one added per node, in PyG's order."""
+def attention_edges(structure: torch.Tensor, num_nodes: int, flow: str, self_loops: bool,
+                    sparse: bool) -> tuple[torch.Tensor, torch.Tensor, torch.Tensor | None]:
+    """``(src, dst, valid)`` as GATConv reads its graph (``sparse``: a
+    ``torch.sparse`` adjacency). With ``self_loops`` GATConv removes existing
+    self-loops and appends one per node; here they stay in place, marked
+    ``False`` in ``valid`` (their attention is zero), so the edge count
+    :math:`E + N` is known before the data; ``valid`` is ``None`` otherwise."""
     structure = plain(structure)
-    if is_torch_sparse_tensor(structure):
+    if sparse:
         src, dst, _ = sparse_edges(structure)
-        edge_index = torch.stack([src, dst])
     else:
-        edge_index = structure if flow == "source_to_target" else structure.flip(0)
-    if self_loops:
-        edge_index, _ = remove_self_loops(edge_index)
-        edge_index, _ = add_self_loops(edge_index, num_nodes=num_nodes)
-    return edge_index[0], edge_index[1]
+        src, dst = (structure[0], structure[1]) if flow == "source_to_target" else (structure[1], structure[0])
+    if not self_loops:
+        return src, dst, None
+    loops = torch.arange(num_nodes, device=src.device, dtype=src.dtype)
+    valid = torch.cat([src != dst, torch.ones_like(loops, dtype=torch.bool)])
+    return torch.cat([src, loops]), torch.cat([dst, loops]), valid
 
 
 def edge_chunks(num_edges: int, width: int):
-    """Slices of at most :data:`CHUNK_ELEMENTS` / ``width`` edges covering ``range(num_edges)``."""
+    """Slices of at most :data:`CHUNK_ELEMENTS` / ``width`` edges covering
+    ``range(num_edges)``; one slice under ``torch.compile``, whose fused
+    kernels need no bound on the temporary (and whose edge counts may be
+    known only at run time)."""
+    if torch.compiler.is_compiling():
+        return (slice(None),)
     step = max(1, CHUNK_ELEMENTS // max(width, 1))
     return (slice(start, start + step) for start in range(0, num_edges, step))
 
 
 def in_degree(dst: torch.Tensor, num_dst: int) -> torch.Tensor:
-    """Incoming edges per target node, at least 1 (an empty neighbourhood's mean is 0)."""
-    return torch.bincount(dst, minlength=num_dst).clamp_(min=1)
+    """Incoming edges per target node, at least 1 (an empty neighbourhood's mean is 0).
+    (A scatter rather than ``bincount``: its output shape is known before the data.)"""
+    counts = torch.zeros(num_dst, dtype=torch.int64, device=dst.device)
+    return counts.index_add_(0, dst, torch.ones_like(dst)).clamp_(min=1)
 
 
 def spmm(x: torch.Tensor, src: torch.Tensor, dst: torch.Tensor, weight: torch.Tensor | None,

@@ -6,14 +6,19 @@ Registered as custom operators with fake (shape-only) implementations, each
 is one opaque node of a compiled graph, so a compressed model compiles
 without graph breaks and runs the same code eagerly and compiled:
 
-- ``iexact::compress`` — :func:`iexact.codec.compress` with the seed drawn
-  from a :class:`~iexact.seeds.SeedStream`'s state tensor (mutated in place);
+- ``iexact::compress`` — :func:`iexact.codec.compress` seeded at a position
+  of a :class:`~iexact.seeds.SeedStream` (advanced by traced tensor ops,
+  outside the operator, which so mutates nothing);
 - ``iexact::decompress`` and ``iexact::transpose_products`` — their codec
   counterparts on the stored tensors;
 - ``iexact::dropout_keep`` / ``iexact::dropout_redraw`` — torch's own dropout
   mask after a snapshot of the default generator, and the same mask redrawn
   from that snapshot (drawn inside one op, so a compiled graph's RNG cannot
-  come between the snapshot and the draw).
+  come between the snapshot and the draw);
+- ``iexact::gcn_norm`` — PyG's ``gcn_norm`` on a ``(2, E)`` edge index,
+  which backward recomputes and which inspects layouts (forbidden in a
+  traced backward); its output is padded to :math:`E + N` edges (weight 0),
+  so its size is known before the data.
 
 A config crosses the operator boundary as its codec fields (:func:`fields`).
 """
@@ -29,7 +34,9 @@ from . import codec
 from .config import CompressionConfig
 from .quant import PackedActivation
 from .quant.levels import levels_for
-from .seeds import SEED_LIMIT, draw_from, generator_state, keep_mask
+from torch_geometric.nn.conv.gcn_conv import gcn_norm as pyg_gcn_norm
+
+from .seeds import SEED_LIMIT, advance, generator_state, keep_mask, seed_at
 
 
 class Stored(NamedTuple):
@@ -72,17 +79,17 @@ def _packed(tensors, shape, dtype: torch.dtype, config: CompressionConfig) -> Pa
                             levels_for(config.levels, config.bits, block_size), k, seed, config.projection)
 
 
-@torch.library.custom_op("iexact::compress", mutates_args=("seed_state",))
-def _compress(x: Tensor, seed_state: Tensor, bits: int, block_size: int, rp_ratio: float, levels: str,
+@torch.library.custom_op("iexact::compress", mutates_args=())
+def _compress(x: Tensor, position: Tensor, bits: int, block_size: int, rp_ratio: float, levels: str,
               scale_dtype: torch.dtype, projection: str) -> list[Tensor]:
     config = _config(bits, block_size, rp_ratio, levels, scale_dtype, projection)
-    packed = codec.compress(x, config, draw_from(seed_state))
+    packed = codec.compress(x, config, seed_at(position))
     held = [packed.codes, packed.mins, packed.steps]
     return held + ([torch.tensor(packed.seed, dtype=torch.int64)] if packed.projected_width is not None else [])
 
 
 @_compress.register_fake
-def _(x, seed_state, bits, block_size, rp_ratio, levels, scale_dtype, projection):
+def _(x, position, bits, block_size, rp_ratio, levels, scale_dtype, projection):
     config = _config(bits, block_size, rp_ratio, levels, scale_dtype, projection)
     k, _, code_bytes, blocks = codec.stored_sizes(tuple(x.shape), config)
     held = [x.new_empty(code_bytes, dtype=torch.uint8), x.new_empty(blocks, dtype=scale_dtype),
@@ -120,10 +127,9 @@ def compress(x: Tensor, config: CompressionConfig, seed_state: Tensor | None) ->
     """``x`` compressed with ``config``, seeded from ``seed_state`` (a
     :class:`~iexact.seeds.SeedStream`'s ``state``; torch's global generator
     when ``None``)."""
-    if seed_state is None:
-        seed_state = torch.randint(0, SEED_LIMIT, (2,), dtype=torch.int64)
+    position = torch.randint(0, SEED_LIMIT, (2,), dtype=torch.int64) if seed_state is None else advance(seed_state)
     codec_fields = fields(config)
-    return Stored(tuple(_compress(x, seed_state, *codec_fields)), tuple(x.shape), x.dtype, codec_fields)
+    return Stored(tuple(_compress(x, position, *codec_fields)), tuple(x.shape), x.dtype, codec_fields)
 
 
 def decompress(stored: Stored) -> Tensor:
@@ -136,37 +142,77 @@ def transpose_products(stored: Stored, *lefts: Tensor) -> list[Tensor]:
     return _transpose_products(list(stored.tensors), list(stored.shape), stored.dtype, list(lefts), *stored.fields)
 
 
+def _scaled_mask(like: Tensor, p: float, valid: Tensor | None, state: Tensor | None) -> Tensor:
+    """:func:`keep_mask` for ``like``, or for its rows in ``valid`` only (zeros elsewhere)."""
+    if valid is None:
+        return keep_mask(torch.empty_like(like), p, state)
+    mask = like.new_zeros(like.shape)
+    mask[valid] = keep_mask(like.new_empty(int(valid.sum()), *like.shape[1:]), p, state)
+    return mask
+
+
 @torch.library.custom_op("iexact::dropout_keep", mutates_args=())
-def _dropout_keep(like: Tensor, p: float) -> list[Tensor]:
+def _dropout_keep(like: Tensor, p: float, valid: Tensor | None) -> list[Tensor]:
     state = generator_state(like.device)
-    return [keep_mask(torch.empty_like(like), p), state]
+    return [_scaled_mask(like, p, valid, None), state]
 
 
 @_dropout_keep.register_fake
-def _(like, p):
+def _(like, p, valid):
     size = torch.default_generator.get_state().numel() if like.device.type == "cpu" else 16  # Philox: seed, offset
     return [torch.empty_like(like), torch.empty(size, dtype=torch.uint8)]
 
 
 @torch.library.custom_op("iexact::dropout_redraw", mutates_args=())
-def _dropout_redraw(state: Tensor, like: Tensor, p: float) -> Tensor:
-    return keep_mask(torch.empty_like(like), p, state)
+def _dropout_redraw(state: Tensor, like: Tensor, p: float, valid: Tensor | None) -> Tensor:
+    return _scaled_mask(like, p, valid, state)
 
 
 @_dropout_redraw.register_fake
-def _(state, like, p):
+def _(state, like, p, valid):
     return torch.empty_like(like)
 
 
-def dropout_keep(like: Tensor, p: float) -> tuple[Tensor, Tensor]:
+def dropout_keep(like: Tensor, p: float, valid: Tensor | None = None) -> tuple[Tensor, Tensor]:
     r"""``(mask, state)``: the scaled keep-mask :math:`m / (1 - p)` that
     ``torch.nn.functional.dropout`` would draw for ``like`` (advancing torch's
     default generator as it does), and the generator snapshot taken before,
-    :math:`0 < p < 1`."""
-    mask, state = _dropout_keep(like, p)
+    :math:`0 < p < 1`. With ``valid``, the mask is drawn for ``like[valid]``
+    (as dropout of that tensor draws it) and is 0 on the other rows."""
+    mask, state = _dropout_keep(like, p, valid)
     return mask, state
 
 
-def dropout_redraw(state: Tensor, like: Tensor, p: float) -> Tensor:
+def dropout_redraw(state: Tensor, like: Tensor, p: float, valid: Tensor | None = None) -> Tensor:
     """The mask :func:`dropout_keep` drew, redrawn from its ``state``."""
-    return _dropout_redraw(state, like, p)
+    return _dropout_redraw(state, like, p, valid)
+
+
+def _fresh(result: Tensor, source: Tensor) -> Tensor:
+    """``result``, copied if it shares ``source``'s memory (an operator's outputs may not alias its inputs)."""
+    return result.clone() if result.untyped_storage().data_ptr() == source.untyped_storage().data_ptr() else result
+
+
+@torch.library.custom_op("iexact::gcn_norm", mutates_args=())
+def _gcn_norm(edge_index: Tensor, edge_weight: Tensor | None, num_nodes: int, improved: bool, self_loops: bool,
+              flow: str, dtype: torch.dtype) -> list[Tensor]:
+    index, weight = pyg_gcn_norm(edge_index, edge_weight, num_nodes, improved, self_loops, flow, dtype)
+    if not self_loops:
+        return [_fresh(index, edge_index), weight if edge_weight is None else _fresh(weight, edge_weight)]
+    padding = edge_index.shape[1] + num_nodes - index.shape[1]  # self-loops PyG kept rather than added
+    return [torch.nn.functional.pad(index, (0, padding)), torch.nn.functional.pad(weight, (0, padding))]
+
+
+@_gcn_norm.register_fake
+def _(edge_index, edge_weight, num_nodes, improved, self_loops, flow, dtype):
+    count = edge_index.shape[1] + (num_nodes if self_loops else 0)
+    return [edge_index.new_empty(2, count), edge_index.new_empty(count, dtype=dtype)]
+
+
+def gcn_norm(edge_index: Tensor, edge_weight: Tensor | None, num_nodes: int, improved: bool, self_loops: bool,
+             flow: str, dtype: torch.dtype) -> tuple[Tensor, Tensor]:
+    r"""PyG's ``gcn_norm`` of a plain ``(2, E)`` ``edge_index`` (not differentiable):
+    ``(edge_index, weight)`` of :math:`\hat D^{-1/2} \hat A \hat D^{-1/2}`, with
+    self-loops padded to :math:`E + N` edges by edges :math:`0 \to 0` of weight 0."""
+    index, weight = _gcn_norm(edge_index, edge_weight, num_nodes, improved, self_loops, flow, dtype)
+    return index, weight

@@ -56,13 +56,19 @@ def check_seed(seed) -> int:
     return seed
 
 
-def draw_from(state: torch.Tensor) -> int:
-    r"""The next seed of the stream whose state is ``state`` = ``[key, counter]``
-    (int64, CPU), advancing the counter in place:
-    :math:`\text{seed} = \text{SplitMix64}(\text{key} \oplus \text{SplitMix64}(\text{counter})) / 4`."""
-    key, counter = state.tolist()
-    state[1] = counter + 1
+def seed_at(position: torch.Tensor) -> int:
+    r"""The seed at ``position`` = ``[key, counter]`` of a stream (int64, CPU):
+    :math:`\text{SplitMix64}(\text{key} \oplus \text{SplitMix64}(\text{counter})) / 4`."""
+    key, counter = position.tolist()
     return splitmix64((key & _MASK64) ^ splitmix64(counter & _MASK64)) >> 2
+
+
+def advance(state: torch.Tensor) -> torch.Tensor:
+    """The current position of the stream ``state`` (a copy), moving ``state``
+    one step on. Two tensor ops, so a compiled graph traces them."""
+    position = state.clone()
+    state[1] += 1
+    return position
 
 
 class SeedStream:
@@ -72,7 +78,7 @@ class SeedStream:
     seeded from ``torch.initial_seed()`` (read, not drawn: the global stream
     does not move), so ``torch.manual_seed(s)`` before converting makes the
     compression noise repeatable. The state is the CPU tensor ``state`` =
-    ``[key, counter]`` (see :func:`draw_from`): drawing reads no device
+    ``[key, counter]`` (see :func:`seed_at`): drawing reads no device
     memory, and a compiled graph advances it like any buffer.
 
     Args:
@@ -89,7 +95,7 @@ class SeedStream:
 
     def draw(self) -> int:
         """The next seed."""
-        return draw_from(self.state)
+        return seed_at(advance(self.state))
 
     def get_state(self) -> torch.Tensor:
         """A copy of the state (to checkpoint); :meth:`set_state` restores it."""

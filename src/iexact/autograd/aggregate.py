@@ -12,7 +12,7 @@ from __future__ import annotations
 
 
 from ..config import CompressionConfig
-from ..graph import GraphSpec, edge_dots, edges, in_degree, is_sparse, spmm
+from ..graph import GraphSpec, edge_dots, edges, in_degree, spmm
 from ..seeds import SeedStream
 from .saving import SavingFunction, load, pack, save, unpack
 
@@ -43,7 +43,7 @@ class AggregateFunction(SavingFunction):
                 seeds: SeedStream | None):
         src, dst, weight = edges(structure, edge_weight, spec, x.dtype)
         weight_grad = edge_weight is not None and edge_weight.requires_grad
-        if weight_grad and (spec.gcn is not None or is_sparse(structure)):
+        if weight_grad and (spec.gcn is not None or spec.sparse):
             raise ValueError("AggregateFunction differentiates raw (2, E) edge weights only; "
                              "normalize learnable edge weights before aggregating")
         ctx.spec, ctx.x_dtype = spec, x.dtype

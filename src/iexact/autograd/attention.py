@@ -15,11 +15,13 @@ from .saving import SavingFunction, load, pack, save, unpack
 
 @dataclasses.dataclass(frozen=True)
 class AttentionSpec:
-    """Graph reading for attention: node count, PyG flow, and whether self-loops are (re)added."""
+    """Graph reading for attention: node count, PyG flow, whether self-loops are
+    (re)added, and whether the graph is a ``torch.sparse`` adjacency."""
 
     num_nodes: int
     flow: str = "source_to_target"
     self_loops: bool = True
+    sparse: bool = False
 
 
 def _weighted_sum(x, src, dst, weight, num_dst):
@@ -39,12 +41,14 @@ def _segment_softmax(logits, dst, num_nodes):
     return weights.div_(total.index_select(0, dst))
 
 
-def _attention(source_score, target_score, src, dst, num_nodes: int, negative_slope: float):
+def _attention(source_score, target_score, src, dst, valid, num_nodes: int, negative_slope: float):
     r"""``(weights, positive)``: :math:`\alpha_e = \mathrm{softmax}_{e \to t}(\mathrm{LeakyReLU}(a_{s(e)} + b_{t(e)}))`
-    and where the logit was positive, :math:`(E, H)` each."""
+    (0 on edges not ``valid``) and where the logit was positive, :math:`(E, H)` each."""
     logits = source_score.index_select(0, src) + target_score.index_select(0, dst)
     positive = logits > 0
     logits = torch.where(positive, logits, logits * negative_slope)
+    if valid is not None:
+        logits = logits.masked_fill(~valid.unsqueeze(1), float("-inf"))
     return _segment_softmax(logits, dst, num_nodes), positive
 
 
@@ -87,11 +91,11 @@ class GATAttentionFunction(SavingFunction):
     @staticmethod
     def forward(ctx, features, att_src, att_dst, structure, spec: AttentionSpec, negative_slope: float,
                 dropout: float, config: CompressionConfig, seeds: SeedStream | None):
-        src, dst = attention_edges(structure, spec.num_nodes, spec.flow, spec.self_loops)
+        src, dst, valid = attention_edges(structure, spec.num_nodes, spec.flow, spec.self_loops, spec.sparse)
         source_score = (features * att_src).sum(-1)
         target_score = (features * att_dst).sum(-1)
-        weights, _ = _attention(source_score, target_score, src, dst, spec.num_nodes, negative_slope)
-        mask, state = keep(weights, dropout)
+        weights, _ = _attention(source_score, target_score, src, dst, valid, spec.num_nodes, negative_slope)
+        mask, state = keep(weights, dropout, valid)
         dropped = weights if mask is None else weights * mask
         elementwise = dataclasses.replace(config, rp_ratio=1)
         save(ctx, structure, att_src, att_dst, pack(features, elementwise, seeds, argument=True),
@@ -103,10 +107,10 @@ class GATAttentionFunction(SavingFunction):
     def backward(ctx, grad_out):
         structure, att_src, att_dst, first, second, source_score, target_score, state = load(ctx)
         spec = ctx.spec
-        src, dst = attention_edges(structure, spec.num_nodes, spec.flow, spec.self_loops)
-        weights, positive = _attention(source_score, target_score, src, dst, spec.num_nodes, ctx.slope)
+        src, dst, valid = attention_edges(structure, spec.num_nodes, spec.flow, spec.self_loops, spec.sparse)
+        weights, positive = _attention(source_score, target_score, src, dst, valid, spec.num_nodes, ctx.slope)
         weights = weights.to(grad_out.dtype)
-        mask = redraw(weights, ctx.dropout, state)
+        mask = redraw(weights, ctx.dropout, state, valid)
         dropped = weights * mask if mask is not None else weights
         grad_features = _weighted_sum(grad_out, dst, src, dropped, spec.num_nodes)
         grad_dropped = edge_dots(grad_out, unpack(first).to(grad_out.dtype), src, dst)

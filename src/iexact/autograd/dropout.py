@@ -7,25 +7,27 @@ from .. import ops
 from .saving import SavingFunction, load, save
 
 
-def keep(like: torch.Tensor, p: float) -> tuple[torch.Tensor | None, torch.Tensor | None]:
+def keep(like: torch.Tensor, p: float, valid: torch.Tensor | None = None
+         ) -> tuple[torch.Tensor | None, torch.Tensor | None]:
     r"""``(mask, state)``: the scaled keep-mask ``torch.nn.functional.dropout``
-    draws for ``like`` and the generator snapshot to redraw it from; ``(None,
-    None)`` for :math:`p = 0`, zeros and no snapshot for :math:`p = 1` (no
-    draw, as torch does)."""
+    draws for ``like`` (for ``like[valid]`` only, when given) and the
+    generator snapshot to redraw it from; ``(None, None)`` for :math:`p = 0`,
+    zeros and no snapshot for :math:`p = 1` (no draw, as torch does)."""
     if p == 0:
         return None, None
     if p == 1:
         return torch.zeros_like(like), None
-    return ops.dropout_keep(like, p)
+    return ops.dropout_keep(like, p, valid)
 
 
-def redraw(like: torch.Tensor, p: float, state: torch.Tensor | None) -> torch.Tensor | None:
+def redraw(like: torch.Tensor, p: float, state: torch.Tensor | None,
+           valid: torch.Tensor | None = None) -> torch.Tensor | None:
     """The mask :func:`keep` drew for ``like`` (laid out alike), from its ``state``."""
     if p == 0:
         return None
     if p == 1:
         return torch.zeros_like(like)
-    return ops.dropout_redraw(state, like, p)
+    return ops.dropout_redraw(state, like, p, valid)
 
 
 class DropoutFunction(SavingFunction):

@@ -30,7 +30,7 @@ def pack(x: torch.Tensor, config: CompressionConfig, seeds: SeedStream | None,
     compressed, seeded from ``seeds`` (torch's global generator when ``None``).
     (Inside a Function's forward every tensor it computes looks like a leaf:
     only its arguments may be referenced.)"""
-    if argument and config.reference_inputs and x.grad_fn is None:
+    if argument and config.reference_inputs and x.is_leaf:
         return x
     return ops.compress(x.detach(), config, None if seeds is None else seeds.state)
 

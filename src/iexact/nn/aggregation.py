@@ -23,7 +23,7 @@ def aggregate(x, structure, edge_weight, reduce: str, flow: str, inputs: Message
     r""":math:`A X` along ``inputs.node_dim`` (a static-graph batch :math:`(B, N, F)`
     aggregates along :math:`N`) through :class:`~iexact.autograd.AggregateFunction`,
     which keeps nothing unless ``edge_weight`` needs a gradient."""
-    spec = GraphSpec(inputs.num_src, inputs.num_dst, reduce, flow, gcn, scale)
+    spec = GraphSpec(inputs.num_src, inputs.num_dst, reduce, flow, gcn, scale, is_sparse(structure))
     node_dim = inputs.node_dim
     rows = x.movedim(node_dim, 0) if node_dim else x
     out = AggregateFunction.apply(rows, edge_weight, structure, spec, config, seeds)

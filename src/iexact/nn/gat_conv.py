@@ -5,7 +5,7 @@ import torch
 from torch_geometric.nn import GATConv
 
 from ..autograd import AttentionSpec, CompressedLinearFunction, GATAttentionFunction, SharedInputLinearFunction
-from ..graph import plain
+from ..graph import is_sparse, plain
 from .aggregation import sparse_value_reason
 from .handler import CompressedModule, is_lazy, register_handler
 from .message_inputs import message_inputs, runs_stock
@@ -59,7 +59,7 @@ class GATConvHandler(CompressedModule):
             features, residual = SharedInputLinearFunction.apply(x, config, seeds, self.lin.weight, self.res.weight)
             features = features if self.lin.bias is None else features + self.lin.bias
             residual = residual if self.res.bias is None else residual + self.res.bias
-        spec = AttentionSpec(x.size(0), self.flow, self.add_self_loops)
+        spec = AttentionSpec(x.size(0), self.flow, self.add_self_loops, is_sparse(edge_index))
         out = GATAttentionFunction.apply(features.view(-1, heads, channels), self.att_src, self.att_dst,
                                          plain(edge_index), spec, self.negative_slope, self.dropout, config, seeds)
         out = out.reshape(-1, heads * channels) if self.concat else out.mean(dim=1)

@@ -85,6 +85,14 @@ class CompressedModule:
     def _compressing(self) -> bool:
         return self.training and torch.is_grad_enabled()
 
+    def __prepare_scriptable__(self):
+        # torch.jit.script calls this on every submodule before compiling sources
+        raise RuntimeError(
+            f"iexact: {type(self).__name__} cannot be scripted: torch.jit.script compiles forward from its "
+            "source and the compressed forward calls autograd Functions TorchScript cannot hold. Use "
+            "torch.compile (supported: one graph, no breaks), or iexact.nn.restore_(model) to script the "
+            "uncompressed model.")
+
     def __reduce_ex__(self, protocol):
         # the generated class is not importable by name: rebuild it from its handler and base
         handler = type(self).__bases__[0]

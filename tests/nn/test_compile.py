@@ -1,0 +1,90 @@
+"""``torch.compile`` of converted models: one graph, no breaks, the eager model's numbers.
+
+iexact's codec, seed and dropout draws are ``torch.library`` custom operators
+(:mod:`iexact.ops`), so dynamo traces a converted model whole. Each test
+trains a compiled model beside an eager copy holding the same seed-stream
+state and compares losses and parameters step by step; dropout masks are
+drawn inside an operator, so they match too.
+"""
+import copy
+
+import pytest
+import torch
+import torch.nn.functional as F
+from torch_geometric.nn import GAT, GCN, GIN, GraphSAGE
+
+import iexact
+from iexact import CompressionConfig
+from iexact.experiments.models import GCNII
+
+NODES, FEATURES, CLASSES = 120, 16, 4
+MODELS = {
+    "GCN": lambda: GCN(FEATURES, 32, 2, CLASSES, dropout=0.5, norm="batch_norm"),
+    "GraphSAGE": lambda: GraphSAGE(FEATURES, 32, 2, CLASSES, dropout=0.5, norm="batch_norm"),
+    "GIN": lambda: GIN(FEATURES, 32, 2, CLASSES, dropout=0.5, norm="batch_norm"),
+    "GAT": lambda: GAT(FEATURES, 16, 2, CLASSES, heads=2, dropout=0.5, norm="batch_norm"),
+    "GCNII": lambda: GCNII(FEATURES, 32, 2, CLASSES, dropout=0.5),
+}
+
+
+def _data(device):
+    generator = torch.Generator().manual_seed(0)
+    x = torch.randn(NODES, FEATURES, generator=generator)
+    edge_index = torch.randint(0, NODES, (2, 5 * NODES), generator=generator)
+    y = torch.randint(0, CLASSES, (NODES,), generator=generator)
+    return x.to(device), edge_index.to(device), y.to(device)
+
+
+def _converted(name, device):
+    torch.manual_seed(0)
+    model = iexact.compress_(MODELS[name]().to(device), CompressionConfig())
+    return model, copy.deepcopy(model)  # the copy's seed stream starts where the model's does
+
+
+def _train(model, data, steps):
+    x, edge_index, y = data
+    optimizer = torch.optim.Adam(model.parameters(), lr=0.01)
+    losses = []
+    for step in range(steps):
+        optimizer.zero_grad()
+        torch.manual_seed(step)  # the same dropout masks for both
+        loss = F.cross_entropy(model(x, edge_index), y)
+        loss.backward()
+        optimizer.step()
+        losses.append(loss.item())
+    return losses
+
+
+@pytest.mark.parametrize("name", sorted(MODELS))
+def test_no_graph_breaks(name):
+    model, _ = _converted(name, "cpu")
+    x, edge_index, _ = _data("cpu")
+    explanation = torch._dynamo.explain(model)(x, edge_index)
+    assert explanation.graph_break_count == 0, [reason.reason for reason in explanation.break_reasons]
+    assert explanation.graph_count == 1
+
+
+@pytest.mark.parametrize("name", sorted(MODELS))
+def test_compiled_training_equals_eager(name, device):
+    """fullgraph=True: any break inside iexact's ops fails; aot_eager traces
+    forward and backward as inductor does, without inductor's compile time."""
+    model, twin = _converted(name, device)
+    data = _data(device)
+    compiled = torch.compile(model, fullgraph=True, backend="aot_eager")
+    ours, theirs = _train(compiled, data, steps=3), _train(twin, data, steps=3)
+    torch.testing.assert_close(ours, theirs, rtol=1e-5, atol=1e-6)
+    for a, b in zip(model.parameters(), twin.parameters()):
+        torch.testing.assert_close(a, b, rtol=1e-4, atol=1e-5)
+
+
+def test_inductor_trains_as_eager(device):
+    model, twin = _converted("GraphSAGE", device)
+    data = _data(device)
+    ours, theirs = _train(torch.compile(model, fullgraph=True), data, steps=3), _train(twin, data, steps=3)
+    torch.testing.assert_close(ours, theirs, rtol=1e-4, atol=1e-5)
+
+
+def test_torch_jit_script_is_refused_by_name():
+    model, _ = _converted("GraphSAGE", "cpu")
+    with pytest.raises(RuntimeError, match="torch.compile"):
+        torch.jit.script(model)
