@@ -11,11 +11,12 @@ from pathlib import Path
 import torch
 
 from ..config import PRESETS, CompressionConfig
-from . import bench
+from . import bench, distributed
+from .batching import SAMPLERS, Batching
 from .checkpoint import CheckpointError, write_atomically
 from .data import DATASETS, load_dataset
 from .experiment import CHECKPOINTING, FP32, Settings, run_experiment
-from .models import MODELS
+from .models import MODELS, REFERENCE
 from .progress import Progress
 
 
@@ -89,10 +90,43 @@ def _compression(args, parser) -> CompressionConfig | None:
         parser.error(str(error))
 
 
+def _fanout(text: str) -> tuple[int, ...]:
+    try:
+        return tuple(int(part) for part in text.split(","))
+    except ValueError:
+        raise argparse.ArgumentTypeError(f"must be comma-separated integers, one per layer "
+                                         f"(e.g. 15,10,5; -1 for all neighbours), got {text!r}") from None
+
+
+def _batching(args, parser) -> Batching | None:
+    """``--batch-size/--fanout/--sampler`` as a :class:`Batching`, or ``None`` for full batch."""
+    if args.batch_size is None:
+        if args.fanout is not None or args.sampler is not None:
+            parser.error("--fanout and --sampler need --batch-size (without it, training is full batch)")
+        return None
+    try:
+        return Batching(args.batch_size, args.fanout, args.sampler or "neighbor")
+    except ValueError as error:
+        parser.error(str(error))
+
+
+def _check_work(settings: Settings, data, ranks, parser) -> None:
+    """Refuse, before anything trains, a fanout that does not match the model's
+    layers and training nodes too few to share among the ranks."""
+    try:
+        if settings.batching is not None:
+            settings.batching.check_layers(settings.layers or REFERENCE[settings.model].layers)
+        if ranks is not None:
+            distributed.train_share(data.train_mask, ranks)
+    except ValueError as error:
+        parser.error(str(error))
+
+
 def _settings(args, config_name: str, config: CompressionConfig | None) -> Settings:
     return Settings(dataset=args.dataset, model=args.model, config_name=config_name, config=config,
                     layers=args.layers, hidden=args.hidden, dropout=args.dropout, lr=args.lr,
-                    weight_decay=args.weight_decay, grad_clip=args.grad_clip, seed=args.seed)
+                    weight_decay=args.weight_decay, grad_clip=args.grad_clip, seed=args.seed,
+                    batching=_batching(args, args.parser))
 
 
 def _load(args, parser):
@@ -129,19 +163,43 @@ def _write_json(path, record) -> None:
 
 
 def _train(args) -> int:
+    """Train; inside a ``torchrun`` job of several processes, data-parallel
+    (rank 0 prints and writes the files)."""
     parser = args.parser
     if (args.save_every or args.resume) and args.checkpoint is None:
         parser.error("--save-every and --resume need --checkpoint PATH")
+    try:
+        ranks = distributed.ranks_from_environment()
+        if ranks is not None:
+            args.device = distributed.rank_device(ranks, args.device)
+    except ValueError as error:
+        parser.error(str(error))
     _set_threads(args)
     config = _compression(args, parser)
-    data = _load(args, parser)
     settings = _settings(args, args.config, config)
-    print(f"dataset {args.dataset} ({data.num_nodes:,} nodes, {data.num_edges:,} edges, "
-          f"{data.num_features} features), model {args.model}, config {args.config}"
-          f"{f' ({config})' if config else ''}, device {args.device}, {torch.get_num_threads()} threads")
-    progress = Progress(args.config, args.epochs, args.runs, not args.quiet)
-    record = run_experiment(settings, data, args.device, args.epochs, args.runs, args.checkpoint,
-                            args.save_every or 0, args.resume, progress)
+    data = _load(args, parser)
+    _check_work(settings, data, ranks, parser)
+    main = ranks is None or ranks.is_main
+    if main:
+        batching = settings.batching
+        print(f"dataset {args.dataset} ({data.num_nodes:,} nodes, {data.num_edges:,} edges, "
+              f"{data.num_features} features), model {args.model}, config {args.config}"
+              f"{f' ({config})' if config else ''}, "
+              + ("full batch" if batching is None else
+                 f"{batching.sampler} batches of {batching.batch_size}"
+                 + (f", fanout {','.join(map(str, batching.fanout))}" if batching.fanout else ""))
+              + f", device {args.device}, {torch.get_num_threads()} threads"
+              + ("" if ranks is None else f", {ranks.world_size} processes (DistributedDataParallel)"))
+    progress = Progress(args.config, args.epochs, args.runs, main and not args.quiet)
+    if ranks is not None:
+        distributed.start(ranks, args.device)
+    try:
+        record = run_experiment(settings, data, args.device, args.epochs, args.runs, args.checkpoint,
+                                args.save_every or 0, args.resume, progress, ranks)
+    finally:
+        distributed.stop()
+    if not main:
+        return 0
     print(_describe_record(record))
     if args.json:
         _write_json(args.json, record)
@@ -229,6 +287,13 @@ def _add_experiment_arguments(command: argparse.ArgumentParser) -> None:
     command.add_argument("--device", type=_device, default=torch.device("cuda" if torch.cuda.is_available() else "cpu"),
                          help="cpu, cuda or cuda:N (default: cuda when available)")
     command.add_argument("--seed", type=int, default=0, help="seed of run 1 and of synthetic graphs (default: 0)")
+    command.add_argument("--batch-size", type=_positive_int,
+                         help="train on mini-batches: seed nodes per batch (neighbor) or nodes per part "
+                              "(random-node); default: full batch")
+    command.add_argument("--fanout", type=_fanout, help="neighbours sampled per hop, one count per layer "
+                                                        "(e.g. 15,10,5; -1: all); neighbor sampler only")
+    command.add_argument("--sampler", choices=SAMPLERS, help="mini-batch sampler: PyG's NeighborLoader "
+                                                             "(default) or RandomNodeLoader")
     command.add_argument("--quiet", action="store_true", help="no progress bar")
     _add_threads(command)
 

@@ -21,9 +21,12 @@ from ..analysis import gradient_error
 from ..config import CompressionConfig
 from ..memory import activation_memory, allocator_growth
 from ..nn import compress_, seed_streams
+from . import distributed
+from .batching import Batching, batch_loss_rows, make_loader, set_epoch
 from .checkpoint import load_checkpoint, restore_rng_states, save_checkpoint
 from .data import num_classes
-from .models import build_model, checkpoint_layers_
+from .distributed import Ranks
+from .models import build_model, checkpoint_layers_, message_passing_layers
 from .train import TrainingState, loss_function, train_epochs
 
 FP32 = "fp32"
@@ -45,25 +48,30 @@ class Settings:
     weight_decay: float = 0.0
     grad_clip: float | None = 0.5
     seed: int = 0
+    batching: Batching | None = None  # None: full batch
 
     def to_dict(self) -> dict:
         """The settings as plain JSON values (the config spelled out, ``None`` for
         FP32 and checkpointing), for checkpoints, records and child processes."""
         record = {field.name: getattr(self, field.name) for field in dataclasses.fields(self)}
         record["config"] = None if self.config is None else self.config.to_dict()
+        record["batching"] = None if self.batching is None else self.batching.to_dict()
         return record
 
     @classmethod
     def from_dict(cls, record: dict) -> "Settings":
         """Inverse of :meth:`to_dict`."""
         config = record.get("config")
-        return cls(**{**record, "config": None if config is None else CompressionConfig.from_dict(config)})
+        return cls(**{**record, "config": None if config is None else CompressionConfig.from_dict(config),
+                      "batching": Batching.from_dict(record.get("batching"))})
 
 
 def prepare_model(settings: Settings, data, device: torch.device) -> torch.nn.Module:
     """The reference model on ``device``, compressed (or checkpointed) as ``settings`` say."""
     model = build_model(settings.model, data.num_features, num_classes(data), settings.layers,
                         settings.hidden, settings.dropout).to(device)
+    if settings.batching is not None:
+        settings.batching.check_layers(message_passing_layers(model))
     if settings.config is not None:
         compress_(model, settings.config)
     elif settings.config_name == CHECKPOINTING:
@@ -71,12 +79,28 @@ def prepare_model(settings: Settings, data, device: torch.device) -> torch.nn.Mo
     return model
 
 
+def _fork_rng(device: torch.device):
+    return torch.random.fork_rng(devices=[device] if device.type == "cuda" else [])
+
+
+def sample_batch(settings: Settings, data, device: torch.device):
+    """What one training step sees: ``data`` itself in full batch, else the
+    first batch of the settings' loader (drawn without touching torch's RNG streams)."""
+    if settings.batching is None:
+        return data
+    with _fork_rng(device):
+        torch.manual_seed(settings.seed)
+        return next(iter(make_loader(data, settings.batching))).to(device)
+
+
 def measure_memory(settings: Settings, data, device: torch.device) -> dict:
-    """Activation memory of one training forward, without touching torch's RNG streams."""
-    with torch.random.fork_rng(devices=[device] if device.type == "cuda" else []):
+    """Activation memory of one training forward (on one batch in mini-batch
+    training), without touching torch's RNG streams."""
+    batch = sample_batch(settings, data, device)
+    with _fork_rng(device):
         model = prepare_model(settings, data, device)
-        report = activation_memory(model, data.x, data.edge_index)
-        grown = allocator_growth(model, data.x, data.edge_index)
+        report = activation_memory(model, batch.x, batch.edge_index)
+        grown = allocator_growth(model, batch.x, batch.edge_index)
     return {"total": report.total, "compressed": report.compressed, "uncompressed": report.uncompressed,
             "allocator": grown,
             "layers": [{"name": layer.name, "type": layer.kind, "compressed": layer.compressed,
@@ -90,12 +114,14 @@ def measure_gradient_error(settings: Settings, data, device: torch.device, draws
     model too, so it must come after the peak memory is read."""
     if settings.config is None:
         return None
-    labels = data.y if data.y.dim() == 2 else data.y.view(-1)
-    with torch.random.fork_rng(devices=[device] if device.type == "cuda" else []):
+    batch = sample_batch(settings, data, device)
+    labels = batch.y if batch.y.dim() == 2 else batch.y.view(-1)
+    rows = batch.train_mask.nonzero().view(-1) if settings.batching is None else batch_loss_rows(batch)
+    with _fork_rng(device):
         torch.manual_seed(settings.seed)
         model = prepare_model(settings, data, device)
-        error = gradient_error(model, data.x, data.edge_index, config=settings.config, draws=draws,
-                               loss_fn=lambda out: loss_function(out[data.train_mask], labels[data.train_mask]))
+        error = gradient_error(model, batch.x, batch.edge_index, config=settings.config, draws=draws,
+                               loss_fn=lambda out: loss_function(out[rows], labels[rows]))
     return {"whole": error.whole, "of_mean": error.of_mean, "draws": error.draws,
             "per_parameter": error.per_parameter}
 
@@ -111,7 +137,8 @@ def peak_memory(device: torch.device) -> tuple[int, str]:
 
 def run_experiment(settings: Settings, data, device: torch.device, epochs: int, runs: int,
                    checkpoint: str | Path | None = None, save_every: int = 0, resume: bool = False,
-                   after_epoch: Callable[[int, TrainingState], None] | None = None) -> dict:
+                   after_epoch: Callable[[int, TrainingState], None] | None = None,
+                   ranks: Ranks | None = None) -> dict | None:
     r"""Train ``runs`` runs of ``epochs`` epochs (run :math:`r` seeded with
     ``settings.seed + r``) and return the result record.
 
@@ -119,16 +146,24 @@ def run_experiment(settings: Settings, data, device: torch.device, epochs: int, 
     and, with ``save_every``, every ``save_every`` epochs; ``resume`` continues
     from ``checkpoint`` (same settings required; ``epochs`` and ``runs`` may
     grow). ``after_epoch(run, state)`` is called after every epoch.
+
+    With ``ranks`` (a process of a ``torchrun`` job whose process group is
+    started, see :mod:`~iexact.experiments.distributed`) the model is trained
+    in ``DistributedDataParallel`` on this rank's share of the training
+    nodes; rank 0 alone measures, writes checkpoints, calls ``after_epoch``
+    and returns the record (the others return ``None``).
     """
+    main = ranks is None or ranks.is_main
     identity = settings.to_dict()
     finished: list[dict] = []
     start_run, record = 0, None
     if resume:
         record = load_checkpoint(checkpoint, identity)
         finished, start_run = list(record["finished"]), record["run"]
-    memory = measure_memory(settings, data, device)
+    memory = measure_memory(settings, data, device) if main else None
     if device.type == "cuda":
         torch.cuda.reset_peak_memory_stats(device)
+    shards = None if ranks is None else ranks.shards
     for run in range(start_run, runs):
         torch.manual_seed(settings.seed + run)
         model = prepare_model(settings, data, device)
@@ -141,24 +176,47 @@ def run_experiment(settings: Settings, data, device: torch.device, epochs: int, 
             restore_rng_states(record["rng"])
             for stream, stream_state in zip(seed_streams(model), record["seed_streams"]):
                 stream.set_state(stream_state)
+        trained = model
+        if ranks is not None:
+            distributed.key_seed_streams(model, ranks.rank)
+            trained = distributed.wrap(model, device)
+        loader = None if settings.batching is None else make_loader(data, settings.batching, shards,
+                                                                    seed=settings.seed + run)
+        train_rows = None if ranks is None or loader is not None else distributed.train_share(data.train_mask, ranks)
 
         def save(state: TrainingState, run=run, model=model, optimizer=optimizer) -> None:
+            # rank 0's seed streams keep the single-process key (distributed.rank_key)
             save_checkpoint(checkpoint, identity, {
                 "run": run, "finished": finished, "state": dataclasses.asdict(state),
                 "model": model.state_dict(), "optimizer": optimizer.state_dict(),
                 "seed_streams": [stream.get_state() for stream in seed_streams(model)]})
 
+        def before_epoch(state: TrainingState, run=run, loader=loader) -> None:
+            if ranks is not None:
+                torch.manual_seed(distributed.epoch_seed(settings.seed, run, state.epoch, ranks.rank))
+            if loader is not None:
+                set_epoch(loader, state.epoch)
+
         def each_epoch(state: TrainingState, run=run, save=save) -> None:
+            if not main:
+                return
             if checkpoint is not None and (state.epoch == epochs or (save_every and state.epoch % save_every == 0)):
                 save(state)
             if after_epoch is not None:
                 after_epoch(run, state)
 
-        train_epochs(model, optimizer, data, state, epochs, settings.grad_clip, each_epoch)
+        train_epochs(trained, optimizer, data, state, epochs, settings.grad_clip, each_epoch, loader, train_rows,
+                     before_epoch)
         finished.append({"run": run, "seed": settings.seed + run, "best_epoch": state.best_epoch,
                          "val_accuracy": state.best_val, "test_accuracy": state.test_at_best,
-                         "epoch_seconds": state.epoch_seconds, "val_history": state.val_history})
+                         "epoch_seconds": state.epoch_seconds, "val_history": state.val_history,
+                         **({} if ranks is None else {"rank_spread": state.rank_spread})})
+    if not main:
+        return None
     record = _record(settings, device, epochs, runs, finished, memory)  # reads the peak memory first
+    record["world_size"] = 1 if ranks is None else ranks.world_size
+    if ranks is not None:  # per run, the ranks' largest parameter difference after each epoch
+        record["rank_spread"] = [run.get("rank_spread", []) for run in finished]
     record["gradient_error"] = measure_gradient_error(settings, data, device)
     return record
 

@@ -18,7 +18,7 @@ import dataclasses
 
 import torch
 import torch.utils.checkpoint
-from torch_geometric.nn import GCN2Conv
+from torch_geometric.nn import GCN2Conv, MessagePassing
 from torch_geometric.nn.models import GAT, GCN, GraphSAGE
 
 
@@ -87,6 +87,11 @@ def build_model(name: str, in_channels: int, out_channels: int, layers: int | No
             raise ValueError(f"hidden={hidden} must be a multiple of the 4 attention heads for gat")
         return GAT(in_channels, hidden, heads=4, **common)
     return {"gcn": GCN, "sage": GraphSAGE}[name](in_channels, hidden, **common)
+
+
+def message_passing_layers(model: torch.nn.Module) -> int:
+    """How many message-passing layers ``model`` has: the hops a neighbour sampler must cover."""
+    return sum(isinstance(module, MessagePassing) for module in model.modules())
 
 
 class CheckpointedLayer(torch.nn.Module):

@@ -1,4 +1,4 @@
-r"""Full-batch node-classification training: the loop behind ``iexact train`` and the accuracy results."""
+r"""Node-classification training, full-batch or mini-batch: the loop behind ``iexact train`` and the accuracy results."""
 from __future__ import annotations
 
 import dataclasses
@@ -7,12 +7,18 @@ from typing import Callable
 
 import torch
 import torch.nn.functional as F
+from torch.nn.parallel import DistributedDataParallel
+
+from .batching import batch_loss_rows
+from .distributed import broadcast_buffers, parameter_spread
 
 
 @dataclasses.dataclass
 class TrainingState:
     """Where one run stands: epochs done, the best validation score so far and
-    the test score at it, each epoch's validation score and training time in seconds."""
+    the test score at it, each epoch's validation score and training time in
+    seconds, and in data-parallel runs the ranks' largest parameter difference
+    after each epoch (:func:`~iexact.experiments.distributed.parameter_spread`)."""
 
     epoch: int = 0
     best_epoch: int = -1
@@ -21,6 +27,7 @@ class TrainingState:
     last_loss: float = float("nan")
     epoch_seconds: list[float] = dataclasses.field(default_factory=list)
     val_history: list[float] = dataclasses.field(default_factory=list)
+    rank_spread: list[float] = dataclasses.field(default_factory=list)  # data-parallel runs only
 
 
 @dataclasses.dataclass(frozen=True)
@@ -55,35 +62,68 @@ def _synchronize(device: torch.device) -> None:
         torch.cuda.synchronize(device)
 
 
+def training_step(model: torch.nn.Module, optimizer: torch.optim.Optimizer, x, edge_index, labels: torch.Tensor,
+                  rows: torch.Tensor, grad_clip: float | None) -> float:
+    """One optimizer step on the loss of output ``rows`` of ``model(x, edge_index)``;
+    returns the loss. With no rows the loss is the output times 0, so the
+    backward still runs (every rank of a data-parallel job must join it)."""
+    optimizer.zero_grad()
+    out = model(x, edge_index)
+    loss = loss_function(out[rows], labels[rows]) if rows.numel() else out.sum() * 0
+    loss.backward()
+    if grad_clip is not None:
+        torch.nn.utils.clip_grad_norm_(model.parameters(), grad_clip)
+    optimizer.step()
+    return loss.item()
+
+
+def _labels(data) -> torch.Tensor:
+    return data.y if data.y.dim() == 2 else data.y.view(-1)
+
+
 def train_epochs(model: torch.nn.Module, optimizer: torch.optim.Optimizer, data, state: TrainingState,
                  epochs: int, grad_clip: float | None = None,
-                 after_epoch: Callable[[TrainingState], None] | None = None) -> TrainingState:
-    r"""Continue training from ``state.epoch`` up to ``epochs``: one full-batch
-    step on ``data.train_mask`` per epoch, then an ``eval()`` pass scoring
-    validation and test nodes. ``state`` is updated in place and passed to
-    ``after_epoch`` (progress, checkpoints) after every epoch.
+                 after_epoch: Callable[[TrainingState], None] | None = None, loader=None,
+                 train_rows: torch.Tensor | None = None,
+                 before_epoch: Callable[[TrainingState], None] | None = None) -> TrainingState:
+    r"""Continue training from ``state.epoch`` up to ``epochs``, then score
+    validation and test nodes with a full-batch ``eval()`` pass under
+    ``no_grad`` after every epoch. ``state`` is updated in place and passed
+    to ``before_epoch`` and to ``after_epoch`` (progress, checkpoints).
 
-    Epoch time is the training step alone (forward, backward, clipping,
-    optimizer step), with the device synchronized around it.
+    An epoch is one full-batch step on ``train_rows`` (default: the nodes of
+    ``data.train_mask``), or, with ``loader`` (:func:`~iexact.experiments.batching.make_loader`),
+    one step per batch on its :func:`~iexact.experiments.batching.batch_loss_rows`
+    (``state.last_loss`` is then the epoch's mean batch loss). ``model`` may
+    be wrapped in ``DistributedDataParallel``; scoring runs the module inside.
+
+    Epoch time is the training alone (batch sampling, forward, backward,
+    clipping, optimizer steps), with the device synchronized around it.
     """
-    labels = data.y if data.y.dim() == 2 else data.y.view(-1)
+    labels = _labels(data)
     device = data.x.device
+    rows = data.train_mask.nonzero().view(-1) if train_rows is None else train_rows
+    scored = getattr(model, "module", model)
     while state.epoch < epochs:
+        if before_epoch is not None:
+            before_epoch(state)
         model.train()
         _synchronize(device)
         start = time.perf_counter()
-        optimizer.zero_grad()
-        loss = loss_function(model(data.x, data.edge_index)[data.train_mask], labels[data.train_mask])
-        loss.backward()
-        if grad_clip is not None:
-            torch.nn.utils.clip_grad_norm_(model.parameters(), grad_clip)
-        optimizer.step()
+        if loader is None:
+            state.last_loss = training_step(model, optimizer, data.x, data.edge_index, labels, rows, grad_clip)
+        else:
+            losses = [training_step(model, optimizer, batch.x, batch.edge_index, _labels(batch),
+                                    batch_loss_rows(batch), grad_clip) for batch in _on(loader, device)]
+            state.last_loss = sum(losses) / max(len(losses), 1)
         _synchronize(device)
         state.epoch_seconds.append(time.perf_counter() - start)
-        state.last_loss = loss.item()
-        model.eval()
+        if isinstance(model, DistributedDataParallel):
+            state.rank_spread.append(parameter_spread(scored))
+            broadcast_buffers(scored)
+        scored.eval()
         with torch.no_grad():
-            logits = model(data.x, data.edge_index)
+            logits = scored(data.x, data.edge_index)
         val = accuracy(logits, labels, data.val_mask)
         state.val_history.append(val)
         if val > state.best_val:
@@ -93,6 +133,12 @@ def train_epochs(model: torch.nn.Module, optimizer: torch.optim.Optimizer, data,
         if after_epoch is not None:
             after_epoch(state)
     return state
+
+
+def _on(loader, device: torch.device):
+    """``loader``'s batches moved to ``device``."""
+    for batch in loader:
+        yield batch.to(device)
 
 
 def train_full_batch(model: torch.nn.Module, data, epochs: int = 200, lr: float = 0.01,
