@@ -7,11 +7,12 @@ import torch
 
 from iexact.experiments.checkpoint import load_checkpoint
 from iexact.experiments.cli import main
+from iexact.experiments.data import load_dataset
 
 TINY = ["--dataset", "synthetic:300,1200,16,4", "--epochs", "4", "--quiet", "--hidden", "16"]
 RECORD_KEYS = {"iexact", "torch", "device", "threads", "gradient_error", "dataset", "model", "config_name", "config", "layers", "hidden",
                "dropout", "lr", "weight_decay", "grad_clip", "seed", "epochs", "runs", "test_accuracy",
-               "val_accuracy", "activation_memory", "peak_memory", "epoch_seconds_median", "batching", "world_size"}
+               "val_accuracy", "activation_memory", "peak_memory", "epoch_seconds_median", "batching", "world_size", "memory_parts"}
 
 
 @pytest.mark.parametrize("model", ["gcn", "sage", "gcn2", "gat"])
@@ -31,6 +32,13 @@ def test_train_writes_the_documented_json(model, tmp_path, capsys):
     memory = record["activation_memory"]
     assert memory["uncompressed"] == 0 and memory["total"] == memory["compressed"] == memory["allocator"] > 0
     assert record["peak_memory"]["bytes"] > 0 and record["epoch_seconds_median"] > 0
+    parts = record["memory_parts"]
+    data = load_dataset("synthetic:300,1200,16,4")
+    assert parts["graph"] == data.edge_index.numel() * 8 and parts["features"] == data.x.numel() * 4
+    assert parts["labels_and_masks"] == 300 * 8 + 3 * 300
+    assert parts["optimizer_state"] >= 2 * parts["parameters"] > 0  # Adam: two moments per parameter
+    assert parts["activations"] == memory["total"] and parts["runtime"] > 0
+    assert sum(parts.values()) == record["peak_memory"]["bytes"]
 
 
 def test_fp32_and_explicit_flags(tmp_path):

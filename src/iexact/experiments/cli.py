@@ -149,7 +149,9 @@ def _describe_record(record: dict) -> str:
         f"(best validation epoch, {record['runs']} run{'s' if record['runs'] > 1 else ''})",
         f"activation memory {bench.mib(memory['total'])} (compressed {bench.mib(memory['compressed'])}, "
         f"uncompressed {bench.mib(memory['uncompressed'])}; allocator's count {bench.mib(memory['allocator'])})",
-        f"peak memory {bench.mib(record['peak_memory']['bytes'])} ({record['peak_memory']['kind']})",
+        f"peak memory {bench.mib(record['peak_memory']['bytes'])} ({record['peak_memory']['kind']})"
+        + ("" if "memory_parts" not in record else ": " + ", ".join(
+            f"{part.replace('_', ' ')} {bench.mib(nbytes)}" for part, nbytes in record["memory_parts"].items())),
         f"median epoch time {1e3 * record['epoch_seconds_median']:.1f} ms ({record['threads']} threads)",
         *([] if record["gradient_error"] is None else [
             f"gradient error at initialization {record['gradient_error']['whole']:.3f} "

@@ -8,6 +8,7 @@ allocator sees it), peak memory and the median epoch time.
 from __future__ import annotations
 
 import dataclasses
+import os
 import resource
 import statistics
 import sys
@@ -135,6 +136,49 @@ def peak_memory(device: torch.device) -> tuple[int, str]:
     return resource.getrusage(resource.RUSAGE_SELF).ru_maxrss * scale, "cpu_peak_rss"
 
 
+def _storage_bytes(tensors) -> int:
+    """Bytes of the distinct storages behind ``tensors`` (a view counts once)."""
+    storages = {}
+    for tensor in tensors:
+        if isinstance(tensor, torch.Tensor) and tensor.layout == torch.strided:
+            storage = tensor.untyped_storage()
+            storages[(tensor.device, storage.data_ptr())] = storage.nbytes()
+    return sum(storages.values())
+
+
+def resident_bytes() -> int | None:
+    """This process's resident set now (Linux ``/proc``), or ``None`` where unknown."""
+    try:
+        with open("/proc/self/statm") as file:
+            return int(file.read().split()[1]) * os.sysconf("SC_PAGE_SIZE")
+    except (OSError, ValueError, IndexError):
+        return None
+
+
+def memory_parts(data, model: torch.nn.Module, optimizer: torch.optim.Optimizer, activations: int,
+                 peak: int, runtime: int = 0) -> dict:
+    """Where the peak memory goes, in bytes: the graph (``edge_index`` and any
+    other edge tensors), the node features, labels and masks, parameters,
+    optimizer state, the activations kept for one step (as accounted),
+    ``runtime`` (on CPU: what the process held before training beyond the
+    dataset, i.e. the interpreter and libraries) and ``other``, the rest of
+    the peak: autograd's temporaries (gathered messages, the loss's) and
+    allocator caches."""
+    edge_keys = [key for key in data.keys() if key.startswith("edge") or key.startswith("adj")]
+    node_keys = [key for key in data.keys() if key not in edge_keys and key != "x"]
+    parts = {
+        "graph": _storage_bytes(data[key] for key in edge_keys),
+        "features": _storage_bytes([data.x]),
+        "labels_and_masks": _storage_bytes(data[key] for key in node_keys),
+        "parameters": _storage_bytes(model.parameters()),
+        "optimizer_state": _storage_bytes(value for state in optimizer.state.values() for value in state.values()),
+        "activations": activations,
+        "runtime": runtime,
+    }
+    parts["other"] = max(peak - sum(parts.values()), 0)
+    return parts
+
+
 def run_experiment(settings: Settings, data, device: torch.device, epochs: int, runs: int,
                    checkpoint: str | Path | None = None, save_every: int = 0, resume: bool = False,
                    after_epoch: Callable[[int, TrainingState], None] | None = None,
@@ -154,6 +198,7 @@ def run_experiment(settings: Settings, data, device: torch.device, epochs: int, 
     and returns the record (the others return ``None``).
     """
     main = ranks is None or ranks.is_main
+    held_before = resident_bytes() if device.type == "cpu" else None
     identity = settings.to_dict()
     finished: list[dict] = []
     start_run, record = 0, None
@@ -207,6 +252,7 @@ def run_experiment(settings: Settings, data, device: torch.device, epochs: int, 
 
         train_epochs(trained, optimizer, data, state, epochs, settings.grad_clip, each_epoch, loader, train_rows,
                      before_epoch)
+        last = model, optimizer
         finished.append({"run": run, "seed": settings.seed + run, "best_epoch": state.best_epoch,
                          "val_accuracy": state.best_val, "test_accuracy": state.test_at_best,
                          "epoch_seconds": state.epoch_seconds, "val_history": state.val_history,
@@ -215,6 +261,10 @@ def run_experiment(settings: Settings, data, device: torch.device, epochs: int, 
         return None
     record = _record(settings, device, epochs, runs, finished, memory)  # reads the peak memory first
     record["world_size"] = 1 if ranks is None else ranks.world_size
+    if start_run < runs:
+        dataset = _storage_bytes([*(data[key] for key in data.keys())])
+        runtime = 0 if held_before is None else max(held_before - dataset, 0)
+        record["memory_parts"] = memory_parts(data, *last, memory["total"], record["peak_memory"]["bytes"], runtime)
     if ranks is not None:  # per run, the ranks' largest parameter difference after each epoch
         record["rank_spread"] = [run.get("rank_spread", []) for run in finished]
     record["gradient_error"] = measure_gradient_error(settings, data, device)
