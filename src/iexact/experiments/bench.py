@@ -31,6 +31,7 @@ from ..nn import compress_
 from ..quant import rademacher
 from .checkpoint import write_atomically
 from .experiment import CHECKPOINTING, FP32, Settings
+from .job import OUT_OF_MEMORY
 
 
 def median_seconds(fn, repeats: int) -> float:
@@ -285,7 +286,9 @@ def training_configs(names, block_sizes) -> list[tuple[str, str, CompressionConf
 def run_training(settings: list[tuple[str, Settings]], job: dict, out: Path) -> list[dict]:
     """Train each ``(label, settings)`` in a fresh ``python -m iexact.experiments.job``
     process (so peak memory and timings are its own) and collect the records,
-    each written to ``out/runs/`` as it finishes.
+    each written to ``out/runs/`` as it finishes. A configuration that runs
+    out of memory (under the job's ``memory_limit``) is recorded as such, with
+    an ``out_of_memory`` message, and the others go on.
 
     Raises:
         RuntimeError: a configuration failed (the finished records stay on disk).
@@ -300,6 +303,11 @@ def run_training(settings: list[tuple[str, Settings]], job: dict, out: Path) -> 
         write_atomically(job_path, lambda file: file.write(job_text.encode()))
         command = [sys.executable, "-m", "iexact.experiments.job", str(job_path), str(result)]
         finished = subprocess.run(command, stdout=subprocess.DEVNULL, env=environment, check=False)
+        if finished.returncode == OUT_OF_MEMORY and result.is_file():
+            record = {"label": label, **one.to_dict(), **json.loads(result.read_text())}
+            print(f"{label}: {record['out_of_memory']}", flush=True)
+            records.append(record)
+            continue
         if finished.returncode != 0:
             raise RuntimeError(f"configuration {label!r} failed (exit {finished.returncode}): {' '.join(command)}")
         record = {"label": label, **json.loads(result.read_text())}
@@ -307,14 +315,22 @@ def run_training(settings: list[tuple[str, Settings]], job: dict, out: Path) -> 
     return records
 
 
+def completed(records: list[dict]) -> list[dict]:
+    """The records of configurations that trained (not out of memory)."""
+    return [record for record in records if "out_of_memory" not in record]
+
+
 def markdown_table(records: list[dict]) -> str:
     """The side-by-side table of ``iexact bench train``: one row per configuration,
     ratios against the FP32 row of the same run (if there is one)."""
-    fp32 = next((r for r in records if r["config_name"] == FP32), None)
+    fp32 = next((r for r in completed(records) if r["config_name"] == FP32), None)
     lines = ["| config | test accuracy (%) | gradient error | activation memory | vs FP32 | allocator's count | "
              "peak memory | epoch time | vs FP32 |",
              "|---|---:|---:|---:|---:|---:|---:|---:|---:|"]
     for record in records:
+        if "out_of_memory" in record:
+            lines.append(f"| {record['label']} | {record['out_of_memory']} |" + " |" * 7)
+            continue
         memory, seconds = record["activation_memory"], record["epoch_seconds_median"]
         accuracy = record["test_accuracy"]
         memory_ratio = time_ratio = "–"
@@ -325,7 +341,7 @@ def markdown_table(records: list[dict]) -> str:
         gradient = record.get("gradient_error")
         lines.append(
             f"| {record['label']} | {100 * accuracy['mean']:.1f} ± {100 * accuracy['std']:.1f} | "
-            f"{'–' if gradient is None else format(gradient['whole'], '.3f')} | "
+            f"{'–' if gradient is None or 'whole' not in gradient else format(gradient['whole'], '.3f')} | "
             f"{mib(memory['total'])} | {memory_ratio} | {mib(memory['allocator'])} | "
             f"{mib(record['peak_memory']['bytes'])} | {1e3 * seconds:.1f} ms | {time_ratio} |")
     return "\n".join(lines)
@@ -343,7 +359,8 @@ def curve_epochs(epochs: int) -> list[int]:
 def curve_table(records: list[dict]) -> str:
     """Best validation accuracy so far at epochs 10, 20, 40, ... (mean over runs), per
     configuration: how fast each one learns, against FP32 in the same benchmark."""
-    marks = curve_epochs(records[0]["epochs"])
+    records = completed(records)
+    marks = curve_epochs(records[0]["epochs"]) if records else []
     lines = ["| config | " + " | ".join(f"epoch {mark}" for mark in marks) + " |",
              "|---|" + "---:|" * len(marks)]
     for record in records:
@@ -364,6 +381,9 @@ def write_plots(records: list[dict], folder) -> list[Path]:
         from matplotlib.figure import Figure
     except ImportError:
         raise ImportError('plots need matplotlib: pip install "iexact[plot]"') from None
+    records = completed(records)
+    if not records:
+        return []
     folder = Path(folder)
     figure = Figure(figsize=(6, 4), layout="tight")
     axes = figure.add_subplot()

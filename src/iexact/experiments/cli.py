@@ -14,8 +14,9 @@ from ..config import PRESETS, CompressionConfig
 from . import bench, distributed
 from .batching import SAMPLERS, Batching
 from .checkpoint import CheckpointError, write_atomically
-from .data import DATASETS, load_dataset
+from .data import DATASETS, GRAPH_LAYOUTS, load_prepared
 from .experiment import CHECKPOINTING, FP32, Settings, run_experiment
+from .limits import apply_memory_limit, describe, is_out_of_memory, out_of_memory_message, parse_bytes
 from .models import MODELS, REFERENCE
 from .progress import Progress
 
@@ -41,6 +42,13 @@ def _number(low: float, high: float = float("inf"), low_open: bool = False):
         return value
 
     return parse
+
+
+def _size(text: str) -> int:
+    try:
+        return parse_bytes(text)
+    except ValueError as error:
+        raise argparse.ArgumentTypeError(str(error)) from None
 
 
 def _block_size(text: str):
@@ -114,6 +122,9 @@ def _check_work(settings: Settings, data, ranks, parser) -> None:
     """Refuse, before anything trains, a fanout that does not match the model's
     layers and training nodes too few to share among the ranks."""
     try:
+        if settings.batching is not None and settings.graph != "edge_index":
+            raise ValueError(f"--graph {settings.graph} trains full batch: PyG's loaders sample an edge_index; "
+                             f"drop --batch-size or --graph")
         if settings.batching is not None:
             settings.batching.check_layers(settings.layers or REFERENCE[settings.model].layers)
         if ranks is not None:
@@ -126,12 +137,12 @@ def _settings(args, config_name: str, config: CompressionConfig | None) -> Setti
     return Settings(dataset=args.dataset, model=args.model, config_name=config_name, config=config,
                     layers=args.layers, hidden=args.hidden, dropout=args.dropout, lr=args.lr,
                     weight_decay=args.weight_decay, grad_clip=args.grad_clip, seed=args.seed,
-                    batching=_batching(args, args.parser))
+                    batching=_batching(args, args.parser), graph=args.graph)
 
 
-def _load(args, parser):
+def _load(args, parser, layout: str = "edge_index"):
     try:
-        data = load_dataset(args.dataset, args.root, download=not args.offline, seed=args.seed)
+        data = load_prepared(args.dataset, args.root, download=not args.offline, seed=args.seed, layout=layout)
     except ValueError as error:
         parser.error(str(error))
     return data.to(args.device)
@@ -154,6 +165,8 @@ def _describe_record(record: dict) -> str:
             f"{part.replace('_', ' ')} {bench.mib(nbytes)}" for part, nbytes in record["memory_parts"].items())),
         f"median epoch time {1e3 * record['epoch_seconds_median']:.1f} ms ({record['threads']} threads)",
         *([] if record["gradient_error"] is None else [
+            f"gradient error not measured, its FP32 reference ran {record['gradient_error']['out_of_memory']}"
+            if "out_of_memory" in record["gradient_error"] else
             f"gradient error at initialization {record['gradient_error']['whole']:.3f} "
             f"(relative to FP32, mean of {record['gradient_error']['draws']} draws)"]),
     ])
@@ -179,7 +192,12 @@ def _train(args) -> int:
     _set_threads(args)
     config = _compression(args, parser)
     settings = _settings(args, args.config, config)
-    data = _load(args, parser)
+    if args.memory_limit is not None:
+        try:
+            apply_memory_limit(args.memory_limit)
+        except ValueError as error:
+            parser.error(str(error))
+    data = _load(args, parser, settings.graph)
     _check_work(settings, data, ranks, parser)
     main = ranks is None or ranks.is_main
     if main:
@@ -212,13 +230,13 @@ def _train(args) -> int:
 def _bench_train(args) -> int:
     """Each configuration trains in a fresh process, so peak memory (the
     process's peak RSS on CPU) and timings are its own."""
-    data = _load(args, args.parser)
+    data = _load(args, args.parser, args.graph)
     out = Path(args.out)
     print(f"dataset {args.dataset} ({data.num_nodes:,} nodes, {data.num_edges:,} edges), model {args.model}, "
           f"{args.epochs} epochs x {args.runs} runs, device {args.device}", flush=True)
     del data
     job = {"epochs": args.epochs, "runs": args.runs, "device": str(args.device), "root": str(args.root),
-           "offline": args.offline, "threads": args.threads, "quiet": args.quiet}
+           "offline": args.offline, "threads": args.threads, "quiet": args.quiet, "memory_limit": args.memory_limit}
     settings = [(label, _settings(args, name, config))
                 for label, name, config in bench.training_configs(args.configs, args.block_sizes)]
     try:
@@ -228,8 +246,10 @@ def _bench_train(args) -> int:
         return 1
     table = bench.markdown_table(records) + "\n\nBest validation accuracy (%) so far:\n\n" + bench.curve_table(records)
     print(table)
+    threads = next((record["threads"] for record in bench.completed(records)), args.threads)
+    limit = "" if args.memory_limit is None else f", memory limit {describe(args.memory_limit)}"
     heading = (f"{args.model} on {args.dataset}, {args.epochs} epochs x {args.runs} runs, {args.device}, "
-               f"torch {torch.__version__}, {records[0]['threads']} threads\n\n")
+               f"torch {torch.__version__}, {threads} threads{limit}\n\n")
     write_atomically(out / "bench.md", lambda file: file.write((heading + table + "\n").encode()))
     _write_json(out / "bench.json", records)
     written = [out / "bench.md", out / "bench.json"]
@@ -296,6 +316,11 @@ def _add_experiment_arguments(command: argparse.ArgumentParser) -> None:
                                                         "(e.g. 15,10,5; -1: all); neighbor sampler only")
     command.add_argument("--sampler", choices=SAMPLERS, help="mini-batch sampler: PyG's NeighborLoader "
                                                              "(default) or RandomNodeLoader")
+    command.add_argument("--graph", choices=GRAPH_LAYOUTS, default="edge_index",
+                         help="graph layout: edge_index as loaded, or csr (PyG's ToSparseTensor: a torch.sparse "
+                              "adjacency, aggregated without one message per edge); default: edge_index")
+    command.add_argument("--memory-limit", type=_size, help="train under this address-space limit (e.g. 8GiB): "
+                                                            "an allocation beyond it stops the run with one line")
     command.add_argument("--quiet", action="store_true", help="no progress bar")
     _add_threads(command)
 
@@ -382,6 +407,12 @@ def main(argv: list[str] | None = None) -> int:
         return args.run(args)
     except (CheckpointError, FileNotFoundError, ImportError) as error:
         print(f"iexact {args.command}: error: {error}", file=sys.stderr)
+        return 1
+    except (MemoryError, RuntimeError) as error:
+        if not is_out_of_memory(error):
+            raise
+        print(f"iexact {args.command}: error: {out_of_memory_message(error)}",
+              file=sys.stderr)
         return 1
 
 

@@ -8,7 +8,6 @@ allocator sees it), peak memory and the median epoch time.
 from __future__ import annotations
 
 import dataclasses
-import os
 import resource
 import statistics
 import sys
@@ -25,8 +24,9 @@ from ..nn import compress_, seed_streams
 from . import distributed
 from .batching import Batching, batch_loss_rows, make_loader, set_epoch
 from .checkpoint import load_checkpoint, restore_rng_states, save_checkpoint
-from .data import num_classes
+from .data import graph_of, num_classes
 from .distributed import Ranks
+from .limits import is_out_of_memory, out_of_memory_message, process_memory
 from .models import build_model, checkpoint_layers_, message_passing_layers
 from .train import TrainingState, loss_function, train_epochs
 
@@ -50,6 +50,7 @@ class Settings:
     grad_clip: float | None = 0.5
     seed: int = 0
     batching: Batching | None = None  # None: full batch
+    graph: str = "edge_index"  # or "csr" (data.with_layout)
 
     def to_dict(self) -> dict:
         """The settings as plain JSON values (the config spelled out, ``None`` for
@@ -100,8 +101,8 @@ def measure_memory(settings: Settings, data, device: torch.device) -> dict:
     batch = sample_batch(settings, data, device)
     with _fork_rng(device):
         model = prepare_model(settings, data, device)
-        report = activation_memory(model, batch.x, batch.edge_index)
-        grown = allocator_growth(model, batch.x, batch.edge_index)
+        report = activation_memory(model, batch.x, graph_of(batch))
+        grown = allocator_growth(model, batch.x, graph_of(batch))
     return {"total": report.total, "compressed": report.compressed, "uncompressed": report.uncompressed,
             "allocator": grown,
             "layers": [{"name": layer.name, "type": layer.kind, "compressed": layer.compressed,
@@ -121,7 +122,7 @@ def measure_gradient_error(settings: Settings, data, device: torch.device, draws
     with _fork_rng(device):
         torch.manual_seed(settings.seed)
         model = prepare_model(settings, data, device)
-        error = gradient_error(model, batch.x, batch.edge_index, config=settings.config, draws=draws,
+        error = gradient_error(model, batch.x, graph_of(batch), config=settings.config, draws=draws,
                                loss_fn=lambda out: loss_function(out[rows], labels[rows]))
     return {"whole": error.whole, "of_mean": error.of_mean, "draws": error.draws,
             "per_parameter": error.per_parameter}
@@ -140,25 +141,19 @@ def _storage_bytes(tensors) -> int:
     """Bytes of the distinct storages behind ``tensors`` (a view counts once)."""
     storages = {}
     for tensor in tensors:
-        if isinstance(tensor, torch.Tensor) and tensor.layout == torch.strided:
+        if isinstance(tensor, torch.Tensor) and tensor.layout == torch.sparse_csr:
+            for part in (tensor.crow_indices(), tensor.col_indices(), tensor.values()):
+                storages[(part.device, part.untyped_storage().data_ptr())] = part.untyped_storage().nbytes()
+        elif isinstance(tensor, torch.Tensor) and tensor.layout == torch.strided:
             storage = tensor.untyped_storage()
             storages[(tensor.device, storage.data_ptr())] = storage.nbytes()
     return sum(storages.values())
 
 
-def resident_bytes() -> int | None:
-    """This process's resident set now (Linux ``/proc``), or ``None`` where unknown."""
-    try:
-        with open("/proc/self/statm") as file:
-            return int(file.read().split()[1]) * os.sysconf("SC_PAGE_SIZE")
-    except (OSError, ValueError, IndexError):
-        return None
-
-
 def memory_parts(data, model: torch.nn.Module, optimizer: torch.optim.Optimizer, activations: int,
                  peak: int, runtime: int = 0) -> dict:
-    """Where the peak memory goes, in bytes: the graph (``edge_index`` and any
-    other edge tensors), the node features, labels and masks, parameters,
+    """Where the peak memory goes, in bytes: the graph (``edge_index`` or
+    ``adj_t``, and any other edge tensors), the node features, labels and masks, parameters,
     optimizer state, the activations kept for one step (as accounted),
     ``runtime`` (on CPU: what the process held before training beyond the
     dataset, i.e. the interpreter and libraries) and ``other``, the rest of
@@ -198,7 +193,7 @@ def run_experiment(settings: Settings, data, device: torch.device, epochs: int, 
     and returns the record (the others return ``None``).
     """
     main = ranks is None or ranks.is_main
-    held_before = resident_bytes() if device.type == "cpu" else None
+    held_before = process_memory() if device.type == "cpu" else None
     identity = settings.to_dict()
     finished: list[dict] = []
     start_run, record = 0, None
@@ -263,11 +258,16 @@ def run_experiment(settings: Settings, data, device: torch.device, epochs: int, 
     record["world_size"] = 1 if ranks is None else ranks.world_size
     if start_run < runs:
         dataset = _storage_bytes([*(data[key] for key in data.keys())])
-        runtime = 0 if held_before is None else max(held_before - dataset, 0)
+        runtime = 0 if held_before is None else max(held_before[1] - dataset, 0)
         record["memory_parts"] = memory_parts(data, *last, memory["total"], record["peak_memory"]["bytes"], runtime)
     if ranks is not None:  # per run, the ranks' largest parameter difference after each epoch
         record["rank_spread"] = [run.get("rank_spread", []) for run in finished]
-    record["gradient_error"] = measure_gradient_error(settings, data, device)
+    try:
+        record["gradient_error"] = measure_gradient_error(settings, data, device)
+    except (MemoryError, RuntimeError) as error:  # its FP32 reference may not fit where the run did
+        if not is_out_of_memory(error):
+            raise
+        record["gradient_error"] = {"out_of_memory": out_of_memory_message(error)}
     return record
 
 

@@ -12,33 +12,51 @@ import sys
 import torch
 
 from .checkpoint import write_atomically
-from .data import load_dataset
+from .data import load_prepared
 from .experiment import Settings, run_experiment
+from .limits import apply_memory_limit, is_out_of_memory, out_of_memory_message
 from .progress import Progress
+
+OUT_OF_MEMORY = 3  # the exit status of a job that ran out of memory (its result says where)
 
 
 def run_job(job: dict) -> dict:
     """Train the job's settings and return the record.
 
     ``job`` keys: ``settings`` (:meth:`Settings.to_dict`), ``epochs``, ``runs``,
-    ``device``, ``root``, ``offline``, ``threads`` (or ``None``), ``quiet``.
+    ``device``, ``root``, ``offline``, ``threads`` (or ``None``), ``quiet``,
+    ``memory_limit`` (bytes or ``None``: applied before anything is loaded).
     """
+    if job.get("memory_limit"):
+        apply_memory_limit(job["memory_limit"])
     settings = Settings.from_dict(job["settings"])
     if job.get("threads"):
         torch.set_num_threads(job["threads"])
     device = torch.device(job["device"])
-    data = load_dataset(settings.dataset, job["root"], download=not job["offline"], seed=settings.seed).to(device)
+    data = load_prepared(settings.dataset, job["root"], download=not job["offline"], seed=settings.seed,
+                         layout=settings.graph).to(device)
     progress = Progress(settings.config_name, job["epochs"], job["runs"], enabled=not job.get("quiet", False))
     return run_experiment(settings, data, device, job["epochs"], job["runs"], after_epoch=progress)
 
 
 def main(argv: list[str] | None = None) -> int:
+    """Run the job; an allocation failure writes ``{"out_of_memory": message,
+    "memory_limit": bytes}`` as the result and exits with :data:`OUT_OF_MEMORY`."""
     job_path, result_path = sys.argv[1:] if argv is None else argv
     with open(job_path) as file:
-        record = run_job(json.load(file))
+        job = json.load(file)
+    status = 0
+    try:
+        record = run_job(job)
+    except (MemoryError, RuntimeError) as error:
+        if not is_out_of_memory(error):
+            raise
+        record = {"out_of_memory": out_of_memory_message(error),
+                  "memory_limit": job.get("memory_limit")}
+        status = OUT_OF_MEMORY
     text = json.dumps(record, indent=2) + "\n"
     write_atomically(result_path, lambda file: file.write(text.encode()))
-    return 0
+    return status
 
 
 if __name__ == "__main__":

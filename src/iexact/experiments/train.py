@@ -10,6 +10,7 @@ import torch.nn.functional as F
 from torch.nn.parallel import DistributedDataParallel
 
 from .batching import batch_loss_rows
+from .data import graph_of
 from .distributed import broadcast_buffers, parameter_spread
 
 
@@ -111,7 +112,7 @@ def train_epochs(model: torch.nn.Module, optimizer: torch.optim.Optimizer, data,
         _synchronize(device)
         start = time.perf_counter()
         if loader is None:
-            state.last_loss = training_step(model, optimizer, data.x, data.edge_index, labels, rows, grad_clip)
+            state.last_loss = training_step(model, optimizer, data.x, graph_of(data), labels, rows, grad_clip)
         else:
             losses = [training_step(model, optimizer, batch.x, batch.edge_index, _labels(batch),
                                     batch_loss_rows(batch), grad_clip) for batch in _on(loader, device)]
@@ -123,7 +124,7 @@ def train_epochs(model: torch.nn.Module, optimizer: torch.optim.Optimizer, data,
             broadcast_buffers(scored)
         scored.eval()
         with torch.no_grad():
-            logits = scored(data.x, data.edge_index)
+            logits = scored(data.x, graph_of(data))
         val = accuracy(logits, labels, data.val_mask)
         state.val_history.append(val)
         if val > state.best_val:

@@ -1,0 +1,89 @@
+r"""Memory limits: run a training process under an address-space limit and say clearly when it is hit.
+
+``iexact train --memory-limit 8GiB`` (and every child of ``iexact bench train
+--memory-limit``) lowers its own ``RLIMIT_AS`` before loading anything, so an
+allocation beyond the limit fails inside that process (torch raises, Python
+raises ``MemoryError``) instead of the machine running out of memory and the
+kernel's OOM killer ending some process without a word. The limit is on the
+address space, which also counts what the interpreter and libraries map
+without touching (about 1.2 GB for Python with torch and PyG on Linux).
+"""
+from __future__ import annotations
+
+import os
+import re
+import resource
+
+_UNITS = {"": 1, "b": 1, "k": 2**10, "kb": 10**3, "kib": 2**10, "m": 2**20, "mb": 10**6, "mib": 2**20,
+          "g": 2**30, "gb": 10**9, "gib": 2**30, "t": 2**40, "tb": 10**12, "tib": 2**40}
+_OUT_OF_MEMORY = ("can't allocate memory", "out of memory", "cannot allocate memory", "std::bad_alloc")
+
+
+def parse_bytes(text: str) -> int:
+    """``"8GiB"``, ``"500M"``, ``"1.5 GB"`` or a plain byte count as bytes
+    (K/M/G/T and KiB/MiB/GiB/TiB are powers of 1024, KB/MB/GB/TB of 1000).
+
+    Raises:
+        ValueError: not a positive size.
+    """
+    match = re.fullmatch(r"\s*([0-9]*\.?[0-9]+)\s*([a-zA-Z]*)\s*", text)
+    unit = match.group(2).lower() if match else None
+    if match is None or unit not in _UNITS:
+        raise ValueError(f"{text!r} is not a size: use a number of bytes or one with a unit, e.g. 8GiB, 500MiB, 2G")
+    value = int(float(match.group(1)) * _UNITS[unit])
+    if value < 1:
+        raise ValueError(f"{text!r} is not a positive size")
+    return value
+
+
+def describe(nbytes: int) -> str:
+    return f"{nbytes / 2**30:,.2f} GiB"
+
+
+def apply_memory_limit(nbytes: int) -> None:
+    """Lower this process's address-space limit (``RLIMIT_AS``) to ``nbytes``.
+
+    Raises:
+        ValueError: ``nbytes`` is below what the process already maps, or above
+            a hard limit it may not raise.
+    """
+    mapped = (process_memory() or (0, 0))[0]
+    if nbytes <= mapped:
+        raise ValueError(f"a memory limit of {describe(nbytes)} is below the {describe(mapped)} this process "
+                         f"already maps (the interpreter and libraries): give more")
+    _, hard = resource.getrlimit(resource.RLIMIT_AS)
+    if hard != resource.RLIM_INFINITY and nbytes > hard:
+        raise ValueError(f"a memory limit of {describe(nbytes)} is above this process's hard limit {describe(hard)}")
+    resource.setrlimit(resource.RLIMIT_AS, (nbytes, hard))
+
+
+def process_memory() -> tuple[int, int] | None:
+    """``(mapped, resident)`` bytes of this process now (Linux ``/proc``), or ``None`` where unknown."""
+    try:
+        with open("/proc/self/statm") as file:
+            mapped, resident = file.read().split()[:2]
+        page = os.sysconf("SC_PAGE_SIZE")
+        return int(mapped) * page, int(resident) * page
+    except (OSError, ValueError):
+        return None
+
+
+def is_out_of_memory(error: BaseException) -> bool:
+    """Whether ``error`` is an allocation failure (Python's, torch's CPU or CUDA allocator's)."""
+    if isinstance(error, MemoryError):
+        return True
+    return isinstance(error, RuntimeError) and any(text in str(error).lower() for text in _OUT_OF_MEMORY)
+
+
+def out_of_memory_message(error: BaseException) -> str:
+    """One line for an allocation failure: under which limit (this process's
+    ``RLIMIT_AS``, if set), and how much it asked for."""
+    text = str(error)
+    wanted = re.search(r"tried to allocate ([0-9]+) bytes", text)
+    if wanted:
+        detail = f"allocating {describe(int(wanted.group(1)))} more failed"
+    else:
+        detail = (text.strip().splitlines() or [type(error).__name__])[0]
+    limit, _ = resource.getrlimit(resource.RLIMIT_AS)
+    where = "(the machine's memory)" if limit == resource.RLIM_INFINITY else f"under the limit of {describe(limit)}"
+    return f"out of memory {where}: {detail}"

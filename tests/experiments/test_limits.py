@@ -1,0 +1,104 @@
+"""Training under a memory limit, the peak's parts, the CSR layout and the cache of large synthetic graphs."""
+import json
+import os
+import subprocess
+import sys
+
+import pytest
+import torch
+
+from iexact.experiments import data as datasets
+from iexact.experiments.cli import main
+from iexact.experiments.limits import is_out_of_memory, parse_bytes
+
+# FP32's activations (about 12 tensors of N x 128 floats) do not fit under the limit; compressed ones do
+LIMITED = ["--dataset", "synthetic:200000,600000,32,4", "--epochs", "2", "--quiet", "--threads", "2",
+           "--graph", "csr", "--memory-limit", "2.4GiB"]
+
+
+def _iexact(*args):
+    """The command in a process of its own: the limit must not fall on the test process."""
+    env = {**os.environ, "OMP_NUM_THREADS": "2"}
+    return subprocess.run([sys.executable, "-m", "iexact", *args], env=env, capture_output=True, text=True,
+                          timeout=600)
+
+
+@pytest.mark.parametrize("text, expected", [("123", 123), ("8GiB", 8 * 2**30), ("1.5G", 3 * 2**29),
+                                            ("500 MB", 500 * 10**6), ("2kib", 2048)])
+def test_sizes_parse_with_their_units(text, expected):
+    assert parse_bytes(text) == expected
+
+
+@pytest.mark.parametrize("text", ["", "eight", "8 parsecs", "0", "-1G"])
+def test_sizes_that_are_not_sizes_are_refused(text):
+    with pytest.raises(ValueError, match="size"):
+        parse_bytes(text)
+
+
+def test_allocation_failures_are_told_from_other_errors():
+    assert is_out_of_memory(MemoryError()) and is_out_of_memory(
+        RuntimeError("DefaultCPUAllocator: can't allocate memory: you tried to allocate 8 bytes"))
+    assert not is_out_of_memory(RuntimeError("shape mismatch"))
+
+
+def test_under_a_limit_fp32_stops_with_one_line_and_compressed_trains(tmp_path):
+    fp32 = _iexact("train", *LIMITED, "--config", "fp32")
+    assert fp32.returncode == 1
+    message = fp32.stderr.strip().splitlines()[-1]
+    assert message.startswith("iexact train: error: out of memory under the limit of 2.40 GiB: allocating")
+    assert "Traceback" not in fp32.stderr
+    path = tmp_path / "compressed.json"
+    compressed = _iexact("train", *LIMITED, "--json", str(path))
+    assert compressed.returncode == 0, compressed.stderr[-2000:]
+    record = json.loads(path.read_text())
+    assert record["peak_memory"]["bytes"] < 2.4 * 2**30
+    # its FP32 reference does not fit either: said so, not a crash
+    assert "out_of_memory" in record["gradient_error"]
+
+
+def test_bench_records_the_configuration_that_ran_out_and_trains_the_rest(tmp_path):
+    done = _iexact("bench", "train", *LIMITED, "--configs", "fp32,default", "--out", str(tmp_path))
+    assert done.returncode == 0, done.stderr[-2000:]
+    records = json.loads((tmp_path / "bench.json").read_text())
+    assert [record["label"] for record in records] == ["FP32", "default"]
+    assert "out of memory under the limit of 2.40 GiB" in records[0]["out_of_memory"]
+    assert records[1]["test_accuracy"]["mean"] > 0
+    table = (tmp_path / "bench.md").read_text()
+    assert "| FP32 | out of memory under the limit of 2.40 GiB" in table and "memory limit 2.40 GiB" in table
+
+
+def test_a_limit_below_what_the_interpreter_maps_is_refused():
+    done = _iexact("train", "--dataset", "synthetic:300,1200,16,4", "--epochs", "1", "--memory-limit", "100MiB")
+    assert done.returncode == 2 and "below the" in done.stderr and "already maps" in done.stderr
+
+
+def test_the_csr_layout_trains_the_same_model(tmp_path):
+    records = {}
+    for layout in ("edge_index", "csr"):
+        path = tmp_path / f"{layout}.json"
+        assert main(["train", "--dataset", "synthetic:300,1200,16,4", "--epochs", "3", "--quiet", "--config", "fp32",
+                     "--graph", layout, "--json", str(path)]) == 0
+        records[layout] = json.loads(path.read_text())
+    # the same losses, so the same scores, epoch by epoch
+    assert records["csr"]["val_accuracy"]["history"] == records["edge_index"]["val_accuracy"]["history"]
+    edges = 1200 * 2  # at most, undirected
+    assert records["csr"]["memory_parts"]["graph"] <= edges * (8 + 4) + 301 * 8
+
+
+def test_csr_with_mini_batches_is_refused(capsys):
+    with pytest.raises(SystemExit):
+        main(["train", "--dataset", "synthetic:300,1200,16,4", "--graph", "csr", "--batch-size", "100",
+              "--sampler", "random-node"])
+    assert "--graph csr trains full batch" in capsys.readouterr().err
+
+
+def test_large_synthetic_graphs_are_built_once_and_mapped_after(tmp_path, monkeypatch):
+    monkeypatch.setattr(datasets, "CACHED_EDGES", 1000)
+    built = datasets.load_prepared("synthetic:500,2000,8,3", tmp_path, layout="csr")
+    cached = list((tmp_path / "synthetic").glob("*.pt"))
+    assert len(cached) == 1
+    monkeypatch.setattr(datasets, "contextual_sbm", lambda *args, **kwargs: pytest.fail("built again"))
+    again = datasets.load_prepared("synthetic:500,2000,8,3", tmp_path, layout="csr")
+    assert torch.equal(again.x, built.x) and torch.equal(again.y, built.y)
+    assert torch.equal(again.adj_t.to_dense(), built.adj_t.to_dense())
+    assert torch.equal(again.train_mask, built.train_mask)
