@@ -12,7 +12,7 @@ from iexact.experiments.cli import main
 from iexact.experiments.limits import is_out_of_memory, parse_bytes
 
 # FP32's activations (about 12 tensors of N x 128 floats) do not fit under the limit; compressed ones do
-LIMITED = ["--dataset", "synthetic:200000,600000,32,4", "--epochs", "2", "--quiet", "--threads", "2",
+LIMITED = ["--dataset", "synthetic:200000,600000,32,4", "--epochs", "1", "--quiet", "--threads", "2",
            "--graph", "csr", "--memory-limit", "2.4GiB"]
 
 
@@ -56,6 +56,7 @@ def test_under_a_limit_fp32_stops_with_one_line_and_compressed_trains(tmp_path):
     assert "out_of_memory" in record["gradient_error"]
 
 
+@pytest.mark.slow
 def test_bench_records_the_configuration_that_ran_out_and_trains_the_rest(tmp_path):
     done = _iexact("bench", "train", *LIMITED, "--configs", "fp32,default", "--out", str(tmp_path))
     assert done.returncode == 0, done.stderr[-2000:]

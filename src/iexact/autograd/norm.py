@@ -56,10 +56,10 @@ class CompressedBatchNormFunction(SavingFunction):
         var, mean = torch.var_mean(x32, dim=0, unbiased=False)
         invstd = torch.rsqrt(var + eps)
         normalized = (x32 - mean).mul_(invstd)
-        out = normalized * weight if weight is not None else normalized.clone()
+        save(ctx, weight, pack(normalized, norm_config(config), seeds), invstd)
+        out = normalized if weight is None else normalized.mul_(weight)  # packed: reused in place
         if bias is not None:
             out.add_(bias)
-        save(ctx, weight, pack(normalized, norm_config(config), seeds), invstd)
         ctx.mark_non_differentiable(mean, var)
         return out.to(x.dtype), mean, var
 
@@ -72,12 +72,11 @@ class CompressedBatchNormFunction(SavingFunction):
         grad_weight = (grad32 * normalized).sum(0)
         grad_bias = grad32.sum(0)
         grad_x = None
-        if ctx.needs_input_grad[0]:
-            scaled = grad32 * weight if weight is not None else grad32
-            scaled_weight = grad_weight * weight if weight is not None else grad_weight
+        if ctx.needs_input_grad[0]:  # in place on the decompressed tensor: one N x C temporary in all
+            gamma = weight if weight is not None else torch.ones_like(grad_bias)
             rows = grad_out.shape[0]
-            grad_x = (scaled - grad_bias.mul(weight if weight is not None else 1) / rows
-                      - normalized * (scaled_weight / rows)).mul_(invstd).to(grad_out.dtype)
+            grad_x = normalized.mul_(grad_weight * gamma / -rows).addcmul_(grad32, gamma)
+            grad_x = grad_x.sub_(grad_bias * gamma / rows).mul_(invstd).to(grad_out.dtype)
         grad_weight = grad_weight.to(weight.dtype) if weight is not None and ctx.needs_input_grad[1] else None
         grad_bias = grad_bias.to(grad_out.dtype) if ctx.needs_input_grad[2] else None
         return grad_x, grad_weight, grad_bias, None, None, None

@@ -212,9 +212,9 @@ def gradient_report(data, model_name: str, draws: int, steps: int, device: torch
     from ..analysis import gradient_error
     from .data import num_classes
     from .models import build_model
-    from .train import loss_function
+    from .train import labels_of, loss_function
 
-    labels = data.y if data.y.dim() == 2 else data.y.view(-1)
+    labels = labels_of(data)
 
     def loss(out):
         return loss_function(out[data.train_mask], labels[data.train_mask])

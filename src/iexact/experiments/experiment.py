@@ -28,7 +28,7 @@ from .data import graph_of, num_classes
 from .distributed import Ranks
 from .limits import is_out_of_memory, out_of_memory_message, process_memory
 from .models import build_model, checkpoint_layers_, message_passing_layers
-from .train import TrainingState, loss_function, train_epochs
+from .train import TrainingState, labels_of, loss_function, train_epochs
 
 FP32 = "fp32"
 CHECKPOINTING = "checkpoint"
@@ -117,7 +117,7 @@ def measure_gradient_error(settings: Settings, data, device: torch.device, draws
     if settings.config is None:
         return None
     batch = sample_batch(settings, data, device)
-    labels = batch.y if batch.y.dim() == 2 else batch.y.view(-1)
+    labels = labels_of(batch)
     rows = batch.train_mask.nonzero().view(-1) if settings.batching is None else batch_loss_rows(batch)
     with _fork_rng(device):
         torch.manual_seed(settings.seed)
@@ -257,7 +257,7 @@ def run_experiment(settings: Settings, data, device: torch.device, epochs: int, 
     record = _record(settings, device, epochs, runs, finished, memory)  # reads the peak memory first
     record["world_size"] = 1 if ranks is None else ranks.world_size
     if start_run < runs:
-        dataset = _storage_bytes([*(data[key] for key in data.keys())])
+        dataset = _storage_bytes(data[key] for key in data.keys())
         runtime = 0 if held_before is None else max(held_before[1] - dataset, 0)
         record["memory_parts"] = memory_parts(data, *last, memory["total"], record["peak_memory"]["bytes"], runtime)
     if ranks is not None:  # per run, the ranks' largest parameter difference after each epoch

@@ -78,7 +78,8 @@ def training_step(model: torch.nn.Module, optimizer: torch.optim.Optimizer, x, e
     return loss.item()
 
 
-def _labels(data) -> torch.Tensor:
+def labels_of(data) -> torch.Tensor:
+    """``data.y`` as the loss takes it: ``(N,)`` classes, or ``(N, L)`` for multi-label data."""
     return data.y if data.y.dim() == 2 else data.y.view(-1)
 
 
@@ -101,7 +102,7 @@ def train_epochs(model: torch.nn.Module, optimizer: torch.optim.Optimizer, data,
     Epoch time is the training alone (batch sampling, forward, backward,
     clipping, optimizer steps), with the device synchronized around it.
     """
-    labels = _labels(data)
+    labels = labels_of(data)
     device = data.x.device
     rows = data.train_mask.nonzero().view(-1) if train_rows is None else train_rows
     scored = getattr(model, "module", model)
@@ -114,7 +115,7 @@ def train_epochs(model: torch.nn.Module, optimizer: torch.optim.Optimizer, data,
         if loader is None:
             state.last_loss = training_step(model, optimizer, data.x, graph_of(data), labels, rows, grad_clip)
         else:
-            losses = [training_step(model, optimizer, batch.x, batch.edge_index, _labels(batch),
+            losses = [training_step(model, optimizer, batch.x, batch.edge_index, labels_of(batch),
                                     batch_loss_rows(batch), grad_clip) for batch in _on(loader, device)]
             state.last_loss = sum(losses) / max(len(losses), 1)
         _synchronize(device)
