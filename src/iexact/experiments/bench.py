@@ -212,7 +212,7 @@ def gradient_report(data, model_name: str, draws: int, steps: int, device: torch
     from ..analysis import gradient_error
     from .data import num_classes
     from .models import build_model
-    from .train import labels_of, loss_function
+    from .train import labels_of, loss_function, training_step
 
     labels = labels_of(data)
 
@@ -226,13 +226,9 @@ def gradient_report(data, model_name: str, draws: int, steps: int, device: torch
 
     def step_seconds(model):
         optimizer = torch.optim.Adam(model.parameters(), lr=0.01)
-
-        def step():
-            optimizer.zero_grad()
-            loss(model(data.x, data.edge_index)).backward()
-            optimizer.step()
-
-        return median_seconds(step, steps)
+        rows = data.train_mask.nonzero().view(-1)
+        return median_seconds(lambda: training_step(model, optimizer, data.x, data.edge_index, labels, rows, None),
+                              steps)
 
     fp32 = fresh(None)
     fp32_bytes = activation_memory(fp32, data.x, data.edge_index).total

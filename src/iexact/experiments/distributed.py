@@ -31,7 +31,7 @@ import torch.distributed as dist
 from torch.nn.parallel import DistributedDataParallel
 
 from ..nn import seed_streams
-from ..seeds import SEED_LIMIT, splitmix64
+from ..seeds import splitmix64, stream_seed
 from .batching import share_sampler
 
 _MASK63 = 2**63 - 1
@@ -138,11 +138,12 @@ def key_seed_streams(model: torch.nn.Module, rank: int) -> None:
 
 
 def epoch_seed(seed: int, run: int, epoch: int, rank: int) -> int:
-    """torch's seed for one epoch of one rank: a hash of all four, in :math:`[0, 2^{62})`."""
+    """torch's seed for one epoch of one rank: :func:`~iexact.seeds.stream_seed`
+    chained over all four, in :math:`[0, 2^{62})`."""
     value = seed & (2**64 - 1)
     for part in (run, epoch, rank):
-        value = splitmix64(value ^ splitmix64(part))
-    return value % SEED_LIMIT
+        value = stream_seed(value, part)
+    return value
 
 
 def train_share(train_mask: torch.Tensor, ranks: Ranks) -> torch.Tensor:
