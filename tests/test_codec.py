@@ -100,14 +100,15 @@ def test_errors_of_two_rows_are_independent_except_when_shared(projection):
 
 @pytest.mark.parametrize("projection", PROJECTIONS)
 def test_projections_do_not_depend_on_the_chunking(projection):
-    """Rows carry their own signs: projecting 10 rows at a time gives the whole tensor's result."""
-    x = torch.randn(300, 40)
+    """Rows carry their own signs: projecting 10 rows at a time gives the whole tensor's result
+    (up to the last bits of a BLAS product, whose blocking depends on the row count)."""
+    x = torch.randn(300, 40, generator=torch.Generator().manual_seed(0))
     project = Projection(projection, 40, 10, seed=9, device=torch.device("cpu"))
     whole = project.forward(x, 0)
     parts = torch.cat([project.forward(x[first : first + 10], first) for first in range(0, 300, 10)])
-    assert torch.equal(parts, whole)
+    torch.testing.assert_close(parts, whole, rtol=1e-6, atol=1e-6)
     restored = torch.cat([project.inverse(whole[first : first + 10], first) for first in range(0, 300, 10)])
-    assert torch.equal(restored, project.inverse(whole, 0))
+    torch.testing.assert_close(restored, project.inverse(whole, 0), rtol=1e-6, atol=1e-6)
 
 
 @pytest.mark.parametrize(

@@ -11,8 +11,9 @@ the shared kind).
 
 On CPU both directions stream over chunks of rows small enough to stay in
 cache (projection, block ranges, rounding and packing of one chunk before the
-next), so no full-size temporary is ever allocated; on CUDA the whole tensor
-is one chunk.
+next), so no full-size temporary is ever allocated; on the Triton path (CUDA)
+a chunk is up to :math:`2^{30}` stored elements, so that no kernel index
+reaches :math:`2^{31}`.
 """
 from __future__ import annotations
 
@@ -31,16 +32,26 @@ from .seeds import check_seed, draw_seed
 
 __all__ = ["compress", "decompress", "stored_sizes", "transpose_products"]
 
-_CPU_CHUNK_ELEMENTS = 2**20  # stored elements per chunk on CPU: 4 MiB of float32
+CPU_CHUNK_ELEMENTS = 2**20  # stored elements per chunk on the PyTorch path: 4 MiB of float32
+KERNEL_CHUNK_ELEMENTS = 2**30  # at most this many per chunk on the Triton path: its indices are int32
 
 
 def _chunk_elements(numel: int, width: int, block_size: int, device: torch.device) -> int:
     """Elements per chunk: whole rows, whole blocks and whole bytes (a multiple
-    of ``lcm(width, G, 8)``), about :data:`_CPU_CHUNK_ELEMENTS` on CPU."""
-    if device.type != "cpu" or numel == 0:
-        return max(numel, 1)
+    of ``lcm(width, G, 8)``), about :data:`CPU_CHUNK_ELEMENTS` on the PyTorch
+    path; on the Triton path the whole tensor when it has at most
+    :data:`KERNEL_CHUNK_ELEMENTS`, else the largest multiple below that."""
     unit = math.lcm(width, block_size, 8)
-    return max(1, _CPU_CHUNK_ELEMENTS // unit) * unit
+    if kernels.uses_triton(device):
+        if numel <= KERNEL_CHUNK_ELEMENTS:
+            return max(numel, 1)
+        if unit > KERNEL_CHUNK_ELEMENTS:
+            raise ValueError(f"rows of {width} stored elements in blocks of {block_size} exceed the Triton "
+                             f"kernels' chunk of {KERNEL_CHUNK_ELEMENTS:,} elements: use a smaller block size")
+        return KERNEL_CHUNK_ELEMENTS // unit * unit
+    if numel == 0:
+        return 1
+    return max(1, CPU_CHUNK_ELEMENTS // unit) * unit
 
 
 def stored_sizes(shape: tuple[int, ...], config: CompressionConfig) -> tuple[int | None, int, int, int]:
@@ -79,7 +90,8 @@ def compress(x: torch.Tensor, config: CompressionConfig, seed: int | None = None
         TypeError: ``x`` is not floating point, or ``config`` is no
             :class:`CompressionConfig`.
         ValueError: ``x`` holds NaN or Inf (or values whose block range or
-            projection overflows); ``seed`` is out of range.
+            projection overflows) and ``config.check_finite``; ``seed`` is
+            out of range.
     """
     if not isinstance(config, CompressionConfig):
         raise TypeError(f"config must be an iexact.CompressionConfig, got {type(config).__name__}")
@@ -111,8 +123,8 @@ def compress(x: torch.Tensor, config: CompressionConfig, seed: int | None = None
         codes[start * config.bits // 8 : packed_size(end, config.bits)] = kernels.quantize_pack(
             z, mins[first:last], steps[first:last], block_size, config.bits, levels, seed, start
         )
-    # NaN or Inf anywhere in a block makes its step NaN or Inf: one check at the end
-    if not bool(torch.isfinite(steps).all()):
+    # NaN or Inf anywhere in a block makes its step NaN or Inf: one check at the end (a host sync)
+    if config.check_finite and not bool(torch.isfinite(steps).all()):
         where = " after the random projection" if k is not None else ""
         raise ValueError(
             f"cannot compress a tensor of shape {tuple(x.shape)}: it holds NaN or Inf{where} "

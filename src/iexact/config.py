@@ -17,6 +17,7 @@ import torch
 BlockSize = Union[int, str]
 
 ALLOWED_BITS = (1, 2, 4, 8)
+MAX_BLOCK_SIZE = 2**31 - 1  # block indices and in-block offsets are int32 in the kernels
 ALLOWED_LEVELS = ("uniform", "optimal")
 ALLOWED_PROJECTIONS = ("shared", "per_row", "sketch")  # iexact.quant.projection.PROJECTIONS
 SCALE_DTYPES = {
@@ -80,6 +81,13 @@ class CompressionConfig:
             reference, as FP32 autograd does, instead of compressing it: the
             caller holds it anyway, so this costs no bytes and adds no noise.
             (default: :obj:`True`)
+        check_finite (bool, optional): raise a ``ValueError`` when a tensor
+            to compress holds NaN or Inf. The check reads one flag back from
+            the device, a host sync in every compressed forward; with
+            ``False`` there is none, and a non-finite value instead makes its
+            whole block decompress to NaN, so it reaches the gradients as it
+            would uncompressed (check the loss or the gradients).
+            (default: :obj:`True`)
 
     Stored bytes for an :math:`N \times D` activation: :math:`\lceil N k b / 8
     \rceil` for the codes plus :math:`2 \cdot \mathrm{sizeof(scale)}` per block
@@ -94,6 +102,7 @@ class CompressionConfig:
     rp_norm: bool = True
     projection: str = "sketch"
     reference_inputs: bool = True
+    check_finite: bool = True
 
     def __post_init__(self) -> None:
         if type(self.bits) is not int or self.bits not in ALLOWED_BITS:
@@ -102,8 +111,8 @@ class CompressionConfig:
         if isinstance(block, str):
             if block != "row":
                 raise _invalid("block_size", block, 'a positive int or "row"')
-        elif isinstance(block, bool) or not isinstance(block, int) or block < 1:
-            raise _invalid("block_size", block, 'a positive int or "row"')
+        elif isinstance(block, bool) or not isinstance(block, int) or not 1 <= block <= MAX_BLOCK_SIZE:
+            raise _invalid("block_size", block, 'a positive int up to 2**31 - 1 or "row"')
         ratio = self.rp_ratio
         if (
             isinstance(ratio, bool)
@@ -123,8 +132,9 @@ class CompressionConfig:
             )
         if not isinstance(self.rp_norm, bool):
             raise _invalid("rp_norm", self.rp_norm, "True or False")
-        if not isinstance(self.reference_inputs, bool):
-            raise _invalid("reference_inputs", self.reference_inputs, "True or False")
+        for flag in ("reference_inputs", "check_finite"):
+            if not isinstance(getattr(self, flag), bool):
+                raise _invalid(flag, getattr(self, flag), "True or False")
         if self.projection not in ALLOWED_PROJECTIONS:
             raise _invalid("projection", self.projection, 'one of "shared", "per_row", "sketch"')
 
@@ -157,8 +167,9 @@ class CompressionConfig:
         projection = "no projection" if self.rp_ratio == 1 else f"{self.projection} projection {self.rp_ratio:g}"
         norm = ", projected norm inputs" if self.rp_norm else ""
         inputs = "" if self.reference_inputs else ", inputs compressed too"
+        finite = "" if self.check_finite else ", no finite check"
         return (f"INT{self.bits}, {block}, {projection}, {self.levels} levels, "
-                f"{str(self.scale_dtype).removeprefix('torch.')} scales{norm}{inputs}")
+                f"{str(self.scale_dtype).removeprefix('torch.')} scales{norm}{inputs}{finite}")
 
     @classmethod
     def exact(cls) -> "CompressionConfig":

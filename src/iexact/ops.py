@@ -58,17 +58,18 @@ class Stored(NamedTuple):
 
 
 def fields(config: CompressionConfig) -> tuple:
-    """``(bits, block_size, rp_ratio, levels, scale_dtype, projection)`` with
-    ``block_size`` 0 for ``"row"``: what the codec reads of ``config``."""
+    """``(bits, block_size, rp_ratio, levels, scale_dtype, projection, check_finite)``
+    with ``block_size`` 0 for ``"row"``: what the codec reads of ``config``."""
     block = 0 if config.block_size == "row" else config.block_size
-    return (config.bits, block, float(config.rp_ratio), config.levels, config.scale_dtype, config.projection)
+    return (config.bits, block, float(config.rp_ratio), config.levels, config.scale_dtype, config.projection,
+            config.check_finite)
 
 
 @functools.lru_cache(maxsize=64)
 def _config(bits: int, block_size: int, rp_ratio: float, levels: str, scale_dtype: torch.dtype,
-            projection: str) -> CompressionConfig:
+            projection: str, check_finite: bool) -> CompressionConfig:
     return CompressionConfig(bits=bits, block_size=block_size or "row", rp_ratio=rp_ratio, levels=levels,
-                             scale_dtype=scale_dtype, projection=projection)
+                             scale_dtype=scale_dtype, projection=projection, check_finite=check_finite)
 
 
 def _packed(tensors, shape, dtype: torch.dtype, config: CompressionConfig) -> PackedActivation:
@@ -81,16 +82,16 @@ def _packed(tensors, shape, dtype: torch.dtype, config: CompressionConfig) -> Pa
 
 @torch.library.custom_op("iexact::compress", mutates_args=())
 def _compress(x: Tensor, position: Tensor, bits: int, block_size: int, rp_ratio: float, levels: str,
-              scale_dtype: torch.dtype, projection: str) -> list[Tensor]:
-    config = _config(bits, block_size, rp_ratio, levels, scale_dtype, projection)
+              scale_dtype: torch.dtype, projection: str, check_finite: bool) -> list[Tensor]:
+    config = _config(bits, block_size, rp_ratio, levels, scale_dtype, projection, check_finite)
     packed = codec.compress(x, config, seed_at(position))
     held = [packed.codes, packed.mins, packed.steps]
     return held + ([torch.tensor(packed.seed, dtype=torch.int64)] if packed.projected_width is not None else [])
 
 
 @_compress.register_fake
-def _(x, position, bits, block_size, rp_ratio, levels, scale_dtype, projection):
-    config = _config(bits, block_size, rp_ratio, levels, scale_dtype, projection)
+def _(x, position, bits, block_size, rp_ratio, levels, scale_dtype, projection, check_finite):
+    config = _config(bits, block_size, rp_ratio, levels, scale_dtype, projection, check_finite)
     k, _, code_bytes, blocks = codec.stored_sizes(tuple(x.shape), config)
     held = [x.new_empty(code_bytes, dtype=torch.uint8), x.new_empty(blocks, dtype=scale_dtype),
             x.new_empty(blocks, dtype=scale_dtype)]
@@ -99,26 +100,27 @@ def _(x, position, bits, block_size, rp_ratio, levels, scale_dtype, projection):
 
 @torch.library.custom_op("iexact::decompress", mutates_args=())
 def _decompress(tensors: list[Tensor], shape: list[int], dtype: torch.dtype, bits: int, block_size: int,
-                rp_ratio: float, levels: str, scale_dtype: torch.dtype, projection: str) -> Tensor:
-    config = _config(bits, block_size, rp_ratio, levels, scale_dtype, projection)
+                rp_ratio: float, levels: str, scale_dtype: torch.dtype, projection: str,
+                check_finite: bool) -> Tensor:
+    config = _config(bits, block_size, rp_ratio, levels, scale_dtype, projection, check_finite)
     return codec.decompress(_packed(tensors, shape, dtype, config))
 
 
 @_decompress.register_fake
-def _(tensors, shape, dtype, bits, block_size, rp_ratio, levels, scale_dtype, projection):
+def _(tensors, shape, dtype, bits, block_size, rp_ratio, levels, scale_dtype, projection, check_finite):
     return tensors[0].new_empty(shape, dtype=dtype)
 
 
 @torch.library.custom_op("iexact::transpose_products", mutates_args=())
 def _transpose_products(tensors: list[Tensor], shape: list[int], dtype: torch.dtype, lefts: list[Tensor],
                         bits: int, block_size: int, rp_ratio: float, levels: str, scale_dtype: torch.dtype,
-                        projection: str) -> list[Tensor]:
-    config = _config(bits, block_size, rp_ratio, levels, scale_dtype, projection)
+                        projection: str, check_finite: bool) -> list[Tensor]:
+    config = _config(bits, block_size, rp_ratio, levels, scale_dtype, projection, check_finite)
     return codec.transpose_products(_packed(tensors, shape, dtype, config), *lefts)
 
 
 @_transpose_products.register_fake
-def _(tensors, shape, dtype, lefts, bits, block_size, rp_ratio, levels, scale_dtype, projection):
+def _(tensors, shape, dtype, lefts, bits, block_size, rp_ratio, levels, scale_dtype, projection, check_finite):
     width = shape[-1] if len(shape) else 1
     return [left.new_empty(left.shape[1], width, dtype=torch.float32) for left in lefts]
 

@@ -4,13 +4,24 @@ On CUDA tensors, with Triton installed, the fused Triton kernels of
 :mod:`iexact.kernels.triton_quant` run; everywhere else the PyTorch reference
 of :mod:`iexact.quant.reference`. Both have the same signature and the same
 result for the same rounding noise.
+
+The environment variable ``IEXACT_KERNELS`` overrides the choice:
+``triton`` sends every tensor to the Triton kernels (CPU tensors too, under
+``TRITON_INTERPRET=1``: how the CUDA path is tested on machines without a
+GPU), ``torch`` sends every tensor to the reference, ``auto`` (or unset) is
+the rule above. :func:`uses_triton` is the one place that decides, and the
+codec reads it too, so a forced run takes the CUDA path's chunking as well.
 """
 from __future__ import annotations
+
+import os
 
 import torch
 
 from ..quant import reference
 from ..seeds import stream_seed
+
+BACKENDS = ("auto", "triton", "torch")  # the values of IEXACT_KERNELS
 
 
 def triton_available() -> bool:
@@ -22,8 +33,27 @@ def triton_available() -> bool:
     return True
 
 
-def _use_triton(tensor: torch.Tensor) -> bool:
-    return tensor.is_cuda and triton_available()
+def uses_triton(device: torch.device) -> bool:
+    """Whether tensors on ``device`` go to the Triton kernels (see the module docstring).
+
+    Raises:
+        ValueError: ``IEXACT_KERNELS`` is not one of :data:`BACKENDS`.
+        RuntimeError: ``IEXACT_KERNELS=triton`` without Triton installed, or
+            for CPU tensors without ``TRITON_INTERPRET=1``.
+    """
+    choice = os.environ.get("IEXACT_KERNELS", "auto") or "auto"
+    if choice not in BACKENDS:
+        raise ValueError(f"IEXACT_KERNELS={choice!r} is invalid: use one of {', '.join(BACKENDS)}")
+    if choice == "torch":
+        return False
+    if choice == "auto":
+        return device.type == "cuda" and triton_available()
+    if not triton_available():
+        raise RuntimeError('IEXACT_KERNELS=triton but Triton is not installed: pip install "iexact[triton]"')
+    if device.type != "cuda" and os.environ.get("TRITON_INTERPRET") != "1":
+        raise RuntimeError(f"IEXACT_KERNELS=triton on {device.type} tensors needs TRITON_INTERPRET=1 "
+                           f"(set before Triton is imported): only the interpreter runs kernels off the GPU")
+    return True
 
 
 def quantize_pack(z, mins, steps, block_size, bits, levels, seed, offset):
@@ -36,7 +66,7 @@ def quantize_pack(z, mins, steps, block_size, bits, levels, seed, offset):
     draws its own noise, unrelated to the projection drawn from ``seed``.
     """
     noise_seed = stream_seed(seed, offset)
-    if _use_triton(z):
+    if uses_triton(z.device):
         from . import triton_quant
 
         # Philox key of 31 bits; counters are the element indices of this chunk
@@ -47,7 +77,7 @@ def quantize_pack(z, mins, steps, block_size, bits, levels, seed, offset):
 
 def unpack_dequantize(codes, mins, steps, block_size, bits, levels, numel):
     r""":math:`\hat z = m + \ell_{\text{code}} \, s / B` for the first ``numel`` elements."""
-    if _use_triton(codes):
+    if uses_triton(codes.device):
         from . import triton_quant
 
         return triton_quant.unpack_dequantize(codes, mins, steps, block_size, bits, levels, numel)

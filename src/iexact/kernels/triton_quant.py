@@ -19,6 +19,13 @@ import triton.language as tl
 from ..quant.rounding import packed_size, rounding_map
 
 _BYTES_PER_PROGRAM = 256
+MAX_LAUNCH_ELEMENTS = 2**31 - 1  # element indices are int32 (iexact.codec splits larger tensors)
+
+
+def _check_launch(numel: int) -> None:
+    if numel > MAX_LAUNCH_ELEMENTS:
+        raise ValueError(f"one kernel launch handles at most 2**31 - 1 elements, got {numel:,}: "
+                         f"iexact.codec splits larger tensors into chunks")
 _MODE_UNIFORM, _MODE_HINGE, _MODE_SEARCH = 0, 1, 2
 
 
@@ -94,6 +101,7 @@ def quantize_pack(z, mins, steps, block_size, bits, levels, *, seed=0, offset=0,
         uint8 tensor of :math:`\lceil n b / 8 \rceil` bytes.
     """
     numel = z.numel()
+    _check_launch(numel)
     out = torch.empty(packed_size(numel, bits), dtype=torch.uint8, device=z.device)
     if numel == 0:
         return out
@@ -125,6 +133,7 @@ def unpack_dequantize(codes, mins, steps, block_size, bits, levels, numel):
     Returns:
         float32 :math:`(n,)`.
     """
+    _check_launch(numel)
     out = torch.empty(numel, dtype=torch.float32, device=codes.device)
     if numel == 0:
         return out

@@ -1,0 +1,228 @@
+"""The CUDA path without a GPU: ``IEXACT_KERNELS=triton`` sends CPU tensors through
+the Triton kernels (interpreted, ``TRITON_INTERPRET=1``) by the same dispatch and
+chunking CUDA takes; every test here counts the kernel launches, so a silent
+fall-back to the PyTorch path fails it."""
+import dataclasses
+import json
+import math
+
+import pytest
+import torch
+
+import iexact
+from iexact import codec, kernels
+from iexact.experiments.cli import main
+from iexact.experiments.data import load_dataset
+from iexact.experiments.models import MODELS, build_model
+from iexact.experiments.train import labels_of, loss_function
+
+triton_quant = pytest.importorskip("iexact.kernels.triton_quant")
+
+
+
+@pytest.fixture
+def launches(monkeypatch):
+    """Force the Triton kernels and count their launches (by function name)."""
+    monkeypatch.setenv("TRITON_INTERPRET", "1")
+    monkeypatch.setenv("IEXACT_KERNELS", "triton")
+    counts = {"quantize_pack": 0, "unpack_dequantize": 0}
+    for name in counts:
+        launch = getattr(triton_quant, name)
+
+        def counted(*args, _launch=launch, _name=name, **kwargs):
+            counts[_name] += 1
+            return _launch(*args, **kwargs)
+
+        monkeypatch.setattr(triton_quant, name, counted)
+    return counts
+
+
+def test_the_choice_of_kernels(monkeypatch):
+    cpu = torch.device("cpu")
+    monkeypatch.delenv("IEXACT_KERNELS", raising=False)
+    assert not kernels.uses_triton(cpu)
+    monkeypatch.setenv("IEXACT_KERNELS", "torch")
+    assert not kernels.uses_triton(torch.device("cuda"))
+    monkeypatch.setenv("IEXACT_KERNELS", "triton")
+    monkeypatch.setenv("TRITON_INTERPRET", "1")
+    assert kernels.uses_triton(cpu)
+    monkeypatch.delenv("TRITON_INTERPRET")
+    with pytest.raises(RuntimeError, match="needs TRITON_INTERPRET=1"):
+        kernels.uses_triton(cpu)
+    monkeypatch.setenv("IEXACT_KERNELS", "cuda")
+    with pytest.raises(ValueError, match="IEXACT_KERNELS='cuda' is invalid: use one of auto, triton, torch"):
+        kernels.uses_triton(cpu)
+
+
+@pytest.mark.parametrize("config", [iexact.CompressionConfig(), iexact.CompressionConfig.exact(),
+                                    iexact.CompressionConfig(bits=4, block_size=100, rp_ratio=1)])
+def test_round_trip_on_the_triton_path(config, launches, monkeypatch):
+    """Within one block step of the input (no projection), unbiased over draws, and
+    with the error variance of the PyTorch path."""
+    x = torch.randn(64, 48, generator=torch.Generator().manual_seed(0))
+    draws = 100
+    triton_samples = torch.stack([codec.decompress(codec.compress(x, config, seed=s)) for s in range(draws)])
+    assert launches["quantize_pack"] >= draws and launches["unpack_dequantize"] >= draws
+    monkeypatch.setenv("IEXACT_KERNELS", "torch")
+    torch_samples = torch.stack([codec.decompress(codec.compress(x, config, seed=s)) for s in range(draws)])
+    if config.rp_ratio == 1:
+        packed = codec.compress(x, config, seed=0)
+        steps = packed.steps.float().repeat_interleave(config.block_size)[: x.numel()].view_as(x)
+        assert ((triton_samples - x).abs() <= steps + 1e-6).all()
+    bias = triton_samples.double().mean(0) - x
+    spread = (triton_samples.double().var(0).sum() / draws).sqrt()
+    assert abs(bias.sum()) <= 4 * spread  # the total bias, within 4 standard errors
+    triton_variance = (triton_samples - x).pow(2).mean()
+    torch_variance = (torch_samples - x).pow(2).mean()
+    assert 0.85 < triton_variance / torch_variance < 1.15
+
+
+def _step_gradients(name, data, config):
+    torch.manual_seed(0)
+    model = build_model(name, data.num_features, 4, layers=4 if name == "gcn2" else None)
+    if config is not None:
+        iexact.compress_(model, config)
+    out = model(data.x, data.edge_index)
+    labels = labels_of(data)
+    loss = loss_function(out[data.train_mask], labels[data.train_mask])
+    loss.backward()
+    return loss.detach(), torch.cat([p.grad.flatten() for p in model.parameters()])
+
+
+@pytest.mark.parametrize("name", MODELS)
+def test_one_training_step_of_every_model_on_the_triton_path(name, launches, monkeypatch):
+    """The forward (the loss) is the PyTorch path's bit for bit; the gradient's error
+    against FP32 is the PyTorch path's within the spread of one draw."""
+    data = load_dataset("synthetic:400,1600,24,4")
+    config = iexact.CompressionConfig()
+    triton_loss, triton_grad = _step_gradients(name, data, config)
+    assert launches["quantize_pack"] > 0 and launches["unpack_dequantize"] > 0
+    monkeypatch.setenv("IEXACT_KERNELS", "torch")
+    torch_loss, torch_grad = _step_gradients(name, data, config)
+    _, fp32_grad = _step_gradients(name, data, None)
+    assert torch.equal(triton_loss, torch_loss)
+    triton_error = ((triton_grad - fp32_grad).norm() / fp32_grad.norm()).item()
+    torch_error = ((torch_grad - fp32_grad).norm() / fp32_grad.norm()).item()
+    assert 0 < triton_error < 1.5 * torch_error + 0.05
+
+
+def test_iexact_train_end_to_end_on_the_triton_path(launches, monkeypatch, tmp_path):
+    argv = ["train", "--dataset", "synthetic:300,1200,16,4", "--hidden", "16", "--epochs", "2", "--quiet",
+            "--seed", "3"]
+    assert main(argv + ["--json", str(tmp_path / "triton.json")]) == 0
+    assert launches["quantize_pack"] > 0 and launches["unpack_dequantize"] > 0
+    monkeypatch.setenv("IEXACT_KERNELS", "torch")
+    assert main(argv + ["--json", str(tmp_path / "torch.json")]) == 0
+    forced, reference = (json.loads((tmp_path / f"{name}.json").read_text()) for name in ("triton", "torch"))
+    for key in ("total", "compressed", "uncompressed", "layers"):  # the same bytes, layer by layer
+        assert forced["activation_memory"][key] == reference["activation_memory"][key]
+    assert abs(forced["test_accuracy"]["mean"] - reference["test_accuracy"]["mean"]) < 0.1
+
+
+def _shape_only_kernels(monkeypatch, calls):
+    """Kernels that record what they were given and return meta tensors of the right size."""
+    def quantize_pack(z, mins, steps, block_size, bits, levels, *, seed=0, offset=0, noise=None):
+        calls.append((z.numel(), mins.numel()))
+        return torch.empty(math.ceil(z.numel() * bits / 8), dtype=torch.uint8, device=z.device)
+
+    def unpack_dequantize(codes, mins, steps, block_size, bits, levels, numel):
+        calls.append((numel, mins.numel()))
+        return torch.empty(numel, dtype=torch.float32, device=codes.device)
+
+    monkeypatch.setattr(triton_quant, "quantize_pack", quantize_pack)
+    monkeypatch.setattr(triton_quant, "unpack_dequantize", unpack_dequantize)
+
+
+def test_tensors_past_2_to_the_31_are_split_into_int32_sized_launches(monkeypatch):
+    """A meta tensor of 2**31 + 448 elements (nothing allocated) goes through the
+    codec's Triton path in launches of at most 2**30 elements and whole blocks."""
+    monkeypatch.setenv("TRITON_INTERPRET", "1")
+    monkeypatch.setenv("IEXACT_KERNELS", "triton")
+    calls = []
+    _shape_only_kernels(monkeypatch, calls)
+    x = torch.empty(2**25 + 7, 64, device="meta")
+    config = iexact.CompressionConfig(rp_ratio=1, check_finite=False)
+    packed = codec.compress(x, config, seed=1)
+    assert sum(numel for numel, _ in calls) == x.numel() > 2**31
+    assert max(numel for numel, _ in calls) <= codec.KERNEL_CHUNK_ELEMENTS
+    assert all(numel % config.block_size == 0 for numel, _ in calls[:-1])
+    assert sum(blocks for _, blocks in calls) == packed.mins.numel() == math.ceil(x.numel() / config.block_size)
+    assert packed.codes.numel() == x.numel() // 4
+    calls.clear()
+    codec.decompress(packed)
+    assert sum(numel for numel, _ in calls) == x.numel() and max(n for n, _ in calls) <= codec.KERNEL_CHUNK_ELEMENTS
+
+
+def test_a_launch_past_2_to_the_31_is_refused():
+    z = torch.empty(2**31, device="meta")
+    with pytest.raises(ValueError, match="at most 2\\*\\*31 - 1 elements"):
+        triton_quant.quantize_pack(z, z[:1], z[:1], 256, 2, (0.0, 1.0, 2.0, 3.0))
+
+
+def test_kernel_noise_counters_use_all_64_bits_of_the_offset():
+    """Philox counters are the element index plus the offset: an offset past 2**32
+    must not wrap onto a small one."""
+    z = torch.rand(4096, generator=torch.Generator().manual_seed(0))
+    low, step = torch.zeros(16), torch.ones(16)
+    levels = (0.0, 1.0, 2.0, 3.0)
+
+    def codes(offset):
+        return triton_quant.quantize_pack(z.clone(), low, step, 256, 2, levels, seed=5, offset=offset)
+
+    assert not torch.equal(codes(2**33 + 7), codes(7))
+    assert torch.equal(codes(2**33 + 7), codes(2**33 + 7))
+
+
+def test_no_host_sync_in_the_compressed_codec_without_the_finite_check(monkeypatch):
+    """On meta tensors any read of a value fails, so a compress and decompress on
+    the Triton path that finish read nothing back from the device; the finite
+    check (``check_finite=True``, the default) is the one read."""
+    monkeypatch.setenv("TRITON_INTERPRET", "1")
+    monkeypatch.setenv("IEXACT_KERNELS", "triton")
+    _shape_only_kernels(monkeypatch, [])
+    x = torch.empty(1000, 64, device="meta")
+    for config in (iexact.CompressionConfig(check_finite=False),
+                   iexact.CompressionConfig(block_size="row", rp_ratio=1, check_finite=False)):
+        codec.decompress(codec.compress(x, config, seed=3))
+    with pytest.raises(Exception, match="meta"):
+        codec.compress(x, iexact.CompressionConfig(), seed=3)
+
+
+@pytest.mark.parametrize("name", MODELS)
+def test_no_host_sync_in_the_compressed_forward_and_backward(name):
+    """The whole compressed model, forward and backward, runs on meta tensors (its
+    custom operators by their shape functions): nothing around the codec reads a value."""
+    data = load_dataset("synthetic:400,1600,24,4")
+    torch.manual_seed(0)
+    model = build_model(name, data.num_features, 4, layers=4 if name == "gcn2" else None)
+    iexact.compress_(model, iexact.CompressionConfig(check_finite=False))
+    model = model.to("meta")
+    out = model(data.x.to("meta"), data.edge_index.to("meta"))
+    out.sum().backward()
+    assert all(p.grad is not None and p.grad.is_meta for p in model.parameters())
+
+
+def test_a_non_finite_input_without_the_check_reaches_the_output_as_nan():
+    x = torch.randn(64, 32)
+    x[3, 5] = float("nan")
+    config = iexact.CompressionConfig(check_finite=False, rp_ratio=1, block_size=64)
+    restored = codec.decompress(codec.compress(x, config, seed=0))
+    flat = restored.view(-1)  # x[3, 5] is element 101, in block 1
+    assert flat[64:128].isnan().all() and flat[:64].isfinite().all() and flat[128:].isfinite().all()
+    with pytest.raises(ValueError, match="NaN or Inf"):
+        codec.compress(x, dataclasses.replace(config, check_finite=True), seed=0)
+
+
+@pytest.mark.skipif(not torch.cuda.is_available(), reason="needs a CUDA device")
+@pytest.mark.parametrize("name", MODELS)
+def test_no_host_sync_on_cuda(name):  # pragma: no cover - runs where a GPU is lent
+    """The compressed forward under ``torch.cuda.set_sync_debug_mode("error")``."""
+    data = load_dataset("synthetic:400,1600,24,4").to("cuda")
+    model = build_model(name, data.num_features, 4, layers=4 if name == "gcn2" else None).cuda()
+    iexact.compress_(model, iexact.CompressionConfig(check_finite=False))
+    model(data.x, data.edge_index)  # warm-up: Triton compiles, caches fill
+    torch.cuda.set_sync_debug_mode("error")
+    try:
+        model(data.x, data.edge_index)
+    finally:
+        torch.cuda.set_sync_debug_mode("default")
