@@ -1,9 +1,10 @@
+import dataclasses
 import math
 
 import pytest
 import torch
 
-from iexact import CompressionConfig, compress, decompress
+from iexact import CompressionConfig, PackedActivation, compress, decompress
 from iexact.quant.projection import PROJECTIONS, Projection, projected_width
 
 
@@ -244,3 +245,46 @@ def test_non_float_and_bad_arguments():
         compress(torch.randn(4, 4), {"bits": 2})
     with pytest.raises(ValueError, match="seed=-1 is invalid"):
         compress(torch.randn(4, 4), CompressionConfig(), seed=-1)
+
+
+def _packed_fields(**changes):
+    packed = compress(torch.randn(50, 16, generator=torch.Generator().manual_seed(0)),
+                      CompressionConfig(block_size=64), seed=1)
+    fields = {field.name: getattr(packed, field.name) for field in dataclasses.fields(packed)}
+    return {**fields, **changes}
+
+
+@pytest.mark.parametrize("change, message", [
+    (lambda f: {"codes": f["codes"][:-3]}, "codes is invalid: must be 50 uint8 bytes"),
+    (lambda f: {"codes": f["codes"].to(torch.int32)}, "codes is invalid"),
+    (lambda f: {"mins": f["mins"][:-1]}, "mins is invalid: must hold 4 bfloat16"),
+    (lambda f: {"steps": f["steps"].view(2, -1)}, "steps is invalid: must be a 1-D tensor"),
+    (lambda f: {"bits": 3}, "bits is invalid: must be one of 1, 2, 4, 8"),
+    (lambda f: {"block_size": 0}, "block_size is invalid"),
+    (lambda f: {"levels": (0.0, 1.0, 3.0)}, "levels is invalid: must be 4 increasing values from 0 to 3"),
+    (lambda f: {"projected_width": -2}, "projected_width is invalid"),
+    (lambda f: {"dtype": torch.int64}, "dtype is invalid"),
+])
+def test_an_inconsistent_packed_activation_is_refused_on_construction(change, message):
+    fields = _packed_fields()
+    with pytest.raises(ValueError, match=message):
+        PackedActivation(**{**fields, **change(fields)})
+
+
+def test_negative_steps_are_refused_by_decompress():
+    fields = _packed_fields()
+    packed = PackedActivation(**{**fields, "steps": -fields["steps"]})
+    with pytest.raises(ValueError, match="steps are block ranges, never negative"):
+        decompress(packed)
+
+
+def test_compress_keeps_no_autograd_graph_and_refuses_non_tensors():
+    x = torch.randn(40, 16, requires_grad=True)
+    packed = compress(x * 2, CompressionConfig(), seed=0)
+    assert not any(t.requires_grad or t.grad_fn is not None for t in (packed.codes, packed.mins, packed.steps))
+    torch.testing.assert_close(decompress(packed).mean(), (x * 2).detach().mean(), atol=0.2, rtol=0)
+    with pytest.raises(TypeError, match="compress needs a torch.Tensor, got list"):
+        compress([[1.0, 2.0]], CompressionConfig())
+    numpy = pytest.importorskip("numpy")
+    with pytest.raises(TypeError, match="got numpy.ndarray: convert it first"):
+        compress(numpy.ones((3, 4), dtype=numpy.float32), CompressionConfig())

@@ -30,7 +30,11 @@ from .quant.reference import block_min_max
 from .quant.rounding import num_blocks, packed_size, stored_scales
 from .seeds import check_seed, draw_seed
 
-__all__ = ["compress", "decompress", "stored_sizes", "transpose_products"]
+__all__ = ["NonFiniteError", "compress", "decompress", "stored_sizes", "transpose_products"]
+
+
+class NonFiniteError(ValueError):
+    """A tensor to compress holds NaN or Inf (training that diverged, mostly)."""
 
 CPU_CHUNK_ELEMENTS = 2**20  # stored elements per chunk on the PyTorch path: 4 MiB of float32
 KERNEL_CHUNK_ELEMENTS = 2**30  # at most this many per chunk on the Triton path: its indices are int32
@@ -87,16 +91,20 @@ def compress(x: torch.Tensor, config: CompressionConfig, seed: int | None = None
           :math:`2 \lceil N k / G \rceil` scales.
 
     Raises:
-        TypeError: ``x`` is not floating point, or ``config`` is no
-            :class:`CompressionConfig`.
-        ValueError: ``x`` holds NaN or Inf (or values whose block range or
+        TypeError: ``x`` is no floating-point ``torch.Tensor``, or ``config``
+            is no :class:`CompressionConfig`.
+        NonFiniteError: ``x`` holds NaN or Inf (or values whose block range or
             projection overflows) and ``config.check_finite``; ``seed`` is
             out of range.
     """
+    if not isinstance(x, torch.Tensor):
+        kind = type(x).__name__ if type(x).__module__ == "builtins" else f"{type(x).__module__}.{type(x).__name__}"
+        raise TypeError(f"compress needs a torch.Tensor, got {kind}: convert it first (torch.as_tensor)")
     if not isinstance(config, CompressionConfig):
         raise TypeError(f"config must be an iexact.CompressionConfig, got {type(config).__name__}")
     if not x.is_floating_point():
         raise TypeError(f"compress needs a floating-point tensor, got dtype {x.dtype}")
+    x = x.detach()  # what is stored is data: no autograd graph may hang on the scales
     seed = draw_seed() if seed is None else check_seed(seed)
     width = x.shape[-1] if x.dim() else 1
     rows = x.numel() // width if width else 0
@@ -126,7 +134,7 @@ def compress(x: torch.Tensor, config: CompressionConfig, seed: int | None = None
     # NaN or Inf anywhere in a block makes its step NaN or Inf: one check at the end (a host sync)
     if config.check_finite and not bool(torch.isfinite(steps).all()):
         where = " after the random projection" if k is not None else ""
-        raise ValueError(
+        raise NonFiniteError(
             f"cannot compress a tensor of shape {tuple(x.shape)}: it holds NaN or Inf{where} "
             f"(or values whose block range overflows {config.scale_dtype})"
         )
@@ -134,7 +142,7 @@ def compress(x: torch.Tensor, config: CompressionConfig, seed: int | None = None
                             config.projection)
 
 
-def decompress(packed: PackedActivation, out: torch.Tensor | None = None) -> torch.Tensor:
+def decompress(packed: PackedActivation, out: torch.Tensor | None = None, check: bool = True) -> torch.Tensor:
     r"""The unbiased estimate :math:`\hat H = g(\hat Z)` of the compressed tensor.
 
     Args:
@@ -143,10 +151,17 @@ def decompress(packed: PackedActivation, out: torch.Tensor | None = None) -> tor
             dtype and device to write into. On CPU, reusing one saves the
             page faults of a fresh allocation, which for large outputs cost
             more than the arithmetic.
+        check (bool, optional): check the steps' values first
+            (:meth:`PackedActivation.check_values`, one read from the device);
+            iexact's own backward passes skip it. (default: :obj:`True`)
 
     Shapes:
         - **output:** the original shape and dtype.
     """
+    if not isinstance(packed, PackedActivation):
+        raise TypeError(f"decompress needs a PackedActivation, got {type(packed).__name__}")
+    if check:
+        packed.check_values()
     if out is None:
         out = torch.empty(packed.shape, dtype=packed.dtype, device=packed.device)
     elif (out.shape != packed.shape or out.dtype != packed.dtype

@@ -5,6 +5,10 @@ import dataclasses
 
 import torch
 
+from .rounding import num_blocks, packed_size
+
+_SCALE_DTYPES = (torch.bfloat16, torch.float16, torch.float32)
+
 
 @dataclasses.dataclass(frozen=True)
 class PackedActivation:
@@ -38,6 +42,52 @@ class PackedActivation:
     projected_width: int | None
     seed: int
     projection: str = "shared"
+
+    def __post_init__(self) -> None:
+        """Check that the fields fit together (sizes, dtypes, devices: nothing is read
+        from the tensors), so that an inconsistent record fails here by name, not
+        later as NaN or garbage; :meth:`check_values` reads the steps too."""
+        def invalid(field: str, problem: str) -> ValueError:
+            return ValueError(f"PackedActivation.{field} is invalid: {problem}")
+
+        if not isinstance(self.shape, torch.Size):
+            object.__setattr__(self, "shape", torch.Size(self.shape))
+        if self.bits not in (1, 2, 4, 8):
+            raise invalid("bits", f"must be one of 1, 2, 4, 8, got {self.bits!r}")
+        if isinstance(self.block_size, bool) or not isinstance(self.block_size, int) or self.block_size < 1:
+            raise invalid("block_size", f"must be a positive int, got {self.block_size!r}")
+        if not (isinstance(self.dtype, torch.dtype) and self.dtype.is_floating_point):
+            raise invalid("dtype", f"must be a floating-point torch.dtype, got {self.dtype!r}")
+        k = self.projected_width
+        if k is not None and (isinstance(k, bool) or not isinstance(k, int) or k < 1):
+            raise invalid("projected_width", f"must be None or a positive int, got {k!r}")
+        top = 2**self.bits - 1
+        levels = tuple(self.levels)
+        if (len(levels) != top + 1 or levels[0] != 0 or levels[-1] != top
+                or any(b <= a for a, b in zip(levels, levels[1:]))):
+            raise invalid("levels", f"must be {top + 1} increasing values from 0 to {top}, got {levels}")
+        for name in ("codes", "mins", "steps"):
+            tensor = getattr(self, name)
+            if not isinstance(tensor, torch.Tensor) or tensor.dim() != 1:
+                raise invalid(name, f"must be a 1-D tensor, got {type(tensor).__name__} "
+                                    f"{tuple(getattr(tensor, 'shape', ()))}")
+            if tensor.device != self.codes.device:
+                raise invalid(name, f"is on {tensor.device}, the codes on {self.codes.device}")
+        if self.codes.dtype != torch.uint8 or self.codes.numel() != packed_size(self.numel, self.bits):
+            raise invalid("codes", f"must be {packed_size(self.numel, self.bits):,} uint8 bytes for "
+                                   f"{self.numel:,} elements of {self.bits} bits, got {self.codes.numel():,} "
+                                   f"{self.codes.dtype}")
+        blocks = num_blocks(self.numel, self.block_size)
+        for name in ("mins", "steps"):
+            tensor = getattr(self, name)
+            if tensor.dtype not in _SCALE_DTYPES or tensor.numel() != blocks:
+                raise invalid(name, f"must hold {blocks:,} bfloat16, float16 or float32 values (one per block "
+                                    f"of {self.block_size}), got {tensor.numel():,} {tensor.dtype}")
+
+    def check_values(self) -> None:
+        """Raise ``ValueError`` when a step is negative (one read from the device)."""
+        if bool((self.steps < 0).any()):
+            raise ValueError("PackedActivation.steps is invalid: steps are block ranges, never negative")
 
     @property
     def width(self) -> int:
