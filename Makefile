@@ -16,7 +16,7 @@ $(STAMP): pyproject.toml requirements/cpu.txt
 	touch $(STAMP)
 
 demo: $(STAMP)
-	$(PY) -m iexact bench train --dataset synthetic --epochs 60 --configs fp32,default --threads $(THREADS) --out demo-results
+	$(PY) -m iexact bench train --dataset synthetic --epochs 60 --configs fp32,default --threads $(THREADS) --out demo-results --overwrite
 
 test: $(STAMP)
 	$(PY) -m pytest -q

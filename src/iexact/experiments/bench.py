@@ -29,9 +29,9 @@ from ..config import PRESETS, CompressionConfig
 from ..memory import activation_memory, allocator_growth
 from ..nn import compress_
 from ..quant import rademacher
-from .checkpoint import write_atomically
+from .files import write_atomically
 from .experiment import CHECKPOINTING, FP32, Settings
-from .job import OUT_OF_MEMORY
+from .job import DIVERGED, OUT_OF_MEMORY
 
 
 def median_seconds(fn, repeats: int) -> float:
@@ -283,12 +283,9 @@ def run_training(settings: list[tuple[str, Settings]], job: dict, out: Path) -> 
     """Train each ``(label, settings)`` in a fresh ``python -m iexact.experiments.job``
     process (so peak memory and timings are its own) and collect the records,
     each written to ``out/runs/`` as it finishes. A configuration that runs
-    out of memory (under the job's ``memory_limit``) is recorded as such, with
-    an ``out_of_memory`` message, and the others go on.
-
-    Raises:
-        RuntimeError: a configuration failed (the finished records stay on disk).
-    """
+    out of memory (under the job's ``memory_limit``) is recorded with an
+    ``out_of_memory`` message; one that diverges, crashes or is killed with a
+    ``failed`` message; the others go on either way."""
     folder = out / "runs"
     folder.mkdir(parents=True, exist_ok=True)
     environment = {**os.environ, "KINETO_LOG_LEVEL": os.environ.get("KINETO_LOG_LEVEL", "6")}
@@ -297,23 +294,29 @@ def run_training(settings: list[tuple[str, Settings]], job: dict, out: Path) -> 
         job_path, result = folder / f"{index:02d}.job.json", folder / f"{index:02d}.json"
         job_text = json.dumps({**job, "settings": one.to_dict()}, indent=2)
         write_atomically(job_path, lambda file: file.write(job_text.encode()))
+        result.unlink(missing_ok=True)  # a record of an earlier bench must not stand for this one
         command = [sys.executable, "-m", "iexact.experiments.job", str(job_path), str(result)]
         finished = subprocess.run(command, stdout=subprocess.DEVNULL, env=environment, check=False)
-        if finished.returncode == OUT_OF_MEMORY and result.is_file():
+        if finished.returncode in (OUT_OF_MEMORY, DIVERGED) and result.is_file():
             record = {"label": label, **one.to_dict(), **json.loads(result.read_text())}
-            print(f"{label}: {record['out_of_memory']}", flush=True)
-            records.append(record)
-            continue
-        if finished.returncode != 0:
-            raise RuntimeError(f"configuration {label!r} failed (exit {finished.returncode}): {' '.join(command)}")
-        record = {"label": label, **json.loads(result.read_text())}
+            print(f"{label}: {record.get('out_of_memory') or record['failed']}", flush=True)
+        elif finished.returncode != 0 or not result.is_file():
+            status = (f"killed by signal {-finished.returncode}" if finished.returncode < 0
+                      else f"exit status {finished.returncode}")
+            record = {"label": label, **one.to_dict(),
+                      "failed": f"{status} (its output above; rerun alone: {' '.join(command)})"}
+            print(f"{label}: failed, {record['failed']}", flush=True)
+            failure = json.dumps(record, indent=2) + "\n"
+            write_atomically(result, lambda file: file.write(failure.encode()))
+        else:
+            record = {"label": label, **json.loads(result.read_text())}
         records.append(record)
     return records
 
 
 def completed(records: list[dict]) -> list[dict]:
-    """The records of configurations that trained (not out of memory)."""
-    return [record for record in records if "out_of_memory" not in record]
+    """The records of configurations that trained (not out of memory, not failed)."""
+    return [record for record in records if "out_of_memory" not in record and "failed" not in record]
 
 
 def markdown_table(records: list[dict]) -> str:
@@ -324,8 +327,9 @@ def markdown_table(records: list[dict]) -> str:
              "peak memory | epoch time | vs FP32 |",
              "|---|---:|---:|---:|---:|---:|---:|---:|---:|"]
     for record in records:
-        if "out_of_memory" in record:
-            lines.append(f"| {record['label']} | {record['out_of_memory']} |" + " |" * 7)
+        if "out_of_memory" in record or "failed" in record:
+            why = record.get("out_of_memory") or f"failed: {record['failed']}"
+            lines.append(f"| {record['label']} | {why} |" + " |" * 7)
             continue
         memory, seconds = record["activation_memory"], record["epoch_seconds_median"]
         accuracy = record["test_accuracy"]

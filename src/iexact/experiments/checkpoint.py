@@ -7,36 +7,23 @@ resumed run ends exactly where an uninterrupted one with the same seed does.
 """
 from __future__ import annotations
 
-import os
-import tempfile
 from pathlib import Path
 
 import torch
 
+from .files import write_atomically
+
 FORMAT = "iexact-checkpoint"
-VERSION = 3  # 2: the compressed modules' seed streams are saved; 3: as [key, counter] tensors
+VERSION = 4  # 2: the compressed modules' seed streams are saved; 3: as [key, counter] tensors; 4: epochs per run
+
+_FIELDS = {"settings": dict, "rng": dict, "run": int, "finished": list, "state": dict, "model": dict,
+           "optimizer": dict, "seed_streams": list}
+_RUN_FIELDS = {"run": int, "seed": int, "epochs": int, "best_epoch": int, "val_accuracy": float,
+               "test_accuracy": float, "epoch_seconds": list, "val_history": list}
 
 
 class CheckpointError(ValueError):
     """A checkpoint that cannot be resumed from: unreadable, foreign or made with other settings."""
-
-
-def write_atomically(path: str | Path, write) -> None:
-    """Call ``write(file_object)`` on a temporary file beside ``path``, flush it
-    to disk, then rename it over ``path``: readers see the old file or the new
-    one, never a partial write."""
-    path = Path(path)
-    path.parent.mkdir(parents=True, exist_ok=True)
-    handle, temporary = tempfile.mkstemp(prefix=f".{path.name}.", suffix=".tmp", dir=path.parent)
-    try:
-        with os.fdopen(handle, "wb") as file:
-            write(file)
-            file.flush()
-            os.fsync(file.fileno())
-        os.replace(temporary, path)
-    except BaseException:
-        Path(temporary).unlink(missing_ok=True)
-        raise
 
 
 def rng_states() -> dict:
@@ -65,7 +52,8 @@ def load_checkpoint(path: str | Path, settings: dict) -> dict:
     Raises:
         FileNotFoundError: no file at ``path``.
         CheckpointError: unreadable or not an iexact checkpoint, another
-            format version, or settings that differ (each difference named).
+            format version, a field missing or of the wrong type (named), or
+            settings that differ (each difference named).
     """
     path = Path(path)
     if not path.is_file():
@@ -79,6 +67,7 @@ def load_checkpoint(path: str | Path, settings: dict) -> dict:
     if record.get("version") != VERSION:
         raise CheckpointError(f"checkpoint {path} has format version {record.get('version')}, "
                               f"this iexact reads version {VERSION}")
+    _check_fields(record, path)
     saved = record["settings"]
     differences = [f"{key}: checkpoint {saved.get(key)!r}, now {value!r}"
                    for key, value in settings.items() if saved.get(key) != value]
@@ -86,3 +75,32 @@ def load_checkpoint(path: str | Path, settings: dict) -> dict:
         raise CheckpointError(f"checkpoint {path} was made with other settings; resume with the same ones or "
                               f"start afresh. Differences: " + "; ".join(differences))
     return record
+
+
+def _kind_error(path: Path, field: str, value, kind: type) -> CheckpointError:
+    return CheckpointError(f"checkpoint {path} is damaged: its field {field!r} holds "
+                           f"{type(value).__name__} where {kind.__name__} belongs")
+
+
+def _check_fields(record: dict, path: Path) -> None:
+    """Every field a resume reads is there with its type; the runs finished are as many as ``run``."""
+    for field, kind in _FIELDS.items():
+        if field not in record:
+            raise CheckpointError(f"checkpoint {path} is damaged: it has no field {field!r}")
+        if not isinstance(record[field], kind) or isinstance(record[field], bool):
+            raise _kind_error(path, field, record[field], kind)
+    if record["run"] < 0 or record["run"] != len(record["finished"]):
+        raise CheckpointError(f"checkpoint {path} is damaged: its field 'run' is {record['run']} but it holds "
+                              f"{len(record['finished'])} finished runs")
+    for index, run in enumerate(record["finished"]):
+        if not isinstance(run, dict):
+            raise _kind_error(path, f"finished[{index}]", run, dict)
+        for field, kind in _RUN_FIELDS.items():
+            value = run.get(field)
+            if not isinstance(value, (int, float) if kind is float else kind) or isinstance(value, bool):
+                raise CheckpointError(f"checkpoint {path} is damaged: finished run {index + 1} has no valid "
+                                      f"field {field!r} (a {kind.__name__})")
+    if not isinstance(record["rng"].get("cpu"), torch.Tensor):
+        raise CheckpointError(f"checkpoint {path} is damaged: its field 'rng' has no CPU generator state")
+    if not all(isinstance(state, torch.Tensor) for state in record["seed_streams"]):
+        raise CheckpointError(f"checkpoint {path} is damaged: its field 'seed_streams' holds non-tensors")

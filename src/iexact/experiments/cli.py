@@ -5,6 +5,7 @@ import argparse
 import dataclasses
 import json
 import os
+import shlex
 import sys
 from pathlib import Path
 
@@ -13,11 +14,13 @@ import torch
 from ..config import PRESETS, CompressionConfig
 from . import bench, distributed
 from .batching import SAMPLERS, Batching
-from .checkpoint import CheckpointError, write_atomically
-from .data import DATASETS, GRAPH_LAYOUTS, load_prepared
+from .checkpoint import CheckpointError
+from .files import OutputError, check_folder, check_writable, refuse_overwrite, remove_stale_temporaries, write_atomically
+from .data import DATASETS, GRAPH_LAYOUTS, load_prepared, num_classes
 from .experiment import CHECKPOINTING, FP32, Settings, run_experiment
+from .train import Diverged
 from .limits import apply_memory_limit, describe, is_out_of_memory, out_of_memory_message, parse_bytes
-from .models import MODELS, REFERENCE
+from .models import MODELS, REFERENCE, build_model
 from .progress import Progress
 
 
@@ -78,9 +81,27 @@ def _device(text: str) -> torch.device:
         device = torch.device(text)
     except RuntimeError:
         raise argparse.ArgumentTypeError(f"unknown device {text!r}: use cpu, cuda or cuda:N") from None
+    if device.type not in ("cpu", "cuda"):
+        raise argparse.ArgumentTypeError(f"unsupported device {text!r}: use cpu, cuda or cuda:N")
     if device.type == "cuda" and not torch.cuda.is_available():
         raise argparse.ArgumentTypeError("cuda was asked for but torch sees no CUDA device")
+    if device.type == "cuda" and device.index is not None and device.index >= torch.cuda.device_count():
+        raise argparse.ArgumentTypeError(f"{text} was asked for but torch sees {torch.cuda.device_count()} "
+                                         f"CUDA device(s): cuda:0 to cuda:{torch.cuda.device_count() - 1}")
     return device
+
+
+SEED_LIMIT = 2**62  # seeds of runs and compression streams are below this
+
+
+def _seed(text: str) -> int:
+    try:
+        value = int(text)
+    except ValueError:
+        raise argparse.ArgumentTypeError(f"must be an integer in [0, 2**62), got {text!r}") from None
+    if not 0 <= value < SEED_LIMIT:
+        raise argparse.ArgumentTypeError(f"must be an integer in [0, 2**62), got {value}")
+    return value
 
 
 def _compression(args, parser) -> CompressionConfig | None:
@@ -119,9 +140,12 @@ def _batching(args, parser) -> Batching | None:
 
 
 def _check_work(settings: Settings, data, ranks, parser) -> None:
-    """Refuse, before anything trains, a fanout that does not match the model's
-    layers and training nodes too few to share among the ranks."""
+    """Refuse, before anything trains, a model size the model cannot take, a
+    fanout that does not match the model's layers and training nodes too few
+    to share among the ranks."""
     try:
+        build_model(settings.model, data.num_features, num_classes(data), settings.layers, settings.hidden,
+                    settings.dropout)
         if settings.batching is not None and settings.graph != "edge_index":
             raise ValueError(f"--graph {settings.graph} trains full batch: PyG's loaders sample an edge_index; "
                              f"drop --batch-size or --graph")
@@ -177,12 +201,33 @@ def _write_json(path, record) -> None:
     write_atomically(path, lambda file: file.write(text.encode()))
 
 
+def _check_outputs(args, parser) -> None:
+    """Before anything loads or trains: ``--json`` and ``--checkpoint`` can be
+    written, and an existing file is replaced only with ``--resume`` (the same
+    experiment, continued) or ``--overwrite``; stale temporaries of killed
+    runs beside them are removed."""
+    if args.resume and args.overwrite:
+        parser.error("--resume continues the checkpoint and --overwrite replaces it: pick one")
+    allowed = "add --resume to continue that experiment or --overwrite to replace the file"
+    try:
+        for path, what in ((args.checkpoint, "--checkpoint"), (args.json, "--json")):
+            if path is None:
+                continue
+            check_writable(path, what)
+            if not (args.resume or args.overwrite):
+                refuse_overwrite(path, what, allowed)
+            remove_stale_temporaries(path)
+    except OutputError as error:
+        parser.error(str(error))
+
+
 def _train(args) -> int:
     """Train; inside a ``torchrun`` job of several processes, data-parallel
     (rank 0 prints and writes the files)."""
     parser = args.parser
     if (args.save_every or args.resume) and args.checkpoint is None:
         parser.error("--save-every and --resume need --checkpoint PATH")
+    _check_outputs(args, parser)
     try:
         ranks = distributed.ranks_from_environment()
         if ranks is not None:
@@ -230,8 +275,15 @@ def _train(args) -> int:
 def _bench_train(args) -> int:
     """Each configuration trains in a fresh process, so peak memory (the
     process's peak RSS on CPU) and timings are its own."""
-    data = _load(args, args.parser, args.graph)
     out = Path(args.out)
+    try:
+        check_folder(out, "--out")
+        if not args.overwrite:
+            refuse_overwrite(out / "bench.json", "--out", "add --overwrite to replace those results or "
+                                                          "name another --out folder")
+    except OutputError as error:
+        args.parser.error(str(error))
+    data = _load(args, args.parser, args.graph)
     print(f"dataset {args.dataset} ({data.num_nodes:,} nodes, {data.num_edges:,} edges), model {args.model}, "
           f"{args.epochs} epochs x {args.runs} runs, device {args.device}", flush=True)
     del data
@@ -239,11 +291,7 @@ def _bench_train(args) -> int:
            "offline": args.offline, "threads": args.threads, "quiet": args.quiet, "memory_limit": args.memory_limit}
     settings = [(label, _settings(args, name, config))
                 for label, name, config in bench.training_configs(args.configs, args.block_sizes)]
-    try:
-        records = bench.run_training(settings, job, out)
-    except RuntimeError as error:
-        print(f"iexact bench train: error: {error}; finished records are in {out / 'runs'}", file=sys.stderr)
-        return 1
+    records = bench.run_training(settings, job, out)
     table = bench.markdown_table(records) + "\n\nBest validation accuracy (%) so far:\n\n" + bench.curve_table(records)
     print(table)
     threads = next((record["threads"] for record in bench.completed(records)), args.threads)
@@ -258,6 +306,11 @@ def _bench_train(args) -> int:
     except ImportError as error:
         print(f"iexact bench: no plots: {error}", file=sys.stderr)
     print("wrote " + ", ".join(str(path) for path in written))
+    failed = [record["label"] for record in records if "failed" in record]
+    if failed:
+        print(f"iexact bench train: error: {', '.join(failed)} failed (see the table; the others are complete)",
+              file=sys.stderr)
+        return 1
     return 0
 
 
@@ -308,7 +361,8 @@ def _add_experiment_arguments(command: argparse.ArgumentParser) -> None:
     command.add_argument("--grad-clip", type=_number(0, low_open=True), default=0.5, help="max gradient norm (default: 0.5)")
     command.add_argument("--device", type=_device, default=torch.device("cuda" if torch.cuda.is_available() else "cpu"),
                          help="cpu, cuda or cuda:N (default: cuda when available)")
-    command.add_argument("--seed", type=int, default=0, help="seed of run 1 and of synthetic graphs (default: 0)")
+    command.add_argument("--seed", type=_seed, default=0,
+                         help="seed of run 1 and of synthetic graphs, in [0, 2**62) (default: 0)")
     command.add_argument("--batch-size", type=_positive_int,
                          help="train on mini-batches: seed nodes per batch (neighbor) or nodes per part "
                               "(random-node); default: full batch")
@@ -347,6 +401,8 @@ def build_parser() -> argparse.ArgumentParser:
                                             "--save-every epochs), or resumed from with --resume")
     train.add_argument("--save-every", type=_positive_int, help="save a checkpoint every N epochs")
     train.add_argument("--resume", action="store_true", help="continue from --checkpoint")
+    train.add_argument("--overwrite", action="store_true",
+                       help="replace an existing --checkpoint or --json file (refused without it or --resume)")
     train.set_defaults(run=_train, parser=train)
 
     bench_parser = commands.add_parser("bench", help="benchmarks, FP32 beside the compressed configurations")
@@ -361,6 +417,8 @@ def build_parser() -> argparse.ArgumentParser:
                           help="block sizes of the default config's sweep (default: 64,128,1024); "
                                "a configuration equal to one already listed runs once")
     training.add_argument("--out", default="bench-results", help="folder for bench.md, bench.json, runs/ and plots")
+    training.add_argument("--overwrite", action="store_true",
+                          help="replace the results of an earlier bench in --out (refused without it)")
     training.set_defaults(run=_bench_train, parser=training)
 
     gradients = kinds.add_parser("gradients", help="gradient error, activation memory and step time of "
@@ -369,7 +427,7 @@ def build_parser() -> argparse.ArgumentParser:
                                 ("--root", "data", "directory holding the datasets (default: data)")):
         gradients.add_argument(flag, default=default, help=text)
     gradients.add_argument("--offline", action="store_true", help="never download missing dataset files")
-    gradients.add_argument("--seed", type=int, default=0, help="seed of synthetic graphs (default: 0)")
+    gradients.add_argument("--seed", type=_seed, default=0, help="seed of synthetic graphs (default: 0)")
     gradients.add_argument("--model", choices=MODELS, default="sage", help="reference model (default: sage)")
     gradients.add_argument("--draws", type=_positive_int, default=4, help="compressed backward passes (default: 4)")
     gradients.add_argument("--steps", type=_positive_int, default=5, help="timed training steps (default: 5)")
@@ -391,7 +449,7 @@ def build_parser() -> argparse.ArgumentParser:
     codec.add_argument("--rows", type=_positive_int, default=169_343, help="rows N (default: ogbn-arxiv's 169,343)")
     codec.add_argument("--width", type=_positive_int, default=128, help="features D (default: 128)")
     codec.add_argument("--repeats", type=_positive_int, default=5, help="timed runs per entry (default: 5)")
-    codec.add_argument("--seed", type=int, default=0, help="seed of the data and the compression (default: 0)")
+    codec.add_argument("--seed", type=_seed, default=0, help="seed of the data and the compression (default: 0)")
     codec.add_argument("--sweep", action="store_true", help="also the round-trip throughput over bits x block x "
                                                             "levels against a straightforward PyTorch version")
     _add_threads(codec)
@@ -402,10 +460,14 @@ def build_parser() -> argparse.ArgumentParser:
 def main(argv: list[str] | None = None) -> int:
     """Run the command; usage errors exit with status 2, missing files and bad
     checkpoints return 1 after one line on stderr."""
+    argv = sys.argv[1:] if argv is None else list(argv)
     args = build_parser().parse_args(argv)
     try:
         return args.run(args)
-    except (CheckpointError, FileNotFoundError, ImportError) as error:
+    except KeyboardInterrupt:
+        print(f"iexact {args.command}: interrupted; {_after_interrupt(args, argv)}", file=sys.stderr)
+        return 130
+    except (CheckpointError, FileNotFoundError, ImportError, Diverged) as error:
         print(f"iexact {args.command}: error: {error}", file=sys.stderr)
         return 1
     except (MemoryError, RuntimeError) as error:
@@ -414,6 +476,18 @@ def main(argv: list[str] | None = None) -> int:
         print(f"iexact {args.command}: error: {out_of_memory_message(error)}",
               file=sys.stderr)
         return 1
+
+
+def _after_interrupt(args, argv: list[str]) -> str:
+    """What an interrupted command leaves: how to resume, or where the results are."""
+    if args.command == "train":
+        if args.checkpoint is None or not Path(args.checkpoint).is_file():
+            return "nothing to resume from (no checkpoint saved; --checkpoint PATH --save-every N keep one)"
+        again = [part for part in argv if part != "--overwrite"] + ([] if args.resume else ["--resume"])
+        return "resume with: iexact " + shlex.join(again)
+    if args.command == "bench" and args.kind == "train":
+        return f"finished configurations are in {Path(args.out) / 'runs'}"
+    return "nothing was written"
 
 
 def run() -> int:

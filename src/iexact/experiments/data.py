@@ -104,7 +104,7 @@ def load_prepared(name: str, root: str | Path = "data", download: bool = True, s
 
 
 def _write_cached(path: Path, data: Data) -> None:
-    from .checkpoint import write_atomically
+    from .files import write_atomically
 
     tensors = {key: data[key] for key in data.keys() if key != "adj_t"}
     if "adj_t" in data:

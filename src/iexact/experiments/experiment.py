@@ -23,12 +23,12 @@ from ..memory import activation_memory, allocator_growth
 from ..nn import compress_, seed_streams
 from . import distributed
 from .batching import Batching, batch_loss_rows, make_loader, set_epoch
-from .checkpoint import load_checkpoint, restore_rng_states, save_checkpoint
+from .checkpoint import CheckpointError, load_checkpoint, restore_rng_states, save_checkpoint
 from .data import graph_of, num_classes
 from .distributed import Ranks
 from .limits import is_out_of_memory, out_of_memory_message, process_memory
 from .models import build_model, checkpoint_layers_, message_passing_layers
-from .train import TrainingState, labels_of, loss_function, train_epochs
+from .train import Diverged, TrainingState, labels_of, loss_function, train_epochs
 
 FP32 = "fp32"
 CHECKPOINTING = "checkpoint"
@@ -200,6 +200,7 @@ def run_experiment(settings: Settings, data, device: torch.device, epochs: int, 
     if resume:
         record = load_checkpoint(checkpoint, identity)
         finished, start_run = list(record["finished"]), record["run"]
+        _check_growth(checkpoint, record, epochs, runs)
     memory = measure_memory(settings, data, device) if main else None
     if device.type == "cuda":
         torch.cuda.reset_peak_memory_stats(device)
@@ -210,12 +211,7 @@ def run_experiment(settings: Settings, data, device: torch.device, epochs: int, 
         optimizer = torch.optim.Adam(model.parameters(), lr=settings.lr, weight_decay=settings.weight_decay)
         state = TrainingState()
         if record is not None and run == record["run"]:
-            model.load_state_dict(record["model"])
-            optimizer.load_state_dict(record["optimizer"])
-            state = TrainingState(**record["state"])
-            restore_rng_states(record["rng"])
-            for stream, stream_state in zip(seed_streams(model), record["seed_streams"]):
-                stream.set_state(stream_state)
+            state = _restore(checkpoint, record, model, optimizer)
         trained = model
         if ranks is not None:
             distributed.key_seed_streams(model, ranks.rank)
@@ -245,10 +241,14 @@ def run_experiment(settings: Settings, data, device: torch.device, epochs: int, 
             if after_epoch is not None:
                 after_epoch(run, state)
 
-        train_epochs(trained, optimizer, data, state, epochs, settings.grad_clip, each_epoch, loader, train_rows,
-                     before_epoch)
+        try:
+            train_epochs(trained, optimizer, data, state, epochs, settings.grad_clip, each_epoch, loader, train_rows,
+                         before_epoch)
+        except Diverged as error:
+            raise Diverged(f"run {run + 1} {error}" + ("" if checkpoint is None or not Path(checkpoint).is_file()
+                                                       else f"; {checkpoint} keeps the last state saved")) from error
         last = model, optimizer
-        finished.append({"run": run, "seed": settings.seed + run, "best_epoch": state.best_epoch,
+        finished.append({"run": run, "seed": settings.seed + run, "epochs": state.epoch, "best_epoch": state.best_epoch,
                          "val_accuracy": state.best_val, "test_accuracy": state.test_at_best,
                          "epoch_seconds": state.epoch_seconds, "val_history": state.val_history,
                          **({} if ranks is None else {"rank_spread": state.rank_spread})})
@@ -271,6 +271,40 @@ def run_experiment(settings: Settings, data, device: torch.device, epochs: int, 
     return record
 
 
+def _check_growth(checkpoint, record: dict, epochs: int, runs: int) -> None:
+    """Refuse a resume that would drop what the checkpoint holds: fewer runs than
+    it has begun, or fewer epochs than one of its runs has trained."""
+    begun = record["run"] + 1
+    if runs < begun:
+        raise CheckpointError(f"checkpoint {checkpoint} holds {begun} runs (finished or begun): --runs {runs} "
+                              f"would drop some; resume with --runs {begun} or more")
+    trained = max([run["epochs"] for run in record["finished"]] + [record["state"].get("epoch", 0)])
+    if epochs < trained:
+        raise CheckpointError(f"checkpoint {checkpoint} holds a run of {trained} epochs: --epochs {epochs} would "
+                              f"shorten it; resume with --epochs {trained} or more")
+
+
+def _restore(checkpoint, record: dict, model: torch.nn.Module, optimizer: torch.optim.Optimizer) -> TrainingState:
+    """Load the checkpoint's model, optimizer, RNG and seed-stream states; the run's state.
+
+    Raises:
+        CheckpointError: a state that does not fit the model (the error named).
+    """
+    try:
+        model.load_state_dict(record["model"])
+        optimizer.load_state_dict(record["optimizer"])
+        state = TrainingState(**record["state"])
+        streams = seed_streams(model)
+        if len(streams) != len(record["seed_streams"]):
+            raise ValueError(f"{len(record['seed_streams'])} seed streams saved, the model has {len(streams)}")
+        for stream, stream_state in zip(streams, record["seed_streams"]):
+            stream.set_state(stream_state)
+        restore_rng_states(record["rng"])
+    except (RuntimeError, ValueError, TypeError, KeyError) as error:
+        raise CheckpointError(f"checkpoint {checkpoint} does not fit the model it was made for: {error}") from error
+    return state
+
+
 def _record(settings: Settings, device, epochs: int, runs: int, finished: list[dict], memory: dict) -> dict:
     tests = [run["test_accuracy"] for run in finished]
     vals = [run["val_accuracy"] for run in finished]
@@ -287,4 +321,5 @@ def _record(settings: Settings, device, epochs: int, runs: int, finished: list[d
         "activation_memory": memory,
         "peak_memory": {"bytes": peak, "kind": peak_kind},
         "epoch_seconds_median": statistics.median(seconds),
+        "run_epochs": [run["epochs"] for run in finished],
     }

@@ -11,13 +11,15 @@ import sys
 
 import torch
 
-from .checkpoint import write_atomically
+from .files import write_atomically
 from .data import load_prepared
 from .experiment import Settings, run_experiment
 from .limits import apply_memory_limit, is_out_of_memory, out_of_memory_message
 from .progress import Progress
+from .train import Diverged
 
 OUT_OF_MEMORY = 3  # the exit status of a job that ran out of memory (its result says where)
+DIVERGED = 4  # the exit status of a job whose training diverged (its result says where)
 
 
 def run_job(job: dict) -> dict:
@@ -41,13 +43,16 @@ def run_job(job: dict) -> dict:
 
 def main(argv: list[str] | None = None) -> int:
     """Run the job; an allocation failure writes ``{"out_of_memory": message,
-    "memory_limit": bytes}`` as the result and exits with :data:`OUT_OF_MEMORY`."""
+    "memory_limit": bytes}`` as the result and exits with :data:`OUT_OF_MEMORY`,
+    a diverged training ``{"failed": message}`` with :data:`DIVERGED`."""
     job_path, result_path = sys.argv[1:] if argv is None else argv
     with open(job_path) as file:
         job = json.load(file)
     status = 0
     try:
         record = run_job(job)
+    except Diverged as error:
+        record, status = {"failed": str(error)}, DIVERGED
     except (MemoryError, RuntimeError) as error:
         if not is_out_of_memory(error):
             raise

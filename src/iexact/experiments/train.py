@@ -2,6 +2,7 @@ r"""Node-classification training, full-batch or mini-batch: the loop behind ``ie
 from __future__ import annotations
 
 import dataclasses
+import math
 import time
 from typing import Callable
 
@@ -9,6 +10,7 @@ import torch
 import torch.nn.functional as F
 from torch.nn.parallel import DistributedDataParallel
 
+from ..codec import NonFiniteError
 from .batching import batch_loss_rows
 from .data import graph_of
 from .distributed import broadcast_buffers, parameter_spread
@@ -29,6 +31,10 @@ class TrainingState:
     epoch_seconds: list[float] = dataclasses.field(default_factory=list)
     val_history: list[float] = dataclasses.field(default_factory=list)
     rank_spread: list[float] = dataclasses.field(default_factory=list)  # data-parallel runs only
+
+
+class Diverged(RuntimeError):
+    """Training stopped: the loss, or an activation to compress, is NaN or Inf."""
 
 
 @dataclasses.dataclass(frozen=True)
@@ -67,15 +73,26 @@ def training_step(model: torch.nn.Module, optimizer: torch.optim.Optimizer, x, e
                   rows: torch.Tensor, grad_clip: float | None) -> float:
     """One optimizer step on the loss of output ``rows`` of ``model(x, edge_index)``;
     returns the loss. With no rows the loss is the output times 0, so the
-    backward still runs (every rank of a data-parallel job must join it)."""
+    backward still runs (every rank of a data-parallel job must join it).
+
+    Raises:
+        Diverged: the loss is NaN or Inf, or an activation to compress is
+            (the parameters are left as they were).
+    """
     optimizer.zero_grad()
-    out = model(x, edge_index)
+    try:
+        out = model(x, edge_index)
+    except NonFiniteError as error:
+        raise Diverged(f"the activations are not finite: {error}") from error
     loss = loss_function(out[rows], labels[rows]) if rows.numel() else out.sum() * 0
+    value = loss.item()
+    if not math.isfinite(value):
+        raise Diverged(f"the training loss is {value}")
     loss.backward()
     if grad_clip is not None:
         torch.nn.utils.clip_grad_norm_(model.parameters(), grad_clip)
     optimizer.step()
-    return loss.item()
+    return value
 
 
 def labels_of(data) -> torch.Tensor:
@@ -112,12 +129,15 @@ def train_epochs(model: torch.nn.Module, optimizer: torch.optim.Optimizer, data,
         model.train()
         _synchronize(device)
         start = time.perf_counter()
-        if loader is None:
-            state.last_loss = training_step(model, optimizer, data.x, graph_of(data), labels, rows, grad_clip)
-        else:
-            losses = [training_step(model, optimizer, batch.x, batch.edge_index, labels_of(batch),
-                                    batch_loss_rows(batch), grad_clip) for batch in _on(loader, device)]
-            state.last_loss = sum(losses) / max(len(losses), 1)
+        try:
+            if loader is None:
+                state.last_loss = training_step(model, optimizer, data.x, graph_of(data), labels, rows, grad_clip)
+            else:
+                losses = [training_step(model, optimizer, batch.x, batch.edge_index, labels_of(batch),
+                                        batch_loss_rows(batch), grad_clip) for batch in _on(loader, device)]
+                state.last_loss = sum(losses) / max(len(losses), 1)
+        except Diverged as error:
+            raise Diverged(f"diverged in epoch {state.epoch + 1}: {error} (is the learning rate too high?)") from error
         _synchronize(device)
         state.epoch_seconds.append(time.perf_counter() - start)
         if isinstance(model, DistributedDataParallel):

@@ -1,0 +1,100 @@
+r"""The files the harness writes: atomically, never over a user's results unasked,
+into places checked before any training starts.
+
+Every file is written to a temporary ``.NAME.PID.XXXX.tmp`` beside it and renamed
+over it (:func:`write_atomically`), so readers see the old file or the new one.
+A process killed in between leaves its temporary behind; the next run that
+writes the same file removes those of processes no longer alive
+(:func:`remove_stale_temporaries`).
+"""
+from __future__ import annotations
+
+import os
+import tempfile
+from pathlib import Path
+
+
+class OutputError(ValueError):
+    """An output path that cannot or may not be written."""
+
+
+def write_atomically(path: str | Path, write) -> None:
+    """Call ``write(file_object)`` on a temporary file beside ``path``, flush it
+    to disk, then rename it over ``path``: readers see the old file or the new
+    one, never a partial write."""
+    path = Path(path)
+    path.parent.mkdir(parents=True, exist_ok=True)
+    handle, temporary = tempfile.mkstemp(prefix=f".{path.name}.{os.getpid()}.", suffix=".tmp", dir=path.parent)
+    try:
+        with os.fdopen(handle, "wb") as file:
+            write(file)
+            file.flush()
+            os.fsync(file.fileno())
+        os.replace(temporary, path)
+    except BaseException:
+        Path(temporary).unlink(missing_ok=True)
+        raise
+
+
+def _alive(pid: int) -> bool:
+    try:
+        os.kill(pid, 0)
+    except ProcessLookupError:
+        return False
+    except PermissionError:  # another user's live process
+        return True
+    return True
+
+
+def remove_stale_temporaries(path: str | Path) -> list[Path]:
+    """Remove the temporaries that :func:`write_atomically` left beside ``path``
+    in processes that are gone (killed mid-write); returns what was removed."""
+    path = Path(path)
+    removed = []
+    if not path.parent.is_dir():
+        return removed
+    for temporary in path.parent.glob(f".{path.name}.*.tmp"):
+        pid = temporary.name[len(path.name) + 2:].split(".", 1)[0]
+        if pid.isdigit() and _alive(int(pid)):
+            continue
+        temporary.unlink(missing_ok=True)
+        removed.append(temporary)
+    return removed
+
+
+def check_writable(path: str | Path, what: str) -> None:
+    """Raise :class:`OutputError` unless a file can be created or replaced at
+    ``path``: it must not be a directory, and its nearest existing ancestor
+    must be a directory in which this process can create a file (tried, and
+    removed at once; missing folders are created when writing)."""
+    path = Path(path)
+    if path.is_dir():
+        raise OutputError(f"{what} {path} is a directory: name a file inside it")
+    ancestor = path.parent
+    while not ancestor.exists() and ancestor != ancestor.parent:
+        ancestor = ancestor.parent
+    if not ancestor.is_dir():
+        raise OutputError(f"{what} {path} cannot be written: {ancestor} is a file, not a directory")
+    try:
+        handle, probe = tempfile.mkstemp(prefix=".iexact-probe.", dir=ancestor)
+    except OSError as error:
+        raise OutputError(f"{what} {path} cannot be written: {ancestor} is not writable "
+                          f"({error.strerror})") from None
+    os.close(handle)
+    os.unlink(probe)
+
+
+def check_folder(path: str | Path, what: str) -> None:
+    """Raise :class:`OutputError` unless ``path`` is, or can be created as, a
+    writable directory."""
+    path = Path(path)
+    if path.exists() and not path.is_dir():
+        raise OutputError(f"{what} {path} is a file: name a folder (it is created if missing)")
+    check_writable(path / "probe", what)
+
+
+def refuse_overwrite(path: str | Path, what: str, allowed: str) -> None:
+    """Raise :class:`OutputError` when ``path`` exists: it holds earlier results,
+    which are replaced only when the user says so (``allowed`` names how)."""
+    if Path(path).exists():
+        raise OutputError(f"{what} {path} already exists and would be overwritten: {allowed}")
