@@ -9,6 +9,7 @@ import torch
 
 from iexact.experiments.cli import main
 from iexact.experiments.data import DatasetFilesMissing, contextual_sbm, load_dataset, num_classes, parse_synthetic
+from iexact.experiments.validation import KNOWN, DatasetError, KnownShape, check_dataset
 
 
 def test_synthetic_graph_shape_and_masks():
@@ -51,7 +52,15 @@ def _planetoid_files(folder, name):
     return total + tests
 
 
-def test_planetoid_files_load_offline(tmp_path):
+@pytest.fixture
+def small_shapes(monkeypatch):
+    """The generated files' shapes stand for the published ones, which the loader checks."""
+    for name, shape in {"pubmed": KnownShape(650, 6, 3, (20, 500, 50)), "flickr": KnownShape(40, 5, 3),
+                        "yelp": KnownShape(40, 5, 4)}.items():
+        monkeypatch.setitem(KNOWN, name, shape)
+
+
+def test_planetoid_files_load_offline(tmp_path, small_shapes):
     nodes = _planetoid_files(tmp_path / "PubMed" / "raw", "pubmed")
     data = load_dataset("PubMed", tmp_path, download=False)
     assert data.num_nodes == nodes and data.x.shape[1] == 6 and num_classes(data) == 3
@@ -73,13 +82,13 @@ def _graphsaint_files(folder, multilabel):
                                                   "te": list(range(30, 40))}))
 
 
-def test_flickr_format_loads_offline(tmp_path):
+def test_flickr_format_loads_offline(tmp_path, small_shapes):
     _graphsaint_files(tmp_path / "Flickr" / "raw", multilabel=False)
     data = load_dataset("flickr", tmp_path, download=False)
     assert data.x.shape == (40, 5) and int(data.val_mask.sum()) == 10
 
 
-def test_yelp_is_multilabel_and_trains(tmp_path, capsys):
+def test_yelp_is_multilabel_and_trains(tmp_path, capsys, small_shapes):
     _graphsaint_files(tmp_path / "Yelp" / "raw", multilabel=True)
     data = load_dataset("yelp", tmp_path, download=False)
     assert data.y.shape == (40, 4) and num_classes(data) == 4
@@ -123,3 +132,71 @@ def test_ogb_without_the_package_says_what_to_install(tmp_path):
 def test_bad_names_raise(name):
     with pytest.raises(ValueError, match="dataset"):
         load_dataset(name)
+
+
+def test_a_changed_raw_file_is_caught_and_the_cache_rebuilt(tmp_path, small_shapes, capsys):
+    """A truncated test index loads without error in PyG: the split check refuses it,
+    and once the file is restored the processed/ cache built from it is not reused."""
+    _planetoid_files(tmp_path / "PubMed" / "raw", "pubmed")
+    index = tmp_path / "PubMed" / "raw" / "ind.pubmed.test.index"
+    assert int(load_dataset("PubMed", tmp_path, download=False).test_mask.sum()) == 50
+    whole = index.read_text()
+    index.write_text("".join(whole.splitlines(keepends=True)[:20]))
+    with pytest.raises(DatasetError, match="splits of 20 / 500 / 20 nodes where PubMed has 20 / 500 / 50"):
+        load_dataset("PubMed", tmp_path, download=False)
+    argv = ["train", "--dataset", "pubmed", "--root", str(tmp_path), "--offline", "--epochs", "1", "--quiet"]
+    assert main(argv) == 1
+    assert capsys.readouterr().err.startswith("iexact train: error: dataset 'pubmed' does not hold what it should")
+    index.write_text(whole)
+    assert int(load_dataset("PubMed", tmp_path, download=False).test_mask.sum()) == 50
+
+
+def test_a_corrupt_raw_file_is_named_and_a_corrupt_cache_rebuilt(tmp_path, small_shapes, capsys):
+    raw = tmp_path / "PubMed" / "raw"
+    _planetoid_files(raw, "pubmed")
+    load_dataset("PubMed", tmp_path, download=False)
+    (tmp_path / "PubMed" / "processed" / "data.pt").write_bytes(b"not a torch file")
+    assert load_dataset("PubMed", tmp_path, download=False).num_nodes == 650
+    features = raw / "ind.pubmed.allx"
+    features.write_bytes(features.read_bytes()[:200])
+    assert main(["train", "--dataset", "pubmed", "--root", str(tmp_path), "--offline", "--quiet"]) == 1
+    error = capsys.readouterr().err
+    assert f"raw file {features} is corrupt or truncated" in error and "Traceback" not in error
+
+
+def test_a_root_pyg_cannot_write_in_is_one_line(tmp_path, small_shapes, capsys, monkeypatch):
+    from torch_geometric.datasets import Planetoid
+
+    _planetoid_files(tmp_path / "PubMed" / "raw", "pubmed")
+
+    def refuse(self):
+        raise PermissionError(13, "Permission denied", str(tmp_path / "PubMed" / "processed"))
+
+    monkeypatch.setattr(Planetoid, "process", refuse)
+    assert main(["train", "--dataset", "pubmed", "--root", str(tmp_path), "--offline", "--quiet"]) == 1
+    error = capsys.readouterr().err
+    assert "cannot here (Permission denied" in error and "copy" in error and "writable --root" in error
+
+
+@pytest.mark.parametrize("damage, message", [
+    (lambda d: d.y.__setitem__(0, -3), "labels include -3, below 0"),
+    (lambda d: d.val_mask.__setitem__(d.train_mask.nonzero()[0], True), "splits overlap"),
+    (lambda d: d.edge_index.__setitem__((1, 0), 999), "edge_index holds node 999, outside 0..299"),
+    (lambda d: d.x.__setitem__((2, 2), float("nan")), "features hold NaN or Inf"),
+    (lambda d: setattr(d, "test_mask", d.test_mask.float()), "test_mask is torch.float32"),
+])
+def test_check_dataset_names_each_problem(damage, message):
+    data = contextual_sbm(parse_synthetic("synthetic:300,1200,16,4"))
+    check_dataset("synthetic", data)
+    damage(data)
+    with pytest.raises(DatasetError, match=message):
+        check_dataset("synthetic", data)
+
+
+def test_check_dataset_compares_published_shapes():
+    data = contextual_sbm(parse_synthetic("synthetic:2708,5000,1433,7"))
+    with pytest.raises(DatasetError, match="splits of 1,624 / 542 / 542 nodes where cora has 140 / 500 / 1,000"):
+        check_dataset("cora", data)
+    data.x = data.x[:, :100]
+    with pytest.raises(DatasetError, match="100 features where cora has 1,433"):
+        check_dataset("cora", data)

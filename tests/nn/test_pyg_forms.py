@@ -211,6 +211,17 @@ def test_malformed_edge_index_raises_pygs_error(name, bad):
         conv(_features(N, F_IN), edge_index)
 
 
+@pytest.mark.parametrize("name", sorted(CONVS))
+@pytest.mark.parametrize("node", [N + 3, -1])
+def test_node_indices_out_of_range_raise(name, node):
+    """An index past the nodes (or negative) fails in training as it does in eval(), never trains."""
+    edge_index = torch.cat([_edges(), torch.tensor([[2], [node]])], dim=1)
+    conv = CONVS[name]()
+    iexact.compress_(conv, EIGHT_BITS)
+    with pytest.raises((IndexError, RuntimeError, ValueError), match="index|indices|dim_size"):
+        _call(conv, name, _features(N, F_IN), edge_index)
+
+
 @pytest.mark.parametrize("base", sorted(HANDLERS, key=lambda cls: cls.__name__), ids=lambda cls: cls.__name__)
 def test_handlers_take_exactly_pygs_arguments(base):
     """A handler's forward has the module's own signature: a new PyG argument fails here."""

@@ -19,6 +19,7 @@ from .files import OutputError, check_folder, check_writable, refuse_overwrite, 
 from .data import DATASETS, GRAPH_LAYOUTS, load_prepared, num_classes
 from .experiment import CHECKPOINTING, FP32, Settings, run_experiment
 from .train import Diverged
+from .validation import DatasetError
 from .limits import apply_memory_limit, describe, is_out_of_memory, out_of_memory_message, parse_bytes
 from .models import MODELS, REFERENCE, build_model
 from .progress import Progress
@@ -467,7 +468,7 @@ def main(argv: list[str] | None = None) -> int:
     except KeyboardInterrupt:
         print(f"iexact {args.command}: interrupted; {_after_interrupt(args, argv)}", file=sys.stderr)
         return 130
-    except (CheckpointError, FileNotFoundError, ImportError, Diverged) as error:
+    except (CheckpointError, DatasetError, FileNotFoundError, ImportError, Diverged) as error:
         print(f"iexact {args.command}: error: {error}", file=sys.stderr)
         return 1
     except (MemoryError, RuntimeError) as error:

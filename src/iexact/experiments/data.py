@@ -9,7 +9,11 @@ boolean ``train_mask`` / ``val_mask`` / ``test_mask``; ``num_classes`` is
   through ``ogb`` (``pip install "iexact[ogb]"``). Files are read from
   ``root``; missing files are downloaded only when ``download=True``, and a
   failed or refused download raises :class:`DatasetFilesMissing` naming every
-  file and where it goes.
+  file and where it goes. What loads is checked
+  (:func:`~iexact.experiments.validation.check_dataset`); PyG's ``processed/``
+  cache is rebuilt when the raw files changed since it was made, or when it
+  cannot be read; a corrupt raw file, or a root PyG cannot write its cache
+  in, raises :class:`~iexact.experiments.validation.DatasetError` naming it.
 - ``synthetic`` (a small default), ``synthetic-arxiv``,
   ``synthetic-products`` (the shapes of the OGB graphs) and
   ``synthetic:N,E,D,C``: a contextual stochastic block model.
@@ -17,12 +21,15 @@ boolean ``train_mask`` / ``val_mask`` / ``test_mask``; ``num_classes`` is
 from __future__ import annotations
 
 import dataclasses
+import json
 import warnings
 from pathlib import Path
 
 import torch
 from torch_geometric.data import Data
 from torch_geometric.utils import to_undirected
+
+from .validation import DatasetError, check_dataset, raw_fingerprint
 
 _PLANETOID = {"cora": "Cora", "citeseer": "CiteSeer", "pubmed": "PubMed"}
 _GRAPHSAINT = {"flickr": "Flickr", "reddit2": "Reddit2", "yelp": "Yelp"}
@@ -156,20 +163,21 @@ def load_dataset(name: str, root: str | Path = "data", download: bool = True, se
         return contextual_sbm(parse_synthetic(key), seed=seed)
     if key in _PLANETOID:
         from torch_geometric.datasets import Planetoid
+        from torch_geometric.io.planetoid import read_file
 
         folder = _PLANETOID[key]
-        files = [f"ind.{key}.{part}" for part in ("x", "tx", "allx", "y", "ty", "ally", "graph", "test.index")]
-        _require(name, root / folder / "raw", files, download)
-        return _fetch(name, root / folder / "raw", files,
-                      lambda: Planetoid(str(root), folder)[0])
+        parts = ("x", "tx", "allx", "y", "ty", "ally", "graph", "test.index")
+        files = [f"ind.{key}.{part}" for part in parts]
+        return _load_pyg(name, root / folder, files, download,
+                         lambda reload: Planetoid(str(root), folder, force_reload=reload)[0],
+                         lambda raw, file: read_file(str(raw), key, file.removeprefix(f"ind.{key}.")))
     if key in _GRAPHSAINT:
         from torch_geometric import datasets
 
         folder = _GRAPHSAINT[key]
         files = ["adj_full.npz", "feats.npy", "class_map.json", "role.json"]
-        _require(name, root / folder / "raw", files, download)
-        return _fetch(name, root / folder / "raw", files,
-                      lambda: getattr(datasets, folder)(str(root / folder))[0])
+        return _load_pyg(name, root / folder, files, download,
+                         lambda reload: getattr(datasets, folder)(str(root / folder), force_reload=reload)[0])
     if key in _OGB:
         return _load_ogb(key, root, download)
     raise ValueError(f"unknown dataset {name!r}: expected one of {', '.join(DATASETS)}")
@@ -251,6 +259,76 @@ def _fetch(name: str, folder: Path, files: list[str], load):
         raise DatasetFilesMissing(_missing_message(name, folder, missing, f"download failed ({error})")) from error
 
 
+_STAMP = "iexact-raw.json"  # in processed/: the raw files' fingerprint when the cache was made
+
+
+def _load_pyg(name: str, folder: Path, files: list[str], download: bool, build, read_each=None) -> Data:
+    """``build(force_reload)`` of a PyG dataset whose raw files are ``folder/raw/files``,
+    checked. The ``processed/`` cache is rebuilt when the raw files' fingerprint
+    differs from the one it was made from, or when loading it fails; a load
+    that still fails is blamed on the first raw file ``read_each(raw, file)``
+    cannot read, else on the raw folder."""
+    raw, stamp = folder / "raw", folder / "processed" / _STAMP
+    _require(name, raw, files, download)
+    present = all((raw / file).is_file() for file in files)
+    fingerprint = raw_fingerprint(raw, files) if present else None
+    stale = fingerprint is not None and (folder / "processed").is_dir() and _read_stamp(stamp) != fingerprint
+    try:
+        try:
+            data = _fetch(name, raw, files, lambda: build(_unstamped(stamp) if stale else False))
+        except (DatasetFilesMissing, PermissionError):
+            raise
+        except Exception:  # a processed/ cache that cannot be read: rebuild it from the raw files once
+            if stale:
+                raise
+            data = build(_unstamped(stamp))
+    except PermissionError as error:
+        raise DatasetError(f"dataset {name!r}: PyG writes its processed/ cache beside raw/ and cannot here "
+                           f"({error.strerror}: {error.filename}); copy {folder} to a writable --root") from None
+    except DatasetFilesMissing:
+        raise
+    except Exception as error:
+        raise DatasetError(f"dataset {name!r}: {_blame(raw, files, read_each)} is corrupt or truncated "
+                           f"({type(error).__name__}: {error}); replace it with the official file") from None
+    check_dataset(name, data)
+    if fingerprint is not None:
+        try:
+            from .files import write_atomically
+
+            text = json.dumps(fingerprint, indent=1).encode()
+            write_atomically(stamp, lambda file: file.write(text))
+        except OSError:
+            pass  # a read-only cache is used as it is; it is checked again next time
+    return data
+
+
+def _unstamped(stamp: Path) -> bool:
+    """Remove the fingerprint before the cache is rebuilt (a rebuild that fails
+    must not leave the old one vouching for the new cache); ``True``."""
+    try:
+        stamp.unlink(missing_ok=True)
+    except OSError:
+        pass
+    return True
+
+
+def _read_stamp(path: Path) -> dict | None:
+    try:
+        return json.loads(path.read_text())
+    except (OSError, ValueError):
+        return None
+
+
+def _blame(raw: Path, files: list[str], read_each) -> str:
+    """The first raw file ``read_each(raw, file)`` cannot read on its own, or the raw folder."""
+    for file in files if read_each is not None else []:
+        try:
+            read_each(raw, file)
+        except Exception:  # what a damaged file raises depends on the damage
+            return f"raw file {raw / file}"
+    return f"one of the raw files in {raw}"
+
+
 def _load_ogb(key: str, root: Path, download: bool) -> Data:
     try:
         from ogb.nodeproppred import PygNodePropPredDataset
@@ -269,4 +347,6 @@ def _load_ogb(key: str, root: Path, download: bool) -> Data:
         masks[field] = torch.zeros(n, dtype=torch.bool)
         masks[field][split[part]] = True
     edge_index = to_undirected(data.edge_index, num_nodes=n)
-    return Data(x=data.x, edge_index=edge_index, y=data.y.view(-1), **masks)
+    data = Data(x=data.x, edge_index=edge_index, y=data.y.view(-1), **masks)
+    check_dataset(key, data)
+    return data
