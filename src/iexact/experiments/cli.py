@@ -17,6 +17,7 @@ from .batching import SAMPLERS, Batching
 from .checkpoint import CheckpointError
 from .files import OutputError, check_folder, check_writable, refuse_overwrite, remove_stale_temporaries, write_atomically
 from .data import DATASETS, GRAPH_LAYOUTS, load_prepared, num_classes
+from .estimate import NotEnoughMemory, check_fits, least_bytes
 from .experiment import CHECKPOINTING, FP32, Settings, run_experiment
 from .train import Diverged
 from .validation import DatasetError
@@ -243,6 +244,9 @@ def _train(args) -> int:
             apply_memory_limit(args.memory_limit)
         except ValueError as error:
             parser.error(str(error))
+    check_fits(least_bytes(args.dataset, args.model, args.hidden, args.layers, config is not None,
+                           settings.batching is None, settings.graph, args.root),
+               f"{args.dataset} with {args.model}, config {args.config}")
     data = _load(args, parser, settings.graph)
     _check_work(settings, data, ranks, parser)
     main = ranks is None or ranks.is_main
@@ -284,6 +288,8 @@ def _bench_train(args) -> int:
                                                           "name another --out folder")
     except OutputError as error:
         args.parser.error(str(error))
+    check_fits(least_bytes(args.dataset, args.model, args.hidden, args.layers, True, False, args.graph, args.root),
+               f"loading {args.dataset}")
     data = _load(args, args.parser, args.graph)
     print(f"dataset {args.dataset} ({data.num_nodes:,} nodes, {data.num_edges:,} edges), model {args.model}, "
           f"{args.epochs} epochs x {args.runs} runs, device {args.device}", flush=True)
@@ -468,7 +474,7 @@ def main(argv: list[str] | None = None) -> int:
     except KeyboardInterrupt:
         print(f"iexact {args.command}: interrupted; {_after_interrupt(args, argv)}", file=sys.stderr)
         return 130
-    except (CheckpointError, DatasetError, FileNotFoundError, ImportError, Diverged) as error:
+    except (CheckpointError, DatasetError, FileNotFoundError, ImportError, Diverged, NotEnoughMemory) as error:
         print(f"iexact {args.command}: error: {error}", file=sys.stderr)
         return 1
     except (MemoryError, RuntimeError) as error:

@@ -13,6 +13,7 @@ import torch
 
 from .files import write_atomically
 from .data import load_prepared
+from .estimate import NotEnoughMemory, check_fits, least_bytes
 from .experiment import Settings, run_experiment
 from .limits import apply_memory_limit, is_out_of_memory, out_of_memory_message
 from .progress import Progress
@@ -32,6 +33,9 @@ def run_job(job: dict) -> dict:
     if job.get("memory_limit"):
         apply_memory_limit(job["memory_limit"])
     settings = Settings.from_dict(job["settings"])
+    check_fits(least_bytes(settings.dataset, settings.model, settings.hidden, settings.layers,
+                           settings.config is not None, settings.batching is None, settings.graph, job["root"]),
+               f"{settings.dataset} with {settings.model}, config {settings.config_name}")
     if job.get("threads"):
         torch.set_num_threads(job["threads"])
     device = torch.device(job["device"])
@@ -53,6 +57,8 @@ def main(argv: list[str] | None = None) -> int:
         record = run_job(job)
     except Diverged as error:
         record, status = {"failed": str(error)}, DIVERGED
+    except NotEnoughMemory as error:
+        record, status = {"out_of_memory": str(error), "memory_limit": job.get("memory_limit")}, OUT_OF_MEMORY
     except (MemoryError, RuntimeError) as error:
         if not is_out_of_memory(error):
             raise
