@@ -57,3 +57,22 @@ def test_gradient_table_lists_every_idea(capsys):
     assert set(gradient_configs()) | {"FP32"} == set(rows)
     # the shared projection's error does not average over rows; the sketch's does
     assert float(rows["shared RP 8"][1]) > float(rows["sketch RP 8"][1])
+
+
+def test_the_gpu_benchmark_script_runs(tmp_path):
+    """``benchmarks/gpu.py`` on the CPU (its smoke mode), so the script is ready the day a GPU is lent."""
+    import subprocess
+    import sys
+    from pathlib import Path
+
+    script = Path(__file__).resolve().parents[2] / "benchmarks" / "gpu.py"
+    finished = subprocess.run([sys.executable, str(script), "--device", "cpu", "--rows", "512", "--repeats", "1",
+                               "--epochs", "2", "--dataset", "synthetic:300,1200,16,4"],
+                              capture_output=True, text=True, timeout=300, cwd=tmp_path)
+    assert finished.returncode == 0, finished.stderr
+    out = finished.stdout
+    assert "| torch copy_ | – | – |" in out and "| default |" in out and "| fp32 |" in out
+    assert "PyTorch kernels" in out
+    if not torch.cuda.is_available():
+        refused = subprocess.run([sys.executable, str(script)], capture_output=True, text=True, timeout=300)
+        assert refused.returncode == 2 and "no CUDA device here" in refused.stderr

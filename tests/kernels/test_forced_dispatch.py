@@ -191,9 +191,19 @@ def test_no_host_sync_in_the_compressed_codec_without_the_finite_check(monkeypat
 
 
 @pytest.mark.parametrize("name", MODELS)
-def test_no_host_sync_in_the_compressed_forward_and_backward(name):
-    """The whole compressed model, forward and backward, runs on meta tensors (its
-    custom operators by their shape functions): nothing around the codec reads a value."""
+def test_no_host_sync_in_the_compressed_forward_and_backward(name, monkeypatch):
+    """The whole compressed model, forward and backward, on meta tensors, where any
+    read of a value fails: iexact's operators run their real implementations
+    (codec on the Triton path with shape-only kernels, GCN normalization), not
+    their shape functions; only the dropout-mask operators keep theirs (torch's
+    generator has no meta device)."""
+    from iexact import ops
+
+    monkeypatch.setenv("TRITON_INTERPRET", "1")
+    monkeypatch.setenv("IEXACT_KERNELS", "triton")
+    _shape_only_kernels(monkeypatch, [])
+    for operator in ("_compress", "_decompress", "_transpose_products", "_gcn_norm"):
+        monkeypatch.setattr(ops, operator, getattr(ops, operator)._init_fn)
     data = load_dataset("synthetic:400,1600,24,4")
     torch.manual_seed(0)
     model = build_model(name, data.num_features, 4, layers=4 if name == "gcn2" else None)

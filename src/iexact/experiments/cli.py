@@ -203,6 +203,17 @@ def _write_json(path, record) -> None:
     write_atomically(path, lambda file: file.write(text.encode()))
 
 
+def _check_memory(args, parser, compressed: bool, full_batch: bool, graph: str, what: str) -> None:
+    """:func:`~iexact.experiments.estimate.check_fits` before anything is built
+    (a malformed dataset name is a usage error)."""
+    try:
+        parts = least_bytes(args.dataset, args.model, args.hidden, args.layers, compressed, full_batch, graph,
+                            args.root)
+    except ValueError as error:
+        parser.error(str(error))
+    check_fits(parts, what)
+
+
 def _check_outputs(args, parser) -> None:
     """Before anything loads or trains: ``--json`` and ``--checkpoint`` can be
     written, and an existing file is replaced only with ``--resume`` (the same
@@ -244,9 +255,8 @@ def _train(args) -> int:
             apply_memory_limit(args.memory_limit)
         except ValueError as error:
             parser.error(str(error))
-    check_fits(least_bytes(args.dataset, args.model, args.hidden, args.layers, config is not None,
-                           settings.batching is None, settings.graph, args.root),
-               f"{args.dataset} with {args.model}, config {args.config}")
+    _check_memory(args, parser, config is not None, settings.batching is None, settings.graph,
+                  f"{args.dataset} with {args.model}, config {args.config}")
     data = _load(args, parser, settings.graph)
     _check_work(settings, data, ranks, parser)
     main = ranks is None or ranks.is_main
@@ -288,8 +298,7 @@ def _bench_train(args) -> int:
                                                           "name another --out folder")
     except OutputError as error:
         args.parser.error(str(error))
-    check_fits(least_bytes(args.dataset, args.model, args.hidden, args.layers, True, False, args.graph, args.root),
-               f"loading {args.dataset}")
+    _check_memory(args, args.parser, True, False, args.graph, f"loading {args.dataset}")
     data = _load(args, args.parser, args.graph)
     print(f"dataset {args.dataset} ({data.num_nodes:,} nodes, {data.num_edges:,} edges), model {args.model}, "
           f"{args.epochs} epochs x {args.runs} runs, device {args.device}", flush=True)
