@@ -115,7 +115,9 @@ def test_iexact_train_end_to_end_on_the_triton_path(launches, monkeypatch, tmp_p
     monkeypatch.setenv("IEXACT_KERNELS", "torch")
     assert main(argv + ["--json", str(tmp_path / "torch.json")]) == 0
     forced, reference = (json.loads((tmp_path / f"{name}.json").read_text()) for name in ("triton", "torch"))
-    for key in ("total", "compressed", "uncompressed", "layers"):  # the same bytes, layer by layer
+    # the same bytes, layer by layer (not the CPU profiler's allocator count: the interpreter's own buffers,
+    # a constant few KiB whatever the number of calls, show in it)
+    for key in ("total", "compressed", "uncompressed", "layers"):
         assert forced["activation_memory"][key] == reference["activation_memory"][key]
     assert abs(forced["test_accuracy"]["mean"] - reference["test_accuracy"]["mean"]) < 0.1
 

@@ -12,18 +12,20 @@ from pathlib import Path
 import torch
 
 from ..config import PRESETS, CompressionConfig
+from ..seeds import SEED_LIMIT
 from . import bench, distributed
 from .batching import SAMPLERS, Batching
 from .checkpoint import CheckpointError
-from .files import OutputError, check_folder, check_writable, refuse_overwrite, remove_stale_temporaries, write_atomically
 from .data import DATASETS, GRAPH_LAYOUTS, load_prepared, num_classes
 from .estimate import NotEnoughMemory, check_fits, least_bytes
 from .experiment import CHECKPOINTING, FP32, Settings, run_experiment
-from .train import Diverged
-from .validation import DatasetError
+from .files import (OutputError, check_folder, check_writable, refuse_overwrite, remove_stale_temporaries,
+                    write_atomically)
 from .limits import apply_memory_limit, describe, is_out_of_memory, out_of_memory_message, parse_bytes
 from .models import MODELS, REFERENCE, build_model
 from .progress import Progress
+from .train import Diverged
+from .validation import DatasetError
 
 
 def _positive_int(text: str) -> int:
@@ -91,9 +93,6 @@ def _device(text: str) -> torch.device:
         raise argparse.ArgumentTypeError(f"{text} was asked for but torch sees {torch.cuda.device_count()} "
                                          f"CUDA device(s): cuda:0 to cuda:{torch.cuda.device_count() - 1}")
     return device
-
-
-SEED_LIMIT = 2**62  # seeds of runs and compression streams are below this
 
 
 def _seed(text: str) -> int:
