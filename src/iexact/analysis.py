@@ -1,21 +1,38 @@
-r"""What compression does to the gradients: their error against FP32.
+r"""What compression does: the gradients' error against FP32, and the data it rounds.
 
 :func:`gradient_error` is the measurement every choice of projection, bits,
 levels and block size is judged by. It trains nothing: it runs the model once
 uncompressed and ``draws`` times compressed, in training mode, with the same
 dropout masks (a converted model draws torch's own, see :mod:`iexact.seeds`),
 and compares the gradients.
+
+:func:`analyze_activations` looks at what a compressed model rounds: every
+tensor one training forward compresses, on its blocks' normalized axis
+(:func:`iexact.codec.normalized_values`), against the uniform, normal and
+clipped-normal distributions (:func:`distribution_fits`), and its rounding
+variance on the data against the clipped-normal model's prediction
+(:func:`rounding_variance`, :func:`iexact.quant.levels.expected_variance`).
 """
 from __future__ import annotations
 
 import copy
 import dataclasses
+import math
 from typing import Callable
 
+import numpy as np
 import torch
+from scipy import stats
+from torch.utils._python_dispatch import TorchDispatchMode
 
+from . import ops
+from .codec import normalized_values
 from .config import CompressionConfig
 from .nn import compress_, restore_
+from .quant.levels import clipped_normal_sigma, expected_variance, levels_for
+from .seeds import seed_at
+
+DISTRIBUTIONS = ("uniform", "normal", "clipped_normal")
 
 
 @dataclasses.dataclass(frozen=True)
@@ -101,3 +118,152 @@ def gradient_error(model: torch.nn.Module, *inputs, loss_fn: Callable[[torch.Ten
         of_mean=relative(torch.stack(wholes).mean(0), whole_exact),
         draws=draws,
     )
+
+
+@dataclasses.dataclass(frozen=True)
+class Fit:
+    """How far normalized values are from a distribution: the Kolmogorov-Smirnov
+    statistic (largest CDF gap) and the Wasserstein-1 distance, both on [0, 1]."""
+
+    ks: float
+    wasserstein: float
+
+
+def _clipped_normal_cdf(values: np.ndarray, spread: float) -> np.ndarray:
+    """CDF of :math:`\mathcal N(1/2, \text{spread}^2)` clipped to [0, 1] (atoms at both ends)."""
+    return np.where(values < 0, 0.0, np.where(values >= 1, 1.0, stats.norm.cdf(values, 0.5, spread)))
+
+
+def distribution_fits(values: torch.Tensor, bits: int, block_size: int) -> dict[str, Fit]:
+    r"""Fits of block-normalized values :math:`v = u / B \in [0, 1]`:
+
+    - ``uniform``: :math:`U(0, 1)`, what uniform levels assume;
+    - ``normal``: :math:`\mathcal N(\bar v, s^2)` with the sample's mean and deviation;
+    - ``clipped_normal``: the levels' model, :math:`\mathcal N(1/2, (\sigma_G / B)^2)`
+      clipped to [0, 1] with :math:`\sigma_G` from the block size alone
+      (:func:`~iexact.quant.levels.clipped_normal_sigma`, nothing fitted).
+
+    Wasserstein distances are against each distribution's quantiles at
+    :math:`(i + 1/2) / n`, so the result is deterministic.
+
+    Shapes:
+        - **input:** ``values`` :math:`(n,)`, ``block_size`` :math:`\ge 3`
+    """
+    sample = np.sort(values.detach().double().cpu().numpy())
+    n = sample.size
+    quantiles = (np.arange(n) + 0.5) / n
+    spread = clipped_normal_sigma(bits, block_size) / (2**bits - 1)
+    mean, deviation = float(sample.mean()), float(max(sample.std(), 1e-12))
+    models = {
+        "uniform": (lambda v: np.clip(v, 0.0, 1.0), quantiles),
+        "normal": (lambda v: stats.norm.cdf(v, mean, deviation), stats.norm.ppf(quantiles, mean, deviation)),
+        "clipped_normal": (lambda v: _clipped_normal_cdf(v, spread),
+                           np.clip(stats.norm.ppf(quantiles, 0.5, spread), 0.0, 1.0)),
+    }
+    fits = {}
+    for name, (cdf, model_quantiles) in models.items():
+        ks = stats.kstest(sample, cdf).statistic
+        fits[name] = Fit(float(ks), float(np.mean(np.abs(sample - model_quantiles))))
+    return fits
+
+
+def rounding_variance(u: torch.Tensor, levels: tuple[float, ...]) -> float:
+    r"""Mean rounding variance :math:`(u - \ell_j)(\ell_{j+1} - u)` of values
+    :math:`u \in [0, B]` onto ``levels``, in units of :math:`(\text{step}/B)^2`:
+    the expectation over the rounding noise, exact given the data."""
+    table = torch.tensor(levels, dtype=torch.float64, device=u.device)
+    values = u.double().clamp(0, levels[-1])
+    index = torch.bucketize(values, table[1:-1], right=True)
+    return ((values - table[index]) * (table[index + 1] - values)).mean().item()
+
+
+@dataclasses.dataclass(frozen=True)
+class ActivationAnalysis:
+    r"""One tensor a training forward compressed, on its blocks' normalized axis.
+
+    Attributes:
+        layer (str): the innermost module that compressed it (``""``: the model itself).
+        kind (str): that module's class (its class before conversion).
+        shape (tuple): the tensor's shape; ``bits`` and ``block_size`` as compressed.
+        fits (dict): :class:`Fit` per name in :data:`DISTRIBUTIONS`.
+        variance (dict): per level kind (``"uniform"``, ``"optimal"``), ``{"model":
+            the clipped-normal prediction, "data": on these values}``, units of
+            :math:`(\text{step}/B)^2`.
+        sample (torch.Tensor): up to ``sample_size`` normalized values
+            :math:`v = u/B` (for histograms), evenly strided.
+    """
+
+    layer: str
+    kind: str
+    shape: tuple
+    bits: int
+    block_size: int
+    fits: dict
+    variance: dict
+    sample: torch.Tensor
+
+
+class _CompressCalls(TorchDispatchMode):
+    """Records ``iexact::compress``'s arguments and the module running when it was called."""
+
+    def __init__(self, current: list[str]):
+        super().__init__()
+        self.current, self.calls = current, []
+
+    def __torch_dispatch__(self, func, types, args=(), kwargs=None):
+        if func is torch.ops.iexact.compress.default:
+            x, position, *fields = args
+            self.calls.append((self.current[-1], x.detach().clone(), seed_at(position), tuple(fields)))
+        return func(*args, **(kwargs or {}))
+
+
+def analyze_activations(model: torch.nn.Module, *inputs, sample_size: int = 20_000,
+                        **kwargs) -> list[ActivationAnalysis]:
+    r"""Every tensor one training forward of the compressed ``model`` compresses,
+    analyzed (:class:`ActivationAnalysis`), in the order compressed. The forward
+    runs on a copy under ``torch.random.fork_rng``, so ``model``, its seed
+    streams and torch's generator are left as they were.
+
+    Args:
+        model (torch.nn.Module): a model converted by :func:`iexact.compress_`.
+        *inputs, **kwargs: what to call it with.
+        sample_size (int, optional): normalized values kept per tensor. (default: :obj:`20000`)
+    """
+    probe = copy.deepcopy(model).train()
+    names = {module: name for name, module in probe.named_modules()}
+    current, handles = [""], []
+
+    def enter(module, args) -> None:
+        current.append(names[module])
+
+    def leave(module, args, output) -> None:
+        current.pop()
+
+    for module in names:
+        handles += [module.register_forward_pre_hook(enter), module.register_forward_hook(leave)]
+    devices = sorted({t.device.index or 0 for t in (*inputs, *kwargs.values())
+                      if isinstance(t, torch.Tensor) and t.is_cuda})
+    recorder = _CompressCalls(current)
+    try:
+        with torch.random.fork_rng(devices=devices), torch.enable_grad(), recorder:
+            probe(*inputs, **kwargs)
+    finally:
+        for handle in handles:
+            handle.remove()
+    kinds = {name: getattr(module, "iexact_base", type(module)).__name__ for module, name in names.items()}
+    analyses = []
+    for layer, x, seed, fields in recorder.calls:
+        config = ops.config_of(fields)
+        u = normalized_values(x, config, seed)
+        top = 2**config.bits - 1
+        block_size = config.block_elements(u.numel() // max(math.prod(x.shape[:-1]), 1))
+        variance = {}
+        for kind in ("uniform", "optimal"):
+            levels = levels_for(kind, config.bits, block_size)
+            variance[kind] = {"model": expected_variance(levels, config.bits, block_size),
+                              "data": rounding_variance(u, levels)}
+        stride = max(1, u.numel() // sample_size)
+        values = u[::stride][:sample_size] / top
+        analyses.append(ActivationAnalysis(layer, kinds[layer], tuple(x.shape), config.bits, block_size,
+                                           distribution_fits(u / top, config.bits, block_size), variance, values))
+    return analyses

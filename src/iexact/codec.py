@@ -30,7 +30,7 @@ from .quant.reference import block_min_max
 from .quant.rounding import num_blocks, packed_size, stored_scales
 from .seeds import check_seed, draw_seed
 
-__all__ = ["NonFiniteError", "compress", "decompress", "stored_sizes", "transpose_products"]
+__all__ = ["NonFiniteError", "compress", "decompress", "normalized_values", "stored_sizes", "transpose_products"]
 
 
 class NonFiniteError(ValueError):
@@ -140,6 +140,37 @@ def compress(x: torch.Tensor, config: CompressionConfig, seed: int | None = None
         )
     return PackedActivation(codes, mins, steps, x.shape, x.dtype, config.bits, block_size, levels, k, seed,
                             config.projection)
+
+
+def normalized_values(x: torch.Tensor, config: CompressionConfig, seed: int) -> torch.Tensor:
+    r"""The values :func:`compress` rounds: each stored element on its block's
+    normalized axis :math:`u = (z - m) B / s \in [0, B]`, after the projection
+    and with the stored (outward-rounded) scales, as :func:`compress` with the
+    same ``seed`` computes them. Constant blocks (:math:`s = 0`) give 0.
+
+    Shapes:
+        - **input:** :math:`(*, D)`
+        - **output:** float32 :math:`(N k,)`, the stored elements in order
+    """
+    width = x.shape[-1] if x.dim() else 1
+    rows = x.numel() // width if width else 0
+    k, block_size, _, _ = stored_sizes(x.shape, config)
+    stored_width = k or width
+    numel, top = rows * stored_width, 2**config.bits - 1
+    projection = Projection(config.projection, width, k, seed, x.device) if k is not None else None
+    rows_view = x.detach().reshape(rows, width)
+    out = torch.empty(numel, dtype=torch.float32, device=x.device)
+    chunk = _chunk_elements(numel, stored_width, block_size, x.device)
+    for start in range(0, numel, chunk):
+        end = min(start + chunk, numel)
+        part = rows_view[start // stored_width : end // stored_width]
+        z = part.to(torch.float32).reshape(-1) if projection is None else projection.forward(part, start // stored_width).view(-1)
+        low, high = block_min_max(z, block_size)
+        mins, steps = stored_scales(low, high, config.scale_dtype)
+        per_element = torch.arange(z.numel(), device=z.device) // block_size
+        scale = steps.float()[per_element]
+        out[start:end] = torch.where(scale > 0, (z - mins.float()[per_element]) * top / scale.clamp(min=1e-38), 0.0)
+    return out
 
 
 def decompress(packed: PackedActivation, out: torch.Tensor | None = None, check: bool = True) -> torch.Tensor:

@@ -73,6 +73,11 @@ def _config(bits: int, block_size: int, rp_ratio: float, levels: str, scale_dtyp
                              scale_dtype=scale_dtype, projection=projection, check_finite=check_finite)
 
 
+def config_of(fields_: tuple) -> CompressionConfig:
+    """The config whose :func:`fields` are ``fields_`` (what ``iexact::compress`` was given)."""
+    return _config(*fields_)
+
+
 def _packed(tensors, shape, dtype: torch.dtype, config: CompressionConfig) -> PackedActivation:
     """The :class:`PackedActivation` behind a :class:`Stored`'s tensors."""
     k, block_size, _, _ = codec.stored_sizes(shape, config)

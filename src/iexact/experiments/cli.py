@@ -1,4 +1,4 @@
-"""The ``iexact`` command: ``datasets``, ``train`` and ``bench {train,memory,codec}``."""
+"""The ``iexact`` command: ``datasets``, ``train``, ``analyze`` and ``bench {train,gradients,memory,codec}``."""
 from __future__ import annotations
 
 import argparse
@@ -329,6 +329,38 @@ def _bench_train(args) -> int:
     return 0
 
 
+def _analyze(args) -> int:
+    """Train a few epochs (or load ``--checkpoint``), then write the analysis to ``--out``."""
+    from .analyze import analysis_record, summary, write_report
+
+    parser = args.parser
+    out = Path(args.out)
+    try:
+        check_folder(out, "--out")
+        if not args.overwrite:
+            refuse_overwrite(out / "analyze.json", "--out", "add --overwrite to replace it or name another --out")
+    except OutputError as error:
+        parser.error(str(error))
+    _set_threads(args)
+    config = _compression(args, parser)
+    settings = Settings(dataset=args.dataset, model=args.model, config_name=args.config, config=config,
+                        layers=args.layers, hidden=args.hidden, dropout=args.dropout, lr=args.lr, seed=args.seed)
+    _check_memory(args, parser, True, True, "edge_index", f"{args.dataset} with {args.model}")
+    data = _load(args, parser)
+    _check_work(settings, data, None, parser)
+    progress = Progress(args.config, args.epochs, 1, not args.quiet and args.checkpoint is None)
+    record, analyses = analysis_record(settings, data, args.device, args.epochs, args.checkpoint, args.draws,
+                                       progress)
+    print(summary(record))
+    try:
+        written = write_report(record, analyses, out)
+    except ImportError as error:
+        print(f"iexact analyze: no figures: {error}", file=sys.stderr)
+        written = [out / "analyze.json", out / "analyze.md"]
+    print("wrote " + ", ".join(str(path) for path in written))
+    return 0
+
+
 def _bench_gradients(args) -> int:
     _set_threads(args)
     data = _load(args, args.parser)
@@ -394,6 +426,44 @@ def _add_experiment_arguments(command: argparse.ArgumentParser) -> None:
     _add_threads(command)
 
 
+def _add_config_arguments(command: argparse.ArgumentParser, configs, text: str) -> None:
+    command.add_argument("--config", choices=configs, default="default", help=text)
+    command.add_argument("--bits", type=int, help="override the preset's bits (1, 2, 4, 8)")
+    command.add_argument("--block-size", type=_block_size, help='override the block size (int or "row")')
+    command.add_argument("--rp-ratio", type=float, help="override the projection ratio (>= 1)")
+    command.add_argument("--levels", help="override the levels (uniform, optimal)")
+    command.add_argument("--rp-norm", action="store_const", const=True, help="also project BatchNorm inputs")
+
+
+def _add_analyze(commands) -> None:
+    analyze = commands.add_parser("analyze", help="the compressed activations' distributions, rounding variance "
+                                                  "and gradient error per layer, with figures")
+    for flag, default, text in (("--dataset", "synthetic", "dataset name (default: synthetic)"),
+                                ("--root", "data", "directory holding the datasets (default: data)")):
+        analyze.add_argument(flag, default=default, help=text)
+    analyze.add_argument("--offline", action="store_true", help="never download missing dataset files")
+    analyze.add_argument("--model", choices=MODELS, default="sage", help="reference model (default: sage)")
+    analyze.add_argument("--layers", type=_positive_int, help="override the model's layer count")
+    analyze.add_argument("--hidden", type=_positive_int, help="override the model's hidden width")
+    analyze.add_argument("--dropout", type=_number(0, 1), help="override the model's dropout")
+    _add_config_arguments(analyze, tuple(PRESETS), "compression preset (default: default)")
+    analyze.add_argument("--epochs", type=_positive_int, default=5,
+                         help="epochs to train before analyzing (default: 5)")
+    analyze.add_argument("--checkpoint", help="analyze the model of this iexact train checkpoint instead "
+                                              "(made with the same settings)")
+    analyze.add_argument("--lr", type=_number(0, low_open=True), default=0.01, help="Adam learning rate (default: 0.01)")
+    analyze.add_argument("--seed", type=_seed, default=0, help="seed of the model and of synthetic graphs (default: 0)")
+    analyze.add_argument("--draws", type=_positive_int, default=4, help="compressed backward passes for the "
+                                                                        "gradient error (default: 4)")
+    analyze.add_argument("--device", type=_device,
+                         default=torch.device("cuda" if torch.cuda.is_available() else "cpu"))
+    analyze.add_argument("--out", default="analyze-results", help="folder for analyze.json, analyze.md and figures")
+    analyze.add_argument("--overwrite", action="store_true", help="replace an earlier analysis in --out")
+    analyze.add_argument("--quiet", action="store_true", help="no progress bar")
+    _add_threads(analyze)
+    analyze.set_defaults(run=_analyze, parser=analyze)
+
+
 def build_parser() -> argparse.ArgumentParser:
     parser = argparse.ArgumentParser(prog="iexact", description=__doc__)
     commands = parser.add_subparsers(dest="command", required=True)
@@ -403,14 +473,8 @@ def build_parser() -> argparse.ArgumentParser:
 
     train = commands.add_parser("train", help="train a reference model with compressed activations")
     _add_experiment_arguments(train)
-    train.add_argument("--config", choices=(FP32, *PRESETS, CHECKPOINTING), default="default",
-                       help="compression preset; fp32 for none, checkpoint for torch.utils.checkpoint "
-                            "around every message-passing layer (default: default)")
-    train.add_argument("--bits", type=int, help="override the preset's bits (1, 2, 4, 8)")
-    train.add_argument("--block-size", type=_block_size, help='override the block size (int or "row")')
-    train.add_argument("--rp-ratio", type=float, help="override the projection ratio (>= 1)")
-    train.add_argument("--levels", help="override the levels (uniform, optimal)")
-    train.add_argument("--rp-norm", action="store_const", const=True, help="also project BatchNorm inputs")
+    _add_config_arguments(train, (FP32, *PRESETS, CHECKPOINTING), "compression preset; fp32 for none, checkpoint "
+                          "for torch.utils.checkpoint around every message-passing layer (default: default)")
     train.add_argument("--json", help="write the results to this JSON file")
     train.add_argument("--checkpoint", help="checkpoint file: written at the end of every run (and every "
                                             "--save-every epochs), or resumed from with --resume")
@@ -419,6 +483,8 @@ def build_parser() -> argparse.ArgumentParser:
     train.add_argument("--overwrite", action="store_true",
                        help="replace an existing --checkpoint or --json file (refused without it or --resume)")
     train.set_defaults(run=_train, parser=train)
+
+    _add_analyze(commands)
 
     bench_parser = commands.add_parser("bench", help="benchmarks, FP32 beside the compressed configurations")
     kinds = bench_parser.add_subparsers(dest="kind", required=True)
