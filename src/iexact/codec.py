@@ -164,7 +164,10 @@ def normalized_values(x: torch.Tensor, config: CompressionConfig, seed: int) -> 
     for start in range(0, numel, chunk):
         end = min(start + chunk, numel)
         part = rows_view[start // stored_width : end // stored_width]
-        z = part.to(torch.float32).reshape(-1) if projection is None else projection.forward(part, start // stored_width).view(-1)
+        if projection is None:
+            z = part.to(torch.float32).reshape(-1)
+        else:
+            z = projection.forward(part, start // stored_width).view(-1)
         low, high = block_min_max(z, block_size)
         mins, steps = stored_scales(low, high, config.scale_dtype)
         per_element = torch.arange(z.numel(), device=z.device) // block_size

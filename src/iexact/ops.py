@@ -215,7 +215,9 @@ def _padded_self_loops(edge_index: Tensor, edge_weight: Tensor | None, num_nodes
     spare = torch.full((num_nodes + 1,), -1, dtype=torch.int64, device=row.device)  # slot N takes the non-loops
     last = spare.scatter_reduce_(0, torch.where(is_loop, row, num_nodes),
                                  torch.arange(count, device=row.device), "amax")[:num_nodes]
-    loop_weight = torch.where(last >= 0, weight[last.clamp(min=0)], torch.full_like(last, fill, dtype=weight.dtype))
+    # the last loop's weight, or ``fill`` (appended at position E) where a node has none
+    extended = torch.cat([weight, weight.new_full((1,), fill)])
+    loop_weight = extended[torch.where(last >= 0, last, count)]
     loops = torch.arange(num_nodes, dtype=edge_index.dtype, device=row.device)
     return (torch.cat([edge_index, torch.stack([loops, loops])], dim=1),
             torch.cat([weight.masked_fill(is_loop, 0), loop_weight]))

@@ -451,8 +451,10 @@ def _add_analyze(commands) -> None:
                          help="epochs to train before analyzing (default: 5)")
     analyze.add_argument("--checkpoint", help="analyze the model of this iexact train checkpoint instead "
                                               "(made with the same settings)")
-    analyze.add_argument("--lr", type=_number(0, low_open=True), default=0.01, help="Adam learning rate (default: 0.01)")
-    analyze.add_argument("--seed", type=_seed, default=0, help="seed of the model and of synthetic graphs (default: 0)")
+    analyze.add_argument("--lr", type=_number(0, low_open=True), default=0.01,
+                         help="Adam learning rate (default: 0.01)")
+    analyze.add_argument("--seed", type=_seed, default=0,
+                         help="seed of the model and of synthetic graphs (default: 0)")
     analyze.add_argument("--draws", type=_positive_int, default=4, help="compressed backward passes for the "
                                                                         "gradient error (default: 4)")
     analyze.add_argument("--device", type=_device,
