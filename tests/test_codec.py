@@ -31,6 +31,16 @@ def test_unbiased_over_many_draws(bits, levels, rp_ratio, device):
     _assert_within_four_standard_errors(mean, standard_error, x, 1000)
 
 
+@pytest.mark.parametrize("bits, levels", [(2, (0.0, 0.7, 1.4, 3.0)), (4, tuple(15 * (i / 15) ** 1.5 for i in range(16)))])
+def test_asymmetric_levels_stay_unbiased(bits, levels, device):
+    """Calibrated (asymmetric) levels round by binary search, unbiased like the others."""
+    torch.manual_seed(0)
+    x = torch.randn(8, 12, device=device) + 0.5
+    config = CompressionConfig(bits=bits, block_size=20, rp_ratio=1, levels=levels)
+    mean, standard_error = _mean_and_standard_error(x, config, 1000, device)
+    _assert_within_four_standard_errors(mean, standard_error, x, 1000)
+
+
 def _assert_within_four_standard_errors(mean, standard_error, x, draws):
     error = (mean - x.double()).abs()
     # an element that never changed over the draws sits within ~1/draws of a

@@ -86,3 +86,15 @@ def test_str_spells_out_the_config():
         "INT4, blocks of 256, no projection, optimal levels, bfloat16 scales")
     assert str(CompressionConfig()) == ("INT2, blocks of 256, sketch projection 4, optimal levels, bfloat16 scales, "
                                         "projected norm inputs")
+
+
+def test_explicit_levels_are_validated_and_round_trip():
+    config = CompressionConfig(levels=[0, 0.8, 1.6, 3])
+    assert config.levels == (0.0, 0.8, 1.6, 3.0)
+    assert CompressionConfig.from_dict(config.to_dict()) == config
+    assert "calibrated (0, 0.8, 1.6, 3) levels" in str(config)
+    assert CompressionConfig(levels="calibrated").levels == "calibrated"
+    for bad in ((0.0, 1.0, 3.0), (0.0, 2.0, 1.0, 3.0), (0.5, 1.0, 2.0, 3.0), (0.0, 1.0, 2.0, 4.0),
+                (0.0, float("nan"), 2.0, 3.0)):
+        with pytest.raises(ValueError, match="levels must be 4 increasing floats from 0 to 3 for 2 bits"):
+            CompressionConfig(levels=bad)

@@ -1,5 +1,5 @@
 """iexact: train graph neural networks with compressed saved activations."""
-from .analysis import GradientError, gradient_error
+from .analysis import GradientError, calibrate_, calibration_state, gradient_error, load_calibration_state_
 from .codec import compress, decompress
 from .config import PRESETS, CompressionConfig
 from .memory import MemoryReport, activation_memory
@@ -16,9 +16,12 @@ __all__ = [
     "PackedActivation",
     "__version__",
     "activation_memory",
+    "calibrate_",
+    "calibration_state",
     "compress",
     "compress_",
     "decompress",
     "gradient_error",
+    "load_calibration_state_",
     "register_handler",
 ]

@@ -28,8 +28,8 @@ from torch.utils._python_dispatch import TorchDispatchMode
 from . import ops
 from .codec import normalized_values
 from .config import CompressionConfig
-from .nn import compress_, restore_
-from .quant.levels import clipped_normal_sigma, expected_variance, levels_for
+from .nn import compress_, is_compressed, restore_, seed_streams
+from .quant.levels import clipped_normal_sigma, expected_variance, fit_levels, levels_for
 from .seeds import seed_at
 
 DISTRIBUTIONS = ("uniform", "normal", "clipped_normal")
@@ -188,7 +188,8 @@ class ActivationAnalysis:
         fits (dict): :class:`Fit` per name in :data:`DISTRIBUTIONS`.
         variance (dict): per level kind (``"uniform"``, ``"optimal"``), ``{"model":
             the clipped-normal prediction, "data": on these values}``, units of
-            :math:`(\text{step}/B)^2`.
+            :math:`(\text{step}/B)^2`; ``"calibrated"``: ``{"data", "levels"}``
+            of levels fitted to this tensor.
         sample (torch.Tensor): up to ``sample_size`` normalized values
             :math:`v = u/B` (for histograms), evenly strided.
     """
@@ -204,56 +205,78 @@ class ActivationAnalysis:
 
 
 class _CompressCalls(TorchDispatchMode):
-    """Records ``iexact::compress``'s arguments and the module running when it was called."""
+    """Hands ``iexact::compress``'s input, seed and config to ``record(owners, x,
+    seed, config)``, ``owners`` being the stack of modules running (innermost last)."""
 
-    def __init__(self, current: list[str]):
+    def __init__(self, owners: list, record):
         super().__init__()
-        self.current, self.calls = current, []
+        self.owners, self.record = owners, record
 
     def __torch_dispatch__(self, func, types, args=(), kwargs=None):
         if func is torch.ops.iexact.compress.default:
             x, position, *fields = args
-            self.calls.append((self.current[-1], x.detach().clone(), seed_at(position), tuple(fields)))
+            self.record(tuple(self.owners), x.detach(), seed_at(position), ops.config_of(tuple(fields)))
         return func(*args, **(kwargs or {}))
+
+
+def _observe_compressions(model: torch.nn.Module, inputs, kwargs, record) -> None:
+    """One training forward of ``model`` (torch's generator, the seed streams and
+    the buffers end where they were), each compressed tensor
+    handed to ``record`` (:class:`_CompressCalls`) as it is compressed."""
+    owners, handles = [], []
+
+    def enter(module, args) -> None:
+        owners.append(module)
+
+    def leave(module, args, output) -> None:
+        owners.pop()
+
+    for module in model.modules():
+        handles += [module.register_forward_pre_hook(enter), module.register_forward_hook(leave)]
+    devices = sorted({t.device.index or 0 for t in (*inputs, *kwargs.values())
+                      if isinstance(t, torch.Tensor) and t.is_cuda})
+    streams = [(stream, stream.get_state()) for stream in seed_streams(model)]
+    buffers = [(buffer, buffer.clone()) for buffer in model.buffers()]  # BatchNorm's running statistics
+    was_training = model.training
+    model.train()
+    try:
+        with torch.random.fork_rng(devices=devices), torch.enable_grad(), _CompressCalls(owners, record):
+            model(*inputs, **kwargs)
+    finally:
+        for handle in handles:
+            handle.remove()
+        for stream, state in streams:
+            stream.set_state(state)
+        with torch.no_grad():
+            for buffer, saved in buffers:
+                buffer.copy_(saved)
+        model.train(was_training)
+
+
+def _kind(module: torch.nn.Module) -> str:
+    return getattr(module, "iexact_base", type(module)).__name__
 
 
 def analyze_activations(model: torch.nn.Module, *inputs, sample_size: int = 20_000,
                         **kwargs) -> list[ActivationAnalysis]:
     r"""Every tensor one training forward of the compressed ``model`` compresses,
-    analyzed (:class:`ActivationAnalysis`), in the order compressed. The forward
-    runs on a copy under ``torch.random.fork_rng``, so ``model``, its seed
-    streams and torch's generator are left as they were.
+    analyzed (:class:`ActivationAnalysis`), in the order compressed. ``model``,
+    its seed streams and torch's generator are left as they were.
+
+    Besides the uniform and optimal levels, ``variance`` holds ``"calibrated"``:
+    the variance on the data of levels fitted to that tensor alone
+    (:func:`~iexact.quant.levels.fit_levels`), what :func:`calibrate_` can gain.
 
     Args:
         model (torch.nn.Module): a model converted by :func:`iexact.compress_`.
         *inputs, **kwargs: what to call it with.
         sample_size (int, optional): normalized values kept per tensor. (default: :obj:`20000`)
     """
-    probe = copy.deepcopy(model).train()
-    names = {module: name for name, module in probe.named_modules()}
-    current, handles = [""], []
-
-    def enter(module, args) -> None:
-        current.append(names[module])
-
-    def leave(module, args, output) -> None:
-        current.pop()
-
-    for module in names:
-        handles += [module.register_forward_pre_hook(enter), module.register_forward_hook(leave)]
-    devices = sorted({t.device.index or 0 for t in (*inputs, *kwargs.values())
-                      if isinstance(t, torch.Tensor) and t.is_cuda})
-    recorder = _CompressCalls(current)
-    try:
-        with torch.random.fork_rng(devices=devices), torch.enable_grad(), recorder:
-            probe(*inputs, **kwargs)
-    finally:
-        for handle in handles:
-            handle.remove()
-    kinds = {name: getattr(module, "iexact_base", type(module)).__name__ for module, name in names.items()}
+    names = {module: name for name, module in model.named_modules()}
     analyses = []
-    for layer, x, seed, fields in recorder.calls:
-        config = ops.config_of(fields)
+
+    def record(owners, x, seed, config) -> None:
+        layer = owners[-1] if owners else model
         u = normalized_values(x, config, seed)
         top = 2**config.bits - 1
         block_size = config.block_elements(u.numel() // max(math.prod(x.shape[:-1]), 1))
@@ -262,8 +285,82 @@ def analyze_activations(model: torch.nn.Module, *inputs, sample_size: int = 20_0
             levels = levels_for(kind, config.bits, block_size)
             variance[kind] = {"model": expected_variance(levels, config.bits, block_size),
                               "data": rounding_variance(u, levels)}
+        fitted = fit_levels(_subsample(u, CALIBRATION_SAMPLE).cpu().numpy(), config.bits,
+                            levels_for("optimal", config.bits, block_size))
+        variance["calibrated"] = {"model": None, "data": rounding_variance(u, fitted), "levels": list(fitted)}
         stride = max(1, u.numel() // sample_size)
         values = u[::stride][:sample_size] / top
-        analyses.append(ActivationAnalysis(layer, kinds[layer], tuple(x.shape), config.bits, block_size,
-                                           distribution_fits(u / top, config.bits, block_size), variance, values))
+        analyses.append(ActivationAnalysis(names.get(layer, ""), _kind(layer), tuple(x.shape), config.bits,
+                                           block_size, distribution_fits(u / top, config.bits, block_size),
+                                           variance, values))
+
+    _observe_compressions(model, inputs, kwargs, record)
     return analyses
+
+
+CALIBRATION_SAMPLE = 2**20  # normalized values kept per tensor to fit levels to
+
+
+def _subsample(u: torch.Tensor, size: int) -> torch.Tensor:
+    """Every ``ceil(n / size)``-th value: an even sample that needs no random draw."""
+    return u[:: max(1, math.ceil(u.numel() / size))]
+
+
+def calibrate_(model: torch.nn.Module, *inputs, **kwargs) -> dict[str, tuple[float, ...]]:
+    r"""Fit the levels of every compressed module whose config says
+    ``levels="calibrated"`` to what it compresses in one training forward of
+    ``model(*inputs, **kwargs)`` (all of a module's tensors together, an even
+    sample of up to :data:`CALIBRATION_SAMPLE` values each), and give it a
+    config with those levels (:func:`~iexact.quant.levels.fit_levels`, from
+    the optimal levels: never a higher rounding variance on that data; any
+    increasing levels keep the rounding unbiased). The forward leaves torch's
+    generator and the seed streams where they were; parameters are untouched.
+
+    The levels live in each module's ``iexact_config``: pickling the model keeps
+    them; a ``state_dict`` does not, so save :func:`calibration_state` beside
+    it and restore with :func:`load_calibration_state_`.
+
+    Returns:
+        the fitted levels by module name.
+    """
+    names = {module: name for name, module in model.named_modules()}
+    observed: dict[torch.nn.Module, list] = {}
+
+    def record(owners, x, seed, config) -> None:
+        owner = next((m for m in reversed(owners) if is_compressed(m)), None)
+        if owner is None or owner.iexact_config.levels != "calibrated":
+            return
+        u = normalized_values(x, config, seed)
+        block_size = config.block_elements(u.numel() // max(math.prod(x.shape[:-1]), 1))
+        observed.setdefault(owner, []).append((_subsample(u, CALIBRATION_SAMPLE).cpu().numpy(), block_size))
+
+    _observe_compressions(model, inputs, kwargs, record)
+    fitted = {}
+    for module, samples in observed.items():
+        config = module.iexact_config
+        start = levels_for("optimal", config.bits, samples[0][1])
+        levels = fit_levels(np.concatenate([sample for sample, _ in samples]), config.bits, start)
+        module.iexact_config = dataclasses.replace(config, levels=levels)
+        fitted[names[module]] = levels
+    return fitted
+
+
+def calibration_state(model: torch.nn.Module) -> dict[str, list[float]]:
+    """The fitted levels of every calibrated module, by name (JSON-ready)."""
+    return {name: list(module.iexact_config.levels) for name, module in model.named_modules()
+            if is_compressed(module) and isinstance(module.iexact_config.levels, tuple)}
+
+
+def load_calibration_state_(model: torch.nn.Module, state: dict) -> torch.nn.Module:
+    """Give the named modules the levels :func:`calibration_state` saved.
+
+    Raises:
+        ValueError: a name that is no compressed module of ``model``, or invalid levels.
+    """
+    modules = dict(model.named_modules())
+    for name, levels in state.items():
+        module = modules.get(name)
+        if module is None or not is_compressed(module):
+            raise ValueError(f"calibrated levels for {name!r}, which is no compressed module of this model")
+        module.iexact_config = dataclasses.replace(module.iexact_config, levels=tuple(levels))
+    return model

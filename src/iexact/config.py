@@ -18,7 +18,7 @@ BlockSize = Union[int, str]
 
 ALLOWED_BITS = (1, 2, 4, 8)
 MAX_BLOCK_SIZE = 2**31 - 1  # block indices and in-block offsets are int32 in the kernels
-ALLOWED_LEVELS = ("uniform", "optimal")
+ALLOWED_LEVELS = ("uniform", "optimal", "calibrated")  # or an explicit tuple of 2**bits values
 ALLOWED_PROJECTIONS = ("shared", "per_row", "sketch")  # iexact.quant.projection.PROJECTIONS
 SCALE_DTYPES = {
     "bfloat16": torch.bfloat16,
@@ -57,9 +57,13 @@ class CompressionConfig:
             EXACT. (default: :obj:`256`)
         rp_ratio (float, optional): random-projection ratio :math:`R \ge 1`;
             ``1`` disables the projection. (default: :obj:`4`)
-        levels (str, optional): ``"uniform"`` (:math:`\ell_i = i`) or
+        levels (str or tuple, optional): ``"uniform"`` (:math:`\ell_i = i`),
             ``"optimal"`` (minimal expected rounding variance under the
-            clipped-normal model, see :func:`iexact.quant.optimal_levels`).
+            clipped-normal model, see :func:`iexact.quant.optimal_levels`),
+            ``"calibrated"`` (optimal until :func:`iexact.calibrate_` fits
+            each module's own levels to its activations) or the levels
+            themselves: :math:`2^b` increasing floats from 0 to :math:`B`
+            (what calibration gives a module).
             (default: :obj:`"optimal"`)
         scale_dtype (torch.dtype or str, optional): dtype of the per-block
             min and step: ``torch.bfloat16``, ``torch.float16`` or
@@ -97,7 +101,7 @@ class CompressionConfig:
     bits: int = 2
     block_size: BlockSize = 256
     rp_ratio: float = 4
-    levels: str = "optimal"
+    levels: str | tuple[float, ...] = "optimal"
     scale_dtype: torch.dtype = torch.bfloat16
     rp_norm: bool = True
     projection: str = "sketch"
@@ -121,8 +125,11 @@ class CompressionConfig:
             or ratio < 1
         ):
             raise _invalid("rp_ratio", ratio, "a finite number >= 1 (1 = no projection)")
-        if self.levels not in ALLOWED_LEVELS:
-            raise _invalid("levels", self.levels, 'one of "uniform", "optimal"')
+        if isinstance(self.levels, (tuple, list)):
+            self._check_explicit_levels()
+        elif self.levels not in ALLOWED_LEVELS:
+            raise _invalid("levels", self.levels, 'one of "uniform", "optimal", "calibrated" or a tuple of '
+                                                  '2**bits increasing floats from 0 to 2**bits - 1')
         scale = self.scale_dtype
         if isinstance(scale, str) and scale in SCALE_DTYPES:
             object.__setattr__(self, "scale_dtype", SCALE_DTYPES[scale])
@@ -138,6 +145,17 @@ class CompressionConfig:
         if self.projection not in ALLOWED_PROJECTIONS:
             raise _invalid("projection", self.projection, 'one of "shared", "per_row", "sketch"')
 
+    def _check_explicit_levels(self) -> None:
+        top = 2**self.bits - 1
+        try:
+            levels = tuple(float(value) for value in self.levels)
+        except (TypeError, ValueError):
+            raise _invalid("levels", self.levels, "floats") from None
+        if (len(levels) != top + 1 or levels[0] != 0 or levels[-1] != top
+                or any(b <= a for a, b in zip(levels, levels[1:])) or not all(map(math.isfinite, levels))):
+            raise _invalid("levels", self.levels, f"{top + 1} increasing floats from 0 to {top} for {self.bits} bits")
+        object.__setattr__(self, "levels", levels)
+
     def block_elements(self, row_width: int) -> int:
         """Elements per block for rows of ``row_width`` (projected) elements."""
         return max(row_width, 1) if self.block_size == "row" else self.block_size
@@ -146,6 +164,8 @@ class CompressionConfig:
         """The fields as plain JSON values (``scale_dtype`` by name); :meth:`from_dict` inverts it."""
         record = {field.name: getattr(self, field.name) for field in dataclasses.fields(self)}
         record["scale_dtype"] = str(self.scale_dtype).removeprefix("torch.")
+        if isinstance(self.levels, tuple):
+            record["levels"] = list(self.levels)
         return record
 
     @classmethod
@@ -168,7 +188,9 @@ class CompressionConfig:
         norm = ", projected norm inputs" if self.rp_norm else ""
         inputs = "" if self.reference_inputs else ", inputs compressed too"
         finite = "" if self.check_finite else ", no finite check"
-        return (f"INT{self.bits}, {block}, {projection}, {self.levels} levels, "
+        levels = self.levels if isinstance(self.levels, str) else (
+            "calibrated (" + ", ".join(f"{value:.3g}" for value in self.levels) + ")")
+        return (f"INT{self.bits}, {block}, {projection}, {levels} levels, "
                 f"{str(self.scale_dtype).removeprefix('torch.')} scales{norm}{inputs}{finite}")
 
     @classmethod

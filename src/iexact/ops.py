@@ -60,16 +60,19 @@ class Stored(NamedTuple):
 
 def fields(config: CompressionConfig) -> tuple:
     """``(bits, block_size, rp_ratio, levels, scale_dtype, projection, check_finite)``
-    with ``block_size`` 0 for ``"row"``: what the codec reads of ``config``."""
+    with ``block_size`` 0 for ``"row"`` and explicit levels as their exact
+    ``float.hex`` values joined by commas: what the codec reads of ``config``."""
     block = 0 if config.block_size == "row" else config.block_size
-    return (config.bits, block, float(config.rp_ratio), config.levels, config.scale_dtype, config.projection,
+    levels = config.levels if isinstance(config.levels, str) else ",".join(map(float.hex, config.levels))
+    return (config.bits, block, float(config.rp_ratio), levels, config.scale_dtype, config.projection,
             config.check_finite)
 
 
 @functools.lru_cache(maxsize=64)
 def _config(bits: int, block_size: int, rp_ratio: float, levels: str, scale_dtype: torch.dtype,
             projection: str, check_finite: bool) -> CompressionConfig:
-    return CompressionConfig(bits=bits, block_size=block_size or "row", rp_ratio=rp_ratio, levels=levels,
+    explicit = tuple(map(float.fromhex, levels.split(","))) if "," in levels else levels
+    return CompressionConfig(bits=bits, block_size=block_size or "row", rp_ratio=rp_ratio, levels=explicit,
                              scale_dtype=scale_dtype, projection=projection, check_finite=check_finite)
 
 

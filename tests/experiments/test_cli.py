@@ -159,3 +159,23 @@ def test_bench_train_compares_only_what_is_asked(tmp_path, capsys):
 def test_datasets_lists_names(capsys):
     assert main(["datasets"]) == 0
     assert "ogbn-arxiv" in capsys.readouterr().out
+
+
+def test_calibrated_levels_are_fitted_saved_and_resumed(tmp_path):
+    """levels=calibrated fits each module's levels after 4 steps; they go into the
+    checkpoint, and a run interrupted before or after that resumes to the
+    uninterrupted run's parameters exactly."""
+    common = ["train", "--dataset", "synthetic:300,1200,16,4", "--hidden", "16", "--quiet", "--levels", "calibrated"]
+    whole = tmp_path / "whole.pt"
+    assert main(common + ["--epochs", "7", "--checkpoint", str(whole)]) == 0
+    saved = torch.load(whole, weights_only=True)
+    assert set(saved["levels"]) == {"norms.0.module", "convs.1", "norms.1.module", "convs.2"}
+    assert all(len(levels) == 4 and levels != [0.0, 1.0, 2.0, 3.0] for levels in saved["levels"].values())
+    for stop in (2, 5):  # before and after the calibration
+        part = tmp_path / f"part{stop}.pt"
+        assert main(common + ["--epochs", str(stop), "--checkpoint", str(part)]) == 0
+        assert main(common + ["--epochs", "7", "--checkpoint", str(part), "--resume"]) == 0
+        resumed = torch.load(part, weights_only=True)
+        assert resumed["levels"] == saved["levels"]
+        for key, value in saved["model"].items():
+            assert torch.equal(value, resumed["model"][key]), (stop, key)

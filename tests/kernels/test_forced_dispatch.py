@@ -56,7 +56,8 @@ def test_the_choice_of_kernels(monkeypatch):
 
 
 @pytest.mark.parametrize("config", [iexact.CompressionConfig(), iexact.CompressionConfig.exact(),
-                                    iexact.CompressionConfig(bits=4, block_size=100, rp_ratio=1)])
+                                    iexact.CompressionConfig(bits=4, block_size=100, rp_ratio=1),
+                                    iexact.CompressionConfig(rp_ratio=1, levels=(0.0, 0.7, 1.4, 3.0))])
 def test_round_trip_on_the_triton_path(config, launches, monkeypatch):
     """Within one block step of the input (no projection), unbiased over draws, and
     with the error variance of the PyTorch path."""

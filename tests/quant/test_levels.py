@@ -84,5 +84,27 @@ def test_degenerate_blocks_get_uniform_levels():
 
 def test_levels_for_rejects_unknown_kind():
     assert levels_for("uniform", 4, 64) == uniform_levels(4)
-    with pytest.raises(ValueError, match="'fancy'.*'uniform' or 'optimal'"):
+    with pytest.raises(ValueError, match="'fancy'.*'uniform', 'optimal', 'calibrated' or a tuple"):
         levels_for("fancy", 2, 64)
+
+
+@pytest.mark.parametrize("bits", [2, 4])
+@pytest.mark.parametrize("shape", ["normal", "skewed", "peaked", "uniform"])
+def test_fitted_levels_never_raise_the_variance_on_their_data(bits, shape):
+    from iexact.quant.levels import empirical_variance, fit_levels
+
+    rng = np.random.default_rng(0)
+    top = 2**bits - 1
+    draw = {"normal": lambda n: rng.normal(top / 2, top / 6, n), "skewed": lambda n: rng.gamma(2.0, top / 8, n),
+            "peaked": lambda n: top / 2 + rng.laplace(0, top / 12, n), "uniform": lambda n: rng.uniform(0, top, n)}
+    u = np.clip(draw[shape](50_000), 0, top)
+    start = optimal_levels(bits, 256)
+    fitted = fit_levels(u, bits, start)
+    assert len(fitted) == top + 1 and fitted[0] == 0 and fitted[-1] == top
+    assert all(b > a for a, b in zip(fitted, fitted[1:]))
+    ordered = np.sort(u)
+    assert empirical_variance(ordered, fitted) <= empirical_variance(ordered, start) + 1e-12
+    if shape == "skewed":  # far from the model: fitting gains a lot
+        assert empirical_variance(ordered, fitted) < 0.9 * empirical_variance(ordered, start)
+    if shape == "uniform":  # uniform data: the fit moves towards uniform levels
+        assert empirical_variance(ordered, fitted) <= empirical_variance(ordered, uniform_levels(bits)) * 1.01

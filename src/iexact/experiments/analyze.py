@@ -21,7 +21,8 @@ import numpy as np
 import torch
 from scipy import stats
 
-from ..analysis import DISTRIBUTIONS, analyze_activations, gradient_error
+from ..analysis import (DISTRIBUTIONS, analyze_activations, calibrate_, calibration_state, gradient_error,
+                        load_calibration_state_)
 from ..quant.levels import clipped_normal_sigma
 from .checkpoint import load_checkpoint
 from .data import graph_of
@@ -38,13 +39,17 @@ def analysis_record(settings: Settings, data, device: torch.device, epochs: int,
     torch.manual_seed(settings.seed)
     model = prepare_model(settings, data, device)
     if checkpoint is not None:
-        model.load_state_dict(load_checkpoint(checkpoint, settings.to_dict())["model"])
+        saved = load_checkpoint(checkpoint, settings.to_dict())
+        model.load_state_dict(saved["model"])
+        load_calibration_state_(model, saved.get("levels", {}))
         trained = "checkpoint"
     else:
         optimizer = torch.optim.Adam(model.parameters(), lr=settings.lr, weight_decay=settings.weight_decay)
         train_epochs(model, optimizer, data, TrainingState(), epochs, settings.grad_clip,
                      None if after_epoch is None else (lambda state: after_epoch(0, state)))
         trained = f"{epochs} epochs"
+    if settings.config.levels == "calibrated" and not calibration_state(model):
+        calibrate_(model, data.x, graph_of(data))
     analyses = analyze_activations(model, data.x, graph_of(data))
     labels, rows = labels_of(data), data.train_mask.nonzero().view(-1)
     error = gradient_error(model, data.x, graph_of(data), config=settings.config, draws=draws,
@@ -83,13 +88,17 @@ def summary(record: dict) -> str:
                   f"{len(activations)} compressed tensors.", "",
               "Rounding variance per element, in units of (step/B)²: the clipped-normal model's prediction "
               "and the expectation on these values.", "",
-              "| layer | uniform: model | uniform: data | optimal: model | optimal: data | optimal vs uniform (data) |",
-              "|---|---:|---:|---:|---:|---:|"]
+              "| layer | uniform: model | uniform: data | optimal: model | optimal: data | optimal vs uniform (data) | "
+              "calibrated to the tensor: data | vs optimal |",
+              "|---|---:|---:|---:|---:|---:|---:|---:|"]
     for a in activations:
         v = a["variance"]
         cut = 1 - v["optimal"]["data"] / v["uniform"]["data"] if v["uniform"]["data"] else 0.0
+        calibrated = v["calibrated"]["data"]
+        beyond = 1 - calibrated / v["optimal"]["data"] if v["optimal"]["data"] else 0.0
         lines.append(f"| {a['layer'] or '(model)'} | {v['uniform']['model']:.4f} | {v['uniform']['data']:.4f} | "
-                     f"{v['optimal']['model']:.4f} | {v['optimal']['data']:.4f} | {100 * cut:.1f} % less |")
+                     f"{v['optimal']['model']:.4f} | {v['optimal']['data']:.4f} | {100 * cut:.1f} % less | "
+                     f"{calibrated:.4f} | {100 * beyond:.1f} % less |")
     error = record["gradient_error"]
     lines += ["", f"Gradient error against FP32 (relative, mean of {error['draws']} draws): whole "
                   f"{error['whole']:.3f}, of their mean {error['of_mean']:.3f}.", "",

@@ -250,7 +250,8 @@ def gradient_report(data, model_name: str, draws: int, steps: int, device: torch
 
 # ---- training ------------------------------------------------------------------------------------
 
-TRAIN_CONFIGS = ("fp32", "exact", "iexact", "default", "compact", "blocks", "uniform", "shared", "checkpoint")
+TRAIN_CONFIGS = ("fp32", "exact", "iexact", "default", "compact", "blocks", "uniform", "calibrated", "shared",
+                 "checkpoint")
 
 
 def training_configs(names, block_sizes) -> list[tuple[str, str, CompressionConfig | None]]:
@@ -265,6 +266,7 @@ def training_configs(names, block_sizes) -> list[tuple[str, str, CompressionConf
         "blocks": [(f"default, G={size}", "default", dataclasses.replace(default, block_size=size))
                    for size in block_sizes],
         "uniform": [("default, uniform levels", "default", dataclasses.replace(default, levels="uniform"))],
+        "calibrated": [("default, calibrated levels", "default", dataclasses.replace(default, levels="calibrated"))],
         "shared": [("default, shared projection", "default", dataclasses.replace(default, projection="shared"))],
         "checkpoint": [("torch.utils.checkpoint", CHECKPOINTING, None)],
     }

@@ -431,7 +431,7 @@ def _add_config_arguments(command: argparse.ArgumentParser, configs, text: str) 
     command.add_argument("--bits", type=int, help="override the preset's bits (1, 2, 4, 8)")
     command.add_argument("--block-size", type=_block_size, help='override the block size (int or "row")')
     command.add_argument("--rp-ratio", type=float, help="override the projection ratio (>= 1)")
-    command.add_argument("--levels", help="override the levels (uniform, optimal)")
+    command.add_argument("--levels", help="override the levels (uniform, optimal, calibrated)")
     command.add_argument("--rp-norm", action="store_const", const=True, help="also project BatchNorm inputs")
 
 

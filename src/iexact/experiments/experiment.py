@@ -17,7 +17,7 @@ from typing import Callable
 import torch
 
 from .. import __version__
-from ..analysis import gradient_error
+from ..analysis import calibrate_, calibration_state, gradient_error, load_calibration_state_
 from ..config import CompressionConfig
 from ..memory import activation_memory, allocator_growth
 from ..nn import compress_, seed_streams
@@ -205,6 +205,8 @@ def run_experiment(settings: Settings, data, device: torch.device, epochs: int, 
     if device.type == "cuda":
         torch.cuda.reset_peak_memory_stats(device)
     shards = None if ranks is None else ranks.shards
+    calibrated = settings.config is not None and settings.config.levels == "calibrated"
+    calibrate_at = calibration_epoch(settings.batching) if calibrated else -1
     for run in range(start_run, runs):
         torch.manual_seed(settings.seed + run)
         model = prepare_model(settings, data, device)
@@ -225,9 +227,13 @@ def run_experiment(settings: Settings, data, device: torch.device, epochs: int, 
             save_checkpoint(checkpoint, identity, {
                 "run": run, "finished": finished, "state": dataclasses.asdict(state),
                 "model": model.state_dict(), "optimizer": optimizer.state_dict(),
-                "seed_streams": [stream.get_state() for stream in seed_streams(model)]})
+                "seed_streams": [stream.get_state() for stream in seed_streams(model)],
+                "levels": calibration_state(model)})
 
-        def before_epoch(state: TrainingState, run=run, loader=loader) -> None:
+        def before_epoch(state: TrainingState, run=run, loader=loader, model=model) -> None:
+            if state.epoch == calibrate_at and not calibration_state(model):
+                batch = sample_batch(settings, data, device)
+                calibrate_(model, batch.x, graph_of(batch))
             if ranks is not None:
                 torch.manual_seed(distributed.epoch_seed(settings.seed, run, state.epoch, ranks.rank))
             if loader is not None:
@@ -271,6 +277,18 @@ def run_experiment(settings: Settings, data, device: torch.device, epochs: int, 
     return record
 
 
+CALIBRATION_STEPS = 4  # full-batch steps before levels="calibrated" fits its levels (one epoch of batches)
+
+
+def calibration_epoch(batching: Batching | None) -> int:
+    """The epoch before which a ``levels="calibrated"`` model fits its levels
+    (:func:`iexact.calibrate_` on one training batch): after
+    :data:`CALIBRATION_STEPS` full-batch steps or one epoch of mini-batches.
+    Fixed, whatever ``--epochs`` says, so that a resumed run calibrates where
+    the uninterrupted one does; a run that ends before it keeps optimal levels."""
+    return CALIBRATION_STEPS if batching is None else 1
+
+
 def _check_growth(checkpoint, record: dict, epochs: int, runs: int) -> None:
     """Refuse a resume that would drop what the checkpoint holds: fewer runs than
     it has begun, or fewer epochs than one of its runs has trained."""
@@ -299,6 +317,7 @@ def _restore(checkpoint, record: dict, model: torch.nn.Module, optimizer: torch.
             raise ValueError(f"{len(record['seed_streams'])} seed streams saved, the model has {len(streams)}")
         for stream, stream_state in zip(streams, record["seed_streams"]):
             stream.set_state(stream_state)
+        load_calibration_state_(model, record.get("levels", {}))
         restore_rng_states(record["rng"])
     except (RuntimeError, ValueError, TypeError, KeyError) as error:
         raise CheckpointError(f"checkpoint {checkpoint} does not fit the model it was made for: {error}") from error

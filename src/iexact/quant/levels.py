@@ -146,10 +146,67 @@ def optimal_levels(bits: int, block_size: int) -> tuple[float, ...]:
     return tuple(float(v) for v in levels)
 
 
-def levels_for(kind: str, bits: int, block_size: int) -> tuple[float, ...]:
-    """The levels of ``kind`` (``"uniform"`` or ``"optimal"``)."""
+def levels_for(kind, bits: int, block_size: int) -> tuple[float, ...]:
+    """The levels of ``kind``: ``"uniform"``, ``"optimal"``, ``"calibrated"``
+    (optimal until a module's levels are fitted) or explicit levels (returned as they are)."""
+    if isinstance(kind, tuple):
+        return kind
     if kind == "uniform":
         return uniform_levels(bits)
-    if kind == "optimal":
+    if kind in ("optimal", "calibrated"):
         return optimal_levels(bits, block_size)
-    raise ValueError(f"levels={kind!r} is invalid: expected 'uniform' or 'optimal'")
+    raise ValueError(f"levels={kind!r} is invalid: expected 'uniform', 'optimal', 'calibrated' or a tuple")
+
+
+def empirical_variance(sorted_u: np.ndarray, levels) -> float:
+    r"""Mean rounding variance :math:`(u - \ell_j)(\ell_{j+1} - u)` of the values ``sorted_u`` (ascending)."""
+    lv = np.asarray(levels, dtype=np.float64)
+    index = np.clip(np.searchsorted(lv, sorted_u, side="right") - 1, 0, len(lv) - 2)
+    return float(np.mean((sorted_u - lv[index]) * (lv[index + 1] - sorted_u)))
+
+
+def fit_levels(u: np.ndarray, bits: int, start, rounds: int = 50) -> tuple[float, ...]:
+    r"""Levels fitted to observed values :math:`u \in [0, B]`: the interior levels
+    that minimize their empirical rounding variance, by exact coordinate descent
+    from ``start`` (asymmetric levels allowed).
+
+    With its neighbours :math:`a < c` fixed, level :math:`\ell` costs
+    :math:`g(\ell) = \sum_{a \le u < \ell} (u - a)(\ell - u) + \sum_{\ell \le u \le c} (u - \ell)(c - u)`,
+    linear in :math:`\ell` between two observed values and convex, with slope
+    :math:`\sum_{a \le u < \ell} (u - a) - \sum_{\ell \le u \le c} (c - u)`; its minimum
+    is the observed value where that slope turns positive (prefix sums over the
+    sorted values). No step raises the variance, so the result is never worse
+    than ``start`` on ``u``.
+
+    Returns:
+        tuple of :math:`2^b` floats, increasing from 0 to :math:`B`.
+    """
+    top = 2**bits - 1
+    values = np.sort(np.clip(np.asarray(u, dtype=np.float64).ravel(), 0.0, top))
+    levels = np.asarray(start, dtype=np.float64).copy()
+    if bits == 1 or values.size == 0:
+        return tuple(float(v) for v in levels)
+    prefix = np.concatenate([[0.0], np.cumsum(values)])
+    for _ in range(rounds):
+        moved = 0.0
+        for j in range(1, top):
+            a, c = levels[j - 1], levels[j + 1]
+            lo, hi = np.searchsorted(values, a, side="left"), np.searchsorted(values, c, side="right")
+            if hi - lo < 2:
+                continue
+            k = np.arange(lo, hi + 1)  # the split: values[lo:k] below the level, values[k:hi] above
+            below = (prefix[k] - prefix[lo]) - a * (k - lo)
+            above = c * (hi - k) - (prefix[hi] - prefix[k])
+            turn = int(np.argmax(below - above >= 0))
+            candidate = values[min(lo + turn, hi - 1)]
+            gap = 1e-6 * top
+            candidate = float(np.clip(candidate, a + gap, c - gap))
+            trial = levels.copy()
+            trial[j] = candidate
+            if empirical_variance(values, trial) <= empirical_variance(values, levels):
+                moved = max(moved, abs(candidate - levels[j]))
+                levels = trial
+        if moved < 1e-9 * top:
+            break
+    levels[0], levels[-1] = 0.0, float(top)
+    return tuple(float(v) for v in levels)

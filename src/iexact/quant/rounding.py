@@ -84,7 +84,7 @@ class RoundingMap(NamedTuple):
     r"""Per-block affine map to :math:`v = s_0 u + \text{shift}` and the hinges
     that turn :math:`v` into the position between level indices (plus shift).
 
-    ``search`` is set for many non-uniform levels: then :math:`v = u` and the
+    ``search`` is set for many non-uniform levels, or asymmetric ones: then :math:`v = u` and the
     position comes from a binary search over the levels instead of hinges.
     """
 
@@ -100,6 +100,8 @@ def rounding_map(mins, steps, bits: int, levels: tuple[float, ...], shift: float
     uniform = _is_uniform(levels)
     search = len(levels) > 4 and not uniform
     s0, hinges = (1.0, []) if uniform or search else _hinges(levels, shift)
+    if len(hinges) > 1:  # asymmetric levels (calibrated): no merged hinge, search instead
+        search, s0, hinges = True, 1.0, []
     # u = (z - m) B / s lies in [0, B(1 + 2 eps)]: m rounds down and s up
     gain = torch.where(steps > 0, (top * s0) / steps.float(), torch.zeros((), device=steps.device))
     bias = (0.0 if search else shift) - mins.float() * gain
