@@ -29,7 +29,7 @@ from . import ops
 from .codec import normalized_values
 from .config import CompressionConfig
 from .nn import compress_, is_compressed, restore_, seed_streams
-from .quant.levels import clipped_normal_sigma, expected_variance, fit_levels, levels_for
+from .quant import clipped_normal_sigma, expected_variance, fit_levels, levels_for
 from .seeds import seed_at
 
 DISTRIBUTIONS = ("uniform", "normal", "clipped_normal")

@@ -129,7 +129,7 @@ def test_bench_writes_table_json_and_plots(tmp_path, capsys):
     assert "default, G=256 is default: run once" in printed
     table = (out / "bench.md").read_text()
     labels = ["FP32", "exact()", "iexact()", "default", "compact()", "default, G=64", "default, G=1024",
-              "default, uniform levels",
+              "default, uniform levels", "default, calibrated levels",
               "default, shared projection", "torch.utils.checkpoint"]
     for label in labels:
         assert f"| {label} |" in table

@@ -23,7 +23,7 @@ from scipy import stats
 
 from ..analysis import (DISTRIBUTIONS, analyze_activations, calibrate_, calibration_state, gradient_error,
                         load_calibration_state_)
-from ..quant.levels import clipped_normal_sigma
+from ..quant import clipped_normal_sigma
 from .checkpoint import load_checkpoint
 from .data import graph_of
 from .experiment import Settings, prepare_model

@@ -435,14 +435,18 @@ def _add_config_arguments(command: argparse.ArgumentParser, configs, text: str) 
     command.add_argument("--rp-norm", action="store_const", const=True, help="also project BatchNorm inputs")
 
 
+def _add_data_arguments(command: argparse.ArgumentParser) -> None:
+    """``--dataset``, ``--root``, ``--offline`` and ``--model``."""
+    command.add_argument("--dataset", default="synthetic", help="dataset name (default: synthetic)")
+    command.add_argument("--root", default="data", help="directory holding the datasets (default: data)")
+    command.add_argument("--offline", action="store_true", help="never download missing dataset files")
+    command.add_argument("--model", choices=MODELS, default="sage", help="reference model (default: sage)")
+
+
 def _add_analyze(commands) -> None:
     analyze = commands.add_parser("analyze", help="the compressed activations' distributions, rounding variance "
                                                   "and gradient error per layer, with figures")
-    for flag, default, text in (("--dataset", "synthetic", "dataset name (default: synthetic)"),
-                                ("--root", "data", "directory holding the datasets (default: data)")):
-        analyze.add_argument(flag, default=default, help=text)
-    analyze.add_argument("--offline", action="store_true", help="never download missing dataset files")
-    analyze.add_argument("--model", choices=MODELS, default="sage", help="reference model (default: sage)")
+    _add_data_arguments(analyze)
     analyze.add_argument("--layers", type=_positive_int, help="override the model's layer count")
     analyze.add_argument("--hidden", type=_positive_int, help="override the model's hidden width")
     analyze.add_argument("--dropout", type=_number(0, 1), help="override the model's dropout")
@@ -506,12 +510,8 @@ def build_parser() -> argparse.ArgumentParser:
 
     gradients = kinds.add_parser("gradients", help="gradient error, activation memory and step time of "
                                                     "every projection / bits / levels idea against FP32")
-    for flag, default, text in (("--dataset", "synthetic", "dataset name (default: synthetic)"),
-                                ("--root", "data", "directory holding the datasets (default: data)")):
-        gradients.add_argument(flag, default=default, help=text)
-    gradients.add_argument("--offline", action="store_true", help="never download missing dataset files")
+    _add_data_arguments(gradients)
     gradients.add_argument("--seed", type=_seed, default=0, help="seed of synthetic graphs (default: 0)")
-    gradients.add_argument("--model", choices=MODELS, default="sage", help="reference model (default: sage)")
     gradients.add_argument("--draws", type=_positive_int, default=4, help="compressed backward passes (default: 4)")
     gradients.add_argument("--steps", type=_positive_int, default=5, help="timed training steps (default: 5)")
     gradients.add_argument("--device", type=_device,

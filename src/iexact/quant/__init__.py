@@ -5,13 +5,15 @@ pure-PyTorch reference quantizer, bit masks and the stored form.
 above the kernel dispatch (:mod:`iexact.kernels`), which imports from here.
 """
 from .bitmask import pack_mask, unpack_mask
-from .levels import expected_variance, levels_for, optimal_levels, uniform_levels
+from .levels import clipped_normal_sigma, expected_variance, fit_levels, levels_for, optimal_levels, uniform_levels
 from .packed import PackedActivation
 from .projection import projected_width, rademacher
 
 __all__ = [
     "PackedActivation",
+    "clipped_normal_sigma",
     "expected_variance",
+    "fit_levels",
     "levels_for",
     "optimal_levels",
     "pack_mask",
