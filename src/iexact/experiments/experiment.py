@@ -168,8 +168,10 @@ def memory_parts(data, model: torch.nn.Module, optimizer: torch.optim.Optimizer,
         "parameters": _storage_bytes(model.parameters()),
         "optimizer_state": _storage_bytes(value for state in optimizer.state.values() for value in state.values()),
         "activations": activations,
-        "runtime": runtime,
     }
+    # the resident size read before training and the peak come from two counters (/proc and getrusage),
+    # whose page accounting differs slightly: runtime is capped so that the parts add up to the peak
+    parts["runtime"] = min(runtime, max(peak - sum(parts.values()), 0))
     parts["other"] = max(peak - sum(parts.values()), 0)
     return parts
 
