@@ -130,7 +130,7 @@ class Fit:
 
 
 def _clipped_normal_cdf(values: np.ndarray, spread: float) -> np.ndarray:
-    """CDF of :math:`\mathcal N(1/2, \text{spread}^2)` clipped to [0, 1] (atoms at both ends)."""
+    r"""CDF of :math:`\mathcal N(1/2, \text{spread}^2)` clipped to [0, 1] (atoms at both ends)."""
     return np.where(values < 0, 0.0, np.where(values >= 1, 1.0, stats.norm.cdf(values, 0.5, spread)))
 
 
