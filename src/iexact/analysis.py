@@ -26,7 +26,7 @@ from scipy import stats
 from torch.utils._python_dispatch import TorchDispatchMode
 
 from . import ops
-from .codec import normalized_values
+from .codec import normalized_values, stored_sizes
 from .config import CompressionConfig
 from .nn import compress_, is_compressed, restore_, seed_streams
 from .quant import clipped_normal_sigma, expected_variance, fit_levels, levels_for
@@ -64,6 +64,12 @@ class GradientError:
         return "\n".join(lines)
 
 
+def _cuda_devices(inputs, kwargs) -> list[int]:
+    """The CUDA devices the tensors among ``inputs`` and ``kwargs`` are on (for ``fork_rng``)."""
+    tensors = (*inputs, *kwargs.values())
+    return sorted({t.device.index or 0 for t in tensors if isinstance(t, torch.Tensor) and t.is_cuda})
+
+
 def _gradients(model: torch.nn.Module, inputs, kwargs, loss_fn, seed: int) -> dict[str, torch.Tensor]:
     model.zero_grad(set_to_none=True)
     torch.manual_seed(seed)  # the same dropout masks in every pass
@@ -98,8 +104,7 @@ def gradient_error(model: torch.nn.Module, *inputs, loss_fn: Callable[[torch.Ten
         raise ValueError(f"draws={draws!r} is invalid: draws must be >= 1")
     reference = restore_(copy.deepcopy(model)).train()
     compressed = compress_(copy.deepcopy(reference), config)
-    devices = sorted({t.device.index or 0 for t in (*inputs, *kwargs.values())
-                      if isinstance(t, torch.Tensor) and t.is_cuda})
+    devices = _cuda_devices(inputs, kwargs)
     with torch.random.fork_rng(devices=devices):
         exact = _gradients(reference, inputs, kwargs, loss_fn, seed)
         samples = [_gradients(compressed, inputs, kwargs, loss_fn, seed) for _ in range(draws)]
@@ -233,8 +238,7 @@ def _observe_compressions(model: torch.nn.Module, inputs, kwargs, record) -> Non
 
     for module in model.modules():
         handles += [module.register_forward_pre_hook(enter), module.register_forward_hook(leave)]
-    devices = sorted({t.device.index or 0 for t in (*inputs, *kwargs.values())
-                      if isinstance(t, torch.Tensor) and t.is_cuda})
+    devices = _cuda_devices(inputs, kwargs)
     streams = [(stream, stream.get_state()) for stream in seed_streams(model)]
     buffers = [(buffer, buffer.clone()) for buffer in model.buffers()]  # BatchNorm's running statistics
     was_training = model.training
@@ -279,7 +283,7 @@ def analyze_activations(model: torch.nn.Module, *inputs, sample_size: int = 20_0
         layer = owners[-1] if owners else model
         u = normalized_values(x, config, seed)
         top = 2**config.bits - 1
-        block_size = config.block_elements(u.numel() // max(math.prod(x.shape[:-1]), 1))
+        block_size = stored_sizes(x.shape, config)[1]
         variance = {}
         for kind in ("uniform", "optimal"):
             levels = levels_for(kind, config.bits, block_size)
@@ -288,8 +292,7 @@ def analyze_activations(model: torch.nn.Module, *inputs, sample_size: int = 20_0
         fitted = fit_levels(_subsample(u, CALIBRATION_SAMPLE).cpu().numpy(), config.bits,
                             levels_for("optimal", config.bits, block_size))
         variance["calibrated"] = {"model": None, "data": rounding_variance(u, fitted), "levels": list(fitted)}
-        stride = max(1, u.numel() // sample_size)
-        values = u[::stride][:sample_size] / top
+        values = _subsample(u, sample_size) / top
         analyses.append(ActivationAnalysis(names.get(layer, ""), _kind(layer), tuple(x.shape), config.bits,
                                            block_size, distribution_fits(u / top, config.bits, block_size),
                                            variance, values))
@@ -331,7 +334,7 @@ def calibrate_(model: torch.nn.Module, *inputs, **kwargs) -> dict[str, tuple[flo
         if owner is None or owner.iexact_config.levels != "calibrated":
             return
         u = normalized_values(x, config, seed)
-        block_size = config.block_elements(u.numel() // max(math.prod(x.shape[:-1]), 1))
+        block_size = stored_sizes(x.shape, config)[1]
         observed.setdefault(owner, []).append((_subsample(u, CALIBRATION_SAMPLE).cpu().numpy(), block_size))
 
     _observe_compressions(model, inputs, kwargs, record)

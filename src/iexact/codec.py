@@ -106,29 +106,15 @@ def compress(x: torch.Tensor, config: CompressionConfig, seed: int | None = None
         raise TypeError(f"compress needs a floating-point tensor, got dtype {x.dtype}")
     x = x.detach()  # what is stored is data: no autograd graph may hang on the scales
     seed = draw_seed() if seed is None else check_seed(seed)
-    width = x.shape[-1] if x.dim() else 1
-    rows = x.numel() // width if width else 0
     k, block_size, code_bytes, blocks = stored_sizes(x.shape, config)
-    stored_width = k or width
     levels = levels_for(config.levels, config.bits, block_size)
-    numel = rows * stored_width
     codes = torch.empty(code_bytes, dtype=torch.uint8, device=x.device)
     mins = torch.empty(blocks, dtype=config.scale_dtype, device=x.device)
     steps = torch.empty(blocks, dtype=config.scale_dtype, device=x.device)
-    projection = Projection(config.projection, width, k, seed, x.device) if k is not None else None
-    rows_view = x.reshape(rows, width)
-    chunk = _chunk_elements(numel, stored_width, block_size, x.device)
-    for start in range(0, numel, chunk):
-        end = min(start + chunk, numel)
-        part = rows_view[start // stored_width : end // stored_width]
-        if projection is None:
-            z = part.to(torch.float32, copy=True).view(-1)
-        else:
-            z = projection.forward(part, start // stored_width).view(-1)
-        low, high = block_min_max(z, block_size)
+    for start, z, low, step in _scaled_chunks(x, config, seed):
         first, last = start // block_size, start // block_size + low.numel()
-        mins[first:last], steps[first:last] = stored_scales(low, high, config.scale_dtype)
-        codes[start * config.bits // 8 : packed_size(end, config.bits)] = kernels.quantize_pack(
+        mins[first:last], steps[first:last] = low, step
+        codes[start * config.bits // 8 : packed_size(start + z.numel(), config.bits)] = kernels.quantize_pack(
             z, mins[first:last], steps[first:last], block_size, config.bits, levels, seed, start
         )
     # NaN or Inf anywhere in a block makes its step NaN or Inf: one check at the end (a host sync)
@@ -153,27 +139,37 @@ def normalized_values(x: torch.Tensor, config: CompressionConfig, seed: int) -> 
         - **output:** float32 :math:`(N k,)`, the stored elements in order
     """
     width = x.shape[-1] if x.dim() else 1
+    k, block_size, _, _ = stored_sizes(x.shape, config)
+    top = 2**config.bits - 1
+    out = torch.empty((x.numel() // width if width else 0) * (k or width), dtype=torch.float32, device=x.device)
+    for start, z, low, step in _scaled_chunks(x.detach(), config, seed):
+        per_element = torch.arange(z.numel(), device=z.device) // block_size
+        scale = step.float()[per_element]
+        out[start : start + z.numel()] = torch.where(
+            scale > 0, (z - low.float()[per_element]) * top / scale.clamp(min=1e-38), 0.0)
+    return out
+
+
+def _scaled_chunks(x: torch.Tensor, config: CompressionConfig, seed: int):
+    """``(start, z, mins, steps)`` chunk by chunk: the projected stored elements
+    from position ``start`` (float32, a fresh tensor the caller may overwrite)
+    and their blocks' stored scales (:func:`~iexact.quant.rounding.stored_scales`):
+    what :func:`compress` rounds and :func:`normalized_values` reports."""
+    width = x.shape[-1] if x.dim() else 1
     rows = x.numel() // width if width else 0
     k, block_size, _, _ = stored_sizes(x.shape, config)
     stored_width = k or width
-    numel, top = rows * stored_width, 2**config.bits - 1
+    numel = rows * stored_width
     projection = Projection(config.projection, width, k, seed, x.device) if k is not None else None
-    rows_view = x.detach().reshape(rows, width)
-    out = torch.empty(numel, dtype=torch.float32, device=x.device)
+    rows_view = x.reshape(rows, width)
     chunk = _chunk_elements(numel, stored_width, block_size, x.device)
     for start in range(0, numel, chunk):
-        end = min(start + chunk, numel)
-        part = rows_view[start // stored_width : end // stored_width]
+        part = rows_view[start // stored_width : min(start + chunk, numel) // stored_width]
         if projection is None:
-            z = part.to(torch.float32).reshape(-1)
+            z = part.to(torch.float32, copy=True).view(-1)
         else:
             z = projection.forward(part, start // stored_width).view(-1)
-        low, high = block_min_max(z, block_size)
-        mins, steps = stored_scales(low, high, config.scale_dtype)
-        per_element = torch.arange(z.numel(), device=z.device) // block_size
-        scale = steps.float()[per_element]
-        out[start:end] = torch.where(scale > 0, (z - mins.float()[per_element]) * top / scale.clamp(min=1e-38), 0.0)
-    return out
+        yield (start, z, *stored_scales(*block_min_max(z, block_size), config.scale_dtype))
 
 
 def decompress(packed: PackedActivation, out: torch.Tensor | None = None, check: bool = True) -> torch.Tensor:

@@ -207,10 +207,24 @@ def _check_memory(args, parser, compressed: bool, full_batch: bool, graph: str, 
     (a malformed dataset name is a usage error)."""
     try:
         parts = least_bytes(args.dataset, args.model, args.hidden, args.layers, compressed, full_batch, graph,
-                            args.root)
+                            args.root, args.seed)
     except ValueError as error:
         parser.error(str(error))
     check_fits(parts, what)
+
+
+def _out_folder(args, results: str) -> Path:
+    """``--out`` as a folder that can be written and holds no earlier ``results``
+    file unless ``--overwrite`` (a usage error otherwise)."""
+    out = Path(args.out)
+    try:
+        check_folder(out, "--out")
+        if not args.overwrite:
+            refuse_overwrite(out / results, "--out", "add --overwrite to replace those results or "
+                                                     "name another --out folder")
+    except OutputError as error:
+        args.parser.error(str(error))
+    return out
 
 
 def _check_outputs(args, parser) -> None:
@@ -289,14 +303,7 @@ def _train(args) -> int:
 def _bench_train(args) -> int:
     """Each configuration trains in a fresh process, so peak memory (the
     process's peak RSS on CPU) and timings are its own."""
-    out = Path(args.out)
-    try:
-        check_folder(out, "--out")
-        if not args.overwrite:
-            refuse_overwrite(out / "bench.json", "--out", "add --overwrite to replace those results or "
-                                                          "name another --out folder")
-    except OutputError as error:
-        args.parser.error(str(error))
+    out = _out_folder(args, "bench.json")
     _check_memory(args, args.parser, True, False, args.graph, f"loading {args.dataset}")
     data = _load(args, args.parser, args.graph)
     print(f"dataset {args.dataset} ({data.num_nodes:,} nodes, {data.num_edges:,} edges), model {args.model}, "
@@ -334,13 +341,7 @@ def _analyze(args) -> int:
     from .analyze import analysis_record, summary, write_report
 
     parser = args.parser
-    out = Path(args.out)
-    try:
-        check_folder(out, "--out")
-        if not args.overwrite:
-            refuse_overwrite(out / "analyze.json", "--out", "add --overwrite to replace it or name another --out")
-    except OutputError as error:
-        parser.error(str(error))
+    out = _out_folder(args, "analyze.json")
     _set_threads(args)
     config = _compression(args, parser)
     settings = Settings(dataset=args.dataset, model=args.model, config_name=args.config, config=config,

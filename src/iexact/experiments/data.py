@@ -29,6 +29,7 @@ import torch
 from torch_geometric.data import Data
 from torch_geometric.utils import to_undirected
 
+from .files import write_atomically
 from .validation import DatasetError, check_dataset, raw_fingerprint
 
 _PLANETOID = {"cora": "Cora", "citeseer": "CiteSeer", "pubmed": "PubMed"}
@@ -96,10 +97,9 @@ def load_prepared(name: str, root: str | Path = "data", download: bool = True, s
     (``torch.load(mmap=True)``), so they take seconds and only the memory the
     tensors themselves need. A root that cannot be written is only warned about.
     """
-    key = name.lower()
-    if not key.startswith("synthetic") or parse_synthetic(key).edges < CACHED_EDGES:
+    path = synthetic_cache(name, root, seed, layout)
+    if path is None:
         return with_layout(load_dataset(name, root, download, seed), layout)
-    path = Path(root) / "synthetic" / f"{key.replace(':', '_').replace(',', '-')}-seed{seed}-{layout}.pt"
     if path.is_file():
         return _read_cached(path)
     data = with_layout(load_dataset(name, root, download, seed), layout)
@@ -110,9 +110,16 @@ def load_prepared(name: str, root: str | Path = "data", download: bool = True, s
     return data
 
 
-def _write_cached(path: Path, data: Data) -> None:
-    from .files import write_atomically
+def synthetic_cache(name: str, root: str | Path, seed: int, layout: str) -> Path | None:
+    """Where :func:`load_prepared` keeps the synthetic graph ``name`` (one of at
+    least :data:`CACHED_EDGES` edges), or ``None`` for a graph it builds every time."""
+    key = name.lower()
+    if not key.startswith("synthetic") or parse_synthetic(key).edges < CACHED_EDGES:
+        return None
+    return Path(root) / "synthetic" / f"{key.replace(':', '_').replace(',', '-')}-seed{seed}-{layout}.pt"
 
+
+def _write_cached(path: Path, data: Data) -> None:
     tensors = {key: data[key] for key in data.keys() if key != "adj_t"}
     if "adj_t" in data:
         adj_t = data.adj_t
@@ -293,8 +300,6 @@ def _load_pyg(name: str, folder: Path, files: list[str], download: bool, build, 
     check_dataset(name, data)
     if fingerprint is not None:
         try:
-            from .files import write_atomically
-
             text = json.dumps(fingerprint, indent=1).encode()
             write_atomically(stamp, lambda file: file.write(text))
         except OSError:

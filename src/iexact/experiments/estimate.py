@@ -27,7 +27,7 @@ from __future__ import annotations
 import resource
 from pathlib import Path
 
-from .data import CACHED_EDGES, parse_synthetic
+from .data import parse_synthetic, synthetic_cache
 from .limits import describe, process_memory
 from .models import REFERENCE
 from .validation import KNOWN
@@ -38,9 +38,11 @@ class NotEnoughMemory(Exception):
 
 
 def least_bytes(dataset: str, model: str, hidden: int | None, layers: int | None, compressed: bool,
-                full_batch: bool, graph: str, root: str | Path) -> dict[str, int] | None:
+                full_batch: bool, graph: str, root: str | Path, seed: int = 0) -> dict[str, int] | None:
     """Lower bounds, by part, of the bytes a run holds at its peak (see the module
-    docstring); ``None`` for a dataset whose shape is not known beforehand."""
+    docstring); ``None`` for a dataset whose shape is not known beforehand.
+    ``root``, ``seed`` and ``graph`` say whether a synthetic graph is cached
+    (:func:`~iexact.experiments.data.synthetic_cache`), so that loading does not build it."""
     key = dataset.lower()
     reference = REFERENCE[model]
     hidden, layers = hidden or reference.hidden, layers or reference.layers
@@ -48,8 +50,8 @@ def least_bytes(dataset: str, model: str, hidden: int | None, layers: int | None
         shape = parse_synthetic(key)
         nodes, features = shape.nodes, shape.features
         edges = int(0.9 * min(2 * shape.edges, nodes * (nodes - 1)))
-        cached = shape.edges >= CACHED_EDGES and any((Path(root) / "synthetic").glob(
-            f"{key.replace(':', '_').replace(',', '-')}-seed*"))
+        path = synthetic_cache(key, root, seed, graph)
+        cached = path is not None and path.is_file()
     elif key in KNOWN:
         nodes, features, edges, cached = KNOWN[key].nodes, KNOWN[key].features, 0, True
     else:

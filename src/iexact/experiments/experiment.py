@@ -257,8 +257,8 @@ def run_experiment(settings: Settings, data, device: torch.device, epochs: int, 
                                                        else f"; {checkpoint} keeps the last state saved")) from error
         last = model, optimizer
         finished.append({"run": run, "seed": settings.seed + run, "epochs": state.epoch,
-                         "best_epoch": state.best_epoch, "val_accuracy": state.best_val, "test_accuracy": state.test_at_best,
-                         "epoch_seconds": state.epoch_seconds, "val_history": state.val_history,
+                         "best_epoch": state.best_epoch, "val_accuracy": state.best_val,
+                         "test_accuracy": state.test_at_best, "epoch_seconds": state.epoch_seconds, "val_history": state.val_history,
                          **({} if ranks is None else {"rank_spread": state.rank_spread})})
     if not main:
         return None

@@ -34,7 +34,8 @@ def run_job(job: dict) -> dict:
         apply_memory_limit(job["memory_limit"])
     settings = Settings.from_dict(job["settings"])
     check_fits(least_bytes(settings.dataset, settings.model, settings.hidden, settings.layers,
-                           settings.config is not None, settings.batching is None, settings.graph, job["root"]),
+                           settings.config is not None, settings.batching is None, settings.graph, job["root"],
+                           settings.seed),
                f"{settings.dataset} with {settings.model}, config {settings.config_name}")
     if job.get("threads"):
         torch.set_num_threads(job["threads"])

@@ -77,9 +77,10 @@ def check_dataset(name: str, data) -> None:
         edges = data.edge_index
         if edges.dim() != 2 or edges.size(0) != 2 or edges.is_floating_point():
             problems.append(f"edge_index is {edges.dtype} {tuple(edges.shape)}, not integers of shape (2, E)")
-        elif edges.numel() and (int(edges.min()) < 0 or int(edges.max()) >= n):
-            problems.append(f"edge_index holds node {int(edges.min()) if int(edges.min()) < 0 else int(edges.max())}"
-                            f", outside 0..{n - 1}")
+        elif edges.numel():
+            low, high = int(edges.min()), int(edges.max())
+            if low < 0 or high >= n:
+                problems.append(f"edge_index holds node {low if low < 0 else high}, outside 0..{n - 1}")
     known = KNOWN.get(name.lower())
     if known is not None:
         classes = y.size(1) if y.dim() == 2 else (int(y.max()) + 1 if y.numel() else 0)
