@@ -187,7 +187,7 @@ def test_calibrate_fits_each_module_and_leaves_everything_else_alone():
 
 def normalized_values_of(model, layer, x, edge_index):
     """The normalized values the named module compresses in one training forward."""
-    from iexact.analysis import _observe_compressions
+    from iexact.analysis import observe_compressions
     from iexact.codec import normalized_values
 
     values = []
@@ -197,7 +197,7 @@ def normalized_values_of(model, layer, x, edge_index):
         if owners and owners[-1] is module:
             values.append(normalized_values(tensor, config, seed))
 
-    _observe_compressions(model, (x, edge_index), {}, record)
+    observe_compressions(model, (x, edge_index), {}, record)
     return torch.cat(values)
 
 

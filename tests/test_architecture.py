@@ -17,6 +17,7 @@ FLOORS = [  # lowest first; modules of one floor may import each other, never on
     {"nn"},
     {"memory"},
     {"analysis"},
+    {"planning"},
     {"experiments"},
     {"__init__", "__main__"},
 ]

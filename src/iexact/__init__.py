@@ -3,7 +3,8 @@ from .analysis import GradientError, calibrate_, calibration_state, gradient_err
 from .codec import compress, decompress
 from .config import PRESETS, CompressionConfig
 from .memory import MemoryReport, activation_memory
-from .nn import compress_, register_handler
+from .nn import compress_, configure_, register_handler
+from .planning import Plan, PlanError, plan_memory
 from .quant import PackedActivation
 
 __version__ = "0.1.0"
@@ -14,14 +15,18 @@ __all__ = [
     "GradientError",
     "MemoryReport",
     "PackedActivation",
+    "Plan",
+    "PlanError",
     "__version__",
     "activation_memory",
     "calibrate_",
     "calibration_state",
     "compress",
     "compress_",
+    "configure_",
     "decompress",
     "gradient_error",
     "load_calibration_state_",
+    "plan_memory",
     "register_handler",
 ]

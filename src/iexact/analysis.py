@@ -64,7 +64,7 @@ class GradientError:
         return "\n".join(lines)
 
 
-def _cuda_devices(inputs, kwargs) -> list[int]:
+def cuda_devices(inputs, kwargs) -> list[int]:
     """The CUDA devices the tensors among ``inputs`` and ``kwargs`` are on (for ``fork_rng``)."""
     tensors = (*inputs, *kwargs.values())
     return sorted({t.device.index or 0 for t in tensors if isinstance(t, torch.Tensor) and t.is_cuda})
@@ -78,7 +78,8 @@ def _gradients(model: torch.nn.Module, inputs, kwargs, loss_fn, seed: int) -> di
 
 
 def gradient_error(model: torch.nn.Module, *inputs, loss_fn: Callable[[torch.Tensor], torch.Tensor],
-                   config: CompressionConfig, draws: int = 8, seed: int = 0, **kwargs) -> GradientError:
+                   config: CompressionConfig | None = None, draws: int = 8, seed: int = 0,
+                   **kwargs) -> GradientError:
     r"""Relative error of the gradients of ``model`` compressed with ``config``
     against its uncompressed twin's, on one batch.
 
@@ -92,7 +93,10 @@ def gradient_error(model: torch.nn.Module, *inputs, loss_fn: Callable[[torch.Ten
         model (torch.nn.Module): the model (compressed or not).
         *inputs, **kwargs: what to call it with.
         loss_fn (callable): output -> scalar loss.
-        config (CompressionConfig): the compression to measure.
+        config (CompressionConfig, optional): the compression to measure;
+            ``None`` measures ``model`` as it is compressed (each module with
+            its own config, as :func:`iexact.nn.configure_` or a ``filter_fn``
+            left it). (default: :obj:`None`)
         draws (int, optional): compressed backward passes, each with fresh
             compression noise. (default: :obj:`8`)
         seed (int, optional): torch seed of every pass. (default: :obj:`0`)
@@ -102,9 +106,12 @@ def gradient_error(model: torch.nn.Module, *inputs, loss_fn: Callable[[torch.Ten
     """
     if draws < 1:
         raise ValueError(f"draws={draws!r} is invalid: draws must be >= 1")
+    if config is None and not any(is_compressed(module) for module in model.modules()):
+        raise ValueError("gradient_error(config=None) measures the model as compressed, but no module of it "
+                         "is: pass the config to measure")
     reference = restore_(copy.deepcopy(model)).train()
-    compressed = compress_(copy.deepcopy(reference), config)
-    devices = _cuda_devices(inputs, kwargs)
+    compressed = copy.deepcopy(model).train() if config is None else compress_(copy.deepcopy(reference), config)
+    devices = cuda_devices(inputs, kwargs)
     with torch.random.fork_rng(devices=devices):
         exact = _gradients(reference, inputs, kwargs, loss_fn, seed)
         samples = [_gradients(compressed, inputs, kwargs, loss_fn, seed) for _ in range(draws)]
@@ -224,7 +231,7 @@ class _CompressCalls(TorchDispatchMode):
         return func(*args, **(kwargs or {}))
 
 
-def _observe_compressions(model: torch.nn.Module, inputs, kwargs, record) -> None:
+def observe_compressions(model: torch.nn.Module, inputs, kwargs, record) -> None:
     """One training forward of ``model`` (torch's generator, the seed streams and
     the buffers end where they were), each compressed tensor
     handed to ``record`` (:class:`_CompressCalls`) as it is compressed."""
@@ -238,7 +245,7 @@ def _observe_compressions(model: torch.nn.Module, inputs, kwargs, record) -> Non
 
     for module in model.modules():
         handles += [module.register_forward_pre_hook(enter), module.register_forward_hook(leave)]
-    devices = _cuda_devices(inputs, kwargs)
+    devices = cuda_devices(inputs, kwargs)
     streams = [(stream, stream.get_state()) for stream in seed_streams(model)]
     buffers = [(buffer, buffer.clone()) for buffer in model.buffers()]  # BatchNorm's running statistics
     was_training = model.training
@@ -297,7 +304,7 @@ def analyze_activations(model: torch.nn.Module, *inputs, sample_size: int = 20_0
                                            block_size, distribution_fits(u / top, config.bits, block_size),
                                            variance, values))
 
-    _observe_compressions(model, inputs, kwargs, record)
+    observe_compressions(model, inputs, kwargs, record)
     return analyses
 
 
@@ -337,7 +344,7 @@ def calibrate_(model: torch.nn.Module, *inputs, **kwargs) -> dict[str, tuple[flo
         block_size = stored_sizes(x.shape, config)[1]
         observed.setdefault(owner, []).append((_subsample(u, CALIBRATION_SAMPLE).cpu().numpy(), block_size))
 
-    _observe_compressions(model, inputs, kwargs, record)
+    observe_compressions(model, inputs, kwargs, record)
     fitted = {}
     for module, samples in observed.items():
         config = module.iexact_config

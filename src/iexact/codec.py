@@ -30,7 +30,7 @@ from .quant.reference import block_min_max
 from .quant.rounding import num_blocks, packed_size, stored_scales
 from .seeds import check_seed, draw_seed
 
-__all__ = ["NonFiniteError", "compress", "decompress", "normalized_values", "stored_sizes", "transpose_products"]
+__all__ = ["NonFiniteError", "compress", "decompress", "normalized_values", "stored_bytes", "stored_sizes", "transpose_products"]
 
 
 class NonFiniteError(ValueError):
@@ -70,6 +70,16 @@ def stored_sizes(shape: tuple[int, ...], config: CompressionConfig) -> tuple[int
     block_size = config.block_elements(stored_width)
     numel = rows * stored_width
     return k, block_size, packed_size(numel, config.bits), num_blocks(numel, block_size)
+
+
+def stored_bytes(shape: tuple[int, ...], config: CompressionConfig) -> int:
+    r"""Bytes a tensor of ``shape`` keeps once compressed with ``config``: its codes,
+    two scales per block and, when projected, the projection's 8-byte seed,
+    :math:`\lceil N k b / 8 \rceil + 2 \lceil N k / G \rceil \cdot
+    \mathrm{sizeof(scale)} + 8` (what :func:`iexact.activation_memory` counts
+    for one compressed tensor). Plain arithmetic on the shape."""
+    k, _, code_bytes, blocks = stored_sizes(shape, config)
+    return code_bytes + 2 * blocks * config.scale_dtype.itemsize + (8 if k is not None else 0)
 
 
 def compress(x: torch.Tensor, config: CompressionConfig, seed: int | None = None) -> PackedActivation:

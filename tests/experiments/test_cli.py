@@ -10,9 +10,10 @@ from iexact.experiments.cli import main
 from iexact.experiments.data import load_dataset
 
 TINY = ["--dataset", "synthetic:300,1200,16,4", "--epochs", "4", "--quiet", "--hidden", "16"]
-RECORD_KEYS = {"iexact", "torch", "device", "threads", "gradient_error", "dataset", "model", "config_name", "config", "layers", "hidden",
-               "dropout", "lr", "weight_decay", "grad_clip", "seed", "epochs", "runs", "test_accuracy",
-               "val_accuracy", "activation_memory", "peak_memory", "epoch_seconds_median", "batching", "graph", "world_size", "memory_parts", "run_epochs"}
+RECORD_KEYS = {"iexact", "torch", "device", "threads", "gradient_error", "dataset", "model", "config_name", "config",
+               "layers", "hidden", "dropout", "lr", "weight_decay", "grad_clip", "seed", "epochs", "runs",
+               "test_accuracy", "val_accuracy", "activation_memory", "peak_memory", "epoch_seconds_median",
+               "batching", "graph", "module_configs", "world_size", "memory_parts", "run_epochs"}
 
 
 @pytest.mark.parametrize("model", ["gcn", "sage", "gcn2", "gat"])

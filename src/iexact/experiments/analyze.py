@@ -52,7 +52,7 @@ def analysis_record(settings: Settings, data, device: torch.device, epochs: int,
         calibrate_(model, data.x, graph_of(data))
     analyses = analyze_activations(model, data.x, graph_of(data))
     labels, rows = labels_of(data), data.train_mask.nonzero().view(-1)
-    error = gradient_error(model, data.x, graph_of(data), config=settings.config, draws=draws,
+    error = gradient_error(model, data.x, graph_of(data), draws=draws,
                            loss_fn=lambda out: loss_function(out[rows], labels[rows]))
     record = {
         **settings.to_dict(), "trained": trained,

@@ -1,4 +1,4 @@
-"""The ``iexact`` command: ``datasets``, ``train``, ``analyze`` and ``bench {train,gradients,memory,codec}``."""
+"""The ``iexact`` command: ``datasets``, ``train``, ``analyze``, ``plan`` and ``bench {train,gradients,memory,codec}``."""
 from __future__ import annotations
 
 import argparse
@@ -12,17 +12,20 @@ from pathlib import Path
 import torch
 
 from ..config import PRESETS, CompressionConfig
+from ..planning import PlanError, candidate_configs
 from ..seeds import SEED_LIMIT
 from . import bench, distributed
 from .batching import SAMPLERS, Batching
 from .checkpoint import CheckpointError
 from .data import DATASETS, GRAPH_LAYOUTS, load_prepared, num_classes
 from .estimate import NotEnoughMemory, check_fits, least_bytes
-from .experiment import CHECKPOINTING, FP32, Settings, run_experiment
+from .experiment import CHECKPOINTING, FP32, PLANNED, Settings, run_experiment
 from .files import (OutputError, check_folder, check_writable, refuse_overwrite, remove_stale_temporaries,
                     write_atomically)
 from .limits import apply_memory_limit, describe, is_out_of_memory, out_of_memory_message, parse_bytes
 from .models import MODELS, REFERENCE, build_model
+from .plan import MATCHED, PlanFileError, plan_record, read_plan, resolved, size_text
+from .plan import summary as plan_summary
 from .progress import Progress
 from .train import Diverged
 from .validation import DatasetError
@@ -158,11 +161,32 @@ def _check_work(settings: Settings, data, ranks, parser) -> None:
         parser.error(str(error))
 
 
-def _settings(args, config_name: str, config: CompressionConfig | None) -> Settings:
+def _settings(args, config_name: str, config: CompressionConfig | None, module_configs: dict | None = None) -> Settings:
     return Settings(dataset=args.dataset, model=args.model, config_name=config_name, config=config,
                     layers=args.layers, hidden=args.hidden, dropout=args.dropout, lr=args.lr,
                     weight_decay=args.weight_decay, grad_clip=args.grad_clip, seed=args.seed,
-                    batching=_batching(args, args.parser), graph=args.graph)
+                    batching=_batching(args, args.parser), graph=args.graph,
+                    module_configs=tuple((module_configs or {}).items()))
+
+
+def _planned(args, parser) -> tuple[CompressionConfig, dict[str, CompressionConfig]]:
+    """``--plan FILE``: its base config and configs by module, for the model and
+    dataset it was made for (the config flags are the plan's to set)."""
+    flags = [flag for flag, field in (("--bits", "bits"), ("--block-size", "block_size"), ("--rp-ratio", "rp_ratio"),
+                                      ("--levels", "levels"), ("--rp-norm", "rp_norm"))
+             if getattr(args, field) is not None]
+    if args.config != "default" or flags:
+        parser.error(f"--plan sets the compression of every layer: drop {', '.join(flags) or '--config'}")
+    try:
+        matched, base, modules = read_plan(args.plan)
+    except PlanFileError as error:
+        parser.error(str(error))
+    asked = resolved(vars(args))
+    differing = [f"--{field} {matched[field]} (not {asked[field]})" for field in MATCHED
+                 if matched[field] != asked[field]]
+    if differing:
+        parser.error(f"{args.plan} was made for {', '.join(differing)}: plan this run with iexact plan")
+    return base, modules
 
 
 def _load(args, parser, layout: str = "edge_index"):
@@ -261,8 +285,12 @@ def _train(args) -> int:
     except ValueError as error:
         parser.error(str(error))
     _set_threads(args)
-    config = _compression(args, parser)
-    settings = _settings(args, args.config, config)
+    if args.plan is None:
+        config = _compression(args, parser)
+        settings = _settings(args, args.config, config)
+    else:
+        config, module_configs = _planned(args, parser)
+        settings = _settings(args, PLANNED, config, module_configs)
     if args.memory_limit is not None:
         try:
             apply_memory_limit(args.memory_limit)
@@ -276,14 +304,15 @@ def _train(args) -> int:
     if main:
         batching = settings.batching
         print(f"dataset {args.dataset} ({data.num_nodes:,} nodes, {data.num_edges:,} edges, "
-              f"{data.num_features} features), model {args.model}, config {args.config}"
-              f"{f' ({config})' if config else ''}, "
+              f"{data.num_features} features), model {args.model}, "
+              + (f"config {args.config}{f' ({config})' if config else ''}, " if args.plan is None else
+                 f"the plan of {args.plan} ({len(settings.module_configs)} layers; base {config}), ")
               + ("full batch" if batching is None else
                  f"{batching.sampler} batches of {batching.batch_size}"
                  + (f", fanout {','.join(map(str, batching.fanout))}" if batching.fanout else ""))
               + f", device {args.device}, {torch.get_num_threads()} threads"
               + ("" if ranks is None else f", {ranks.world_size} processes (DistributedDataParallel)"))
-    progress = Progress(args.config, args.epochs, args.runs, main and not args.quiet)
+    progress = Progress(settings.config_name, args.epochs, args.runs, main and not args.quiet)
     if ranks is not None:
         distributed.start(ranks, args.device)
     try:
@@ -359,6 +388,38 @@ def _analyze(args) -> int:
         print(f"iexact analyze: no figures: {error}", file=sys.stderr)
         written = [out / "analyze.json", out / "analyze.md"]
     print("wrote " + ", ".join(str(path) for path in written))
+    return 0
+
+
+def _plan(args) -> int:
+    """Plan the compression within ``--memory``, check it, and write the plan file."""
+    parser = args.parser
+    try:
+        check_writable(args.out, "--out")
+        if not args.overwrite:
+            refuse_overwrite(args.out, "--out", "add --overwrite to replace it or name another --out file")
+        remove_stale_temporaries(args.out)
+    except OutputError as error:
+        parser.error(str(error))
+    _set_threads(args)
+    try:
+        base = dataclasses.replace(PRESETS[args.config], **{field: getattr(args, field) for field in
+                                                            ("levels", "rp_norm") if getattr(args, field) is not None})
+    except ValueError as error:
+        parser.error(str(error))
+    settings = Settings(dataset=args.dataset, model=args.model, config_name=args.config, config=base,
+                        layers=args.layers, hidden=args.hidden, dropout=args.dropout, seed=args.seed)
+    _check_memory(args, parser, True, True, "edge_index", f"{args.dataset} with {args.model}")
+    data = _load(args, parser)
+    _check_work(settings, data, None, parser)
+    print(f"dataset {args.dataset} ({data.num_nodes:,} nodes, {data.num_edges:,} edges), model {args.model}, "
+          f"activation budget {size_text(args.memory)}; measuring {len(candidate_configs(base))} configs per layer "
+          f"(device {args.device}, {torch.get_num_threads()} threads)", flush=True)
+    record = plan_record(settings, data, args.device, args.memory, args.draws)
+    _write_json(args.out, record)
+    given = ["--root", args.root] if args.root != "data" else []
+    print(plan_summary(record, args.out, given + (["--offline"] if args.offline else [])))
+    print(f"plan written to {args.out}")
     return 0
 
 
@@ -471,6 +532,30 @@ def _add_analyze(commands) -> None:
     analyze.set_defaults(run=_analyze, parser=analyze)
 
 
+def _add_plan(commands) -> None:
+    plan = commands.add_parser("plan", help="the bits, block size and projection per layer that fit an "
+                                            "activation-memory budget with the least predicted gradient error")
+    _add_data_arguments(plan)
+    plan.add_argument("--memory", type=_size, required=True,
+                      help="activation memory allowed, as activation_memory counts it (e.g. 64MiB, 2GB, 500000)")
+    plan.add_argument("--layers", type=_positive_int, help="override the model's layer count")
+    plan.add_argument("--hidden", type=_positive_int, help="override the model's hidden width")
+    plan.add_argument("--dropout", type=_number(0, 1), help="override the model's dropout")
+    plan.add_argument("--config", choices=tuple(PRESETS), default="default",
+                      help="preset whose levels, projection kind, scale dtype and rp_norm the plan keeps "
+                           "(default: default)")
+    plan.add_argument("--levels", help="override the levels (uniform, optimal, calibrated)")
+    plan.add_argument("--rp-norm", action="store_const", const=True, help="also project BatchNorm inputs")
+    plan.add_argument("--seed", type=_seed, default=0, help="seed of the model and of synthetic graphs (default: 0)")
+    plan.add_argument("--draws", type=_positive_int, default=4,
+                      help="compressed backward passes per gradient-error measurement (default: 4)")
+    plan.add_argument("--device", type=_device, default=torch.device("cuda" if torch.cuda.is_available() else "cpu"))
+    plan.add_argument("--out", default="plan.json", help="plan file to write (default: plan.json)")
+    plan.add_argument("--overwrite", action="store_true", help="replace an existing --out file")
+    _add_threads(plan)
+    plan.set_defaults(run=_plan, parser=plan)
+
+
 def build_parser() -> argparse.ArgumentParser:
     parser = argparse.ArgumentParser(prog="iexact", description=__doc__)
     commands = parser.add_subparsers(dest="command", required=True)
@@ -489,9 +574,12 @@ def build_parser() -> argparse.ArgumentParser:
     train.add_argument("--resume", action="store_true", help="continue from --checkpoint")
     train.add_argument("--overwrite", action="store_true",
                        help="replace an existing --checkpoint or --json file (refused without it or --resume)")
+    train.add_argument("--plan", help="train with the per-layer compression of this iexact plan file "
+                                      "(made for the same dataset, model, layers and hidden width)")
     train.set_defaults(run=_train, parser=train)
 
     _add_analyze(commands)
+    _add_plan(commands)
 
     bench_parser = commands.add_parser("bench", help="benchmarks, FP32 beside the compressed configurations")
     kinds = bench_parser.add_subparsers(dest="kind", required=True)
@@ -551,7 +639,8 @@ def main(argv: list[str] | None = None) -> int:
     except KeyboardInterrupt:
         print(f"iexact {args.command}: interrupted; {_after_interrupt(args, argv)}", file=sys.stderr)
         return 130
-    except (CheckpointError, DatasetError, FileNotFoundError, ImportError, Diverged, NotEnoughMemory) as error:
+    except (CheckpointError, DatasetError, FileNotFoundError, ImportError, Diverged, NotEnoughMemory,
+            PlanError) as error:
         print(f"iexact {args.command}: error: {error}", file=sys.stderr)
         return 1
     except (MemoryError, RuntimeError) as error:

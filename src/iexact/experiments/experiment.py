@@ -20,7 +20,7 @@ from .. import __version__
 from ..analysis import calibrate_, calibration_state, gradient_error, load_calibration_state_
 from ..config import CompressionConfig
 from ..memory import activation_memory, allocator_growth
-from ..nn import compress_, seed_streams
+from ..nn import compress_, configure_, seed_streams
 from . import distributed
 from .batching import Batching, batch_loss_rows, make_loader, set_epoch
 from .checkpoint import CheckpointError, load_checkpoint, restore_rng_states, save_checkpoint
@@ -32,6 +32,7 @@ from .train import Diverged, TrainingState, labels_of, loss_function, train_epoc
 
 FP32 = "fp32"
 CHECKPOINTING = "checkpoint"
+PLANNED = "plan"  # the config name of a run with an iexact plan's per-module configs
 
 
 @dataclasses.dataclass(frozen=True)
@@ -51,6 +52,10 @@ class Settings:
     seed: int = 0
     batching: Batching | None = None  # None: full batch
     graph: str = "edge_index"  # or "csr" (data.with_layout)
+    module_configs: tuple[tuple[str, CompressionConfig], ...] = ()  # a plan's configs, by module name
+
+    def __post_init__(self) -> None:
+        object.__setattr__(self, "module_configs", tuple(self.module_configs))
 
     def to_dict(self) -> dict:
         """The settings as plain JSON values (the config spelled out, ``None`` for
@@ -58,6 +63,7 @@ class Settings:
         record = {field.name: getattr(self, field.name) for field in dataclasses.fields(self)}
         record["config"] = None if self.config is None else self.config.to_dict()
         record["batching"] = None if self.batching is None else self.batching.to_dict()
+        record["module_configs"] = {name: config.to_dict() for name, config in self.module_configs}
         return record
 
     @classmethod
@@ -65,7 +71,9 @@ class Settings:
         """Inverse of :meth:`to_dict`."""
         config = record.get("config")
         return cls(**{**record, "config": None if config is None else CompressionConfig.from_dict(config),
-                      "batching": Batching.from_dict(record.get("batching"))})
+                      "batching": Batching.from_dict(record.get("batching")),
+                      "module_configs": tuple((name, CompressionConfig.from_dict(module))
+                                              for name, module in record.get("module_configs", {}).items())})
 
 
 def prepare_model(settings: Settings, data, device: torch.device) -> torch.nn.Module:
@@ -75,7 +83,7 @@ def prepare_model(settings: Settings, data, device: torch.device) -> torch.nn.Mo
     if settings.batching is not None:
         settings.batching.check_layers(message_passing_layers(model))
     if settings.config is not None:
-        compress_(model, settings.config)
+        configure_(compress_(model, settings.config), dict(settings.module_configs))
     elif settings.config_name == CHECKPOINTING:
         checkpoint_layers_(model)
     return model
@@ -122,7 +130,7 @@ def measure_gradient_error(settings: Settings, data, device: torch.device, draws
     with _fork_rng(device):
         torch.manual_seed(settings.seed)
         model = prepare_model(settings, data, device)
-        error = gradient_error(model, batch.x, graph_of(batch), config=settings.config, draws=draws,
+        error = gradient_error(model, batch.x, graph_of(batch), draws=draws,
                                loss_fn=lambda out: loss_function(out[rows], labels[rows]))
     return {"whole": error.whole, "of_mean": error.of_mean, "draws": error.draws,
             "per_parameter": error.per_parameter}

@@ -2,7 +2,7 @@ r"""``compress_``: convert a model's modules in place."""
 from __future__ import annotations
 
 import warnings
-from typing import Callable
+from typing import Callable, Mapping
 
 import torch
 from torch_geometric.nn import MessagePassing
@@ -106,6 +106,30 @@ def compress_(
             "full precision: " + ", ".join(skipped),
             stacklevel=2,
         )
+    return model
+
+
+def configure_(model: torch.nn.Module, configs: Mapping[str, CompressionConfig]) -> torch.nn.Module:
+    """Give the named compressed modules of ``model`` configs of their own (a
+    per-layer plan such as :func:`iexact.plan_memory` makes); the others keep
+    theirs. Returns ``model``.
+
+    Raises:
+        ValueError: a name that is no compressed module of ``model`` (the
+            compressed ones are named).
+        TypeError: a value that is no :class:`CompressionConfig`.
+    """
+    modules = dict(model.named_modules())
+    for name, config in configs.items():
+        module = modules.get(name)
+        if module is None or not is_compressed(module):
+            known = ", ".join(n for n, m in modules.items() if is_compressed(m)) or "none"
+            raise ValueError(f"{name!r} is no compressed module of this model; the compressed ones: {known}")
+        if not isinstance(config, CompressionConfig):
+            raise TypeError(f"the config for {name!r} must be an iexact.CompressionConfig, "
+                            f"got {type(config).__name__}")
+    for name, config in configs.items():
+        modules[name].iexact_config = config
     return model
 
 

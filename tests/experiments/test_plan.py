@@ -1,0 +1,78 @@
+"""``iexact plan`` end to end: the plan file, its check, and ``iexact train --plan``."""
+import json
+
+import pytest
+
+from iexact.config import CompressionConfig
+from iexact.experiments.cli import main
+from iexact.experiments.experiment import Settings
+
+TINY = ["--dataset", "synthetic:300,1200,16,4", "--hidden", "16"]
+
+
+@pytest.fixture(scope="module")
+def planned(tmp_path_factory):
+    """A plan of the tiny GCN within 40 KiB (its FP32 activations: 300 KiB)."""
+    path = tmp_path_factory.mktemp("plan") / "plan.json"
+    assert main(["plan"] + TINY + ["--model", "gcn", "--memory", "40KiB", "--draws", "2", "--out", str(path)]) == 0
+    return path
+
+
+def test_plan_writes_a_checked_plan_that_train_uses(planned, tmp_path, capsys):
+    record = json.loads(planned.read_text())
+    assert record["format"] == "iexact-plan-1" and record["budget"] == 40 * 1024
+    assert (record["dataset"], record["model"], record["layers"], record["hidden"]) == (TINY[1], "gcn", 3, 16)
+    assert record["predicted"]["bytes"] <= record["budget"]
+    assert record["predicted"]["bytes"] == pytest.approx(record["measured"]["bytes"], rel=0.05)
+    assert set(record["modules"]) == {layer["name"] for layer in record["predicted"]["layers"]}
+    assert record["fp32_bytes"] > 5 * record["budget"]
+    results = tmp_path / "run.json"
+    assert main(["train"] + TINY + ["--model", "gcn", "--plan", str(planned), "--epochs", "2", "--quiet",
+                                    "--json", str(results)]) == 0
+    assert "the plan of" in capsys.readouterr().out
+    run = json.loads(results.read_text())
+    assert run["activation_memory"]["total"] == pytest.approx(record["predicted"]["bytes"], rel=0.05)
+    assert run["config_name"] == "plan" and run["module_configs"] == record["modules"]
+    settings = Settings.from_dict({key: run[key] for key in Settings.__dataclass_fields__})
+    assert dict(settings.module_configs) == {name: CompressionConfig.from_dict(config)
+                                             for name, config in record["modules"].items()}
+
+
+def test_plan_prints_the_commands_and_refuses_an_existing_file(planned, capsys):
+    assert main(["plan"] + TINY + ["--model", "gcn", "--memory", "40KiB", "--draws", "1", "--root", "elsewhere",
+                                   "--out", str(planned), "--overwrite"]) == 0
+    printed = capsys.readouterr().out
+    assert f"train with: iexact train --dataset {TINY[1]} --root elsewhere --model gcn --hidden 16 --plan {planned}" \
+        in printed
+    assert "measured" in printed and "predicted" in printed
+    with pytest.raises(SystemExit) as refused:
+        main(["plan"] + TINY + ["--model", "gcn", "--memory", "40KiB", "--out", str(planned)])
+    assert refused.value.code == 2 and "add --overwrite" in capsys.readouterr().err
+
+
+def test_an_impossible_budget_names_the_smallest(tmp_path, capsys):
+    out = tmp_path / "plan.json"
+    assert main(["plan"] + TINY + ["--model", "sage", "--memory", "1KiB", "--draws", "1", "--out", str(out)]) == 1
+    error = capsys.readouterr().err
+    assert "iexact plan: error: no plan keeps the activations within 1,024 B" in error
+    assert "the smallest keeps" in error and not out.exists()
+
+
+def test_train_refuses_a_plan_made_for_another_run(planned, tmp_path, capsys):
+    def refused(*arguments) -> str:
+        with pytest.raises(SystemExit) as exit_:
+            main(["train", "--dataset", TINY[1], "--epochs", "1", "--quiet", *arguments])
+        assert exit_.value.code == 2
+        return capsys.readouterr().err
+
+    assert "was made for --model gcn (not sage), --hidden 16 (not 128)" in refused("--model", "sage", "--plan",
+                                                                                  str(planned))
+    assert "drop --bits" in refused("--model", "gcn", "--hidden", "16", "--plan", str(planned), "--bits", "4")
+    not_a_plan = tmp_path / "other.json"
+    not_a_plan.write_text("[1, 2]")
+    assert "is no iexact plan file" in refused("--model", "gcn", "--plan", str(not_a_plan))
+    broken = json.loads(planned.read_text())
+    broken["modules"]["convs.1"]["bits"] = 3
+    not_a_plan.write_text(json.dumps(broken))
+    assert "invalid iexact plan file: ValueError: CompressionConfig.bits=3" in refused(
+        "--model", "gcn", "--hidden", "16", "--plan", str(not_a_plan))
