@@ -193,7 +193,7 @@ def normalized_values_of(model, layer, x, edge_index):
     values = []
     module = dict(model.named_modules())[layer]
 
-    def record(owners, tensor, seed, config):
+    def record(owners, tensor, seed, config, stored):
         if owners and owners[-1] is module:
             values.append(normalized_values(tensor, config, seed))
 

@@ -217,18 +217,21 @@ class ActivationAnalysis:
 
 
 class _CompressCalls(TorchDispatchMode):
-    """Hands ``iexact::compress``'s input, seed and config to ``record(owners, x,
-    seed, config)``, ``owners`` being the stack of modules running (innermost last)."""
+    """Hands ``iexact::compress``'s input, seed, config and result to ``record(owners,
+    x, seed, config, stored)``, ``owners`` being the stack of modules running
+    (innermost last) and ``stored`` the :class:`~iexact.ops.Stored` the op made."""
 
     def __init__(self, owners: list, record):
         super().__init__()
         self.owners, self.record = owners, record
 
     def __torch_dispatch__(self, func, types, args=(), kwargs=None):
+        out = func(*args, **(kwargs or {}))
         if func is torch.ops.iexact.compress.default:
             x, position, *fields = args
-            self.record(tuple(self.owners), x.detach(), seed_at(position), ops.config_of(tuple(fields)))
-        return func(*args, **(kwargs or {}))
+            stored = ops.Stored(tuple(out), tuple(x.shape), x.dtype, tuple(fields))
+            self.record(tuple(self.owners), x.detach(), seed_at(position), ops.config_of(tuple(fields)), stored)
+        return out
 
 
 def observe_compressions(model: torch.nn.Module, inputs, kwargs, record) -> None:
@@ -286,7 +289,7 @@ def analyze_activations(model: torch.nn.Module, *inputs, sample_size: int = 20_0
     names = {module: name for name, module in model.named_modules()}
     analyses = []
 
-    def record(owners, x, seed, config) -> None:
+    def record(owners, x, seed, config, stored) -> None:
         layer = owners[-1] if owners else model
         u = normalized_values(x, config, seed)
         top = 2**config.bits - 1
@@ -336,7 +339,7 @@ def calibrate_(model: torch.nn.Module, *inputs, **kwargs) -> dict[str, tuple[flo
     names = {module: name for name, module in model.named_modules()}
     observed: dict[torch.nn.Module, list] = {}
 
-    def record(owners, x, seed, config) -> None:
+    def record(owners, x, seed, config, stored) -> None:
         owner = next((m for m in reversed(owners) if is_compressed(m)), None)
         if owner is None or owner.iexact_config.levels != "calibrated":
             return

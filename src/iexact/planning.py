@@ -17,7 +17,8 @@ tensors saved uncompressed) does not depend on the config: it is what
 tensors. A plan's bytes are the sum over its modules.
 
 **Error.** Let :math:`e_m(c) = \sum \lVert \hat x - x \rVert^2` over the
-tensors module :math:`m` compresses with :math:`c` (one round trip each). To
+tensors module :math:`m` compresses with :math:`c` (:math:`\hat x` decompressed
+from what the observed forward stored). To
 first order the gradients are linear in the errors of the saved tensors, and
 those errors are independent across modules, so squared relative gradient
 errors add up:
@@ -44,7 +45,8 @@ from typing import Callable, Sequence
 import torch
 
 from .analysis import cuda_devices, gradient_error, observe_compressions
-from .codec import compress, decompress, stored_bytes
+from . import ops
+from .codec import stored_bytes
 from .config import CompressionConfig
 from .memory import activation_memory
 from .nn import compress_, configure_, is_compressed, restore_
@@ -147,13 +149,13 @@ def candidate_configs(base: CompressionConfig) -> list[CompressionConfig]:
 
 def _costs(model: torch.nn.Module, inputs, kwargs, names: dict) -> dict[str, list]:
     """``{name: [bytes, noise]}`` of each compressed module in one observed
-    training forward: the stored bytes of what it compresses, and
-    :math:`\\sum \\lVert \\hat x - x \\rVert^2` of one round trip of each tensor."""
+    training forward: the stored bytes of what it compresses (from the shapes),
+    and :math:`\\sum \\lVert \\hat x - x \\rVert^2` of each tensor against what was stored."""
     costs: dict[str, list] = {}
 
-    def record(owners, x, seed, config) -> None:
+    def record(owners, x, seed, config, stored) -> None:
         owner = next((module for module in reversed(owners) if is_compressed(module)), model)
-        estimate = decompress(compress(x, config, seed), check=False)
+        estimate = ops.decompress(stored)
         row = costs.setdefault(names[owner], [0, 0.0])
         row[0] += stored_bytes(x.shape, config)
         row[1] += torch.sub(estimate, x).square().sum(dtype=torch.float64).item()

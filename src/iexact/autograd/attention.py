@@ -15,13 +15,20 @@ from .saving import SavingFunction, load, pack, save, unpack
 
 @dataclasses.dataclass(frozen=True)
 class AttentionSpec:
-    """Graph reading for attention: node count, PyG flow, whether self-loops are
-    (re)added, and whether the graph is a ``torch.sparse`` adjacency."""
+    """Graph reading for attention: source and target node counts, PyG flow,
+    whether self-loops are (re)added (for the first :math:`\min(N_s, N_t)`
+    nodes, as GATConv adds them), and whether the graph is a ``torch.sparse``
+    adjacency."""
 
-    num_nodes: int
+    num_src: int
+    num_dst: int
     flow: str = "source_to_target"
     self_loops: bool = True
     sparse: bool = False
+
+    def edges(self, structure: torch.Tensor):
+        """``(src, dst, valid)`` of :func:`~iexact.graph.attention_edges`."""
+        return attention_edges(structure, min(self.num_src, self.num_dst), self.flow, self.self_loops, self.sparse)
 
 
 def _weighted_sum(x, src, dst, weight, num_dst):
@@ -43,8 +50,11 @@ def _segment_softmax(logits, dst, num_nodes):
 
 def _attention(source_score, target_score, src, dst, valid, num_nodes: int, negative_slope: float):
     r"""``(weights, positive)``: :math:`\alpha_e = \mathrm{softmax}_{e \to t}(\mathrm{LeakyReLU}(a_{s(e)} + b_{t(e)}))`
-    (0 on edges not ``valid``) and where the logit was positive, :math:`(E, H)` each."""
-    logits = source_score.index_select(0, src) + target_score.index_select(0, dst)
+    (0 on edges not ``valid``; :math:`b = 0` when ``target_score`` is ``None``)
+    and where the logit was positive, :math:`(E, H)` each."""
+    logits = source_score.index_select(0, src)
+    if target_score is not None:
+        logits = logits + target_score.index_select(0, dst)
     positive = logits > 0
     logits = torch.where(positive, logits, logits * negative_slope)
     if valid is not None:
@@ -53,76 +63,91 @@ def _attention(source_score, target_score, src, dst, valid, num_nodes: int, nega
 
 
 class GATAttentionFunction(SavingFunction):
-    r"""Multi-head graph attention (GATConv) after its linear map :math:`X' = X W^\top`:
+    r"""Multi-head graph attention (GATConv) after its linear maps, source
+    features :math:`X' = X_s W_s^\top` and target features :math:`T' = X_t W_t^\top`:
 
     .. math::
-        a_n = \langle X'_n, a^{src} \rangle,\; b_n = \langle X'_n, a^{dst} \rangle,\quad
+        a_n = \langle X'_n, a^{src} \rangle,\; b_n = \langle T'_n, a^{dst} \rangle,\quad
         \alpha_e = \mathrm{softmax}_{e \to t}\big(\mathrm{LeakyReLU}(a_{s(e)} + b_{t(e)})\big),\quad
         Y_t = \sum_{e: s \to t} \tilde\alpha_e X'_s,
 
-    per head, with :math:`\tilde\alpha = \alpha \cdot m / (1-p)` after dropout.
+    per head, with :math:`\tilde\alpha = \alpha \cdot m / (1-p)` after
+    dropout. ``target`` is ``source`` itself on one node set (GATConv's shared
+    ``lin`` on a tensor), another tensor for a bipartite pair, or ``None``
+    (the pair ``(x_s, None)``: :math:`b = 0`).
 
     Backward with :math:`\delta_e = \langle dY_t, \hat X'^{(1)}_s \rangle m_e / (1-p)`:
     :math:`d\ell_e = \alpha_e (\delta_e - \sum_{e' \to t} \alpha_{e'} \delta_{e'})`
     times the LeakyReLU slope, scattered to :math:`da, db`; then
-    :math:`dX' = da\, a^{src} + db\, a^{dst} + \sum \tilde\alpha\, dY` and
-    :math:`da^{src} = \sum_n da_n \hat X'^{(2)}_n` (likewise :math:`da^{dst}`).
+    :math:`dX' = da\, a^{src} + \sum \tilde\alpha\, dY`, :math:`dT' = db\, a^{dst}`,
+    :math:`da^{src} = \sum_n da_n \hat X'^{(2)}_n` and :math:`da^{dst} = \sum_n db_n \hat T'_n`.
 
     **Unbiased.** The attention gradient is quadratic in :math:`X'`
     (:math:`\delta` reads it, then multiplies it again), so one compressed
     copy would give :math:`\mathbb{E}[\hat X'^2] = X'^2 + \mathrm{Var}`:
     a bias. Two copies compressed with independent seeds enter one factor
-    each, so :math:`\mathbb{E}[da^{src}]` is exact. :math:`\alpha` itself
-    is not stored: it is recomputed exactly from the per-node scores
-    :math:`a, b` (:math:`N \times H` each, float32), cheaper than
-    compressed per-edge weights wherever the mean degree exceeds ~20, and
-    never a source of error.
+    each, so :math:`\mathbb{E}[da^{src}]` is exact; a separate :math:`T'`
+    enters :math:`da^{dst}` once, beside :math:`db` (which reads
+    :math:`\hat X'^{(1)}`), so one copy of it is unbiased too. :math:`\alpha`
+    itself is not stored: it is recomputed exactly from the per-node scores
+    :math:`a, b` (float32), cheaper than compressed per-edge weights wherever
+    the mean degree exceeds ~20, and never a source of error.
 
-    Stores: :math:`X'` compressed twice (never projected: it enters per-edge
-    dot products), :math:`a, b` (:math:`8 N H` bytes) and the dropout
-    generator snapshot. The edge list with self-loops is rebuilt in backward
-    from the caller's graph.
+    Stores: :math:`X'` compressed twice and a separate :math:`T'` once (never
+    projected: they enter per-edge dot products), :math:`a, b`
+    (:math:`4 (N_s + N_t) H` bytes) and the dropout generator snapshot. The
+    edge list with self-loops is rebuilt in backward from the caller's graph.
 
     Shapes:
-        - **input:** :math:`X'` :math:`(N, H, C)`, :math:`a^{src}, a^{dst}` :math:`(1, H, C)`
-        - **output:** :math:`(N, H, C)`
+        - **input:** :math:`X'` :math:`(N_s, H, C)`, :math:`T'` :math:`(N_t, H, C)`,
+          :math:`a^{src}, a^{dst}` :math:`(1, H, C)`
+        - **output:** :math:`(N_t, H, C)`
     """
 
     @staticmethod
-    def forward(ctx, features, att_src, att_dst, structure, spec: AttentionSpec, negative_slope: float,
+    def forward(ctx, source, target, att_src, att_dst, structure, spec: AttentionSpec, negative_slope: float,
                 dropout: float, config: CompressionConfig, seeds: SeedStream | None):
-        src, dst, valid = attention_edges(structure, spec.num_nodes, spec.flow, spec.self_loops, spec.sparse)
-        source_score = (features * att_src).sum(-1)
-        target_score = (features * att_dst).sum(-1)
-        weights, _ = _attention(source_score, target_score, src, dst, valid, spec.num_nodes, negative_slope)
+        src, dst, valid = spec.edges(structure)
+        shared = target is source
+        source_score = (source * att_src).sum(-1)
+        target_score = None if target is None else (target * att_dst).sum(-1)
+        weights, _ = _attention(source_score, target_score, src, dst, valid, spec.num_dst, negative_slope)
         mask, state = keep(weights, dropout, valid)
         dropped = weights if mask is None else weights * mask
         elementwise = dataclasses.replace(config, rp_ratio=1)
-        save(ctx, structure, att_src, att_dst, pack(features, elementwise, seeds, argument=True),
-             pack(features, elementwise, seeds, argument=True), source_score, target_score, state)
-        ctx.spec, ctx.slope, ctx.dropout = spec, negative_slope, dropout
-        return _weighted_sum(features, src, dst, dropped, spec.num_nodes)
+        separate = None if target is None or shared else pack(target, elementwise, seeds, argument=True)
+        save(ctx, structure, att_src, att_dst, pack(source, elementwise, seeds, argument=True),
+             pack(source, elementwise, seeds, argument=True), separate, source_score, target_score, state)
+        ctx.spec, ctx.slope, ctx.dropout, ctx.shared = spec, negative_slope, dropout, shared
+        return _weighted_sum(source, src, dst, dropped, spec.num_dst)
 
     @staticmethod
     def backward(ctx, grad_out):
-        structure, att_src, att_dst, first, second, source_score, target_score, state = load(ctx)
+        structure, att_src, att_dst, first, second, separate, source_score, target_score, state = load(ctx)
         spec = ctx.spec
-        src, dst, valid = attention_edges(structure, spec.num_nodes, spec.flow, spec.self_loops, spec.sparse)
-        weights, positive = _attention(source_score, target_score, src, dst, valid, spec.num_nodes, ctx.slope)
+        src, dst, valid = spec.edges(structure)
+        weights, positive = _attention(source_score, target_score, src, dst, valid, spec.num_dst, ctx.slope)
         weights = weights.to(grad_out.dtype)
         mask = redraw(weights, ctx.dropout, state, valid)
         dropped = weights * mask if mask is not None else weights
-        grad_features = _weighted_sum(grad_out, dst, src, dropped, spec.num_nodes)
+        grad_source = _weighted_sum(grad_out, dst, src, dropped, spec.num_src)
         grad_dropped = edge_dots(grad_out, unpack(first).to(grad_out.dtype), src, dst)
         grad_weights = grad_dropped * mask if mask is not None else grad_dropped
         weighted = weights * grad_weights
-        per_target = weighted.new_zeros(spec.num_nodes, weighted.shape[1]).index_add_(0, dst, weighted)
+        per_target = weighted.new_zeros(spec.num_dst, weighted.shape[1]).index_add_(0, dst, weighted)
         grad_logits = weighted - weights * per_target.index_select(0, dst)
         grad_logits = torch.where(positive, grad_logits, grad_logits * ctx.slope)
-        grad_source = grad_logits.new_zeros(spec.num_nodes, grad_logits.shape[1]).index_add_(0, src, grad_logits)
-        grad_target = grad_logits.new_zeros(spec.num_nodes, grad_logits.shape[1]).index_add_(0, dst, grad_logits)
-        grad_features += grad_source.unsqueeze(-1) * att_src + grad_target.unsqueeze(-1) * att_dst
+        grad_a = grad_logits.new_zeros(spec.num_src, grad_logits.shape[1]).index_add_(0, src, grad_logits)
+        grad_source += grad_a.unsqueeze(-1) * att_src
         features = unpack(second).to(grad_out.dtype)
-        grad_att_src = (grad_source.unsqueeze(-1) * features).sum(0, keepdim=True)
-        grad_att_dst = (grad_target.unsqueeze(-1) * features).sum(0, keepdim=True)
-        return grad_features, grad_att_src, grad_att_dst, None, None, None, None, None, None
+        grad_att_src = (grad_a.unsqueeze(-1) * features).sum(0, keepdim=True)
+        grad_target = grad_att_dst = None
+        if target_score is not None:
+            grad_b = grad_logits.new_zeros(spec.num_dst, grad_logits.shape[1]).index_add_(0, dst, grad_logits)
+            if ctx.shared:
+                grad_source += grad_b.unsqueeze(-1) * att_dst
+            else:
+                grad_target = grad_b.unsqueeze(-1) * att_dst
+                features = unpack(separate).to(grad_out.dtype)
+            grad_att_dst = (grad_b.unsqueeze(-1) * features).sum(0, keepdim=True)
+        return grad_source, grad_target, grad_att_src, grad_att_dst, None, None, None, None, None, None

@@ -226,7 +226,8 @@ def _write_json(path, record) -> None:
     write_atomically(path, lambda file: file.write(text.encode()))
 
 
-def _check_memory(args, parser, compressed: bool, full_batch: bool, graph: str, what: str) -> None:
+def _check_memory(args, parser, compressed: bool, full_batch: bool, graph: str, what: str,
+                  hints: list[str] | None = None) -> None:
     """:func:`~iexact.experiments.estimate.check_fits` before anything is built
     (a malformed dataset name is a usage error)."""
     try:
@@ -234,7 +235,7 @@ def _check_memory(args, parser, compressed: bool, full_batch: bool, graph: str, 
                             args.root, args.seed)
     except ValueError as error:
         parser.error(str(error))
-    check_fits(parts, what)
+    check_fits(parts, what, hints)
 
 
 def _out_folder(args, results: str) -> Path:
@@ -409,7 +410,9 @@ def _plan(args) -> int:
         parser.error(str(error))
     settings = Settings(dataset=args.dataset, model=args.model, config_name=args.config, config=base,
                         layers=args.layers, hidden=args.hidden, dropout=args.dropout, seed=args.seed)
-    _check_memory(args, parser, True, True, "edge_index", f"{args.dataset} with {args.model}")
+    # the sensitivities are measured against FP32 gradients: FP32 must fit once
+    _check_memory(args, parser, False, True, "edge_index", f"planning {args.dataset} with {args.model} (the FP32 "
+                  f"reference of the gradient error)", ["a machine with more memory"])
     data = _load(args, parser)
     _check_work(settings, data, None, parser)
     print(f"dataset {args.dataset} ({data.num_nodes:,} nodes, {data.num_edges:,} edges), model {args.model}, "

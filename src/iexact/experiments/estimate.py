@@ -84,15 +84,17 @@ def available_bytes() -> tuple[int, str] | None:
     return min(candidates) if candidates else None
 
 
-def check_fits(parts: dict[str, int] | None, what: str) -> None:
-    """Raise :class:`NotEnoughMemory` when ``parts`` add up to more than :func:`available_bytes`."""
+def check_fits(parts: dict[str, int] | None, what: str, hints: list[str] | None = None) -> None:
+    """Raise :class:`NotEnoughMemory` when ``parts`` add up to more than
+    :func:`available_bytes`, suggesting ``hints`` (by default what lowers the parts)."""
     available = available_bytes()
     if parts is None or available is None or sum(parts.values()) <= available[0]:
         return
     listing = ", ".join(f"{part.replace('_', ' ')} {_size(nbytes)}" for part, nbytes in parts.items()
                         if nbytes >= 2**17)
-    hints = (["a compressed --config"] if "activations" in parts else []) + (
-        ["--graph csr or --batch-size"] if "messages" in parts else []) + ["a machine with more memory"]
+    if hints is None:
+        hints = (["a compressed --config"] if "activations" in parts else []) + (
+            ["--graph csr or --batch-size"] if "messages" in parts else []) + ["a machine with more memory"]
     raise NotEnoughMemory(f"{what} needs at least {_size(sum(parts.values()))} ({listing}) but "
                           f"{_size(available[0])} is {available[1]}: try {', '.join(hints)}")
 

@@ -13,56 +13,88 @@ from .message_inputs import message_inputs, runs_stock
 
 @register_handler(GATConv)
 class GATConvHandler(CompressedModule):
-    r""":math:`X'_i = \sum_{j \in \mathcal N(i) \cup \{i\}} \alpha_{ij} \Theta X_j`
+    r""":math:`X'_i = \sum_{j \in \mathcal N(i) \cup \{i\}} \alpha_{ij} \Theta_s X_j`
     (plus the residual :math:`R X_i` with ``residual=True``) with GATConv's
     attention, through :class:`~iexact.autograd.GATAttentionFunction`. The
-    conv computes ``lin`` and ``res`` itself, from one compressed copy of :math:`X`.
+    conv computes ``lin`` (or a bipartite conv's ``lin_src`` and ``lin_dst``)
+    and ``res`` itself, each input compressed once for all the maps that read it.
 
-    Stores: :math:`X` compressed once, :math:`\Theta X` and the attention
-    weights compressed, 1 bit per edge and head, the dropout generator
-    snapshot. Edge features (``edge_dim``), bipartite inputs and
-    ``return_attention_weights`` take the module's own path.
+    Inputs as GATConv takes them: a tensor :math:`X` (shared ``lin``, or
+    ``lin_src``/``lin_dst`` of a conv built with a pair of ``in_channels``),
+    or a bipartite pair :math:`(X_s, X_t)` or :math:`(X_s, \text{None})`,
+    with ``size`` and self-loops for the first :math:`\min(N_s, N_t)` nodes.
+
+    Stores: each input compressed once, the source features
+    :math:`\Theta_s X_s` compressed twice and separate target features once,
+    the attention scores, the dropout generator snapshot. Edge features
+    (``edge_dim``), ``return_attention_weights`` and a pair under
+    ``flow="target_to_source"`` take the module's own path.
     """
 
     @staticmethod
     def unsupported(conv) -> str | None:
-        if conv.lin is None:
-            return "bipartite in_channels (separate lin_src / lin_dst)"
         if conv.edge_dim is not None:
             return "edge_dim (edge features in the attention)"
         return "lazy (run one forward pass before compress_)" if is_lazy(*GATConvHandler.owned(conv)) else None
 
     @staticmethod
     def owned(conv) -> list[torch.nn.Module]:
-        return [module for module in (conv.lin, conv.res) if module is not None]
+        return [module for module in (conv.lin, conv.lin_src, conv.lin_dst, conv.res) if module is not None]
 
     def _stock_reason(self, x, edge_index, edge_attr, size, return_attention_weights) -> str | None:
         """Why this call takes GATConv's own forward (which raises PyG's errors for malformed input)."""
-        if not isinstance(x, torch.Tensor) or x.dim() != 2:
-            return "the input is bipartite or not a (N, F) matrix"
+        pair = isinstance(x, (tuple, list))
+        sides = [side for side in (x if pair else (x,)) if side is not None]
+        if pair and (len(x) != 2 or x[0] is None):
+            return "the input pair is not (x_source, x_target or None)"
+        if not all(isinstance(side, torch.Tensor) and side.dim() == 2 for side in sides):
+            return "the input is not one or two (N, F) matrices"
         if edge_attr is not None or return_attention_weights:
             return "edge_attr or return_attention_weights is given"
+        if pair and self.flow != "source_to_target":
+            return 'a bipartite pair is given with flow="target_to_source"'
         inputs = message_inputs(self, x, edge_index, size)
-        if not inputs.num_src == inputs.num_dst == x.size(0):
+        if not pair and not inputs.num_src == inputs.num_dst == x.size(0):
             return f"the graph's size ({inputs.num_src}, {inputs.num_dst}) is not square over x's {x.size(0)} nodes"
         return sparse_value_reason(edge_index, None)
+
+    def _linear(self, x, *modules):
+        """``module(x)`` for each module given (``None`` for ``None``), from one compressed copy of ``x``."""
+        present = [module for module in modules if module is not None]
+        if len(present) == 1:
+            module = present[0]
+            outputs = iter([CompressedLinearFunction.apply(x, module.weight, module.bias, self.iexact_config,
+                                                           self.iexact_seeds)])
+        else:
+            products = SharedInputLinearFunction.apply(x, self.iexact_config, self.iexact_seeds,
+                                                       *(module.weight for module in present))
+            outputs = iter(y if module.bias is None else y + module.bias for y, module in zip(products, present))
+        return [None if module is None else next(outputs) for module in modules]
 
     def forward(self, x, edge_index, edge_attr=None, size=None, return_attention_weights=None):
         if not self._compressing() or runs_stock(
                 self, x, edge_index, self._stock_reason(x, edge_index, edge_attr, size, return_attention_weights)):
             return super().forward(x, edge_index, edge_attr, size, return_attention_weights)
-        config, seeds, heads, channels = self.iexact_config, self.iexact_seeds, self.heads, self.out_channels
-        if self.res is None:
-            features = CompressedLinearFunction.apply(x, self.lin.weight, self.lin.bias, config, seeds)
-            residual = None
+        def per_head(features):
+            return None if features is None else features.view(-1, self.heads, self.out_channels)
+
+        inputs = message_inputs(self, x, edge_index, size)
+        if isinstance(x, torch.Tensor) and self.lin is not None:
+            source, residual = self._linear(x, self.lin, self.res)
+            source = target = per_head(source)
+        elif isinstance(x, torch.Tensor):
+            source, target, residual = self._linear(x, self.lin_src, self.lin_dst, self.res)
+            source, target = per_head(source), per_head(target)
         else:
-            features, residual = SharedInputLinearFunction.apply(x, config, seeds, self.lin.weight, self.res.weight)
-            features = features if self.lin.bias is None else features + self.lin.bias
-            residual = residual if self.res.bias is None else residual + self.res.bias
-        spec = AttentionSpec(x.size(0), self.flow, self.add_self_loops, is_sparse(edge_index))
-        out = GATAttentionFunction.apply(features.view(-1, heads, channels), self.att_src, self.att_dst,
-                                         plain(edge_index), spec, self.negative_slope, self.dropout, config, seeds)
-        out = out.reshape(-1, heads * channels) if self.concat else out.mean(dim=1)
+            x_src, x_dst = x
+            (source,) = self._linear(x_src, self.lin if self.lin is not None else self.lin_src)
+            target, residual = (None, None) if x_dst is None else self._linear(
+                x_dst, self.lin if self.lin is not None else self.lin_dst, self.res)
+            source, target = per_head(source), per_head(target)
+        spec = AttentionSpec(inputs.num_src, inputs.num_dst, self.flow, self.add_self_loops, is_sparse(edge_index))
+        out = GATAttentionFunction.apply(source, target, self.att_src, self.att_dst, plain(edge_index), spec,
+                                         self.negative_slope, self.dropout, self.iexact_config, self.iexact_seeds)
+        out = out.reshape(-1, self.heads * self.out_channels) if self.concat else out.mean(dim=1)
         if residual is not None:
             out = out + residual
         return out if self.bias is None else out + self.bias
