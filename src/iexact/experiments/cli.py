@@ -1,4 +1,4 @@
-"""The ``iexact`` command: ``datasets``, ``train``, ``analyze``, ``plan`` and ``bench {train,gradients,memory,codec}``."""
+"""The ``iexact`` command: ``datasets``, ``train``, ``analyze``, ``plan`` and ``bench {train,batch-size,gradients,memory,codec}``."""
 from __future__ import annotations
 
 import argparse
@@ -15,6 +15,7 @@ from ..config import PRESETS, CompressionConfig
 from ..planning import PlanError, candidate_configs
 from ..seeds import SEED_LIMIT
 from . import bench, distributed
+from .batch_size import batch_size_table, largest_batch
 from .batching import SAMPLERS, Batching
 from .checkpoint import CheckpointError
 from .data import DATASETS, GRAPH_LAYOUTS, load_prepared, num_classes
@@ -426,6 +427,37 @@ def _plan(args) -> int:
     return 0
 
 
+def _bench_batch_size(args) -> int:
+    """The largest batch size within ``--memory`` per configuration."""
+    parser = args.parser
+    _set_threads(args)
+    try:
+        batching = Batching(1, args.fanout, args.sampler)
+    except ValueError as error:
+        parser.error(str(error))
+    settings = {name: Settings(dataset=args.dataset, model=args.model, config_name=name,
+                               config=None if name == FP32 else PRESETS[name], layers=args.layers,
+                               hidden=args.hidden, seed=args.seed, batching=batching)
+                for name in args.configs}
+    data = _load(args, parser)
+    for one in settings.values():
+        _check_work(one, data, None, parser)
+    print(f"dataset {args.dataset} ({data.num_nodes:,} nodes, {data.num_edges:,} edges), model {args.model}, "
+          f"{batching.sampler} batches" + (f", fanout {','.join(map(str, batching.fanout))}" if batching.fanout
+                                           else "")
+          + f", activation budget {size_text(args.memory)}, costliest of {args.samples} batches per size, "
+            f"device {args.device}, {torch.get_num_threads()} threads", flush=True)
+    results = []
+    for name, one in settings.items():
+        results.append(largest_batch(name, one, data, args.device, args.memory, args.samples))
+        print(f"{name}: {results[-1].batch_size:,}", flush=True)
+    print(batch_size_table(results, size_text(args.memory)))
+    if args.json:
+        _write_json(args.json, [dataclasses.asdict(result) for result in results])
+        print(f"results written to {args.json}")
+    return 0
+
+
 def _bench_gradients(args) -> int:
     _set_threads(args)
     data = _load(args, args.parser)
@@ -610,6 +642,26 @@ def build_parser() -> argparse.ArgumentParser:
                            default=torch.device("cuda" if torch.cuda.is_available() else "cpu"))
     _add_threads(gradients)
     gradients.set_defaults(run=_bench_gradients, parser=gradients)
+
+    batches = kinds.add_parser("batch-size", help="the largest mini-batch whose activations fit --memory, "
+                                                  "FP32 beside the compressed configs")
+    _add_data_arguments(batches)
+    batches.add_argument("--memory", type=_size, required=True, help="activation memory allowed per batch (e.g. 64MiB)")
+    batches.add_argument("--layers", type=_positive_int, help="override the model's layer count")
+    batches.add_argument("--hidden", type=_positive_int, help="override the model's hidden width")
+    batches.add_argument("--fanout", type=_fanout, help="neighbours sampled per hop, one count per layer "
+                                                        "(neighbor sampler)")
+    batches.add_argument("--sampler", choices=SAMPLERS, default="neighbor",
+                         help="PyG's NeighborLoader (default) or RandomNodeLoader")
+    batches.add_argument("--configs", type=_choices((FP32, *PRESETS)), default=[FP32, "default"],
+                         help=f"configurations (default: fp32,default; any of {','.join((FP32, *PRESETS))})")
+    batches.add_argument("--samples", type=_positive_int, default=3,
+                         help="batches measured per batch size, the costliest counting (default: 3)")
+    batches.add_argument("--seed", type=_seed, default=0, help="seed of the batches and the model (default: 0)")
+    batches.add_argument("--device", type=_device, default=torch.device("cuda" if torch.cuda.is_available() else "cpu"))
+    batches.add_argument("--json", help="write the results to this JSON file")
+    _add_threads(batches)
+    batches.set_defaults(run=_bench_batch_size, parser=batches)
 
     memory = kinds.add_parser("memory", help="activation memory of the stock GraphSAGE on an arxiv-shaped graph")
     memory.add_argument("--nodes", type=_positive_int, default=169_343, help="nodes (default: ogbn-arxiv's 169,343)")

@@ -89,7 +89,8 @@ def prepare_model(settings: Settings, data, device: torch.device) -> torch.nn.Mo
     return model
 
 
-def _fork_rng(device: torch.device):
+def fork_rng(device: torch.device):
+    """``torch.random.fork_rng`` of the CPU generator and ``device``'s."""
     return torch.random.fork_rng(devices=[device] if device.type == "cuda" else [])
 
 
@@ -98,7 +99,7 @@ def sample_batch(settings: Settings, data, device: torch.device):
     first batch of the settings' loader (drawn without touching torch's RNG streams)."""
     if settings.batching is None:
         return data
-    with _fork_rng(device):
+    with fork_rng(device):
         torch.manual_seed(settings.seed)
         return next(iter(make_loader(data, settings.batching))).to(device)
 
@@ -107,7 +108,7 @@ def measure_memory(settings: Settings, data, device: torch.device) -> dict:
     """Activation memory of one training forward (on one batch in mini-batch
     training), without touching torch's RNG streams."""
     batch = sample_batch(settings, data, device)
-    with _fork_rng(device):
+    with fork_rng(device):
         model = prepare_model(settings, data, device)
         report = activation_memory(model, batch.x, graph_of(batch))
         grown = allocator_growth(model, batch.x, graph_of(batch))
@@ -127,7 +128,7 @@ def measure_gradient_error(settings: Settings, data, device: torch.device, draws
     batch = sample_batch(settings, data, device)
     labels = labels_of(batch)
     rows = batch.train_mask.nonzero().view(-1) if settings.batching is None else batch_loss_rows(batch)
-    with _fork_rng(device):
+    with fork_rng(device):
         torch.manual_seed(settings.seed)
         model = prepare_model(settings, data, device)
         error = gradient_error(model, batch.x, graph_of(batch), draws=draws,
