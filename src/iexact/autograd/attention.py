@@ -17,14 +17,16 @@ from .saving import SavingFunction, load, pack, save, unpack
 class AttentionSpec:
     """Graph reading for attention: source and target node counts, PyG flow,
     whether self-loops are (re)added (for the first :math:`\min(N_s, N_t)`
-    nodes, as GATConv adds them), and whether the graph is a ``torch.sparse``
-    adjacency."""
+    nodes, as GATConv adds them), whether the graph is a ``torch.sparse``
+    adjacency, and where the target scores come from: the source features
+    (``"shared"``), ``"separate"`` target features, or ``"none"``."""
 
     num_src: int
     num_dst: int
     flow: str = "source_to_target"
     self_loops: bool = True
     sparse: bool = False
+    targets: str = "shared"  # target scores from the source features, "separate" ones, or "none"
 
     def edges(self, structure: torch.Tensor):
         """``(src, dst, valid)`` of :func:`~iexact.graph.attention_edges`."""
@@ -72,9 +74,10 @@ class GATAttentionFunction(SavingFunction):
         Y_t = \sum_{e: s \to t} \tilde\alpha_e X'_s,
 
     per head, with :math:`\tilde\alpha = \alpha \cdot m / (1-p)` after
-    dropout. ``target`` is ``source`` itself on one node set (GATConv's shared
-    ``lin`` on a tensor), another tensor for a bipartite pair, or ``None``
-    (the pair ``(x_s, None)``: :math:`b = 0`).
+    dropout. ``target`` is ``None`` when ``spec.targets`` is ``"shared"``
+    (:math:`T' = X'`: GATConv's shared ``lin`` on a tensor) or ``"none"`` (the
+    pair ``(x_s, None)``: :math:`b = 0`); one tensor is never passed twice,
+    which ``torch.compile`` could not trace without a break.
 
     Backward with :math:`\delta_e = \langle dY_t, \hat X'^{(1)}_s \rangle m_e / (1-p)`:
     :math:`d\ell_e = \alpha_e (\delta_e - \sum_{e' \to t} \alpha_{e'} \delta_{e'})`
@@ -108,17 +111,17 @@ class GATAttentionFunction(SavingFunction):
     def forward(ctx, source, target, att_src, att_dst, structure, spec: AttentionSpec, negative_slope: float,
                 dropout: float, config: CompressionConfig, seeds: SeedStream | None):
         src, dst, valid = spec.edges(structure)
-        shared = target is source
         source_score = (source * att_src).sum(-1)
-        target_score = None if target is None else (target * att_dst).sum(-1)
+        target_score = None if spec.targets == "none" else (
+            (source if spec.targets == "shared" else target) * att_dst).sum(-1)
         weights, _ = _attention(source_score, target_score, src, dst, valid, spec.num_dst, negative_slope)
         mask, state = keep(weights, dropout, valid)
         dropped = weights if mask is None else weights * mask
         elementwise = dataclasses.replace(config, rp_ratio=1)
-        separate = None if target is None or shared else pack(target, elementwise, seeds, argument=True)
+        separate = pack(target, elementwise, seeds, argument=True) if spec.targets == "separate" else None
         save(ctx, structure, att_src, att_dst, pack(source, elementwise, seeds, argument=True),
              pack(source, elementwise, seeds, argument=True), separate, source_score, target_score, state)
-        ctx.spec, ctx.slope, ctx.dropout, ctx.shared = spec, negative_slope, dropout, shared
+        ctx.spec, ctx.slope, ctx.dropout = spec, negative_slope, dropout
         return _weighted_sum(source, src, dst, dropped, spec.num_dst)
 
     @staticmethod
@@ -144,7 +147,7 @@ class GATAttentionFunction(SavingFunction):
         grad_target = grad_att_dst = None
         if target_score is not None:
             grad_b = grad_logits.new_zeros(spec.num_dst, grad_logits.shape[1]).index_add_(0, dst, grad_logits)
-            if ctx.shared:
+            if spec.targets == "shared":
                 grad_source += grad_b.unsqueeze(-1) * att_dst
             else:
                 grad_target = grad_b.unsqueeze(-1) * att_dst

@@ -81,7 +81,7 @@ class GATConvHandler(CompressedModule):
         inputs = message_inputs(self, x, edge_index, size)
         if isinstance(x, torch.Tensor) and self.lin is not None:
             source, residual = self._linear(x, self.lin, self.res)
-            source = target = per_head(source)
+            source, target = per_head(source), None
         elif isinstance(x, torch.Tensor):
             source, target, residual = self._linear(x, self.lin_src, self.lin_dst, self.res)
             source, target = per_head(source), per_head(target)
@@ -91,7 +91,10 @@ class GATConvHandler(CompressedModule):
             target, residual = (None, None) if x_dst is None else self._linear(
                 x_dst, self.lin if self.lin is not None else self.lin_dst, self.res)
             source, target = per_head(source), per_head(target)
-        spec = AttentionSpec(inputs.num_src, inputs.num_dst, self.flow, self.add_self_loops, is_sparse(edge_index))
+        shared = isinstance(x, torch.Tensor) and self.lin is not None
+        targets = "shared" if shared else ("none" if target is None else "separate")
+        spec = AttentionSpec(inputs.num_src, inputs.num_dst, self.flow, self.add_self_loops, is_sparse(edge_index),
+                             targets)
         out = GATAttentionFunction.apply(source, target, self.att_src, self.att_dst, plain(edge_index), spec,
                                          self.negative_slope, self.dropout, self.iexact_config, self.iexact_seeds)
         out = out.reshape(-1, self.heads * self.out_channels) if self.concat else out.mean(dim=1)
