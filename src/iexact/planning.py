@@ -263,18 +263,18 @@ def _plan(model, inputs, kwargs, loss_fn, budget, base, candidates, draws, seed)
     for config in candidates:
         configure_(compressed, dict.fromkeys(converted, config))
         per_candidate.append(_costs(compressed, inputs, kwargs, names))
-    sensitivity = {name: _sensitivity(reference, name, base, noise, inputs, kwargs, loss_fn, draws, seed)
-                   for name, (_, noise) in at_base.items()}
-    options = [[(costs[name][0] + others[name], sensitivity[name] * costs[name][1]) for costs in per_candidate]
-               for name in at_base]
-    spare = budget - sum(fixed.values())
-    picks = least_error_within(options, spare)
-    if picks is None:
-        smallest = sum(fixed.values()) + sum(min(nbytes for nbytes, _ in choices) for choices in options)
+    costs = {name: [costs.get(name, (0, 0.0)) for costs in per_candidate] for name in at_base}
+    smallest = sum(fixed.values()) + sum(min(nbytes for nbytes, _ in row) + others[name] for name, row in costs.items())
+    if budget < smallest:  # before the sensitivities, the costly part
         raise PlanError(f"no plan keeps the activations within {_size(budget)}: the smallest keeps "
                         f"{_size(smallest)}, {_size(sum(fixed.values()))} of it whatever the configs "
                         f"(sign bits, dropout's generator snapshots, tensors saved uncompressed); "
                         f"FP32 keeps {_size(fp32_bytes)}", smallest)
+    sensitivity = {name: _sensitivity(reference, name, base, noise, inputs, kwargs, loss_fn, draws, seed)
+                   for name, (_, noise) in at_base.items()}
+    options = [[(nbytes + others[name], sensitivity[name] * noise) for nbytes, noise in row]
+               for name, row in costs.items()]
+    picks = least_error_within(options, budget - sum(fixed.values()))
     modules = tuple(ModulePlan(name, kinds[name], candidates[pick], *options[index][pick])
                     for index, (name, pick) in enumerate(zip(at_base, picks)))
     uniform = None

@@ -87,8 +87,9 @@ def largest_batch(label: str, settings: Settings, data, device: torch.device, bu
 def batch_size_table(results: list[LargestBatch], budget_text: str) -> str:
     """Markdown: per config, the largest batch size within the budget and its ratio to FP32's."""
     reference = next((result.batch_size for result in results if result.label == "fp32"), None)
-    lines = [f"| config | largest batch size within {budget_text} (all: every node the sampler can take) | vs FP32 | its subgraph (nodes) | "
-             f"activation memory | batch sizes measured |", "|---|---:|---:|---:|---:|---:|"]
+    lines = [f"| config | largest batch size within {budget_text} (all: every node the sampler can take) | "
+             f"vs FP32 | its subgraph (nodes) | activation memory | batch sizes measured |",
+             "|---|---:|---:|---:|---:|---:|"]
     for result in results:
         size = f"{result.batch_size:,}" + (" (all)" if result.batch_size == result.limit else "")
         ratio = "–" if not reference or not result.batch_size else (

@@ -1,4 +1,5 @@
-"""The ``iexact`` command: ``datasets``, ``train``, ``analyze``, ``plan`` and ``bench {train,batch-size,gradients,memory,codec}``."""
+"""The ``iexact`` command: ``datasets``, ``train``, ``analyze``, ``plan`` and
+``bench {train,batch-size,gradients,memory,codec}``."""
 from __future__ import annotations
 
 import argparse
@@ -419,7 +420,12 @@ def _plan(args) -> int:
     print(f"dataset {args.dataset} ({data.num_nodes:,} nodes, {data.num_edges:,} edges), model {args.model}, "
           f"activation budget {size_text(args.memory)}; measuring {len(candidate_configs(base))} configs per layer "
           f"(device {args.device}, {torch.get_num_threads()} threads)", flush=True)
-    record = plan_record(settings, data, args.device, args.memory, args.draws)
+    try:
+        record = plan_record(settings, data, args.device, args.memory, args.draws)
+    except PlanError:
+        raise
+    except ValueError as error:  # a model that compresses nothing
+        parser.error(str(error))
     _write_json(args.out, record)
     given = ["--root", args.root] if args.root != "data" else []
     print(plan_summary(record, args.out, given + (["--offline"] if args.offline else [])))

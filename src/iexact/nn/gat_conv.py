@@ -71,32 +71,31 @@ class GATConvHandler(CompressedModule):
             outputs = iter(y if module.bias is None else y + module.bias for y, module in zip(products, present))
         return [None if module is None else next(outputs) for module in modules]
 
+    def _per_head(self, features):
+        return None if features is None else features.view(-1, self.heads, self.out_channels)
+
     def forward(self, x, edge_index, edge_attr=None, size=None, return_attention_weights=None):
         if not self._compressing() or runs_stock(
                 self, x, edge_index, self._stock_reason(x, edge_index, edge_attr, size, return_attention_weights)):
             return super().forward(x, edge_index, edge_attr, size, return_attention_weights)
-        def per_head(features):
-            return None if features is None else features.view(-1, self.heads, self.out_channels)
-
         inputs = message_inputs(self, x, edge_index, size)
         if isinstance(x, torch.Tensor) and self.lin is not None:
             source, residual = self._linear(x, self.lin, self.res)
-            source, target = per_head(source), None
+            target, targets = None, "shared"
         elif isinstance(x, torch.Tensor):
             source, target, residual = self._linear(x, self.lin_src, self.lin_dst, self.res)
-            source, target = per_head(source), per_head(target)
+            targets = "separate"
         else:
             x_src, x_dst = x
             (source,) = self._linear(x_src, self.lin if self.lin is not None else self.lin_src)
             target, residual = (None, None) if x_dst is None else self._linear(
                 x_dst, self.lin if self.lin is not None else self.lin_dst, self.res)
-            source, target = per_head(source), per_head(target)
-        shared = isinstance(x, torch.Tensor) and self.lin is not None
-        targets = "shared" if shared else ("none" if target is None else "separate")
+            targets = "none" if x_dst is None else "separate"
         spec = AttentionSpec(inputs.num_src, inputs.num_dst, self.flow, self.add_self_loops, is_sparse(edge_index),
                              targets)
-        out = GATAttentionFunction.apply(source, target, self.att_src, self.att_dst, plain(edge_index), spec,
-                                         self.negative_slope, self.dropout, self.iexact_config, self.iexact_seeds)
+        out = GATAttentionFunction.apply(self._per_head(source), self._per_head(target), self.att_src, self.att_dst,
+                                         plain(edge_index), spec, self.negative_slope, self.dropout,
+                                         self.iexact_config, self.iexact_seeds)
         out = out.reshape(-1, self.heads * self.out_channels) if self.concat else out.mean(dim=1)
         if residual is not None:
             out = out + residual
