@@ -1,4 +1,4 @@
-"""At INT2, every converted layer's gradients average to the exact ones.
+r"""At INT2, every converted layer's gradients average to the exact ones.
 
 The check is a bias statistic over K = 256 independent compressions: with
 :math:`m` the mean draw, :math:`v` the per-element sample variance and

@@ -15,7 +15,7 @@ from .saving import SavingFunction, load, pack, save, unpack
 
 @dataclasses.dataclass(frozen=True)
 class AttentionSpec:
-    """Graph reading for attention: source and target node counts, PyG flow,
+    r"""Graph reading for attention: source and target node counts, PyG flow,
     whether self-loops are (re)added (for the first :math:`\min(N_s, N_t)`
     nodes, as GATConv adds them), whether the graph is a ``torch.sparse``
     adjacency, and where the target scores come from: the source features
