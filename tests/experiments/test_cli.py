@@ -122,6 +122,7 @@ def test_missing_dataset_files_say_where_they_go(tmp_path, capsys):
     assert str(tmp_path / "Flickr" / "raw" / "adj_full.npz") in error
 
 
+@pytest.mark.slow  # eleven child processes; test_bench_train_compares_only_what_is_asked runs in CI
 def test_bench_writes_table_json_and_plots(tmp_path, capsys):
     out = tmp_path / "bench"
     assert main(["bench", "train"] + TINY[:-2] + ["--epochs", "2", "--hidden", "16", "--block-sizes",
