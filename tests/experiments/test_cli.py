@@ -5,7 +5,7 @@ import shutil
 import pytest
 import torch
 
-from iexact.experiments.checkpoint import load_checkpoint
+from iexact.experiments.checkpoint import CheckpointError, load_checkpoint
 from iexact.experiments.cli import main
 from iexact.experiments.data import load_dataset
 
@@ -181,3 +181,18 @@ def test_calibrated_levels_are_fitted_saved_and_resumed(tmp_path):
         assert resumed["levels"] == saved["levels"]
         for key, value in saved["model"].items():
             assert torch.equal(value, resumed["model"][key]), (stop, key)
+
+
+def test_a_checkpoint_from_before_plans_resumes(tmp_path):
+    """Checkpoints written before ``module_configs`` existed lack the key: it means no plan."""
+    checkpoint = tmp_path / "c.pt"
+    argv = ["train"] + TINY + ["--epochs", "2", "--checkpoint", str(checkpoint)]
+    assert main(argv) == 0
+    record = torch.load(checkpoint, weights_only=True)
+    del record["settings"]["module_configs"]
+    torch.save(record, checkpoint)
+    assert main(["train"] + TINY + ["--epochs", "3", "--checkpoint", str(checkpoint), "--resume"]) == 0
+    record["settings"]["module_configs"] = {"convs.1": {"bits": 4}}
+    torch.save(record, checkpoint)
+    with pytest.raises(CheckpointError, match="module_configs: checkpoint"):
+        load_checkpoint(checkpoint, {"module_configs": {}})

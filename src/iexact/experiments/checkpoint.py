@@ -69,8 +69,9 @@ def load_checkpoint(path: str | Path, settings: dict) -> dict:
                               f"this iexact reads version {VERSION}")
     _check_fields(record, path)
     saved = record["settings"]
-    differences = [f"{key}: checkpoint {saved.get(key)!r}, now {value!r}"
-                   for key, value in settings.items() if saved.get(key) != value]
+    # a setting newer than the checkpoint is absent from it, which means its empty default
+    differences = [f"{key}: checkpoint {saved.get(key)!r}, now {value!r}" for key, value in settings.items()
+                   if saved.get(key) != value and not (key not in saved and value in (None, {}, []))]
     if differences:
         raise CheckpointError(f"checkpoint {path} was made with other settings; resume with the same ones or "
                               f"start afresh. Differences: " + "; ".join(differences))
