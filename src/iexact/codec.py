@@ -30,7 +30,8 @@ from .quant.reference import block_min_max
 from .quant.rounding import num_blocks, packed_size, stored_scales
 from .seeds import check_seed, draw_seed
 
-__all__ = ["NonFiniteError", "compress", "decompress", "normalized_values", "stored_bytes", "stored_sizes", "transpose_products"]
+__all__ = ["NonFiniteError", "compress", "decompress", "normalized_values", "stored_bytes", "stored_sizes",
+           "transpose_products"]
 
 
 class NonFiniteError(ValueError):

@@ -253,17 +253,17 @@ def _plan(model, inputs, kwargs, loss_fn, budget, base, candidates, draws, seed)
     names = {module: name or "(model)" for name, module in compressed.named_modules()}
     kinds = {name: getattr(module, "iexact_base", type(module)).__name__ for module, name in names.items()}
     kept = {layer.name: layer.total for layer in activation_memory(compressed, *inputs, **kwargs).layers}
-    at_base = _costs(compressed, inputs, kwargs, names)
+    converted = [name for module, name in names.items() if is_compressed(module)]
+    observed = {}  # one observed forward per distinct config: the base is usually a candidate too
+    for config in dict.fromkeys([base, *candidates]):
+        configure_(compressed, dict.fromkeys(converted, config))
+        observed[config] = _costs(compressed, inputs, kwargs, names)
+    at_base = observed[base]
     if not at_base:
         raise ValueError("the model compresses nothing on these inputs: there is nothing to plan")
     others = {name: kept.get(name, 0) - nbytes for name, (nbytes, _) in at_base.items()}  # sign bits, seeds ...
     fixed = {name: nbytes for name, nbytes in kept.items() if name not in at_base}
-    converted = [name for module, name in names.items() if is_compressed(module)]
-    per_candidate = []
-    for config in candidates:
-        configure_(compressed, dict.fromkeys(converted, config))
-        per_candidate.append(_costs(compressed, inputs, kwargs, names))
-    costs = {name: [costs.get(name, (0, 0.0)) for costs in per_candidate] for name in at_base}
+    costs = {name: [observed[config].get(name, (0, 0.0)) for config in candidates] for name in at_base}
     smallest = sum(fixed.values()) + sum(min(nbytes for nbytes, _ in row) + others[name] for name, row in costs.items())
     if budget < smallest:  # before the sensitivities, the costly part
         raise PlanError(f"no plan keeps the activations within {_size(budget)}: the smallest keeps "
