@@ -111,9 +111,10 @@ def _seed(text: str) -> int:
 
 
 def _compression(args, parser) -> CompressionConfig | None:
-    """The preset ``--config`` with any explicit ``--bits/--block-size/--rp-ratio/--levels/--rp-norm``."""
+    """The preset ``--config`` with any explicit ``--bits/--block-size/--rp-ratio/--levels/--rp-norm``
+    (those of them the command has)."""
     overrides = {field: getattr(args, field) for field in ("bits", "block_size", "rp_ratio", "levels", "rp_norm")
-                 if getattr(args, field) is not None}
+                 if getattr(args, field, None) is not None}
     if args.config in (FP32, CHECKPOINTING):
         if overrides:
             parser.error(f"--config {args.config} stores nothing compressed: drop "
@@ -405,11 +406,7 @@ def _plan(args) -> int:
     except OutputError as error:
         parser.error(str(error))
     _set_threads(args)
-    try:
-        base = dataclasses.replace(PRESETS[args.config], **{field: getattr(args, field) for field in
-                                                            ("levels", "rp_norm") if getattr(args, field) is not None})
-    except ValueError as error:
-        parser.error(str(error))
+    base = _compression(args, parser)  # the fields the plan keeps: --bits and the like are its to choose
     settings = Settings(dataset=args.dataset, model=args.model, config_name=args.config, config=base,
                         layers=args.layers, hidden=args.hidden, dropout=args.dropout, seed=args.seed)
     # the sensitivities are measured against FP32 gradients: FP32 must fit once
