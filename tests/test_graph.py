@@ -36,17 +36,39 @@ def test_spmm_of_every_form_equals_the_dense_product(form, reduce):
         "csc": (to_torch_csc_tensor(edge_index.flip(0), weight, size=NODES), None),
     }[form]
     spec = graph.GraphSpec(NODES, NODES, reduce=reduce, sparse=form in ("coo", "csr", "csc"))
-    src, dst, values = graph.edges(structure, edge_weight, spec, torch.float32)
+    edges = graph.edges(structure, edge_weight, spec, torch.float32)
     x = torch.randn(NODES, 5, dtype=torch.float64)
-    expected = _dense(edge_index, weight, NODES, reduce) @ x
-    torch.testing.assert_close(graph.spmm(x, src, dst, values, NODES, reduce), expected)
+    dense = 0.5 * _dense(edge_index, weight, NODES, reduce)
+    torch.testing.assert_close(graph.spmm(x, edges, NODES, reduce, scale=0.5), dense @ x)
+    torch.testing.assert_close(graph.spmm_adjoint(x, edges, NODES, NODES, reduce, scale=0.5), dense.T @ x)
+
+
+@pytest.mark.parametrize("layout", ["csr", "csc"])
+def test_a_compressed_index_is_expanded_one_chunk_at_a_time(layout, monkeypatch):
+    """The pointer side of a CSR/CSC adjacency is expanded per chunk, never
+    whole: each chunk's expansion equals the slice of the whole one, and
+    products in tiny chunks (cutting through rows) equal the dense ones."""
+    edge_index = _edge_index()
+    convert = to_torch_csr_tensor if layout == "csr" else to_torch_csc_tensor
+    edges = graph.sparse_edges(convert(edge_index.flip(0), size=NODES))
+    src, dst = edges.indices()
+    assert sorted(zip(src.tolist(), dst.tolist())) == sorted(zip(*edge_index.tolist()))
+    monkeypatch.setattr(graph, "CHUNK_ELEMENTS", 21)
+    chunked = list(edges.chunks(3))  # 7 edges per chunk
+    assert len(chunked) == 29
+    assert torch.equal(torch.cat([part[0] for part in chunked]), src)
+    assert torch.equal(torch.cat([part[1] for part in chunked]), dst)
+    x = torch.randn(NODES, 3, dtype=torch.float64)
+    dense = _dense(edge_index, torch.ones(200), NODES, "mean")
+    torch.testing.assert_close(graph.spmm(x, edges, NODES, "mean"), dense @ x)
+    torch.testing.assert_close(graph.spmm_adjoint(x, edges, NODES, NODES, "mean"), dense.T @ x)
 
 
 def test_flow_target_to_source_reverses_the_edges():
     edge_index = _edge_index()
     spec = graph.GraphSpec(NODES, NODES, flow="target_to_source")
-    src, dst, _ = graph.edges(edge_index, None, spec, torch.float32)
-    assert torch.equal(src, edge_index[1]) and torch.equal(dst, edge_index[0])
+    edges = graph.edges(edge_index, None, spec, torch.float32)
+    assert torch.equal(edges.src, edge_index[1]) and torch.equal(edges.dst, edge_index[0])
 
 
 def test_edge_chunks_cover_every_edge_once(monkeypatch):
@@ -56,7 +78,7 @@ def test_edge_chunks_cover_every_edge_once(monkeypatch):
     assert torch.equal(covered, torch.arange(1000)) and len(parts) == 167  # 6 edges of width 10 per chunk
     x, edge_index = torch.randn(NODES, 10, dtype=torch.float64), _edge_index()
     expected = _dense(edge_index, torch.ones(200), NODES, "sum") @ x
-    torch.testing.assert_close(graph.spmm(x, edge_index[0], edge_index[1], None, NODES, "sum"), expected)
+    torch.testing.assert_close(graph.spmm(x, graph.Edges(edge_index[0], edge_index[1]), NODES), expected)
 
 
 def test_attention_edges_rebuild_self_loops_as_gat_does():

@@ -66,19 +66,84 @@ def is_sparse(structure) -> bool:
     return is_torch_sparse_tensor(plain(structure))
 
 
-def sparse_edges(adj_t: torch.Tensor):
-    """``(src, dst, values)`` of a ``torch.sparse`` :math:`A^\\top` in COO, CSR or CSC layout."""
+@dataclasses.dataclass(frozen=True)
+class Edges:
+    r"""The edges :math:`s \to t` of a graph input, with their weights, walked in chunks.
+
+    One side may be given by pointers instead of an index: a CSR adjacency's
+    targets (``pointers`` :math:`(N_t + 1,)`, ``dst`` ``None``) or a CSC
+    adjacency's sources (``pointers`` :math:`(N_s + 1,)`, ``src`` ``None``);
+    edges ``pointers[v]:pointers[v + 1]`` are node :math:`v`'s. That side is
+    expanded one chunk at a time, so no :math:`(E,)` index is built for it.
+
+    Shapes:
+        - ``src``, ``dst``, ``weight``: :math:`(E,)` or ``None``
+    """
+
+    src: torch.Tensor | None
+    dst: torch.Tensor | None
+    weight: torch.Tensor | None = None
+    pointers: torch.Tensor | None = None
+
+    def __post_init__(self) -> None:
+        if (self.src is None) + (self.dst is None) != (self.pointers is not None):
+            raise ValueError("Edges needs both indices, or one index and the other side's pointers")
+
+    @property
+    def count(self) -> int:
+        """:math:`E`."""
+        return (self.dst if self.src is None else self.src).numel()
+
+    @property
+    def device(self) -> torch.device:
+        return (self.dst if self.src is None else self.src).device
+
+    def chunks(self, width: int):
+        """``(src, dst, weight)`` of consecutive edge slices (:func:`edge_chunks` for messages of ``width`` elements)."""
+        for part in edge_chunks(self.count, width):
+            yield (self._index(self.src, part), self._index(self.dst, part),
+                   None if self.weight is None else self.weight[part])
+
+    def indices(self) -> tuple[torch.Tensor, torch.Tensor]:
+        """``(src, dst)`` whole, both :math:`(E,)` (the pointer side expanded)."""
+        return self._index(self.src, slice(None)), self._index(self.dst, slice(None))
+
+    def in_degree(self, num_dst: int) -> torch.Tensor:
+        """Incoming edges per target node, at least 1 (an empty neighbourhood's mean is 0).
+        (A scatter rather than ``bincount``: its output shape is known before the data.)"""
+        if self.dst is None:
+            return self.pointers.diff().clamp_(min=1)
+        counts = torch.zeros(num_dst, dtype=torch.int64, device=self.dst.device)
+        for _, dst, _ in self.chunks(1):
+            counts.index_add_(0, dst, torch.ones_like(dst))
+        return counts.clamp_(min=1)
+
+    def _index(self, index: torch.Tensor | None, part: slice) -> torch.Tensor:
+        return index[part] if index is not None else expand_pointers(self.pointers, part, self.count)
+
+
+def expand_pointers(pointers: torch.Tensor, part: slice, count: int) -> torch.Tensor:
+    """The node of each edge in ``part`` (of ``count`` edges) of a compressed
+    index: :math:`v` for the edges ``pointers[v]:pointers[v + 1]``; :math:`(|part|,)`."""
+    start, stop, _ = part.indices(count)
+    if (start, stop) == (0, count):
+        nodes = torch.arange(pointers.numel() - 1, device=pointers.device)
+        return nodes.repeat_interleave(pointers.diff(), output_size=count)
+    first, last = (torch.searchsorted(pointers, pointers.new_tensor([start, stop - 1]), right=True) - 1).tolist()
+    window = pointers[first:last + 2]
+    counts = window[1:].clamp(max=stop) - window[:-1].clamp(min=start)
+    return torch.arange(first, last + 1, device=pointers.device).repeat_interleave(counts, output_size=stop - start)
+
+
+def sparse_edges(adj_t: torch.Tensor) -> Edges:
+    """The :class:`Edges` of a ``torch.sparse`` :math:`A^\top` in COO, CSR or CSC layout."""
     if adj_t.layout == torch.sparse_coo:
         indices = adj_t._indices()
-        return indices[1], indices[0], adj_t._values()
+        return Edges(indices[1], indices[0], adj_t._values())
     if adj_t.layout == torch.sparse_csr:
-        counts = adj_t.crow_indices().diff()
-        rows = torch.arange(counts.numel(), device=counts.device).repeat_interleave(counts)
-        return adj_t.col_indices(), rows, adj_t.values()
+        return Edges(adj_t.col_indices(), None, adj_t.values(), adj_t.crow_indices())
     if adj_t.layout == torch.sparse_csc:
-        counts = adj_t.ccol_indices().diff()
-        cols = torch.arange(counts.numel(), device=counts.device).repeat_interleave(counts)
-        return cols, adj_t.row_indices(), adj_t.values()
+        return Edges(None, adj_t.row_indices(), adj_t.values(), adj_t.ccol_indices())
     raise ValueError(f"unsupported sparse layout {adj_t.layout}: use COO, CSR or CSC")
 
 
@@ -89,8 +154,8 @@ def gcn_normalized(structure, edge_weight, num_nodes: int, improved: bool, self_
     return gcn_norm(plain(structure), edge_weight, num_nodes, improved, self_loops, flow, dtype)
 
 
-def edges(structure: torch.Tensor, edge_weight: torch.Tensor | None, spec: GraphSpec, dtype: torch.dtype):
-    r"""``(src, dst, weight)`` of the graph: sources, targets, weights or ``None``,
+def edges(structure: torch.Tensor, edge_weight: torch.Tensor | None, spec: GraphSpec, dtype: torch.dtype) -> Edges:
+    r"""The :class:`Edges` of the graph with their weights (or ``None``),
     GCN-normalized on the fly when ``spec.gcn`` says so."""
     structure = plain(structure)
     if spec.gcn is not None:
@@ -101,7 +166,7 @@ def edges(structure: torch.Tensor, edge_weight: torch.Tensor | None, spec: Graph
     if spec.sparse:
         return sparse_edges(structure)
     source, target = (0, 1) if spec.flow == "source_to_target" else (1, 0)
-    return structure[source], structure[target], edge_weight
+    return Edges(structure[source], structure[target], edge_weight)
 
 
 def attention_edges(structure: torch.Tensor, num_nodes: int, flow: str, self_loops: bool,
@@ -113,7 +178,7 @@ def attention_edges(structure: torch.Tensor, num_nodes: int, flow: str, self_loo
     :math:`E + N` is known before the data; ``valid`` is ``None`` otherwise."""
     structure = plain(structure)
     if sparse:
-        src, dst, _ = sparse_edges(structure)
+        src, dst = sparse_edges(structure).indices()
     else:
         src, dst = (structure[0], structure[1]) if flow == "source_to_target" else (structure[1], structure[0])
     if not self_loops:
@@ -134,31 +199,73 @@ def edge_chunks(num_edges: int, width: int):
     return (slice(start, start + step) for start in range(0, num_edges, step))
 
 
-def in_degree(dst: torch.Tensor, num_dst: int) -> torch.Tensor:
-    """Incoming edges per target node, at least 1 (an empty neighbourhood's mean is 0).
-    (A scatter rather than ``bincount``: its output shape is known before the data.)"""
-    counts = torch.zeros(num_dst, dtype=torch.int64, device=dst.device)
-    return counts.index_add_(0, dst, torch.ones_like(dst)).clamp_(min=1)
-
-
-def spmm(x: torch.Tensor, src: torch.Tensor, dst: torch.Tensor, weight: torch.Tensor | None,
-         num_dst: int, reduce: str) -> torch.Tensor:
-    r""":math:`Y_t = \sum_{e: s \to t} w_e X_s` (divided by the in-degree for ``"mean"``).
+def spmm(x: torch.Tensor, edges: Edges, num_dst: int, reduce: str = "sum", scale: float = 1.0,
+         into: torch.Tensor | None = None) -> torch.Tensor:
+    r""":math:`Y = R + s A X`: :math:`Y_t = R_t + \frac{s}{c_t} \sum_{e: s \to t} w_e X_{s(e)}`,
+    with :math:`c_t` the in-degree for ``"mean"`` and 1 for ``"sum"``,
+    :math:`w_e = 1` without weights, and :math:`R` = ``into`` (accumulated
+    in place and returned, so the sum needs no second :math:`(N_t, F)`
+    buffer) or 0.
 
     Shapes:
-        - **input:** :math:`X` :math:`(N_s, *)`, ``src``/``dst``/``weight`` :math:`(E,)`
+        - **input:** :math:`X` :math:`(N_s, *)`, ``into`` :math:`(N_t, *)` contiguous
         - **output:** :math:`(N_t, *)`
     """
     rows = x.reshape(x.shape[0], math.prod(x.shape[1:]))
-    out = rows.new_zeros(num_dst, rows.shape[1])
-    for part in edge_chunks(src.numel(), rows.shape[1]):
-        messages = rows.index_select(0, src[part])
-        if weight is not None:
-            messages.mul_(weight[part].to(messages.dtype).unsqueeze(1))
-        out.index_add_(0, dst[part], messages)
+    if into is not None:
+        _accumulate(into.view(num_dst, rows.shape[1]), rows, edges, transpose=False,
+                    factor=_target_factor(edges, num_dst, reduce, scale, rows.dtype))
+        return into
+    out = x.new_zeros(num_dst, *x.shape[1:])  # returned whole, not as a view: callers may add to it in place
+    flat = _accumulate(out.view(num_dst, rows.shape[1]), rows, edges, transpose=False, factor=None)
     if reduce == "mean":
-        out.div_(in_degree(dst, num_dst).unsqueeze(1).to(out.dtype))
-    return out.view(num_dst, *x.shape[1:])
+        flat.div_(edges.in_degree(num_dst).unsqueeze(1).to(out.dtype))
+    if scale != 1.0:
+        flat.mul_(scale)
+    return out
+
+
+def spmm_adjoint(grad: torch.Tensor, edges: Edges, num_src: int, num_dst: int, reduce: str = "sum",
+                 scale: float = 1.0) -> torch.Tensor:
+    r""":math:`(s A)^\top G` for the :math:`s A` of :func:`spmm`:
+    :math:`Z_v = s \sum_{e: v \to t} \frac{w_e}{c_t} G_t`. The factor
+    :math:`s / c_t` multiplies each chunk's messages, so :math:`G` is never
+    copied whole.
+
+    Shapes:
+        - **input:** :math:`G` :math:`(N_t, *)`
+        - **output:** :math:`(N_s, *)`
+    """
+    rows = grad.reshape(grad.shape[0], math.prod(grad.shape[1:]))
+    out = grad.new_zeros(num_src, *grad.shape[1:])
+    _accumulate(out.view(num_src, rows.shape[1]), rows, edges, transpose=True,
+                factor=_target_factor(edges, num_dst, reduce, scale, rows.dtype))
+    return out
+
+
+def _target_factor(edges: Edges, num_dst: int, reduce: str, scale: float, dtype: torch.dtype):
+    """:math:`s / c_t` per target :math:`(N_t,)`, or ``None`` where it is 1."""
+    if reduce == "mean":
+        return edges.in_degree(num_dst).to(dtype).reciprocal_().mul_(scale)
+    return None if scale == 1.0 else torch.full((num_dst,), scale, dtype=dtype, device=edges.device)
+
+
+def _accumulate(out: torch.Tensor, rows: torch.Tensor, edges: Edges, transpose: bool,
+                factor: torch.Tensor | None) -> torch.Tensor:
+    r"""``out`` += :math:`f_{t(e)} w_e` ``rows`` of each edge's source, added at its
+    target (``transpose``: read at the target, added at the source), edge chunk by chunk."""
+    for src, dst, weight in edges.chunks(rows.shape[1]):
+        read, write = (dst, src) if transpose else (src, dst)
+        messages = rows.index_select(0, read)
+        per_edge = None if factor is None else factor.index_select(0, dst)
+        if weight is not None:
+            weight = weight.to(rows.dtype)
+            per_edge = weight if per_edge is None else per_edge.mul_(weight)
+        if per_edge is not None:
+            messages.mul_(per_edge.unsqueeze(1))
+        out.index_add_(0, write, messages)
+        del messages
+    return out
 
 
 def edge_dots(a: torch.Tensor, b: torch.Tensor, src: torch.Tensor, dst: torch.Tensor) -> torch.Tensor:

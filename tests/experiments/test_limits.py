@@ -9,7 +9,7 @@ import torch
 
 from iexact.experiments import data as datasets
 from iexact.experiments.cli import main
-from iexact.experiments.limits import is_out_of_memory, parse_bytes
+from iexact.experiments.limits import is_out_of_memory, parse_bytes, peak_resident, restart_peak_resident
 
 # FP32's activations (about 12 tensors of N x 128 floats) do not fit under the limit; compressed ones do
 LIMITED = ["--dataset", "synthetic:200000,600000,32,4", "--epochs", "1", "--quiet", "--threads", "2",
@@ -39,6 +39,20 @@ def test_allocation_failures_are_told_from_other_errors():
     assert is_out_of_memory(MemoryError()) and is_out_of_memory(
         RuntimeError("DefaultCPUAllocator: can't allocate memory: you tried to allocate 8 bytes"))
     assert not is_out_of_memory(RuntimeError("shape mismatch"))
+
+
+@pytest.mark.skipif(not sys.platform.startswith("linux"), reason="Linux's peak resident set")
+def test_the_peak_resident_set_restarts_after_loading():
+    """A peak reached while loading is left out once restarted; what comes after is counted."""
+    loaded = torch.ones(64 * 2**20 // 4)  # 64 MiB touched, then freed
+    del loaded
+    before = peak_resident()
+    assert restart_peak_resident()
+    restarted = peak_resident()
+    assert restarted <= before - 48 * 2**20
+    trained = torch.ones(32 * 2**20 // 4)
+    assert peak_resident() >= restarted + 24 * 2**20
+    del trained
 
 
 def test_under_a_limit_fp32_stops_with_one_line_and_compressed_trains(tmp_path):

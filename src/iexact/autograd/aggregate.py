@@ -12,21 +12,23 @@ from __future__ import annotations
 
 
 from ..config import CompressionConfig
-from ..graph import GraphSpec, edge_dots, edges, in_degree, spmm
+from ..graph import GraphSpec, edge_dots, edges, spmm, spmm_adjoint
 from ..seeds import SeedStream
 from .saving import SavingFunction, load, pack, save, unpack
 
 
 class AggregateFunction(SavingFunction):
-    r""":math:`Y = A X` for a graph input as PyG's convs take it.
+    r""":math:`Y = R + A X` for a graph input as PyG's convs take it.
 
     .. math::
-        Y_t = \frac{1}{c_t} \sum_{e: s \to t} w_e X_s, \qquad
+        Y_t = R_t + \frac{1}{c_t} \sum_{e: s \to t} w_e X_s, \qquad
         dX_s = \sum_{e: s \to t} \frac{w_e}{c_t} dY_t, \qquad
         dw_e = \frac{1}{c_t} \langle dY_t, \hat X_s \rangle,
 
     with :math:`c_t` the in-degree for ``"mean"`` and 1 for ``"sum"`` (all
-    times ``spec.scale``).
+    times ``spec.scale``), and :math:`R` the optional ``into``
+    (:math:`dR = dY`): a root term the sum is accumulated into in place, so
+    a conv's :math:`A X + R` takes one :math:`(N_t, F)` buffer, not two.
 
     Stores: references to ``structure`` and ``edge_weight`` (the caller's
     own tensors, 0 new bytes); and, only when ``edge_weight`` needs a
@@ -34,14 +36,15 @@ class AggregateFunction(SavingFunction):
 
     Shapes:
         - **input:** :math:`X` :math:`(N_s, F)`, ``structure`` :math:`(2, E)`
-          or sparse :math:`(N_t, N_s)`, ``edge_weight`` :math:`(E,)` or ``None``
-        - **output:** :math:`(N_t, F)`
+          or sparse :math:`(N_t, N_s)`, ``edge_weight`` :math:`(E,)` or ``None``,
+          ``into`` :math:`(N_t, F)` or ``None``
+        - **output:** :math:`(N_t, F)` (``into`` itself when given)
     """
 
     @staticmethod
     def forward(ctx, x, edge_weight, structure, spec: GraphSpec, config: CompressionConfig,
-                seeds: SeedStream | None):
-        src, dst, weight = edges(structure, edge_weight, spec, x.dtype)
+                seeds: SeedStream | None, into):
+        graph = edges(structure, edge_weight, spec, x.dtype)
         weight_grad = edge_weight is not None and edge_weight.requires_grad
         if weight_grad and (spec.gcn is not None or spec.sparse):
             raise ValueError("AggregateFunction differentiates raw (2, E) edge weights only; "
@@ -49,22 +52,22 @@ class AggregateFunction(SavingFunction):
         ctx.spec, ctx.x_dtype = spec, x.dtype
         packed = pack(x, config, seeds, argument=True) if weight_grad else None
         save(ctx, structure, edge_weight, packed)
-        out = spmm(x, src, dst, weight, spec.num_dst, spec.reduce)
-        return out if spec.scale == 1.0 else out.mul_(spec.scale)
+        if into is not None:
+            ctx.mark_dirty(into)
+        return spmm(x, graph, spec.num_dst, spec.reduce, spec.scale, into)
 
     @staticmethod
     def backward(ctx, grad_out):
         structure, edge_weight, packed = load(ctx)
         spec = ctx.spec
-        src, dst, weight = edges(structure, edge_weight, spec, ctx.x_dtype)
-        if spec.scale != 1.0:
-            grad_out = grad_out * spec.scale
-        if spec.reduce == "mean":
-            grad_out = grad_out / in_degree(dst, spec.num_dst).to(grad_out.dtype).view(-1, *[1] * (grad_out.dim() - 1))
+        graph = edges(structure, edge_weight, spec, ctx.x_dtype)
         grad_x = grad_weight = None
         if ctx.needs_input_grad[0]:
-            grad_x = spmm(grad_out, dst, src, weight, spec.num_src, "sum")
+            grad_x = spmm_adjoint(grad_out, graph, spec.num_src, spec.num_dst, spec.reduce, spec.scale)
         if packed is not None and ctx.needs_input_grad[1]:
+            grad_y = grad_out.flatten(1) * spec.scale
+            if spec.reduce == "mean":
+                grad_y = grad_y / graph.in_degree(spec.num_dst).unsqueeze(1).to(grad_y.dtype)
             x_hat = unpack(packed).flatten(1).to(grad_out.dtype)
-            grad_weight = edge_dots(grad_out.flatten(1), x_hat, src, dst).to(edge_weight.dtype)
-        return grad_x, grad_weight, None, None, None, None
+            grad_weight = edge_dots(grad_y, x_hat, graph.src, graph.dst).to(edge_weight.dtype)
+        return grad_x, grad_weight, None, None, None, None, grad_out if ctx.needs_input_grad[6] else None

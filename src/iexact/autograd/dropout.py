@@ -48,13 +48,16 @@ class DropoutFunction(SavingFunction):
         if mask is None:
             return x.clone()
         ctx.layout = (mask.shape, mask.stride(), mask.dtype)
-        return x * mask
+        return mask.mul_(x)  # in the mask's own buffer: no third (N, F) tensor beside x and the mask
 
     @staticmethod
     def backward(ctx, grad_out: torch.Tensor):
         (state,) = load(ctx)
         if ctx.p == 0:
             return grad_out, None
-        shape, stride, dtype = ctx.layout
-        like = torch.empty_strided(shape, stride, dtype=dtype, device=grad_out.device)
-        return grad_out * redraw(like, ctx.p, state).to(grad_out.dtype), None
+        layout = ctx.layout
+        # the mask is drawn in the layout of forward's; grad_out gives it when laid out alike
+        like = grad_out if (grad_out.shape, grad_out.stride(), grad_out.dtype) == layout else \
+            torch.empty_strided(*layout[:2], dtype=layout[2], device=grad_out.device)
+        mask = redraw(like, ctx.p, state)
+        return (mask.mul_(grad_out) if mask.dtype == grad_out.dtype else grad_out * mask.to(grad_out.dtype)), None

@@ -82,7 +82,11 @@ class SharedInputLinearFunction(SavingFunction):
         packed, *weights = load(ctx)
         grad_x = None
         if ctx.needs_input_grad[0]:
-            grad_x = sum(g @ w.to(g.dtype) for g, w in zip(grads, weights))
+            rows = [g.reshape(-1, g.shape[-1]) for g in grads]
+            grad_x = rows[0] @ weights[0].to(rows[0].dtype)
+            for g, w in zip(rows[1:], weights[1:]):
+                grad_x.addmm_(g, w.to(g.dtype))  # in place: one (N, D) buffer for the sum
+            grad_x = grad_x.view(*grads[0].shape[:-1], grad_x.shape[-1])
         wanted = [j for j in range(len(weights)) if ctx.needs_input_grad[3 + j]]
         grad_ws = [None] * len(weights)
         if packed is not None and wanted:

@@ -6,6 +6,7 @@ import dataclasses
 import torch
 
 from ..config import CompressionConfig
+from .. import graph
 from ..seeds import SeedStream
 from .saving import SavingFunction, load, pack, save, unpack
 
@@ -13,6 +14,16 @@ from .saving import SavingFunction, load, pack, save, unpack
 def norm_config(config: CompressionConfig) -> CompressionConfig:
     """The config for normalization inputs: projected only when ``config.rp_norm``."""
     return config if config.rp_norm else dataclasses.replace(config, rp_ratio=1)
+
+
+def _column_dots(a: torch.Tensor, b: torch.Tensor) -> torch.Tensor:
+    r""":math:`\sum_i a_{ic} b_{ic}` per column :math:`c`, :math:`(C,)` for :math:`(N, C)`
+    inputs, summed over row chunks: no :math:`N \times C` product temporary."""
+    rows = max(1, graph.CHUNK_ELEMENTS // max(a.shape[1], 1))
+    total = a.new_zeros(a.shape[1])
+    for start in range(0, a.shape[0], rows):
+        total += (a[start:start + rows] * b[start:start + rows]).sum(0)
+    return total
 
 
 class CompressedBatchNormFunction(SavingFunction):
@@ -69,7 +80,7 @@ class CompressedBatchNormFunction(SavingFunction):
         normalized = unpack(packed).float()
         normalized -= normalized.mean(0)  # the exact columns have mean 0: still unbiased, less noise
         grad32 = grad_out.float()
-        grad_weight = (grad32 * normalized).sum(0)
+        grad_weight = _column_dots(grad32, normalized)
         grad_bias = grad32.sum(0)
         grad_x = None
         if ctx.needs_input_grad[0]:  # in place on the decompressed tensor: one N x C temporary in all

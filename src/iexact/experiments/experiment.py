@@ -26,7 +26,7 @@ from .batching import Batching, batch_loss_rows, make_loader, set_epoch
 from .checkpoint import CheckpointError, load_checkpoint, restore_rng_states, save_checkpoint
 from .data import graph_of, num_classes
 from .distributed import Ranks
-from .limits import is_out_of_memory, out_of_memory_message, process_memory
+from .limits import is_out_of_memory, out_of_memory_message, peak_resident, process_memory, restart_peak_resident
 from .models import build_model, checkpoint_layers_, message_passing_layers
 from .train import Diverged, TrainingState, labels_of, loss_function, train_epochs
 
@@ -137,13 +137,28 @@ def measure_gradient_error(settings: Settings, data, device: torch.device, draws
             "per_parameter": error.per_parameter}
 
 
-def peak_memory(device: torch.device) -> tuple[int, str]:
-    """Peak bytes and how they were measured: CUDA ``max_memory_allocated``, or
-    this process's peak resident set on CPU."""
+def restart_peak_memory(device: torch.device) -> bool:
+    """Start counting the peak afresh (before training, after the data is
+    loaded): CUDA's peak statistics, or on CPU the peak resident set where
+    Linux allows; ``False`` where the CPU peak cannot be restarted."""
+    if device.type == "cuda":
+        torch.cuda.reset_peak_memory_stats(device)
+        return True
+    return restart_peak_resident()
+
+
+def peak_memory(device: torch.device, restarted: bool = False) -> tuple[int, str]:
+    """Peak bytes and how they were measured: CUDA ``max_memory_allocated``;
+    on CPU the peak resident set since :func:`restart_peak_memory`
+    (``cpu_peak_rss``) or, where it could not restart, the process's whole
+    life's (``cpu_peak_rss_process``, loading the data included)."""
     if device.type == "cuda":
         return torch.cuda.max_memory_allocated(device), "cuda_max_memory_allocated"
+    since = peak_resident() if restarted else None
+    if since is not None:
+        return since, "cpu_peak_rss"
     scale = 1 if sys.platform == "darwin" else 1024  # ru_maxrss is in KiB on Linux
-    return resource.getrusage(resource.RUSAGE_SELF).ru_maxrss * scale, "cpu_peak_rss"
+    return resource.getrusage(resource.RUSAGE_SELF).ru_maxrss * scale, "cpu_peak_rss_process"
 
 
 def _storage_bytes(tensors) -> int:
@@ -213,8 +228,7 @@ def run_experiment(settings: Settings, data, device: torch.device, epochs: int, 
         finished, start_run = list(record["finished"]), record["run"]
         _check_growth(checkpoint, record, epochs, runs)
     memory = measure_memory(settings, data, device) if main else None
-    if device.type == "cuda":
-        torch.cuda.reset_peak_memory_stats(device)
+    restarted = restart_peak_memory(device)
     shards = None if ranks is None else ranks.shards
     calibrated = settings.config is not None and settings.config.levels == "calibrated"
     calibrate_at = calibration_epoch(settings.batching) if calibrated else -1
@@ -271,7 +285,7 @@ def run_experiment(settings: Settings, data, device: torch.device, epochs: int, 
                          **({} if ranks is None else {"rank_spread": state.rank_spread})})
     if not main:
         return None
-    record = _record(settings, device, epochs, runs, finished, memory)  # reads the peak memory first
+    record = _record(settings, device, epochs, runs, finished, memory, restarted)  # reads the peak memory first
     record["world_size"] = 1 if ranks is None else ranks.world_size
     if start_run < runs:
         dataset = _storage_bytes(data[key] for key in data.keys())
@@ -335,12 +349,13 @@ def _restore(checkpoint, record: dict, model: torch.nn.Module, optimizer: torch.
     return state
 
 
-def _record(settings: Settings, device, epochs: int, runs: int, finished: list[dict], memory: dict) -> dict:
+def _record(settings: Settings, device, epochs: int, runs: int, finished: list[dict], memory: dict,
+            restarted: bool) -> dict:
     tests = [run["test_accuracy"] for run in finished]
     vals = [run["val_accuracy"] for run in finished]
     # the first epoch of each run is warm-up (allocator, caches, lazy init)
     seconds = [s for run in finished for s in (run["epoch_seconds"][1:] or run["epoch_seconds"])]
-    peak, peak_kind = peak_memory(device)
+    peak, peak_kind = peak_memory(device, restarted)
     return {
         "iexact": __version__, "torch": torch.__version__, "device": str(device), "threads": torch.get_num_threads(),
         **settings.to_dict(), "epochs": epochs, "runs": runs,

@@ -68,6 +68,30 @@ def process_memory() -> tuple[int, int] | None:
         return None
 
 
+def restart_peak_resident() -> bool:
+    """Restart this process's peak resident set (Linux ``VmHWM``) from what it
+    holds now (``/proc/self/clear_refs``), so that :func:`peak_resident`
+    leaves out what came before (building or loading the data); ``False``
+    where the system offers no such reset."""
+    try:
+        with open("/proc/self/clear_refs", "w") as file:
+            file.write("5")
+        return True
+    except OSError:
+        return False
+
+
+def peak_resident() -> int | None:
+    """Peak resident bytes of this process since it started or since
+    :func:`restart_peak_resident` (Linux ``VmHWM``), or ``None`` where unknown."""
+    try:
+        with open("/proc/self/status") as file:
+            line = next(line for line in file if line.startswith("VmHWM:"))
+        return int(line.split()[1]) * 1024  # kB
+    except (OSError, StopIteration, ValueError, IndexError):
+        return None
+
+
 def is_out_of_memory(error: BaseException) -> bool:
     """Whether ``error`` is an allocation failure (Python's, torch's CPU or CUDA allocator's)."""
     if isinstance(error, MemoryError):

@@ -19,15 +19,21 @@ def linear_aggregation(conv) -> str | None:
 
 def aggregate(x, structure, edge_weight, reduce: str, flow: str, inputs: MessageInputs, *,
               config: CompressionConfig, seeds: SeedStream, gcn: tuple[bool, bool] | None = None,
-              scale: float = 1.0) -> torch.Tensor:
-    r""":math:`A X` along ``inputs.node_dim`` (a static-graph batch :math:`(B, N, F)`
-    aggregates along :math:`N`) through :class:`~iexact.autograd.AggregateFunction`,
-    which keeps nothing unless ``edge_weight`` needs a gradient."""
+              scale: float = 1.0, root: torch.Tensor | None = None) -> torch.Tensor:
+    r""":math:`A X` (plus ``root``) along ``inputs.node_dim`` (a static-graph
+    batch :math:`(B, N, F)` aggregates along :math:`N`) through
+    :class:`~iexact.autograd.AggregateFunction`, which keeps nothing unless
+    ``edge_weight`` needs a gradient. A ``root`` the conv made itself (and
+    nothing else holds) is summed into in place: :math:`A X + R` then costs
+    no buffer beyond :math:`R`."""
     spec = GraphSpec(inputs.num_src, inputs.num_dst, reduce, flow, gcn, scale, is_sparse(structure))
     node_dim = inputs.node_dim
-    rows = x.movedim(node_dim, 0) if node_dim else x
-    out = AggregateFunction.apply(rows, edge_weight, structure, spec, config, seeds)
-    return out.movedim(0, node_dim) if node_dim else out
+    if node_dim:
+        out = AggregateFunction.apply(x.movedim(node_dim, 0), edge_weight, structure, spec, config, seeds, None)
+        return out.movedim(0, node_dim) if root is None else out.movedim(0, node_dim) + root
+    if root is not None and (root.dtype != x.dtype or not root.is_contiguous()):
+        return AggregateFunction.apply(x, edge_weight, structure, spec, config, seeds, None) + root
+    return AggregateFunction.apply(x, edge_weight, structure, spec, config, seeds, root)
 
 
 def sparse_value_reason(structure, edge_weight) -> str | None:

@@ -55,9 +55,8 @@ class SAGEConvHandler(CompressedModule):
             out_root = None if root is None else CompressedLinearFunction.apply(root, self.lin_r.weight, None,
                                                                                  config, seeds)
         out = aggregate(neighbour, edge_index, None, linear_aggregation(self), self.flow, inputs,
-                        config=config, seeds=seeds)
-        if out_root is not None:
-            out = out + out_root
-            if self.lin_r.bias is not None:
-                out = out + self.lin_r.bias
-        return out if self.lin_l.bias is None else out + self.lin_l.bias
+                        config=config, seeds=seeds, root=out_root)
+        for bias in (self.lin_r.bias if out_root is not None else None, self.lin_l.bias):
+            if bias is not None:
+                out = out.add_(bias)  # in place: out is this conv's own buffer
+        return out
