@@ -31,7 +31,8 @@ def aggregate(x, structure, edge_weight, reduce: str, flow: str, inputs: Message
     if node_dim:
         out = AggregateFunction.apply(x.movedim(node_dim, 0), edge_weight, structure, spec, config, seeds, None)
         return out.movedim(0, node_dim) if root is None else out.movedim(0, node_dim) + root
-    if root is not None and (root.dtype != x.dtype or not root.is_contiguous()):
+    if root is not None and (root.dtype != x.dtype or not root.is_contiguous() or torch.compiler.is_compiling()):
+        # (a compiled graph plans its own buffers, and Dynamo traces no mark_dirty in a Function's forward)
         return AggregateFunction.apply(x, edge_weight, structure, spec, config, seeds, None) + root
     return AggregateFunction.apply(x, edge_weight, structure, spec, config, seeds, root)
 

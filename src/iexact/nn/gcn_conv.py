@@ -64,4 +64,4 @@ class GCNConvHandler(CompressedModule):
         structure, weight, gcn = gcn_graph(self, x, edge_index, edge_weight, self.improved)
         projected = CompressedLinearFunction.apply(x, self.lin.weight, self.lin.bias, config, seeds)
         out = aggregate(projected, structure, weight, "sum", self.flow, inputs, gcn=gcn, config=config, seeds=seeds)
-        return out if self.bias is None else out + self.bias
+        return out if self.bias is None else out.add_(self.bias)  # in place: out is this conv's own buffer
