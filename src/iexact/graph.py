@@ -136,7 +136,7 @@ def expand_pointers(pointers: torch.Tensor, part: slice, count: int) -> torch.Te
 
 
 def sparse_edges(adj_t: torch.Tensor) -> Edges:
-    """The :class:`Edges` of a ``torch.sparse`` :math:`A^\top` in COO, CSR or CSC layout."""
+    r"""The :class:`Edges` of a ``torch.sparse`` :math:`A^\top` in COO, CSR or CSC layout."""
     if adj_t.layout == torch.sparse_coo:
         indices = adj_t._indices()
         return Edges(indices[1], indices[0], adj_t._values())
