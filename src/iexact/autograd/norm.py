@@ -5,8 +5,8 @@ import dataclasses
 
 import torch
 
-from ..config import CompressionConfig
 from .. import graph
+from ..config import CompressionConfig
 from ..seeds import SeedStream
 from .saving import SavingFunction, load, pack, save, unpack
 
