@@ -168,8 +168,11 @@ def test_ctrl_c_says_how_to_resume_and_the_resume_works(tmp_path):
     checkpoint = tmp_path / "c.pt"
     argv = ["train"] + TINY[:2] + ["--quiet", "--hidden", "16", "--epochs", "100000", "--checkpoint",
                                    str(checkpoint), "--save-every", "1", "--threads", "1"]
+    # SIGINT as a terminal delivers it, even where this run's shell started it in the background
+    # (which ignores SIGINT, and the ignoring is inherited)
     child = subprocess.Popen([sys.executable, "-m", "iexact"] + argv, stderr=subprocess.PIPE, text=True,
-                             stdout=subprocess.DEVNULL)
+                             stdout=subprocess.DEVNULL,
+                             preexec_fn=lambda: signal.signal(signal.SIGINT, signal.SIG_DFL))
     deadline = time.monotonic() + 120
     while not checkpoint.exists() and time.monotonic() < deadline and child.poll() is None:
         time.sleep(0.2)
