@@ -28,13 +28,13 @@ def aggregate(x, structure, edge_weight, reduce: str, flow: str, inputs: Message
     no buffer beyond :math:`R`."""
     spec = GraphSpec(inputs.num_src, inputs.num_dst, reduce, flow, gcn, scale, is_sparse(structure))
     node_dim = inputs.node_dim
-    if node_dim:
-        out = AggregateFunction.apply(x.movedim(node_dim, 0), edge_weight, structure, spec, config, seeds, None)
-        return out.movedim(0, node_dim) if root is None else out.movedim(0, node_dim) + root
-    if root is not None and (root.dtype != x.dtype or not root.is_contiguous() or torch.compiler.is_compiling()):
-        # (a compiled graph plans its own buffers, and Dynamo traces no mark_dirty in a Function's forward)
-        return AggregateFunction.apply(x, edge_weight, structure, spec, config, seeds, None) + root
-    return AggregateFunction.apply(x, edge_weight, structure, spec, config, seeds, root)
+    # (a compiled graph plans its own buffers, and Dynamo traces no mark_dirty in a Function's forward)
+    fold = (root is not None and not node_dim and root.dtype == x.dtype and root.is_contiguous()
+            and not torch.compiler.is_compiling())
+    rows = x.movedim(node_dim, 0) if node_dim else x
+    out = AggregateFunction.apply(rows, edge_weight, structure, spec, config, seeds, root if fold else None)
+    out = out.movedim(0, node_dim) if node_dim else out
+    return out if root is None or fold else out + root
 
 
 def sparse_value_reason(structure, edge_weight) -> str | None:
