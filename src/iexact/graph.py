@@ -129,10 +129,8 @@ def expand_pointers(pointers: torch.Tensor, part: slice, count: int) -> torch.Te
     if (start, stop) == (0, count):
         nodes = torch.arange(pointers.numel() - 1, device=pointers.device)
         return nodes.repeat_interleave(pointers.diff(), output_size=count)
-    first, last = (torch.searchsorted(pointers, pointers.new_tensor([start, stop - 1]), right=True) - 1).tolist()
-    window = pointers[first:last + 2]
-    counts = window[1:].clamp(max=stop) - window[:-1].clamp(min=start)
-    return torch.arange(first, last + 1, device=pointers.device).repeat_interleave(counts, output_size=stop - start)
+    positions = torch.arange(start, stop, device=pointers.device, dtype=pointers.dtype)
+    return torch.searchsorted(pointers, positions, right=True) - 1  # no host sync, unlike slicing rows out
 
 
 def sparse_edges(adj_t: torch.Tensor) -> Edges:
