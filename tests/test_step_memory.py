@@ -121,3 +121,19 @@ def test_a_csr_graph_is_never_expanded_to_an_edge_index(monkeypatch):
     indices = [numel for phase in _step(_model(True), x, adj_t, labels)
                for _, numel, dtype, _ in phase.created if dtype == torch.int64]
     assert indices and max(indices) < EDGES / 2  # chunk-sized target indices only
+
+
+def test_an_eval_pass_of_a_compressed_sage_holds_one_full_width_tensor_fewer_than_pygs():
+    x, adj_t, _ = _data()
+    unit = NODES * HIDDEN * 4
+    passes = {}
+    for compressed in (True, False):
+        model = _model(compressed).eval()
+        tracker = LiveStorage([x, adj_t, *model.parameters(), *model.buffers()])
+        with torch.no_grad(), tracker:
+            out = model(x, adj_t)
+        passes[compressed] = tracker.peak, out
+    assert torch.equal(passes[True][1], passes[False][1])
+    # PyG's SAGEConv: its input, lin_l(A X), lin_r(X) and their sum; the compressed conv adds in place
+    assert passes[False][0] > 3.5 * unit
+    assert passes[True][0] <= 3 * unit + NODES * 8 * 4

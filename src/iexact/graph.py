@@ -261,7 +261,7 @@ def _accumulate(out: torch.Tensor, rows: torch.Tensor, edges: Edges, transpose: 
             per_edge = weight if per_edge is None else per_edge.mul_(weight)
         if per_edge is not None:
             messages.mul_(per_edge.unsqueeze(1))
-        out.index_add_(0, write, messages)
+        out.index_add_(0, write.long(), messages)  # int32 indices (a lean CSR's) take a slower index_add_
         del messages
     return out
 

@@ -1,6 +1,7 @@
 """``iexact train`` / ``bench`` / ``datasets`` end to end, checkpoints and errors."""
 import json
 import shutil
+import sys
 
 import pytest
 import torch
@@ -13,7 +14,7 @@ TINY = ["--dataset", "synthetic:300,1200,16,4", "--epochs", "4", "--quiet", "--h
 RECORD_KEYS = {"iexact", "torch", "device", "threads", "gradient_error", "dataset", "model", "config_name", "config",
                "layers", "hidden", "dropout", "lr", "weight_decay", "grad_clip", "seed", "epochs", "runs",
                "test_accuracy", "val_accuracy", "activation_memory", "peak_memory", "epoch_seconds_median",
-               "batching", "graph", "module_configs", "world_size", "memory_parts", "run_epochs"}
+               "batching", "graph", "module_configs", "world_size", "memory_parts", "run_epochs", "peak_address_space"}
 
 
 @pytest.mark.parametrize("model", ["gcn", "sage", "gcn2", "gat"])
@@ -40,6 +41,8 @@ def test_train_writes_the_documented_json(model, tmp_path, capsys):
     assert parts["optimizer_state"] >= 2 * parts["parameters"] > 0  # Adam: two moments per parameter
     assert parts["activations"] == memory["total"] and parts["runtime"] > 0
     assert sum(parts.values()) == record["peak_memory"]["bytes"]
+    if sys.platform == "linux":  # VmPeak: the whole process's mapped peak, above what it ever held resident
+        assert record["peak_address_space"] >= record["peak_memory"]["bytes"]
 
 
 def test_fp32_and_explicit_flags(tmp_path):

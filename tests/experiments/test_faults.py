@@ -108,6 +108,16 @@ def test_stale_temporaries_of_killed_writers_are_removed(tmp_path):
     assert target.read_bytes() == b"whole" and sorted(tmp_path.iterdir()) == sorted([target, live, other])
 
 
+def test_an_atomic_write_leaves_the_permissions_a_plain_write_would(tmp_path):
+    plain, atomic = tmp_path / "plain.json", tmp_path / "atomic.json"
+    plain.write_bytes(b"{}")
+    write_atomically(atomic, lambda file: file.write(b"{}"))
+    assert atomic.stat().st_mode == plain.stat().st_mode
+    atomic.chmod(0o640)
+    write_atomically(atomic, lambda file: file.write(b"[]"))  # a replaced file keeps its own
+    assert atomic.stat().st_mode & 0o777 == 0o640 and atomic.read_bytes() == b"[]"
+
+
 def test_a_train_run_cleans_the_temporaries_a_killed_run_left(tmp_path):
     checkpoint = tmp_path / "c.pt"
     gone = subprocess.run([sys.executable, "-c", "import os; print(os.getpid())"], capture_output=True, text=True)
@@ -222,3 +232,14 @@ def test_the_estimate_is_a_lower_bound_of_what_is_held():
     compressed = least_bytes("synthetic:3000,20000,16,4", "sage", None, None, True, True, "edge_index", "data")
     assert "activations" not in compressed and "messages" not in compressed
     assert least_bytes("my-own-graph", "sage", None, None, True, True, "edge_index", "data") is None
+
+
+def test_the_estimate_of_a_cached_csr_graph_is_a_lower_bound(tmp_path, monkeypatch):
+    from iexact.experiments import data as datasets
+    from iexact.experiments.estimate import least_bytes
+
+    monkeypatch.setattr(datasets, "CACHED_EDGES", 1000)
+    adj_t = datasets.load_prepared("synthetic:3000,20000,16,4", tmp_path, layout="csr").adj_t
+    parts = least_bytes("synthetic:3000,20000,16,4", "sage", None, None, True, True, "csr", tmp_path)
+    held = sum(part.untyped_storage().nbytes() for part in (adj_t.crow_indices(), adj_t.col_indices(), adj_t.values()))
+    assert "building" not in parts and 0.9 * adj_t.col_indices().nbytes <= parts["graph"] <= held

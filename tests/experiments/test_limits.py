@@ -97,7 +97,7 @@ def test_the_csr_layout_trains_the_same_model(tmp_path):
     # the same losses, so the same scores, epoch by epoch
     assert records["csr"]["val_accuracy"]["history"] == records["edge_index"]["val_accuracy"]["history"]
     edges = 1200 * 2  # at most, undirected
-    assert records["csr"]["memory_parts"]["graph"] <= edges * (8 + 4) + 301 * 8
+    assert records["csr"]["memory_parts"]["graph"] <= edges * (4 + 4) + 301 * 4  # int32 columns, float32 values
 
 
 def test_csr_with_mini_batches_is_refused(capsys):
@@ -117,3 +117,14 @@ def test_large_synthetic_graphs_are_built_once_and_mapped_after(tmp_path, monkey
     assert torch.equal(again.x, built.x) and torch.equal(again.y, built.y)
     assert torch.equal(again.adj_t.to_dense(), built.adj_t.to_dense())
     assert torch.equal(again.train_mask, built.train_mask)
+    assert again.adj_t.col_indices().dtype == again.adj_t.crow_indices().dtype == torch.int32
+
+
+def test_a_csr_cache_with_int64_indices_is_read_with_int32_ones(tmp_path):
+    adjacency = torch.tensor([[0, 1, 0], [1, 0, 1], [0, 1, 0]], dtype=torch.float).to_sparse_csr()
+    assert adjacency.col_indices().dtype == torch.int64
+    torch.save({"x": torch.ones(3, 2), "adj_crow": adjacency.crow_indices(), "adj_col": adjacency.col_indices(),
+                "adj_values": adjacency.values(), "adj_size": torch.tensor(adjacency.shape)}, tmp_path / "old.pt")
+    read = datasets._read_cached(tmp_path / "old.pt").adj_t
+    assert read.col_indices().dtype == read.crow_indices().dtype == torch.int32
+    assert torch.equal(read.to_dense(), adjacency.to_dense())

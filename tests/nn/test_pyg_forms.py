@@ -19,6 +19,7 @@ from torch_geometric import EdgeIndex
 from torch_geometric.explain.algorithm.utils import clear_masks, set_masks
 from torch_geometric.nn import GATConv, GCN2Conv, GCNConv, GINConv, SAGEConv
 from torch_geometric.typing import WITH_TORCH_SPARSE, SparseTensor
+from torch_geometric.utils import to_torch_csr_tensor
 
 import iexact
 from iexact import CompressionConfig
@@ -273,3 +274,46 @@ def test_gat_pairs_under_target_to_source_run_the_stock_forward():
 
     _compare(build, lambda conv, x_src, x_dst: conv((x_src, x_dst), _edges(5, 12)),
              [_features(12, F_IN), _features(5, F_IN, seed=3)], warns="target_to_source")
+
+
+SAGE_FORMS = {
+    "plain": (lambda: SAGEConv(F_IN, F_OUT), lambda: (_features(N, F_IN),)),
+    "sum": (lambda: SAGEConv(F_IN, F_OUT, aggr="sum"), lambda: (_features(N, F_IN),)),
+    "project": (lambda: SAGEConv(F_IN, F_OUT, project=True), lambda: (_features(N, F_IN),)),
+    "no root": (lambda: SAGEConv(F_IN, F_OUT, root_weight=False), lambda: (_features(N, F_IN),)),
+    "bipartite": (lambda: SAGEConv((F_IN, 3), F_OUT), lambda: ((_features(N, F_IN), _features(8, 3, seed=2)),)),
+    "no targets": (lambda: SAGEConv((F_IN, 3), F_OUT), lambda: ((_features(N, F_IN), None), (N, 8))),
+}
+
+
+@pytest.mark.parametrize("form", SAGE_FORMS)
+@pytest.mark.parametrize("graph_form", ["edge_index", "csr"])
+def test_sage_without_autograd_gives_pygs_output_bit_for_bit(form, graph_form):
+    factory, inputs = SAGE_FORMS[form]
+    torch.manual_seed(0)
+    conv = factory()
+    twin = copy.deepcopy(conv)
+    iexact.compress_(conv, CompressionConfig())
+    x, *size = inputs()
+    num_dst = size[0][1] if size else (x[1].size(0) if isinstance(x, tuple) else N)
+    edge_index = _edges(num_dst=num_dst)
+    graph = edge_index if graph_form == "edge_index" else to_torch_csr_tensor(edge_index.flip(0), size=(num_dst, N))
+    for training in (False, True):
+        conv.train(training), twin.train(training)
+        with torch.no_grad():
+            assert torch.equal(conv(x, graph, *size), twin(x, graph, *size))
+
+
+def test_sage_without_autograd_runs_pygs_forward_where_a_hook_sees_lin_l():
+    torch.manual_seed(0)
+    conv = SAGEConv(F_IN, F_OUT)
+    twin = copy.deepcopy(conv)
+    iexact.compress_(conv, CompressionConfig())
+    seen = {}
+    for name, layer in (("converted", conv), ("stock", twin)):
+        layer.lin_l.register_forward_hook(lambda module, args, out, name=name: seen.setdefault(name, out))
+    x, edge_index = _features(N, F_IN), _edges()
+    with torch.no_grad():
+        out = conv(x, edge_index)
+        assert torch.equal(out, twin(x, edge_index))
+    assert torch.equal(seen["converted"], seen["stock"]) and not torch.equal(seen["converted"], out)

@@ -214,7 +214,9 @@ def _describe_record(record: dict) -> str:
         f"uncompressed {bench.mib(memory['uncompressed'])}; allocator's count {bench.mib(memory['allocator'])})",
         f"peak memory {bench.mib(record['peak_memory']['bytes'])} ({record['peak_memory']['kind']})"
         + ("" if "memory_parts" not in record else ": " + ", ".join(
-            f"{part.replace('_', ' ')} {bench.mib(nbytes)}" for part, nbytes in record["memory_parts"].items())),
+            f"{part.replace('_', ' ')} {bench.mib(nbytes)}" for part, nbytes in record["memory_parts"].items()))
+        + ("" if record.get("peak_address_space") is None else
+           f"; peak address space {describe(record['peak_address_space'])} (what --memory-limit counts)"),
         f"median epoch time {1e3 * record['epoch_seconds_median']:.1f} ms ({record['threads']} threads)",
         *([] if record["gradient_error"] is None else [
             f"gradient error not measured, its FP32 reference ran {record['gradient_error']['out_of_memory']}"

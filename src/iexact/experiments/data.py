@@ -68,8 +68,10 @@ def with_layout(data: Data, layout: str) -> Data:
     transposed adjacency ``adj_t`` as a ``torch.sparse`` CSR tensor in place of
     ``edge_index``, so that PyG's convs aggregate with a sparse-dense product
     instead of gathering one message per edge (:math:`E \times F` floats).
-    Its column indices are copied out of the sorted edge index they view, so
-    the graph holds :math:`E` indices, not :math:`2E`."""
+    It is stored lean (:func:`compact_csr`): :math:`E` int32 column indices
+    (PyG's convs and torch's sparse products take them), not the :math:`2E`
+    int64 ones of the sorted edge index that ``ToSparseTensor``'s columns
+    view, and no per-edge values for an unweighted graph."""
     if layout not in GRAPH_LAYOUTS:
         raise ValueError(f"unknown graph layout {layout!r}: expected one of {', '.join(GRAPH_LAYOUTS)}")
     if layout == "edge_index":
@@ -77,11 +79,31 @@ def with_layout(data: Data, layout: str) -> Data:
     from torch_geometric.transforms import ToSparseTensor
 
     data = ToSparseTensor(layout=torch.sparse_csr)(data)
-    adj_t = data.adj_t
-    columns = adj_t.col_indices()
-    if columns.untyped_storage().nbytes() > columns.nbytes:  # a view of the sorted (2, E) edge_index: keep E only
-        data.adj_t = torch.sparse_csr_tensor(adj_t.crow_indices(), columns.clone(), adj_t.values(), adj_t.shape)
+    data.adj_t = compact_csr(data.adj_t)
     return data
+
+
+def compact_csr(adj_t: torch.Tensor) -> torch.Tensor:
+    """The CSR tensor ``adj_t`` stored lean: int32 row pointers and column
+    indices where its sizes and edge count fit in int32, each in its own
+    storage (not a view of a larger one), and the values of an unweighted
+    graph (all equal) as one value expanded to every edge (stride 0), as
+    PyG's ``SparseTensor`` keeps no values; ``adj_t`` itself where it is so already."""
+    rows, columns, values = adj_t.crow_indices(), adj_t.col_indices(), adj_t.values()
+    dtype = torch.int32 if max(*adj_t.shape, columns.numel()) < 2**31 else columns.dtype
+    if values.numel() > 1 and values.stride(0) != 0 and bool((values == values[0]).all()):
+        values = values[:1].clone().expand(values.numel())
+    if rows.dtype == dtype and columns.untyped_storage().nbytes() == columns.nbytes and values is adj_t.values():
+        return adj_t
+    return _csr_tensor(rows.to(dtype), columns.to(dtype, copy=True), values, adj_t.shape)
+
+
+def _csr_tensor(rows: torch.Tensor, columns: torch.Tensor, values: torch.Tensor, size) -> torch.Tensor:
+    """``torch.sparse_csr_tensor`` from parts that are valid by construction (not
+    checked again), without torch's notice that CSR support is in beta on every load."""
+    with warnings.catch_warnings():
+        warnings.filterwarnings("ignore", message="Sparse CSR tensor support is in beta")
+        return torch.sparse_csr_tensor(rows, columns, values, size, check_invariants=False)
 
 
 CACHED_EDGES = 2**24  # synthetic graphs from this many edges are built once and cached under the root
@@ -132,8 +154,8 @@ def _read_cached(path: Path) -> Data:
     tensors = torch.load(path, mmap=True, weights_only=True)
     if "adj_crow" in tensors:
         size = tuple(tensors.pop("adj_size").tolist())
-        tensors["adj_t"] = torch.sparse_csr_tensor(tensors.pop("adj_crow"), tensors.pop("adj_col"),
-                                                   tensors.pop("adj_values"), size)
+        tensors["adj_t"] = compact_csr(_csr_tensor(tensors.pop("adj_crow"), tensors.pop("adj_col"),
+                                                   tensors.pop("adj_values"), size))
     return Data(**tensors)
 
 

@@ -11,7 +11,8 @@ is refused could not have fitted; one that passes may still run out (then
 Parts, for :math:`N` nodes, :math:`D` features, :math:`E'` directed edges,
 hidden width :math:`H` and :math:`L` layers:
 
-- features :math:`4ND`, graph :math:`16E'` (``edge_index``, int64), labels and
+- features :math:`4ND`, graph :math:`16E'` (``edge_index``, int64; a cached
+  ``--graph csr`` graph :math:`4E'`, its int32 column indices), labels and
   masks :math:`11N`;
 - building a synthetic graph that is not cached: :math:`32E'` more
   (``to_undirected`` concatenates, then sorts a copy);
@@ -56,7 +57,8 @@ def least_bytes(dataset: str, model: str, hidden: int | None, layers: int | None
         nodes, features, edges, cached = KNOWN[key].nodes, KNOWN[key].features, 0, True
     else:
         return None
-    parts = {"features": 4 * nodes * features, "graph": 16 * edges, "labels_and_masks": 11 * nodes}
+    graph_bytes = 4 if graph == "csr" and cached else 16  # a cached CSR's int32 columns; else edge_index first
+    parts = {"features": 4 * nodes * features, "graph": graph_bytes * edges, "labels_and_masks": 11 * nodes}
     if not cached:
         parts["building"] = 32 * edges
     if not compressed:

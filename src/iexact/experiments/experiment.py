@@ -26,7 +26,8 @@ from .batching import Batching, batch_loss_rows, make_loader, set_epoch
 from .checkpoint import CheckpointError, load_checkpoint, restore_rng_states, save_checkpoint
 from .data import graph_of, num_classes
 from .distributed import Ranks
-from .limits import is_out_of_memory, out_of_memory_message, peak_resident, process_memory, restart_peak_resident
+from .limits import (is_out_of_memory, out_of_memory_message, peak_address_space, peak_resident, process_memory,
+                     restart_peak_resident)
 from .models import build_model, checkpoint_layers_, message_passing_layers
 from .train import Diverged, TrainingState, labels_of, loss_function, train_epochs
 
@@ -227,7 +228,6 @@ def run_experiment(settings: Settings, data, device: torch.device, epochs: int, 
         record = load_checkpoint(checkpoint, identity)
         finished, start_run = list(record["finished"]), record["run"]
         _check_growth(checkpoint, record, epochs, runs)
-    memory = measure_memory(settings, data, device) if main else None
     restarted = restart_peak_memory(device)
     shards = None if ranks is None else ranks.shards
     calibrated = settings.config is not None and settings.config.levels == "calibrated"
@@ -285,7 +285,12 @@ def run_experiment(settings: Settings, data, device: torch.device, epochs: int, 
                          **({} if ranks is None else {"rank_spread": state.rank_spread})})
     if not main:
         return None
-    record = _record(settings, device, epochs, runs, finished, memory, restarted)  # reads the peak memory first
+    peak = peak_memory(device, restarted)
+    address_space = peak_address_space() if device.type == "cpu" else None  # CUDA maps device memory too
+    # measured after training: torch.profiler's allocator count leaves buffers the process keeps
+    memory = measure_memory(settings, data, device)
+    record = _record(settings, device, epochs, runs, finished, memory, peak)
+    record["peak_address_space"] = address_space
     record["world_size"] = 1 if ranks is None else ranks.world_size
     if start_run < runs:
         dataset = _storage_bytes(data[key] for key in data.keys())
@@ -350,12 +355,12 @@ def _restore(checkpoint, record: dict, model: torch.nn.Module, optimizer: torch.
 
 
 def _record(settings: Settings, device, epochs: int, runs: int, finished: list[dict], memory: dict,
-            restarted: bool) -> dict:
+            peak: tuple[int, str]) -> dict:
     tests = [run["test_accuracy"] for run in finished]
     vals = [run["val_accuracy"] for run in finished]
     # the first epoch of each run is warm-up (allocator, caches, lazy init)
     seconds = [s for run in finished for s in (run["epoch_seconds"][1:] or run["epoch_seconds"])]
-    peak, peak_kind = peak_memory(device, restarted)
+    peak, peak_kind = peak
     return {
         "iexact": __version__, "torch": torch.__version__, "device": str(device), "threads": torch.get_num_threads(),
         **settings.to_dict(), "epochs": epochs, "runs": runs,

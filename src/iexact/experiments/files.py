@@ -30,10 +30,29 @@ def write_atomically(path: str | Path, write) -> None:
             write(file)
             file.flush()
             os.fsync(file.fileno())
+        mode = _plain_file_mode(path)
+        if mode is not None:
+            os.chmod(temporary, mode)
         os.replace(temporary, path)
     except BaseException:
         Path(temporary).unlink(missing_ok=True)
         raise
+
+
+def _plain_file_mode(path: Path) -> int | None:
+    """The permissions ``open(path, "w")`` would leave (the temporary is
+    created private, 0600): those of the file replaced, else ``0666`` less
+    the process's umask (Linux ``/proc/self/status``); ``None`` where unknown."""
+    try:
+        return path.stat().st_mode & 0o7777
+    except FileNotFoundError:
+        pass
+    try:
+        with open("/proc/self/status") as status:
+            umask = next(int(line.split()[1], 8) for line in status if line.startswith("Umask:"))
+    except (OSError, StopIteration, ValueError, IndexError):
+        return None
+    return 0o666 & ~umask
 
 
 def _alive(pid: int) -> bool:

@@ -92,6 +92,17 @@ def peak_resident() -> int | None:
         return None
 
 
+def peak_address_space() -> int | None:
+    """Peak bytes of address space this process has mapped in its life
+    (Linux ``VmPeak``), what ``--memory-limit`` counts, or ``None`` where unknown."""
+    try:
+        with open("/proc/self/status") as file:
+            line = next(line for line in file if line.startswith("VmPeak:"))
+        return int(line.split()[1]) * 1024  # kB
+    except (OSError, StopIteration, ValueError, IndexError):
+        return None
+
+
 def is_out_of_memory(error: BaseException) -> bool:
     """Whether ``error`` is an allocation failure (Python's, torch's CPU or CUDA allocator's)."""
     if isinstance(error, MemoryError):

@@ -85,6 +85,7 @@ def training_step(model: torch.nn.Module, optimizer: torch.optim.Optimizer, x, e
     except NonFiniteError as error:
         raise Diverged(f"the activations are not finite: {error}") from error
     loss = loss_function(out[rows], labels[rows]) if rows.numel() else out.sum() * 0
+    del out  # the logits: backward reads none of them, and (N, C) would stay alive through it
     value = loss.item()
     if not math.isfinite(value):
         raise Diverged(f"the training loss is {value}")
@@ -143,18 +144,23 @@ def train_epochs(model: torch.nn.Module, optimizer: torch.optim.Optimizer, data,
         if isinstance(model, DistributedDataParallel):
             state.rank_spread.append(parameter_spread(scored))
             broadcast_buffers(scored)
-        scored.eval()
-        with torch.no_grad():
-            logits = scored(data.x, graph_of(data))
-        val = accuracy(logits, labels, data.val_mask)
+        val, test = _score(scored, data, labels)
         state.val_history.append(val)
         if val > state.best_val:
-            state.best_epoch, state.best_val = state.epoch, val
-            state.test_at_best = accuracy(logits, labels, data.test_mask)
+            state.best_epoch, state.best_val, state.test_at_best = state.epoch, val, test
         state.epoch += 1
         if after_epoch is not None:
             after_epoch(state)
     return state
+
+
+def _score(model: torch.nn.Module, data, labels: torch.Tensor) -> tuple[float, float]:
+    """Validation and test accuracy of a full-batch ``eval()`` pass under
+    ``no_grad``; its logits are freed on return, before the next step."""
+    model.eval()
+    with torch.no_grad():
+        logits = model(data.x, graph_of(data))
+    return accuracy(logits, labels, data.val_mask), accuracy(logits, labels, data.test_mask)
 
 
 def _on(loader, device: torch.device):

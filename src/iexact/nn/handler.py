@@ -60,6 +60,16 @@ def is_lazy(*linears: torch.nn.Module | None) -> bool:
                for lin in linears if lin is not None)
 
 
+def has_forward_hooks(*modules: torch.nn.Module) -> bool:
+    """Whether forward (pre-)hooks would run around any of ``modules``: their
+    own or the global ones (``torch.nn.modules.module.register_module_forward_hook``)."""
+    from torch.nn.modules import module as torch_module
+
+    if torch_module._global_forward_hooks or torch_module._global_forward_pre_hooks:
+        return True
+    return any(module._forward_hooks or module._forward_pre_hooks for module in modules)
+
+
 class CompressedModule:
     """Base of every handler: the module's :class:`CompressionConfig`, its
     :class:`~iexact.seeds.SeedStream` and its class before conversion."""

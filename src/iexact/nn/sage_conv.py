@@ -6,7 +6,7 @@ from torch_geometric.nn import SAGEConv
 
 from ..autograd import CompressedLinearFunction, CompressedReLUFunction, SharedInputLinearFunction
 from .aggregation import aggregate, linear_aggregation, sparse_value_reason
-from .handler import CompressedModule, is_lazy, register_handler
+from .handler import CompressedModule, has_forward_hooks, is_lazy, register_handler
 from .message_inputs import message_inputs, runs_stock
 
 
@@ -38,6 +38,8 @@ class SAGEConvHandler(CompressedModule):
         return [conv.lin_l] + ([conv.lin_r] if conv.root_weight else []) + ([conv.lin] if conv.project else [])
 
     def forward(self, x, edge_index, size=None):
+        if not self._compressing():
+            return self._uncompressed_forward(x, edge_index, size)
         if runs_stock(self, x, edge_index, sparse_value_reason(edge_index, None)):
             return super().forward(x, edge_index, size)
         config, seeds = self.iexact_config, self.iexact_seeds
@@ -60,3 +62,18 @@ class SAGEConvHandler(CompressedModule):
             if bias is not None:
                 out = out.add_(bias)  # in place: out is this conv's own buffer
         return out
+
+    def _uncompressed_forward(self, x, edge_index, size):
+        r"""PyG's own forward, :math:`\mathrm{lin}_l(\mathrm{propagate}(X)) + \mathrm{lin}_r(X_t)`.
+        Without autograd the root term is added into ``lin_l``'s output in
+        place: the same sums bit for bit, one :math:`N \times F` buffer
+        fewer (a full-batch ``eval()`` pass on a large graph peaks there).
+        Hooks on the linear maps could keep ``lin_l``'s output, so with any
+        set PyG's forward runs as it is."""
+        if torch.is_grad_enabled() or self.normalize or not self.root_weight or has_forward_hooks(*self.owned(self)):
+            return super().forward(x, edge_index, size)
+        pair = (x, x) if isinstance(x, torch.Tensor) else tuple(x)
+        if self.project:
+            pair = (self.lin(pair[0]).relu(), pair[1])
+        out = self.lin_l(self.propagate(edge_index, x=pair, size=size))
+        return out if pair[1] is None else out.add_(self.lin_r(pair[1]))
