@@ -120,6 +120,7 @@ def test_large_synthetic_graphs_are_built_once_and_mapped_after(tmp_path, monkey
     assert torch.equal(again.adj_t.to_dense(), built.adj_t.to_dense())
     assert torch.equal(again.train_mask, built.train_mask)
     assert again.adj_t.col_indices().dtype == again.adj_t.crow_indices().dtype == torch.int32
+    assert datasets.compact_csr(again.adj_t) is again.adj_t  # lean already: its columns are not copied again
 
 
 def test_a_csr_cache_with_int64_indices_is_read_with_int32_ones(tmp_path):

@@ -93,8 +93,8 @@ def compact_csr(adj_t: torch.Tensor) -> torch.Tensor:
     dtype = torch.int32 if max(*adj_t.shape, columns.numel()) < 2**31 else columns.dtype
     if values.numel() > 1 and values.stride(0) != 0 and bool((values == values[0]).all()):
         values = values[:1].clone().expand(values.numel())
-    if rows.dtype == dtype and columns.untyped_storage().nbytes() == columns.nbytes and values is adj_t.values():
-        return adj_t
+    elif rows.dtype == columns.dtype == dtype and columns.untyped_storage().nbytes() == columns.nbytes:
+        return adj_t  # lean already (a cache read back): no copy of its columns out of the file's mapping
     return _csr_tensor(rows.to(dtype), columns.to(dtype, copy=True), values, adj_t.shape)
 
 
