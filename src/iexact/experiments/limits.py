@@ -84,21 +84,21 @@ def restart_peak_resident() -> bool:
 def peak_resident() -> int | None:
     """Peak resident bytes of this process since it started or since
     :func:`restart_peak_resident` (Linux ``VmHWM``), or ``None`` where unknown."""
-    try:
-        with open("/proc/self/status") as file:
-            line = next(line for line in file if line.startswith("VmHWM:"))
-        return int(line.split()[1]) * 1024  # kB
-    except (OSError, StopIteration, ValueError, IndexError):
-        return None
+    return _status_bytes("VmHWM")
 
 
 def peak_address_space() -> int | None:
     """Peak bytes of address space this process has mapped in its life
     (Linux ``VmPeak``), what ``--memory-limit`` counts, or ``None`` where unknown."""
+    return _status_bytes("VmPeak")
+
+
+def _status_bytes(field: str) -> int | None:
+    """The ``field`` line of ``/proc/self/status`` (given in kB) in bytes, or ``None`` where unknown."""
     try:
         with open("/proc/self/status") as file:
-            line = next(line for line in file if line.startswith("VmPeak:"))
-        return int(line.split()[1]) * 1024  # kB
+            line = next(line for line in file if line.startswith(f"{field}:"))
+        return int(line.split()[1]) * 1024
     except (OSError, StopIteration, ValueError, IndexError):
         return None
 
