@@ -7,6 +7,7 @@ import sys
 import pytest
 import torch
 
+from iexact.experiments import cli
 from iexact.experiments import data as datasets
 from iexact.experiments.cli import main
 from iexact.experiments.limits import is_out_of_memory, parse_bytes, peak_resident, restart_peak_resident
@@ -121,6 +122,39 @@ def test_large_synthetic_graphs_are_built_once_and_mapped_after(tmp_path, monkey
     assert torch.equal(again.train_mask, built.train_mask)
     assert again.adj_t.col_indices().dtype == again.adj_t.crow_indices().dtype == torch.int32
     assert datasets.compact_csr(again.adj_t) is again.adj_t  # lean already: its columns are not copied again
+
+
+def test_a_graph_to_cache_is_built_outside_the_limit_then_trained_under_it(tmp_path, monkeypatch, capsys):
+    """``train --memory-limit`` builds a missing cache in a child (here run in
+    this process) with ``iexact datasets --prepare`` before lowering its own
+    limit; a cached graph needs no child, and a child that fails stops the run."""
+    monkeypatch.setattr(datasets, "CACHED_EDGES", 1000)
+    events = []
+
+    def child(command, check):
+        assert command[:3] == [sys.executable, "-m", "iexact"] and not check
+        events.append("build")
+        return subprocess.CompletedProcess(command, main(command[3:]))
+
+    monkeypatch.setattr(cli.subprocess, "run", child)
+    monkeypatch.setattr(cli, "apply_memory_limit", lambda nbytes: events.append(nbytes))
+    train = ["train", "--dataset", "synthetic:500,2000,8,3", "--root", str(tmp_path), "--graph", "csr",
+             "--memory-limit", "8GiB", "--epochs", "1", "--quiet", "--hidden", "8"]
+    assert main(train) == 0
+    assert events == ["build", 8 * 2**30]
+    cached = tmp_path / "synthetic" / "synthetic_500-2000-8-3-seed0-csr.pt"
+    assert cached.is_file() and f"cached at {cached}" in capsys.readouterr().out
+    assert main(train) == 0 and events[2:] == [8 * 2**30]
+    cached.unlink()
+    monkeypatch.setattr(cli.subprocess, "run", lambda command, check: subprocess.CompletedProcess(command, 1))
+    assert main(train) == 1
+    assert "building synthetic:500,2000,8,3 failed" in capsys.readouterr().err
+
+
+def test_datasets_prepare_refuses_unknown_names(capsys):
+    with pytest.raises(SystemExit):
+        main(["datasets", "--prepare", "synthetic:3"])
+    assert "malformed synthetic dataset" in capsys.readouterr().err
 
 
 def test_a_csr_cache_with_int64_indices_is_read_with_int32_ones(tmp_path):

@@ -7,6 +7,7 @@ import dataclasses
 import json
 import os
 import shlex
+import subprocess
 import sys
 from pathlib import Path
 
@@ -19,7 +20,7 @@ from . import bench, distributed
 from .batch_size import batch_size_table, largest_batch
 from .batching import SAMPLERS, Batching
 from .checkpoint import CheckpointError
-from .data import DATASETS, GRAPH_LAYOUTS, load_prepared, num_classes
+from .data import DATASETS, GRAPH_LAYOUTS, load_prepared, num_classes, synthetic_cache
 from .estimate import NotEnoughMemory, check_fits, least_bytes
 from .experiment import CHECKPOINTING, FP32, PLANNED, Settings, run_experiment
 from .files import (OutputError, check_folder, check_writable, refuse_overwrite, remove_stale_temporaries,
@@ -298,6 +299,8 @@ def _train(args) -> int:
         config, module_configs = _planned(args, parser)
         settings = _settings(args, PLANNED, config, module_configs)
     if args.memory_limit is not None:
+        if ranks is None or ranks.is_main:
+            _prepare_outside_limit(args, parser, settings.graph)
         try:
             apply_memory_limit(args.memory_limit)
         except ValueError as error:
@@ -483,10 +486,46 @@ def _bench_codec(args) -> int:
 
 
 def _datasets(args) -> int:
-    print("datasets (--dataset), read from --root:")
-    for name in DATASETS:
-        print(f"  {name}")
+    """List the names, or with ``--prepare NAME`` build (or check) that dataset
+    under ``--root`` as training will read it."""
+    if args.prepare is None:
+        print("datasets (--dataset), read from --root:")
+        for name in DATASETS:
+            print(f"  {name}")
+        return 0
+    name = args.prepare
+    _set_threads(args)
+    try:  # the data and the build alone: no model, no activations
+        check_fits(least_bytes(name, "sage", None, None, True, False, args.graph, args.root, args.seed),
+                   f"building {name}", ["a machine with more memory"])
+        data = load_prepared(name, args.root, download=not args.offline, seed=args.seed, layout=args.graph)
+        path = synthetic_cache(name, args.root, args.seed, args.graph)
+    except ValueError as error:
+        args.parser.error(str(error))
+    print(f"{name}: {data.num_nodes:,} nodes, {data.num_edges:,} edges, {data.num_features} features, "
+          f"--graph {args.graph}; " + (f"cached at {path}" if path is not None else
+                                       "built again by every run (small enough)" if name.lower().startswith("synthetic")
+                                       else f"ready under {args.root}"))
     return 0
+
+
+def _prepare_outside_limit(args, parser, layout: str) -> None:
+    r"""Build a synthetic graph that is cached and not built yet in a child
+    process without ``--memory-limit``: building ``synthetic-products`` takes
+    14 GiB, loading its cache what the tensors hold, and the limit is on
+    training. The child's peak stays out of this process's address space."""
+    try:
+        path = synthetic_cache(args.dataset, args.root, args.seed, layout)
+    except ValueError as error:
+        parser.error(str(error))
+    if path is None or path.is_file():
+        return
+    print(f"building {args.dataset} once, in a process of its own outside the memory limit "
+          f"(cached at {path})", flush=True)
+    command = [sys.executable, "-m", "iexact", "datasets", "--prepare", args.dataset, "--root", str(args.root),
+               "--seed", str(args.seed), "--graph", layout] + (["--threads", str(args.threads)] if args.threads else [])
+    if subprocess.run(command, check=False).returncode != 0:
+        raise NotEnoughMemory(f"building {args.dataset} failed (its error is above); nothing was trained")
 
 
 def _add_threads(command: argparse.ArgumentParser) -> None:
@@ -600,8 +639,16 @@ def build_parser() -> argparse.ArgumentParser:
     parser = argparse.ArgumentParser(prog="iexact", description=__doc__)
     commands = parser.add_subparsers(dest="command", required=True)
 
-    datasets = commands.add_parser("datasets", help="list the dataset names")
-    datasets.set_defaults(run=_datasets)
+    datasets = commands.add_parser("datasets", help="list the dataset names, or build one with --prepare")
+    datasets.add_argument("--prepare", metavar="NAME", help="build (or check) this dataset under --root as "
+                                                            "training reads it, caching a large synthetic graph")
+    datasets.add_argument("--root", default="data", help="directory holding the datasets (default: data)")
+    datasets.add_argument("--offline", action="store_true", help="never download missing dataset files")
+    datasets.add_argument("--seed", type=_seed, default=0, help="seed of synthetic graphs (default: 0)")
+    datasets.add_argument("--graph", choices=GRAPH_LAYOUTS, default="edge_index",
+                          help="graph layout to build (default: edge_index)")
+    _add_threads(datasets)
+    datasets.set_defaults(run=_datasets, parser=datasets)
 
     train = commands.add_parser("train", help="train a reference model with compressed activations")
     _add_experiment_arguments(train)
