@@ -224,21 +224,41 @@ def spmm(x: torch.Tensor, edges: Edges, num_dst: int, reduce: str = "sum", scale
 
 
 def spmm_adjoint(grad: torch.Tensor, edges: Edges, num_src: int, num_dst: int, reduce: str = "sum",
-                 scale: float = 1.0) -> torch.Tensor:
-    r""":math:`(s A)^\top G` for the :math:`s A` of :func:`spmm`:
-    :math:`Z_v = s \sum_{e: v \to t} \frac{w_e}{c_t} G_t`. The factor
+                 scale: float = 1.0, into: torch.Tensor | None = None) -> torch.Tensor:
+    r""":math:`R + (s A)^\top G` for the :math:`s A` of :func:`spmm`:
+    :math:`Z_v = R_v + s \sum_{e: v \to t} \frac{w_e}{c_t} G_t`, with :math:`R`
+    = ``into`` (accumulated in place and returned) or 0. The factor
     :math:`s / c_t` multiplies each chunk's messages, so :math:`G` is never
     copied whole.
 
     Shapes:
-        - **input:** :math:`G` :math:`(N_t, *)`
+        - **input:** :math:`G` :math:`(N_t, *)`, ``into`` :math:`(N_s, *)` contiguous
         - **output:** :math:`(N_s, *)`
     """
     rows = grad.reshape(grad.shape[0], math.prod(grad.shape[1:]))
-    out = grad.new_zeros(num_src, *grad.shape[1:])
+    out = grad.new_zeros(num_src, *grad.shape[1:]) if into is None else into
     _accumulate(out.view(num_src, rows.shape[1]), rows, edges, transpose=True,
                 factor=_target_factor(edges, num_dst, reduce, scale, rows.dtype))
     return out
+
+
+def csr_row_chunks(adj_t: torch.Tensor, width: int):
+    r"""``(rows, edges)`` of a CSR :math:`A^\top` (targets by sources), a slice
+    of consecutive target rows at a time: ``edges`` are those rows' edges as
+    :class:`Edges` whose targets count from the slice's first row, so
+    :func:`spmm` of them is the slice's rows of :math:`A X`. A slice holds at
+    most :data:`CHUNK_ELEMENTS` / ``width`` rows, bounding a
+    :math:`(\text{rows}, \text{width})` buffer per slice. Two host reads
+    per slice (its first and last edge); not for ``torch.compile``.
+    """
+    pointers, columns, values = adj_t.crow_indices(), adj_t.col_indices(), adj_t.values()
+    num_rows = pointers.numel() - 1
+    step = max(1, CHUNK_ELEMENTS // max(width, 1))
+    for start in range(0, num_rows, step):
+        stop = min(start + step, num_rows)
+        first, last = int(pointers[start]), int(pointers[stop])
+        yield slice(start, stop), Edges(columns[first:last], None, values[first:last],
+                                        pointers[start:stop + 1] - first)
 
 
 def _target_factor(edges: Edges, num_dst: int, reduce: str, scale: float, dtype: torch.dtype):

@@ -317,3 +317,26 @@ def test_sage_without_autograd_runs_pygs_forward_where_a_hook_sees_lin_l():
         out = conv(x, edge_index)
         assert torch.equal(out, twin(x, edge_index))
     assert torch.equal(seen["converted"], seen["stock"]) and not torch.equal(seen["converted"], out)
+
+
+@pytest.mark.parametrize("form", SAGE_FORMS)
+@pytest.mark.parametrize("edges", [60, 0])
+def test_sage_on_csr_trains_row_slice_by_slice_as_pyg(form, edges, monkeypatch):
+    """Every SAGEConv form on a CSR adjacency (and one without edges) in
+    training mode: PyG's output and gradients, through the row-chunked
+    Function, 4 target rows per slice."""
+    from iexact import graph as graph_module
+    from iexact.autograd import RowChunkedSAGEFunction
+
+    monkeypatch.setattr(graph_module, "CHUNK_ELEMENTS", 4 * F_OUT)
+    calls = []
+    apply = RowChunkedSAGEFunction.apply
+    monkeypatch.setattr(RowChunkedSAGEFunction, "apply", lambda *args: calls.append(1) or apply(*args))
+    factory, inputs = SAGE_FORMS[form]
+    x, *size = inputs()
+    num_dst = size[0][1] if size else (x[1].size(0) if isinstance(x, tuple) else N)
+    adj_t = to_torch_csr_tensor(_edges(num_dst=num_dst, count=edges).flip(0), size=(num_dst, N))
+    pair = isinstance(x, tuple)
+    leaves = list(x) if pair else [x]
+    _compare(factory, lambda conv, *sides: conv(tuple(sides) if pair else sides[0], adj_t, *size), leaves)
+    assert calls == [1]

@@ -5,6 +5,7 @@ from .attention import AttentionSpec, GATAttentionFunction
 from .dropout import DropoutFunction
 from .linear import CompressedLinearFunction, SharedInputLinearFunction
 from .norm import CompressedBatchNormFunction
+from .sage import RowChunkedSAGEFunction
 from .saving import SavingFunction
 from .scale import EpsScaleFunction
 
@@ -19,6 +20,7 @@ __all__ = [
     "DropoutFunction",
     "EpsScaleFunction",
     "GATAttentionFunction",
+    "RowChunkedSAGEFunction",
     "SavingFunction",
     "SharedInputLinearFunction",
 ]

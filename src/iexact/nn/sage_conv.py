@@ -3,8 +3,11 @@ from __future__ import annotations
 
 import torch
 from torch_geometric.nn import SAGEConv
+from torch_geometric.utils import is_torch_sparse_tensor
 
-from ..autograd import CompressedLinearFunction, CompressedReLUFunction, SharedInputLinearFunction
+from ..autograd import (CompressedLinearFunction, CompressedReLUFunction, RowChunkedSAGEFunction,
+                        SharedInputLinearFunction)
+from ..graph import GraphSpec, plain
 from .aggregation import aggregate, linear_aggregation, sparse_value_reason
 from .handler import CompressedModule, has_forward_hooks, is_lazy, register_handler
 from .message_inputs import message_inputs, runs_stock
@@ -20,7 +23,10 @@ class SAGEConvHandler(CompressedModule):
     (:class:`~iexact.autograd.SharedInputLinearFunction`), and the
     aggregation keeps nothing. Bipartite inputs :math:`(X_s, X_t)` store each
     side once. The conv computes ``lin_l``, ``lin_r`` (and ``lin`` with
-    ``project=True``) itself.
+    ``project=True``) itself. On a ``torch.sparse`` CSR adjacency (``--graph
+    csr``) it runs as :math:`X_t W_1^\top + (A X) W_2^\top`, target rows a
+    slice at a time (:class:`~iexact.autograd.RowChunkedSAGEFunction`), so a
+    step holds two :math:`N \times F` tensors at once, not three.
 
     Stores: :math:`X` compressed, once.
     """
@@ -49,16 +55,22 @@ class SAGEConvHandler(CompressedModule):
                 CompressedLinearFunction.apply(pair[0], self.lin.weight, self.lin.bias, config, seeds)), pair[1])
         inputs = message_inputs(self, pair, edge_index, size)
         source, root = inputs.source, inputs.root if self.root_weight else None
-        if root is source:
-            neighbour, out_root = SharedInputLinearFunction.apply(source, config, seeds, self.lin_l.weight,
-                                                                  self.lin_r.weight)
+        if _row_chunked(edge_index, inputs, root, self.lin_l.weight):
+            spec = GraphSpec(inputs.num_src, inputs.num_dst, linear_aggregation(self), self.flow, sparse=True)
+            out = RowChunkedSAGEFunction.apply(source, None if root is source else root, self.lin_l.weight,
+                                               None if root is None else self.lin_r.weight, plain(edge_index),
+                                               spec, config, seeds)
         else:
-            neighbour = CompressedLinearFunction.apply(source, self.lin_l.weight, None, config, seeds)
-            out_root = None if root is None else CompressedLinearFunction.apply(root, self.lin_r.weight, None,
-                                                                                 config, seeds)
-        out = aggregate(neighbour, edge_index, None, linear_aggregation(self), self.flow, inputs,
-                        config=config, seeds=seeds, root=out_root)
-        for bias in (self.lin_r.bias if out_root is not None else None, self.lin_l.bias):
+            if root is source:
+                neighbour, out_root = SharedInputLinearFunction.apply(source, config, seeds, self.lin_l.weight,
+                                                                      self.lin_r.weight)
+            else:
+                neighbour = CompressedLinearFunction.apply(source, self.lin_l.weight, None, config, seeds)
+                out_root = None if root is None else CompressedLinearFunction.apply(root, self.lin_r.weight, None,
+                                                                                     config, seeds)
+            out = aggregate(neighbour, edge_index, None, linear_aggregation(self), self.flow, inputs,
+                            config=config, seeds=seeds, root=out_root)
+        for bias in (self.lin_r.bias if root is not None else None, self.lin_l.bias):
             if bias is not None:
                 out = out.add_(bias)  # in place: out is this conv's own buffer
         return out
@@ -77,3 +89,14 @@ class SAGEConvHandler(CompressedModule):
             pair = (self.lin(pair[0]).relu(), pair[1])
         out = self.lin_l(self.propagate(edge_index, x=pair, size=size))
         return out if pair[1] is None else out.add_(self.lin_r(pair[1]))
+
+
+def _row_chunked(structure, inputs, root, weight) -> bool:
+    """Whether :class:`~iexact.autograd.RowChunkedSAGEFunction` computes this
+    call: a ``torch.sparse`` CSR graph, node-major 2-D features of one dtype
+    (the weights' too), eager and outside autocast (it reads each slice's
+    edge range from the host and adds in place)."""
+    structure, source = plain(structure), inputs.source
+    return (is_torch_sparse_tensor(structure) and structure.layout == torch.sparse_csr and source.dim() == 2
+            and inputs.node_dim == 0 and (root is None or root.dtype == source.dtype) and weight.dtype == source.dtype
+            and not torch.compiler.is_compiling() and not torch.is_autocast_enabled(source.device.type))
