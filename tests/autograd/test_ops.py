@@ -24,6 +24,16 @@ def test_mask_round_trip(shape, device):
     assert torch.equal(unpack_mask(packed, mask.shape), mask)
 
 
+def test_masks_packed_chunk_by_chunk_are_the_same_bytes(monkeypatch):
+    from iexact.quant import bitmask
+
+    mask = torch.rand(7, 9, generator=torch.Generator().manual_seed(0)) > 0.5
+    whole = pack_mask(mask)
+    monkeypatch.setattr(bitmask, "MASK_CHUNK", 16)  # 63 elements: three whole chunks and one of 15
+    assert torch.equal(pack_mask(mask), whole)
+    assert torch.equal(unpack_mask(whole, mask.shape), mask)
+
+
 def test_linear_at_8_bits_matches_uncompressed(device):
     torch.manual_seed(0)
     x = torch.randn(300, 64, device=device, requires_grad=True)

@@ -15,19 +15,21 @@ class CompressedReLUFunction(SavingFunction):
     r""":math:`y = \max(x, 0)`; backward :math:`dx = dy \cdot [x > 0]`.
 
     Stores: :math:`\lceil n / 8 \rceil` bytes (the sign bits).
+
+    Both directions select rather than multiply by the boolean mask (a
+    product would first cast it to a float tensor as large as :math:`x`).
     """
 
     @staticmethod
     def forward(ctx, x: torch.Tensor) -> torch.Tensor:
-        positive = x > 0
-        save(ctx, pack_mask(positive))
+        save(ctx, pack_mask(x > 0))
         ctx.shape = x.shape
-        return x * positive
+        return torch.relu(x)
 
     @staticmethod
     def backward(ctx, grad_out: torch.Tensor):
         positive = unpack_mask(*load(ctx), ctx.shape)
-        return grad_out * positive
+        return torch.where(positive, grad_out, 0.0)
 
 
 class CompressedLeakyReLUFunction(SavingFunction):
@@ -42,7 +44,7 @@ class CompressedLeakyReLUFunction(SavingFunction):
         positive = x > 0
         save(ctx, pack_mask(positive))
         ctx.shape, ctx.slope = x.shape, negative_slope
-        return torch.where(positive, x, x * negative_slope)
+        return torch.nn.functional.leaky_relu(x, negative_slope)
 
     @staticmethod
     def backward(ctx, grad_out: torch.Tensor):
