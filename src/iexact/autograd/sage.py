@@ -57,13 +57,12 @@ class RowChunkedSAGEFunction(SavingFunction):
         packed_source = pack(source, config, seeds, argument=True) if keep_source else None
         packed_root = pack(root, config, seeds, argument=True) if root is not None and root_grad else None
         save(ctx, packed_source, packed_root, weight_l, weight_r, adj_t)
-        ctx.spec, ctx.own_root, ctx.width = spec, root is not None, max(source.shape[1], weight_l.shape[0])
+        ctx.spec, ctx.own_root = spec, root is not None
         if weight_r is None:
             out = source.new_zeros(spec.num_dst, weight_l.shape[0])
         else:
             out = torch.nn.functional.linear(source if root is None else root, weight_r)
-        for rows, edges in csr_row_chunks(adj_t, ctx.width):
-            aggregated = spmm(source, edges, rows.stop - rows.start, spec.reduce, spec.scale)
+        for rows, aggregated in _aggregated_slices(source, adj_t, spec, weight_l):
             out[rows].addmm_(aggregated, weight_l.t())
         return out
 
@@ -75,8 +74,7 @@ class RowChunkedSAGEFunction(SavingFunction):
         if needs[2]:
             restored = unpack(packed_source).to(grad_out.dtype)
             grad_l = grad_out.new_zeros(weight_l.shape)
-            for rows, edges in csr_row_chunks(adj_t, ctx.width):
-                aggregated = spmm(restored, edges, rows.stop - rows.start, spec.reduce, spec.scale)
+            for rows, aggregated in _aggregated_slices(restored, adj_t, spec, weight_l):
                 grad_l.addmm_(grad_out[rows].t(), aggregated)
             del restored
             grad_l = grad_l.to(weight_l.dtype)
@@ -89,7 +87,14 @@ class RowChunkedSAGEFunction(SavingFunction):
                 grad_source = grad_out.new_zeros(spec.num_src, weight_l.shape[1])
             else:
                 grad_source = grad_out @ weight_r.to(grad_out.dtype)
-            for rows, edges in csr_row_chunks(adj_t, ctx.width):
+            for rows, edges in csr_row_chunks(adj_t, max(weight_l.shape)):
                 spmm_adjoint(grad_out[rows] @ weight_l.to(grad_out.dtype), edges, spec.num_src,
                              rows.stop - rows.start, spec.reduce, spec.scale, into=grad_source)
         return grad_source, grad_root, grad_l, grad_r, None, None, None, None
+
+
+def _aggregated_slices(x: torch.Tensor, adj_t: torch.Tensor, spec: GraphSpec, weight_l: torch.Tensor):
+    r"""``(rows, A_c X)`` per slice of target rows, slices bounded for the
+    wider of :math:`W_l`'s two sides (the buffers :math:`A_c X` and its product)."""
+    for rows, edges in csr_row_chunks(adj_t, max(weight_l.shape)):
+        yield rows, spmm(x, edges, rows.stop - rows.start, spec.reduce, spec.scale)

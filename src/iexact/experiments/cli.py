@@ -525,7 +525,7 @@ def _prepare_outside_limit(args, parser, layout: str) -> None:
     command = [sys.executable, "-m", "iexact", "datasets", "--prepare", args.dataset, "--root", str(args.root),
                "--seed", str(args.seed), "--graph", layout] + (["--threads", str(args.threads)] if args.threads else [])
     if subprocess.run(command, check=False).returncode != 0:
-        raise NotEnoughMemory(f"building {args.dataset} failed (its error is above); nothing was trained")
+        raise DatasetError(f"building {args.dataset} failed (its error is above); nothing was trained")
 
 
 def _add_threads(command: argparse.ArgumentParser) -> None:

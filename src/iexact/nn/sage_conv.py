@@ -3,11 +3,10 @@ from __future__ import annotations
 
 import torch
 from torch_geometric.nn import SAGEConv
-from torch_geometric.utils import is_torch_sparse_tensor
 
 from ..autograd import (CompressedLinearFunction, CompressedReLUFunction, RowChunkedSAGEFunction,
                         SharedInputLinearFunction)
-from ..graph import GraphSpec, plain
+from ..graph import GraphSpec, is_sparse, plain
 from .aggregation import aggregate, linear_aggregation, sparse_value_reason
 from .handler import CompressedModule, has_forward_hooks, is_lazy, register_handler
 from .message_inputs import message_inputs, runs_stock
@@ -97,6 +96,6 @@ def _row_chunked(structure, inputs, root, weight) -> bool:
     (the weights' too), eager and outside autocast (it reads each slice's
     edge range from the host and adds in place)."""
     structure, source = plain(structure), inputs.source
-    return (is_torch_sparse_tensor(structure) and structure.layout == torch.sparse_csr and source.dim() == 2
+    return (is_sparse(structure) and structure.layout == torch.sparse_csr and source.dim() == 2
             and inputs.node_dim == 0 and (root is None or root.dtype == source.dtype) and weight.dtype == source.dtype
             and not torch.compiler.is_compiling() and not torch.is_autocast_enabled(source.device.type))
