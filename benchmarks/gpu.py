@@ -16,11 +16,13 @@ same code on the CPU with small defaults (a smoke test: the suite runs it so
 that this script cannot rot; its numbers mean nothing for a GPU, and its peak
 memory is the process's, cumulative over the configurations).
 """
+
 from __future__ import annotations
 
 import argparse
 import os
 import sys
+from functools import partial
 
 import torch
 
@@ -36,37 +38,47 @@ def round_trip_table(rows: int, width: int, repeats: int, device: torch.device) 
     out = torch.empty_like(x)
     gigabytes = x.nbytes / 1e9
     copy = median_seconds(lambda: out.copy_(x), repeats)
-    lines = [f"Round trip of a {rows:,} x {width} float32 activation ({x.nbytes / 2**20:,.1f} MiB); {where()}; "
-             f"{'Triton' if uses_triton(device) else 'PyTorch'} kernels; median of {repeats}", "",
-             "| config | compress ms | decompress ms | round trip GB/s | vs torch copy |",
-             "|---|---:|---:|---:|---:|",
-             f"| torch copy_ | – | – | {gigabytes / copy:.2f} | 1.00× |"]
+    lines = [
+        f"Round trip of a {rows:,} x {width} float32 activation ({x.nbytes / 2**20:,.1f} MiB); {where()}; "
+        f"{'Triton' if uses_triton(device) else 'PyTorch'} kernels; median of {repeats}",
+        "",
+        "| config | compress ms | decompress ms | round trip GB/s | vs torch copy |",
+        "|---|---:|---:|---:|---:|",
+        f"| torch copy_ | – | – | {gigabytes / copy:.2f} | 1.00× |",
+    ]
     for name, config in PRESETS.items():
         packed = compress(x, config, seed=0)
-        squeeze = median_seconds(lambda: compress(x, config, seed=0), repeats)
-        restore = median_seconds(lambda: decompress(packed, out=out, check=False), repeats)
+        squeeze = median_seconds(partial(compress, x, config, seed=0), repeats)
+        restore = median_seconds(partial(decompress, packed, out=out, check=False), repeats)
         rate = gigabytes / (squeeze + restore)
-        lines.append(f"| {name} | {1e3 * squeeze:.2f} | {1e3 * restore:.2f} | {rate:.2f} | "
-                     f"{rate / (gigabytes / copy):.2f}× |")
+        lines.append(
+            f"| {name} | {1e3 * squeeze:.2f} | {1e3 * restore:.2f} | {rate:.2f} | {rate / (gigabytes / copy):.2f}× |"
+        )
     return "\n".join(lines)
 
 
 def training_table(dataset: str, model: str, configs: list[str], epochs: int, device: torch.device) -> str:
     data = load_dataset(dataset).to(device)
-    lines = [f"{model} on {dataset} ({data.num_nodes:,} nodes, {data.num_edges:,} edges), full batch, "
-             f"{epochs} epochs (median after the first); {where()}", "",
-             "| config | epoch time | vs FP32 | peak memory | vs FP32 | activation memory | test accuracy |",
-             "|---|---:|---:|---:|---:|---:|---:|"]
+    lines = [
+        f"{model} on {dataset} ({data.num_nodes:,} nodes, {data.num_edges:,} edges), full batch, "
+        f"{epochs} epochs (median after the first); {where()}",
+        "",
+        "| config | epoch time | vs FP32 | peak memory | vs FP32 | activation memory | test accuracy |",
+        "|---|---:|---:|---:|---:|---:|---:|",
+    ]
     baseline = None
     for name in [FP32] + [c for c in configs if c != FP32]:
-        settings = Settings(dataset=dataset, model=model, config_name=name,
-                            config=None if name == FP32 else PRESETS[name])
+        settings = Settings(
+            dataset=dataset, model=model, config_name=name, config=None if name == FP32 else PRESETS[name]
+        )
         record = run_experiment(settings, data, device, epochs, 1)
         seconds, peak = record["epoch_seconds_median"], record["peak_memory"]["bytes"]
         baseline = baseline or (seconds, peak)
-        lines.append(f"| {name} | {1e3 * seconds:.1f} ms | {seconds / baseline[0]:.2f}× | {mib(peak)} | "
-                     f"{baseline[1] / peak:.1f}× less | {mib(record['activation_memory']['total'])} | "
-                     f"{100 * record['test_accuracy']['mean']:.1f} % |")
+        lines.append(
+            f"| {name} | {1e3 * seconds:.1f} ms | {seconds / baseline[0]:.2f}× | {mib(peak)} | "
+            f"{baseline[1] / peak:.1f}× less | {mib(record['activation_memory']['total'])} | "
+            f"{100 * record['test_accuracy']['mean']:.1f} % |"
+        )
     return "\n".join(lines)
 
 

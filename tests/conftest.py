@@ -1,6 +1,7 @@
 """Shared test setup: Triton runs interpreted on CPU-only machines, and torch
 uses an explicit number of threads (``IEXACT_TEST_THREADS``, default 2) so
 that tests and the child processes they start do not oversubscribe the cores."""
+
 import os
 
 import pytest

@@ -1,4 +1,5 @@
 """``gradient_error``: the measurement every compression choice is judged by."""
+
 import copy
 
 import pytest
@@ -51,9 +52,14 @@ def _sage_and_data(nodes=300, hidden=32):
 
 def test_default_beats_the_shared_projection_on_a_graph():
     model, x, edge_index, loss = _sage_and_data(nodes=2000, hidden=64)
-    errors = {name: iexact.gradient_error(model, x, edge_index, loss_fn=loss, config=config, draws=16)
-              for name, config in (("default", CompressionConfig()), ("exact", CompressionConfig.exact()),
-                                   ("shared", CompressionConfig(projection="shared")))}
+    errors = {
+        name: iexact.gradient_error(model, x, edge_index, loss_fn=loss, config=config, draws=16)
+        for name, config in (
+            ("default", CompressionConfig()),
+            ("exact", CompressionConfig.exact()),
+            ("shared", CompressionConfig(projection="shared")),
+        )
+    }
     assert errors["default"].whole < 0.5 * errors["shared"].whole
     assert errors["default"].whole < 0.5 * errors["exact"].whole
     # unbiased: the mean of 16 draws is about 4x closer than one draw

@@ -1,4 +1,5 @@
 """The package is built in floors (DESIGN §2): every import points to a lower floor."""
+
 import ast
 from pathlib import Path
 

@@ -31,7 +31,9 @@ def test_unbiased_over_many_draws(bits, levels, rp_ratio, device):
     _assert_within_four_standard_errors(mean, standard_error, x, 1000)
 
 
-@pytest.mark.parametrize("bits, levels", [(2, (0.0, 0.7, 1.4, 3.0)), (4, tuple(15 * (i / 15) ** 1.5 for i in range(16)))])
+@pytest.mark.parametrize(
+    "bits, levels", [(2, (0.0, 0.7, 1.4, 3.0)), (4, tuple(15 * (i / 15) ** 1.5 for i in range(16)))]
+)
 def test_asymmetric_levels_stay_unbiased(bits, levels, device):
     """Calibrated (asymmetric) levels round by binary search, unbiased like the others."""
     torch.manual_seed(0)
@@ -258,23 +260,27 @@ def test_non_float_and_bad_arguments():
 
 
 def _packed_fields(**changes):
-    packed = compress(torch.randn(50, 16, generator=torch.Generator().manual_seed(0)),
-                      CompressionConfig(block_size=64), seed=1)
+    packed = compress(
+        torch.randn(50, 16, generator=torch.Generator().manual_seed(0)), CompressionConfig(block_size=64), seed=1
+    )
     fields = {field.name: getattr(packed, field.name) for field in dataclasses.fields(packed)}
     return {**fields, **changes}
 
 
-@pytest.mark.parametrize("change, message", [
-    (lambda f: {"codes": f["codes"][:-3]}, "codes is invalid: must be 50 uint8 bytes"),
-    (lambda f: {"codes": f["codes"].to(torch.int32)}, "codes is invalid"),
-    (lambda f: {"mins": f["mins"][:-1]}, "mins is invalid: must hold 4 bfloat16"),
-    (lambda f: {"steps": f["steps"].view(2, -1)}, "steps is invalid: must be a 1-D tensor"),
-    (lambda f: {"bits": 3}, "bits is invalid: must be one of 1, 2, 4, 8"),
-    (lambda f: {"block_size": 0}, "block_size is invalid"),
-    (lambda f: {"levels": (0.0, 1.0, 3.0)}, "levels is invalid: must be 4 increasing values from 0 to 3"),
-    (lambda f: {"projected_width": -2}, "projected_width is invalid"),
-    (lambda f: {"dtype": torch.int64}, "dtype is invalid"),
-])
+@pytest.mark.parametrize(
+    "change, message",
+    [
+        (lambda f: {"codes": f["codes"][:-3]}, "codes is invalid: must be 50 uint8 bytes"),
+        (lambda f: {"codes": f["codes"].to(torch.int32)}, "codes is invalid"),
+        (lambda f: {"mins": f["mins"][:-1]}, "mins is invalid: must hold 4 bfloat16"),
+        (lambda f: {"steps": f["steps"].view(2, -1)}, "steps is invalid: must be a 1-D tensor"),
+        (lambda f: {"bits": 3}, "bits is invalid: must be one of 1, 2, 4, 8"),
+        (lambda f: {"block_size": 0}, "block_size is invalid"),
+        (lambda f: {"levels": (0.0, 1.0, 3.0)}, "levels is invalid: must be 4 increasing values from 0 to 3"),
+        (lambda f: {"projected_width": -2}, "projected_width is invalid"),
+        (lambda f: {"dtype": torch.int64}, "dtype is invalid"),
+    ],
+)
 def test_an_inconsistent_packed_activation_is_refused_on_construction(change, message):
     fields = _packed_fields()
     with pytest.raises(ValueError, match=message):

@@ -61,8 +61,10 @@ def test_presets_are_one_registry():
         PRESETS["mine"] = CompressionConfig()  # read-only
 
 
-@pytest.mark.parametrize("config", [*PRESETS.values(), CompressionConfig(bits=8, block_size=7, rp_ratio=2.5,
-                                                                          scale_dtype=torch.float32, rp_norm=True)])
+@pytest.mark.parametrize(
+    "config",
+    [*PRESETS.values(), CompressionConfig(bits=8, block_size=7, rp_ratio=2.5, scale_dtype=torch.float32, rp_norm=True)],
+)
 def test_dict_round_trip_is_plain_json(config):
     import json
 
@@ -80,12 +82,15 @@ def test_from_dict_names_unknown_fields():
 
 
 def test_str_spells_out_the_config():
-    assert str(PRESETS["exact"]) == ("INT2, one block per row, shared projection 8, uniform levels, "
-                                     "bfloat16 scales, inputs compressed too")
+    assert str(PRESETS["exact"]) == (
+        "INT2, one block per row, shared projection 8, uniform levels, bfloat16 scales, inputs compressed too"
+    )
     assert str(CompressionConfig(bits=4, rp_ratio=1, rp_norm=False)) == (
-        "INT4, blocks of 256, no projection, optimal levels, bfloat16 scales")
-    assert str(CompressionConfig()) == ("INT2, blocks of 256, sketch projection 4, optimal levels, bfloat16 scales, "
-                                        "projected norm inputs")
+        "INT4, blocks of 256, no projection, optimal levels, bfloat16 scales"
+    )
+    assert str(CompressionConfig()) == (
+        "INT2, blocks of 256, sketch projection 4, optimal levels, bfloat16 scales, projected norm inputs"
+    )
 
 
 def test_explicit_levels_are_validated_and_round_trip():
@@ -94,7 +99,12 @@ def test_explicit_levels_are_validated_and_round_trip():
     assert CompressionConfig.from_dict(config.to_dict()) == config
     assert "calibrated (0, 0.8, 1.6, 3) levels" in str(config)
     assert CompressionConfig(levels="calibrated").levels == "calibrated"
-    for bad in ((0.0, 1.0, 3.0), (0.0, 2.0, 1.0, 3.0), (0.5, 1.0, 2.0, 3.0), (0.0, 1.0, 2.0, 4.0),
-                (0.0, float("nan"), 2.0, 3.0)):
+    for bad in (
+        (0.0, 1.0, 3.0),
+        (0.0, 2.0, 1.0, 3.0),
+        (0.5, 1.0, 2.0, 3.0),
+        (0.0, 1.0, 2.0, 4.0),
+        (0.0, float("nan"), 2.0, 3.0),
+    ):
         with pytest.raises(ValueError, match="levels must be 4 increasing floats from 0 to 3 for 2 bits"):
             CompressionConfig(levels=bad)

@@ -1,4 +1,5 @@
 """Graph inputs read once: every edge form gives the same product A X."""
+
 import pytest
 import torch
 from torch_geometric import EdgeIndex
@@ -52,7 +53,7 @@ def test_a_compressed_index_is_expanded_one_chunk_at_a_time(layout, monkeypatch)
     convert = to_torch_csr_tensor if layout == "csr" else to_torch_csc_tensor
     edges = graph.sparse_edges(convert(edge_index.flip(0), size=NODES))
     src, dst = edges.indices()
-    assert sorted(zip(src.tolist(), dst.tolist())) == sorted(zip(*edge_index.tolist()))
+    assert sorted(zip(src.tolist(), dst.tolist(), strict=True)) == sorted(zip(*edge_index.tolist(), strict=True))
     monkeypatch.setattr(graph, "CHUNK_ELEMENTS", 21)
     chunked = list(edges.chunks(3))  # 7 edges per chunk
     assert len(chunked) == 29

@@ -1,4 +1,5 @@
 """Activation accounting against exact byte counts."""
+
 import math
 
 import pytest
@@ -62,7 +63,13 @@ def test_compressed_sage_bytes_equal_the_formula(preset):
     assert report.uncompressed == 0
     assert report.total == report.compressed == conv_inputs + norms + relus + dropouts
     assert {layer.name for layer in report.layers} == {
-        "convs.1", "convs.2", "norms.0.module", "norms.1.module", "act", "dropout"} | ({"convs.0"} if first_input else set())
+        "convs.1",
+        "convs.2",
+        "norms.0.module",
+        "norms.1.module",
+        "act",
+        "dropout",
+    } | ({"convs.0"} if first_input else set())
     table = str(report).splitlines()
     by_name = {line.split()[0]: line for line in table[1:-2]}
     assert by_name["convs.1"].split()[-2:] == [f"{_packed_bytes(NODES, 32, config):,}", "0"]

@@ -1,4 +1,5 @@
 """``plan_memory``: per-module configs within a budget, bytes and error predicted, then measured."""
+
 import copy
 import itertools
 import random
@@ -15,8 +16,10 @@ from iexact.nn import is_compressed
 from iexact.planning import candidate_configs, least_error_within
 
 # a grid small enough for the suite, wide enough that plans mix configs
-CANDIDATES = [CompressionConfig(bits=bits, block_size=block, rp_ratio=ratio)
-              for bits, block, ratio in itertools.product((1, 2, 8), (64, 1024), (1, 4))]
+CANDIDATES = [
+    CompressionConfig(bits=bits, block_size=block, rp_ratio=ratio)
+    for bits, block, ratio in itertools.product((1, 2, 8), (64, 1024), (1, 4))
+]
 SIZES = {"gcn": {}, "sage": {}, "gat": {}, "gcn2": {"layers": 4, "hidden": 32}}
 
 
@@ -38,14 +41,14 @@ def test_predicted_bytes_are_what_activation_memory_measures(name, nodes):
     data, loss = _graph(nodes)
     model = _model(name, data)
     with pytest.raises(iexact.PlanError) as refused:
-        iexact.plan_memory(model, data.x, data.edge_index, loss_fn=loss, budget=0, candidates=CANDIDATES,
-                           draws=1)
+        iexact.plan_memory(model, data.x, data.edge_index, loss_fn=loss, budget=0, candidates=CANDIDATES, draws=1)
     smallest = refused.value.smallest
     assert f"the smallest keeps {smallest:,} B" in str(refused.value)
     mixed = 0
     for factor in (1.5, 2, 4, 8):
-        plan = iexact.plan_memory(model, data.x, data.edge_index, loss_fn=loss, budget=int(factor * smallest),
-                                  candidates=CANDIDATES, draws=1)
+        plan = iexact.plan_memory(
+            model, data.x, data.edge_index, loss_fn=loss, budget=int(factor * smallest), candidates=CANDIDATES, draws=1
+        )
         mixed += len({module.config for module in plan.modules}) > 1
         assert smallest < plan.bytes <= plan.budget
         measured = iexact.activation_memory(plan.apply_(copy.deepcopy(model)), data.x, data.edge_index).total
@@ -61,8 +64,9 @@ def test_the_smallest_budget_is_feasible_and_keeps_the_cheapest_config_everywher
         iexact.plan_memory(model, data.x, data.edge_index, loss_fn=loss, budget=1000, candidates=CANDIDATES, draws=1)
     assert "no plan keeps the activations within 1,000 B" in str(refused.value)
     assert "FP32 keeps" in str(refused.value)
-    plan = iexact.plan_memory(model, data.x, data.edge_index, loss_fn=loss, budget=refused.value.smallest,
-                              candidates=CANDIDATES, draws=1)
+    plan = iexact.plan_memory(
+        model, data.x, data.edge_index, loss_fn=loss, budget=refused.value.smallest, candidates=CANDIDATES, draws=1
+    )
     assert plan.bytes == refused.value.smallest
     assert all(module.config.bits == 1 for module in plan.modules)
     measured = iexact.activation_memory(plan.apply_(copy.deepcopy(model)), data.x, data.edge_index).total
@@ -77,11 +81,9 @@ def test_predicted_gradient_error_is_measured_and_beats_one_config_for_all():
     plan = iexact.plan_memory(model, data.x, data.edge_index, loss_fn=loss, budget=fp32 // 40, draws=8)
     assert torch.equal(torch.get_rng_state(), state) and not any(is_compressed(m) for m in model.modules())
     assert plan.uniform is not None and plan.gradient_error <= plan.uniform.gradient_error
-    measured = iexact.gradient_error(plan.apply_(copy.deepcopy(model)), data.x, data.edge_index, loss_fn=loss,
-                                     draws=8)
+    measured = iexact.gradient_error(plan.apply_(copy.deepcopy(model)), data.x, data.edge_index, loss_fn=loss, draws=8)
     assert measured.whole == pytest.approx(plan.gradient_error, rel=0.25)
-    uniform = iexact.gradient_error(model, data.x, data.edge_index, loss_fn=loss, config=plan.uniform.config,
-                                    draws=8)
+    uniform = iexact.gradient_error(model, data.x, data.edge_index, loss_fn=loss, config=plan.uniform.config, draws=8)
     assert uniform.whole == pytest.approx(plan.uniform.gradient_error, rel=0.25)
     # a tighter budget costs accuracy: never a lower predicted error
     tighter = iexact.plan_memory(model, data.x, data.edge_index, loss_fn=loss, budget=fp32 // 80, draws=8)
@@ -91,18 +93,23 @@ def test_predicted_gradient_error_is_measured_and_beats_one_config_for_all():
 def test_the_knapsack_is_solved_exactly():
     generator = random.Random(0)
     for _ in range(200):
-        options = [[(generator.randrange(1, 50), generator.random()) for _ in range(generator.randrange(1, 5))]
-                   for _ in range(generator.randrange(1, 5))]
+        options = [
+            [(generator.randrange(1, 50), generator.random()) for _ in range(generator.randrange(1, 5))]
+            for _ in range(generator.randrange(1, 5))
+        ]
         capacity = generator.randrange(0, 120)
-        feasible = [picks for picks in itertools.product(*(range(len(o)) for o in options))
-                    if sum(o[i][0] for o, i in zip(options, picks)) <= capacity]
+        feasible = [
+            picks
+            for picks in itertools.product(*(range(len(o)) for o in options))
+            if sum(o[i][0] for o, i in zip(options, picks, strict=True)) <= capacity
+        ]
         picks = least_error_within(options, capacity)
         if not feasible:
             assert picks is None
             continue
-        best = min(sum(o[i][1] for o, i in zip(options, p)) for p in feasible)
-        assert sum(o[i][0] for o, i in zip(options, picks)) <= capacity
-        assert sum(o[i][1] for o, i in zip(options, picks)) == pytest.approx(best)
+        best = min(sum(o[i][1] for o, i in zip(options, p, strict=True)) for p in feasible)
+        assert sum(o[i][0] for o, i in zip(options, picks, strict=True)) <= capacity
+        assert sum(o[i][1] for o, i in zip(options, picks, strict=True)) == pytest.approx(best)
 
 
 def test_candidates_bad_budgets_and_explicit_levels():
@@ -117,8 +124,9 @@ def test_candidates_bad_budgets_and_explicit_levels():
         with pytest.raises(ValueError, match=match):
             iexact.plan_memory(model, data.x, data.edge_index, loss_fn=loss, budget=budget)
     with pytest.raises(ValueError, match="explicit levels fix"):
-        iexact.plan_memory(model, data.x, data.edge_index, loss_fn=loss, budget=10**6,
-                           base=CompressionConfig(levels=(0, 1, 2, 3)))
+        iexact.plan_memory(
+            model, data.x, data.edge_index, loss_fn=loss, budget=10**6, base=CompressionConfig(levels=(0, 1, 2, 3))
+        )
     with pytest.raises(ValueError, match="candidates must be"):
         iexact.plan_memory(model, data.x, data.edge_index, loss_fn=loss, budget=10**6, candidates=[])
 
@@ -128,8 +136,11 @@ def test_configure_gives_modules_their_own_configs():
     model = iexact.compress_(_model("sage", data), CompressionConfig())
     iexact.configure_(model, {"convs.1": CompressionConfig(bits=8)})
     assert model.convs[1].iexact_config.bits == 8 and model.convs[2].iexact_config.bits == 2
-    with pytest.raises(ValueError, match="'convs.9' is no compressed module of this model; the compressed ones: "
-                                         "dropout, act, convs.0, convs.1, convs.2"):
+    with pytest.raises(
+        ValueError,
+        match="'convs.9' is no compressed module of this model; the compressed ones: "
+        "dropout, act, convs.0, convs.1, convs.2",
+    ):
         iexact.configure_(model, {"convs.9": CompressionConfig()})
     with pytest.raises(TypeError, match="must be an iexact.CompressionConfig"):
         iexact.configure_(model, {"convs.1": {"bits": 2}})

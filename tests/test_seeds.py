@@ -1,4 +1,5 @@
 """Seeds and random streams: explicit generators, and dropout masks equal to FP32's."""
+
 import copy
 
 import pytest
@@ -17,10 +18,14 @@ def _graph():
     return torch.randn(NODES, FEATURES, generator=generator), torch.randint(0, NODES, (2, 400), generator=generator)
 
 
-@pytest.mark.parametrize("make", [
-    lambda: GraphSAGE(FEATURES, 16, num_layers=3, out_channels=4, norm="batch", dropout=0.5),
-    lambda: GAT(FEATURES, 16, num_layers=2, out_channels=4, heads=2, dropout=0.5),
-], ids=["GraphSAGE", "GAT"])
+@pytest.mark.parametrize(
+    "make",
+    [
+        lambda: GraphSAGE(FEATURES, 16, num_layers=3, out_channels=4, norm="batch", dropout=0.5),
+        lambda: GAT(FEATURES, 16, num_layers=2, out_channels=4, heads=2, dropout=0.5),
+    ],
+    ids=["GraphSAGE", "GAT"],
+)
 def test_training_forward_equals_the_fp32_twin_under_one_seed(make):
     """Compression changes what is kept, not what is computed: under the same
     seed the train-mode outputs (dropout masks included) are the FP32 twin's,

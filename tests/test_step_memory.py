@@ -7,9 +7,9 @@ check the compressed GraphSAGE step on a CSR adjacency stays within two
 :math:`N \\times F` float tensors plus the row and edge chunks, and never
 expands the adjacency's :math:`(E,)` target index.
 """
+
 import weakref
 
-import pytest
 import torch
 from torch.utils._python_dispatch import TorchDispatchMode
 from torch.utils._pytree import tree_flatten
@@ -119,8 +119,12 @@ def test_compressed_sage_step_holds_at_most_two_full_width_tensors(monkeypatch):
 def test_a_csr_graph_is_never_expanded_to_an_edge_index(monkeypatch):
     monkeypatch.setattr(graph, "CHUNK_ELEMENTS", CHUNK)
     x, adj_t, labels = _data()
-    indices = [numel for phase in _step(_model(True), x, adj_t, labels)
-               for _, numel, dtype, _ in phase.created if dtype == torch.int64]
+    indices = [
+        numel
+        for phase in _step(_model(True), x, adj_t, labels)
+        for _, numel, dtype, _ in phase.created
+        if dtype == torch.int64
+    ]
     assert indices and max(indices) < EDGES / 2  # chunk-sized target indices only
 
 

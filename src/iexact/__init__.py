@@ -1,4 +1,5 @@
 """iexact: train graph neural networks with compressed saved activations."""
+
 from .analysis import GradientError, calibrate_, calibration_state, gradient_error, load_calibration_state_
 from .codec import compress, decompress
 from .config import PRESETS, CompressionConfig

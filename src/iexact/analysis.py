@@ -13,12 +13,13 @@ clipped-normal distributions (:func:`distribution_fits`), and its rounding
 variance on the data against the clipped-normal model's prediction
 (:func:`rounding_variance`, :func:`iexact.quant.levels.expected_variance`).
 """
+
 from __future__ import annotations
 
 import copy
 import dataclasses
 import math
-from typing import Callable
+from collections.abc import Callable
 
 import numpy as np
 import torch
@@ -59,8 +60,9 @@ class GradientError:
         width = max([len(name) for name in self.per_parameter] + [5])
         lines = [f"{'parameter':<{width}}  relative error"]
         lines += [f"{name:<{width}}  {error:.4f}" for name, error in self.per_parameter.items()]
-        lines.append(f"{'whole':<{width}}  {self.whole:.4f} (mean of {self.draws} draws; "
-                     f"error of their mean {self.of_mean:.4f})")
+        lines.append(
+            f"{'whole':<{width}}  {self.whole:.4f} (mean of {self.draws} draws; error of their mean {self.of_mean:.4f})"
+        )
         return "\n".join(lines)
 
 
@@ -77,9 +79,15 @@ def _gradients(model: torch.nn.Module, inputs, kwargs, loss_fn, seed: int) -> di
     return {name: p.grad.detach().double().flatten() for name, p in model.named_parameters() if p.grad is not None}
 
 
-def gradient_error(model: torch.nn.Module, *inputs, loss_fn: Callable[[torch.Tensor], torch.Tensor],
-                   config: CompressionConfig | None = None, draws: int = 8, seed: int = 0,
-                   **kwargs) -> GradientError:
+def gradient_error(
+    model: torch.nn.Module,
+    *inputs,
+    loss_fn: Callable[[torch.Tensor], torch.Tensor],
+    config: CompressionConfig | None = None,
+    draws: int = 8,
+    seed: int = 0,
+    **kwargs,
+) -> GradientError:
     r"""Relative error of the gradients of ``model`` compressed with ``config``
     against its uncompressed twin's, on one batch.
 
@@ -107,8 +115,10 @@ def gradient_error(model: torch.nn.Module, *inputs, loss_fn: Callable[[torch.Ten
     if draws < 1:
         raise ValueError(f"draws={draws!r} is invalid: draws must be >= 1")
     if config is None and not any(is_compressed(module) for module in model.modules()):
-        raise ValueError("gradient_error(config=None) measures the model as compressed, but no module of it "
-                         "is: pass the config to measure")
+        raise ValueError(
+            "gradient_error(config=None) measures the model as compressed, but no module of it "
+            "is: pass the config to measure"
+        )
     reference = restore_(copy.deepcopy(model)).train()
     compressed = copy.deepcopy(model).train() if config is None else compress_(copy.deepcopy(reference), config)
     devices = cuda_devices(inputs, kwargs)
@@ -121,8 +131,7 @@ def gradient_error(model: torch.nn.Module, *inputs, loss_fn: Callable[[torch.Ten
     def relative(estimate: torch.Tensor, truth: torch.Tensor) -> float:
         return ((estimate - truth).norm() / truth.norm()).item()
 
-    per_parameter = {name: sum(relative(sample[name], exact[name]) for sample in samples) / draws
-                     for name in names}
+    per_parameter = {name: sum(relative(sample[name], exact[name]) for sample in samples) / draws for name in names}
     wholes = [torch.cat([sample[name] for name in names]) for sample in samples]
     return GradientError(
         whole=sum(relative(estimate, whole_exact) for estimate in wholes) / draws,
@@ -169,8 +178,10 @@ def distribution_fits(values: torch.Tensor, bits: int, block_size: int) -> dict[
     models = {
         "uniform": (lambda v: np.clip(v, 0.0, 1.0), quantiles),
         "normal": (lambda v: stats.norm.cdf(v, mean, deviation), stats.norm.ppf(quantiles, mean, deviation)),
-        "clipped_normal": (lambda v: _clipped_normal_cdf(v, spread),
-                           np.clip(stats.norm.ppf(quantiles, 0.5, spread), 0.0, 1.0)),
+        "clipped_normal": (
+            lambda v: _clipped_normal_cdf(v, spread),
+            np.clip(stats.norm.ppf(quantiles, 0.5, spread), 0.0, 1.0),
+        ),
     }
     fits = {}
     for name, (cdf, model_quantiles) in models.items():
@@ -271,8 +282,9 @@ def _kind(module: torch.nn.Module) -> str:
     return getattr(module, "iexact_base", type(module)).__name__
 
 
-def analyze_activations(model: torch.nn.Module, *inputs, sample_size: int = 20_000,
-                        **kwargs) -> list[ActivationAnalysis]:
+def analyze_activations(
+    model: torch.nn.Module, *inputs, sample_size: int = 20_000, **kwargs
+) -> list[ActivationAnalysis]:
     r"""Every tensor one training forward of the compressed ``model`` compresses,
     analyzed (:class:`ActivationAnalysis`), in the order compressed. ``model``,
     its seed streams and torch's generator are left as they were.
@@ -297,15 +309,27 @@ def analyze_activations(model: torch.nn.Module, *inputs, sample_size: int = 20_0
         variance = {}
         for kind in ("uniform", "optimal"):
             levels = levels_for(kind, config.bits, block_size)
-            variance[kind] = {"model": expected_variance(levels, config.bits, block_size),
-                              "data": rounding_variance(u, levels)}
-        fitted = fit_levels(_subsample(u, CALIBRATION_SAMPLE).cpu().numpy(), config.bits,
-                            levels_for("optimal", config.bits, block_size))
+            variance[kind] = {
+                "model": expected_variance(levels, config.bits, block_size),
+                "data": rounding_variance(u, levels),
+            }
+        fitted = fit_levels(
+            _subsample(u, CALIBRATION_SAMPLE).cpu().numpy(), config.bits, levels_for("optimal", config.bits, block_size)
+        )
         variance["calibrated"] = {"model": None, "data": rounding_variance(u, fitted), "levels": list(fitted)}
         values = _subsample(u, sample_size) / top
-        analyses.append(ActivationAnalysis(names.get(layer, ""), _kind(layer), tuple(x.shape), config.bits,
-                                           block_size, distribution_fits(u / top, config.bits, block_size),
-                                           variance, values))
+        analyses.append(
+            ActivationAnalysis(
+                names.get(layer, ""),
+                _kind(layer),
+                tuple(x.shape),
+                config.bits,
+                block_size,
+                distribution_fits(u / top, config.bits, block_size),
+                variance,
+                values,
+            )
+        )
 
     observe_compressions(model, inputs, kwargs, record)
     return analyses
@@ -360,8 +384,11 @@ def calibrate_(model: torch.nn.Module, *inputs, **kwargs) -> dict[str, tuple[flo
 
 def calibration_state(model: torch.nn.Module) -> dict[str, list[float]]:
     """The fitted levels of every calibrated module, by name (JSON-ready)."""
-    return {name: list(module.iexact_config.levels) for name, module in model.named_modules()
-            if is_compressed(module) and isinstance(module.iexact_config.levels, tuple)}
+    return {
+        name: list(module.iexact_config.levels)
+        for name, module in model.named_modules()
+        if is_compressed(module) and isinstance(module.iexact_config.levels, tuple)
+    }
 
 
 def load_calibration_state_(model: torch.nn.Module, state: dict) -> torch.nn.Module:

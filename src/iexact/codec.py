@@ -15,6 +15,7 @@ next), so no full-size temporary is ever allocated; on the Triton path (CUDA)
 a chunk is up to :math:`2^{30}` stored elements, so that no kernel index
 reaches :math:`2^{31}`.
 """
+
 from __future__ import annotations
 
 import math
@@ -30,12 +31,20 @@ from .quant.reference import block_min_max
 from .quant.rounding import num_blocks, packed_size, stored_scales
 from .seeds import check_seed, draw_seed
 
-__all__ = ["NonFiniteError", "compress", "decompress", "normalized_values", "stored_bytes", "stored_sizes",
-           "transpose_products"]
+__all__ = [
+    "NonFiniteError",
+    "compress",
+    "decompress",
+    "normalized_values",
+    "stored_bytes",
+    "stored_sizes",
+    "transpose_products",
+]
 
 
 class NonFiniteError(ValueError):
     """A tensor to compress holds NaN or Inf (training that diverged, mostly)."""
+
 
 CPU_CHUNK_ELEMENTS = 2**20  # stored elements per chunk on the PyTorch path: 4 MiB of float32
 KERNEL_CHUNK_ELEMENTS = 2**30  # at most this many per chunk on the Triton path: its indices are int32
@@ -51,8 +60,10 @@ def _chunk_elements(numel: int, width: int, block_size: int, device: torch.devic
         if numel <= KERNEL_CHUNK_ELEMENTS:
             return max(numel, 1)
         if unit > KERNEL_CHUNK_ELEMENTS:
-            raise ValueError(f"rows of {width} stored elements in blocks of {block_size} exceed the Triton "
-                             f"kernels' chunk of {KERNEL_CHUNK_ELEMENTS:,} elements: use a smaller block size")
+            raise ValueError(
+                f"rows of {width} stored elements in blocks of {block_size} exceed the Triton "
+                f"kernels' chunk of {KERNEL_CHUNK_ELEMENTS:,} elements: use a smaller block size"
+            )
         return KERNEL_CHUNK_ELEMENTS // unit * unit
     if numel == 0:
         return 1
@@ -135,8 +146,9 @@ def compress(x: torch.Tensor, config: CompressionConfig, seed: int | None = None
             f"cannot compress a tensor of shape {tuple(x.shape)}: it holds NaN or Inf{where} "
             f"(or values whose block range overflows {config.scale_dtype})"
         )
-    return PackedActivation(codes, mins, steps, x.shape, x.dtype, config.bits, block_size, levels, k, seed,
-                            config.projection)
+    return PackedActivation(
+        codes, mins, steps, x.shape, x.dtype, config.bits, block_size, levels, k, seed, config.projection
+    )
 
 
 def normalized_values(x: torch.Tensor, config: CompressionConfig, seed: int) -> torch.Tensor:
@@ -157,7 +169,8 @@ def normalized_values(x: torch.Tensor, config: CompressionConfig, seed: int) -> 
         per_element = torch.arange(z.numel(), device=z.device) // block_size
         scale = step.float()[per_element]
         out[start : start + z.numel()] = torch.where(
-            scale > 0, (z - low.float()[per_element]) * top / scale.clamp(min=1e-38), 0.0)
+            scale > 0, (z - low.float()[per_element]) * top / scale.clamp(min=1e-38), 0.0
+        )
     return out
 
 
@@ -205,8 +218,9 @@ def decompress(packed: PackedActivation, out: torch.Tensor | None = None, check:
         packed.check_values()
     if out is None:
         out = torch.empty(packed.shape, dtype=packed.dtype, device=packed.device)
-    elif (out.shape != packed.shape or out.dtype != packed.dtype
-          or not out.is_contiguous() or out.device != packed.device):
+    elif (
+        out.shape != packed.shape or out.dtype != packed.dtype or not out.is_contiguous() or out.device != packed.device
+    ):
         raise ValueError(
             f"out must be a contiguous {packed.dtype} tensor of shape {tuple(packed.shape)} on "
             f"{packed.device}, got {out.dtype} {tuple(out.shape)} on {out.device}"
@@ -237,8 +251,9 @@ def transpose_products(packed: PackedActivation, *lefts: torch.Tensor) -> list[t
     lefts = [left.float() for left in lefts]
     projection = _projection(packed)
     if projection is None or projection.kind == "shared":
-        stored = torch.empty(packed.rows, packed.projected_width or packed.width,
-                             dtype=torch.float32, device=packed.device)
+        stored = torch.empty(
+            packed.rows, packed.projected_width or packed.width, dtype=torch.float32, device=packed.device
+        )
         for first_row, z in _stored_chunks(packed):
             stored[first_row : first_row + z.shape[0]] = z
         products = [left.t() @ stored for left in lefts]
@@ -246,7 +261,7 @@ def transpose_products(packed: PackedActivation, *lefts: torch.Tensor) -> list[t
     products = [left.new_zeros(left.shape[1], packed.width) for left in lefts]
     for first_row, z in _stored_chunks(packed):
         restored = projection.inverse(z, first_row)
-        for product, left in zip(products, lefts):
+        for product, left in zip(products, lefts, strict=True):
             product.addmm_(left[first_row : first_row + z.shape[0]].t(), restored)
     return products
 
@@ -268,7 +283,11 @@ def _stored_chunks(packed: PackedActivation):
         last = num_blocks(end, packed.block_size)
         z = kernels.unpack_dequantize(
             packed.codes[start * packed.bits // 8 : packed_size(end, packed.bits)],
-            packed.mins[first:last], packed.steps[first:last],
-            packed.block_size, packed.bits, packed.levels, end - start,
+            packed.mins[first:last],
+            packed.steps[first:last],
+            packed.block_size,
+            packed.bits,
+            packed.levels,
+            end - start,
         )
         yield start // stored_width, z.view(-1, stored_width)

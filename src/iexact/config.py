@@ -5,16 +5,19 @@ random projection of the feature axis by ``rp_ratio``, then block-wise
 stochastic quantization to ``bits`` bits per element with one ``(min, step)``
 pair per block of ``block_size`` elements, rounded onto ``levels``.
 """
+
 from __future__ import annotations
 
 import dataclasses
 import math
+from collections.abc import Mapping
+from itertools import pairwise
 from types import MappingProxyType
-from typing import Any, Mapping, Union
+from typing import Any
 
 import torch
 
-BlockSize = Union[int, str]
+BlockSize = int | str
 
 ALLOWED_BITS = (1, 2, 4, 8)
 MAX_BLOCK_SIZE = 2**31 - 1  # block indices and in-block offsets are int32 in the kernels
@@ -28,9 +31,7 @@ SCALE_DTYPES = {
 
 
 def _invalid(field: str, value, allowed: str) -> ValueError:
-    return ValueError(
-        f"CompressionConfig.{field}={value!r} is invalid: {field} must be {allowed}"
-    )
+    return ValueError(f"CompressionConfig.{field}={value!r} is invalid: {field} must be {allowed}")
 
 
 @dataclasses.dataclass(frozen=True)
@@ -118,25 +119,22 @@ class CompressionConfig:
         elif isinstance(block, bool) or not isinstance(block, int) or not 1 <= block <= MAX_BLOCK_SIZE:
             raise _invalid("block_size", block, 'a positive int up to 2**31 - 1 or "row"')
         ratio = self.rp_ratio
-        if (
-            isinstance(ratio, bool)
-            or not isinstance(ratio, (int, float))
-            or not math.isfinite(ratio)
-            or ratio < 1
-        ):
+        if isinstance(ratio, bool) or not isinstance(ratio, (int, float)) or not math.isfinite(ratio) or ratio < 1:
             raise _invalid("rp_ratio", ratio, "a finite number >= 1 (1 = no projection)")
         if isinstance(self.levels, (tuple, list)):
             self._check_explicit_levels()
         elif self.levels not in ALLOWED_LEVELS:
-            raise _invalid("levels", self.levels, 'one of "uniform", "optimal", "calibrated" or a tuple of '
-                                                  '2**bits increasing floats from 0 to 2**bits - 1')
+            raise _invalid(
+                "levels",
+                self.levels,
+                'one of "uniform", "optimal", "calibrated" or a tuple of '
+                "2**bits increasing floats from 0 to 2**bits - 1",
+            )
         scale = self.scale_dtype
         if isinstance(scale, str) and scale in SCALE_DTYPES:
             object.__setattr__(self, "scale_dtype", SCALE_DTYPES[scale])
         elif scale not in SCALE_DTYPES.values():
-            raise _invalid(
-                "scale_dtype", scale, "torch.bfloat16, torch.float16 or torch.float32"
-            )
+            raise _invalid("scale_dtype", scale, "torch.bfloat16, torch.float16 or torch.float32")
         if not isinstance(self.rp_norm, bool):
             raise _invalid("rp_norm", self.rp_norm, "True or False")
         for flag in ("reference_inputs", "check_finite"):
@@ -151,8 +149,13 @@ class CompressionConfig:
             levels = tuple(float(value) for value in self.levels)
         except (TypeError, ValueError):
             raise _invalid("levels", self.levels, "floats") from None
-        if (len(levels) != top + 1 or levels[0] != 0 or levels[-1] != top
-                or any(b <= a for a, b in zip(levels, levels[1:])) or not all(map(math.isfinite, levels))):
+        if (
+            len(levels) != top + 1
+            or levels[0] != 0
+            or levels[-1] != top
+            or any(b <= a for a, b in pairwise(levels))
+            or not all(map(math.isfinite, levels))
+        ):
             raise _invalid("levels", self.levels, f"{top + 1} increasing floats from 0 to {top} for {self.bits} bits")
         object.__setattr__(self, "levels", levels)
 
@@ -169,7 +172,7 @@ class CompressionConfig:
         return record
 
     @classmethod
-    def from_dict(cls, record: Mapping[str, Any]) -> "CompressionConfig":
+    def from_dict(cls, record: Mapping[str, Any]) -> CompressionConfig:
         """The config :meth:`to_dict` wrote; missing fields take their defaults.
 
         Raises:
@@ -178,8 +181,9 @@ class CompressionConfig:
         known = [field.name for field in dataclasses.fields(cls)]
         unknown = sorted(set(record) - set(known))
         if unknown:
-            raise ValueError(f"unknown CompressionConfig field(s) {', '.join(unknown)}: "
-                             f"expected some of {', '.join(known)}")
+            raise ValueError(
+                f"unknown CompressionConfig field(s) {', '.join(unknown)}: expected some of {', '.join(known)}"
+            )
         return cls(**record)
 
     def __str__(self) -> str:
@@ -188,47 +192,68 @@ class CompressionConfig:
         norm = ", projected norm inputs" if self.rp_norm else ""
         inputs = "" if self.reference_inputs else ", inputs compressed too"
         finite = "" if self.check_finite else ", no finite check"
-        levels = self.levels if isinstance(self.levels, str) else (
-            "calibrated (" + ", ".join(f"{value:.3g}" for value in self.levels) + ")")
-        return (f"INT{self.bits}, {block}, {projection}, {levels} levels, "
-                f"{str(self.scale_dtype).removeprefix('torch.')} scales{norm}{inputs}{finite}")
+        levels = (
+            self.levels
+            if isinstance(self.levels, str)
+            else ("calibrated (" + ", ".join(f"{value:.3g}" for value in self.levels) + ")")
+        )
+        return (
+            f"INT{self.bits}, {block}, {projection}, {levels} levels, "
+            f"{str(self.scale_dtype).removeprefix('torch.')} scales{norm}{inputs}{finite}"
+        )
 
     @classmethod
-    def exact(cls) -> "CompressionConfig":
+    def exact(cls) -> CompressionConfig:
         """EXACT (Liu et al., 2022): INT2, one block per row, projection 8, uniform levels."""
         return PRESETS["exact"]
 
     @classmethod
-    def iexact(cls) -> "CompressionConfig":
+    def iexact(cls) -> CompressionConfig:
         """Block-wise EXACT (Eliassen & Selvan, 2023): INT2, blocks of 1024, projection 8, optimal levels."""
         return PRESETS["iexact"]
 
     @classmethod
-    def default(cls) -> "CompressionConfig":
+    def default(cls) -> CompressionConfig:
         """The library default (see the README's preset table for the measurement)."""
         return PRESETS["default"]
 
     @classmethod
-    def compact(cls) -> "CompressionConfig":
+    def compact(cls) -> CompressionConfig:
         """The default with projection 8: ``rp_norm`` and a row-wise projection at 100x and more."""
         return PRESETS["compact"]
 
     @classmethod
-    def preset(cls, name: str) -> "CompressionConfig":
+    def preset(cls, name: str) -> CompressionConfig:
         """The preset called ``name``, one of :data:`PRESETS`."""
         if name not in PRESETS:
             raise ValueError(f"unknown preset {name!r}: expected one of {', '.join(sorted(PRESETS))}")
         return PRESETS[name]
 
 
-PRESETS: Mapping[str, CompressionConfig] = MappingProxyType({
-    "exact": CompressionConfig(bits=2, block_size="row", rp_ratio=8, levels="uniform", rp_norm=False,
-                               projection="shared", reference_inputs=False),
-    "iexact": CompressionConfig(bits=2, block_size=1024, rp_ratio=8, levels="optimal", rp_norm=False,
-                                projection="shared", reference_inputs=False),
-    "default": CompressionConfig(),
-    "compact": CompressionConfig(rp_ratio=8),
-})
+PRESETS: Mapping[str, CompressionConfig] = MappingProxyType(
+    {
+        "exact": CompressionConfig(
+            bits=2,
+            block_size="row",
+            rp_ratio=8,
+            levels="uniform",
+            rp_norm=False,
+            projection="shared",
+            reference_inputs=False,
+        ),
+        "iexact": CompressionConfig(
+            bits=2,
+            block_size=1024,
+            rp_ratio=8,
+            levels="optimal",
+            rp_norm=False,
+            projection="shared",
+            reference_inputs=False,
+        ),
+        "default": CompressionConfig(),
+        "compact": CompressionConfig(rp_ratio=8),
+    }
+)
 """Every named configuration, read-only: the papers' two (``exact``, ``iexact``), the
 library default, and ``compact`` (projection 8: about 1.35x fewer bytes than the
 default, more gradient noise). The README's gradient-error table is the measurement."""

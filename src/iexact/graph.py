@@ -8,6 +8,7 @@ GAT's self-loops, and the sparse-dense product :math:`Y = A X`, which walks
 the edges in chunks (:func:`edge_chunks`) so the :math:`E \times F` message
 temporary stays bounded.
 """
+
 from __future__ import annotations
 
 import dataclasses
@@ -99,10 +100,13 @@ class Edges:
         return (self.dst if self.src is None else self.src).device
 
     def chunks(self, width: int):
-        """``(src, dst, weight)`` of consecutive edge slices (:func:`edge_chunks` for messages of ``width`` elements)."""
+        """``(src, dst, weight)`` of consecutive edge slices (:func:`edge_chunks` for ``width``-element messages)."""
         for part in edge_chunks(self.count, width):
-            yield (self._index(self.src, part), self._index(self.dst, part),
-                   None if self.weight is None else self.weight[part])
+            yield (
+                self._index(self.src, part),
+                self._index(self.dst, part),
+                None if self.weight is None else self.weight[part],
+            )
 
     def indices(self) -> tuple[torch.Tensor, torch.Tensor]:
         """``(src, dst)`` whole, both :math:`(E,)` (the pointer side expanded)."""
@@ -145,8 +149,9 @@ def sparse_edges(adj_t: torch.Tensor) -> Edges:
     raise ValueError(f"unsupported sparse layout {adj_t.layout}: use COO, CSR or CSC")
 
 
-def gcn_normalized(structure, edge_weight, num_nodes: int, improved: bool, self_loops: bool, flow: str,
-                   dtype: torch.dtype):
+def gcn_normalized(
+    structure, edge_weight, num_nodes: int, improved: bool, self_loops: bool, flow: str, dtype: torch.dtype
+):
     r"""GCN's :math:`\hat D^{-1/2} (A + (1 + \text{improved}) I) \hat D^{-1/2}`
     (self-loops only with ``self_loops``): PyG's own ``gcn_norm`` on the plain graph."""
     return gcn_norm(plain(structure), edge_weight, num_nodes, improved, self_loops, flow, dtype)
@@ -159,16 +164,16 @@ def edges(structure: torch.Tensor, edge_weight: torch.Tensor | None, spec: Graph
     if spec.gcn is not None:
         improved, self_loops = spec.gcn
         normalize = gcn_normalized if spec.sparse else ops.gcn_norm
-        structure, edge_weight = normalize(structure, edge_weight, spec.num_src, improved, self_loops,
-                                           spec.flow, dtype)
+        structure, edge_weight = normalize(structure, edge_weight, spec.num_src, improved, self_loops, spec.flow, dtype)
     if spec.sparse:
         return sparse_edges(structure)
     source, target = (0, 1) if spec.flow == "source_to_target" else (1, 0)
     return Edges(structure[source], structure[target], edge_weight)
 
 
-def attention_edges(structure: torch.Tensor, num_nodes: int, flow: str, self_loops: bool,
-                    sparse: bool) -> tuple[torch.Tensor, torch.Tensor, torch.Tensor | None]:
+def attention_edges(
+    structure: torch.Tensor, num_nodes: int, flow: str, self_loops: bool, sparse: bool
+) -> tuple[torch.Tensor, torch.Tensor, torch.Tensor | None]:
     """``(src, dst, valid)`` as GATConv reads its graph (``sparse``: a
     ``torch.sparse`` adjacency). With ``self_loops`` GATConv removes existing
     self-loops and appends one per node; here they stay in place, marked
@@ -197,8 +202,14 @@ def edge_chunks(num_edges: int, width: int):
     return (slice(start, start + step) for start in range(0, num_edges, step))
 
 
-def spmm(x: torch.Tensor, edges: Edges, num_dst: int, reduce: str = "sum", scale: float = 1.0,
-         into: torch.Tensor | None = None) -> torch.Tensor:
+def spmm(
+    x: torch.Tensor,
+    edges: Edges,
+    num_dst: int,
+    reduce: str = "sum",
+    scale: float = 1.0,
+    into: torch.Tensor | None = None,
+) -> torch.Tensor:
     r""":math:`Y = R + s A X`: :math:`Y_t = R_t + \frac{s}{c_t} \sum_{e: s \to t} w_e X_{s(e)}`,
     with :math:`c_t` the in-degree for ``"mean"`` and 1 for ``"sum"``,
     :math:`w_e = 1` without weights, and :math:`R` = ``into`` (accumulated
@@ -211,8 +222,13 @@ def spmm(x: torch.Tensor, edges: Edges, num_dst: int, reduce: str = "sum", scale
     """
     rows = x.reshape(x.shape[0], math.prod(x.shape[1:]))
     if into is not None:
-        _accumulate(into.view(num_dst, rows.shape[1]), rows, edges, transpose=False,
-                    factor=_target_factor(edges, num_dst, reduce, scale, rows.dtype))
+        _accumulate(
+            into.view(num_dst, rows.shape[1]),
+            rows,
+            edges,
+            transpose=False,
+            factor=_target_factor(edges, num_dst, reduce, scale, rows.dtype),
+        )
         return into
     out = x.new_zeros(num_dst, *x.shape[1:])  # returned whole, not as a view: callers may add to it in place
     flat = _accumulate(out.view(num_dst, rows.shape[1]), rows, edges, transpose=False, factor=None)
@@ -223,8 +239,15 @@ def spmm(x: torch.Tensor, edges: Edges, num_dst: int, reduce: str = "sum", scale
     return out
 
 
-def spmm_adjoint(grad: torch.Tensor, edges: Edges, num_src: int, num_dst: int, reduce: str = "sum",
-                 scale: float = 1.0, into: torch.Tensor | None = None) -> torch.Tensor:
+def spmm_adjoint(
+    grad: torch.Tensor,
+    edges: Edges,
+    num_src: int,
+    num_dst: int,
+    reduce: str = "sum",
+    scale: float = 1.0,
+    into: torch.Tensor | None = None,
+) -> torch.Tensor:
     r""":math:`R + (s A)^\top G` for the :math:`s A` of :func:`spmm`:
     :math:`Z_v = R_v + s \sum_{e: v \to t} \frac{w_e}{c_t} G_t`, with :math:`R`
     = ``into`` (accumulated in place and returned) or 0. The factor
@@ -237,8 +260,13 @@ def spmm_adjoint(grad: torch.Tensor, edges: Edges, num_src: int, num_dst: int, r
     """
     rows = grad.reshape(grad.shape[0], math.prod(grad.shape[1:]))
     out = grad.new_zeros(num_src, *grad.shape[1:]) if into is None else into
-    _accumulate(out.view(num_src, rows.shape[1]), rows, edges, transpose=True,
-                factor=_target_factor(edges, num_dst, reduce, scale, rows.dtype))
+    _accumulate(
+        out.view(num_src, rows.shape[1]),
+        rows,
+        edges,
+        transpose=True,
+        factor=_target_factor(edges, num_dst, reduce, scale, rows.dtype),
+    )
     return out
 
 
@@ -257,8 +285,10 @@ def csr_row_chunks(adj_t: torch.Tensor, width: int):
     for start in range(0, num_rows, step):
         stop = min(start + step, num_rows)
         first, last = int(pointers[start]), int(pointers[stop])
-        yield slice(start, stop), Edges(columns[first:last], None, values[first:last],
-                                        pointers[start:stop + 1] - first)
+        yield (
+            slice(start, stop),
+            Edges(columns[first:last], None, values[first:last], pointers[start : stop + 1] - first),
+        )
 
 
 def _target_factor(edges: Edges, num_dst: int, reduce: str, scale: float, dtype: torch.dtype):
@@ -268,8 +298,9 @@ def _target_factor(edges: Edges, num_dst: int, reduce: str, scale: float, dtype:
     return None if scale == 1.0 else torch.full((num_dst,), scale, dtype=dtype, device=edges.device)
 
 
-def _accumulate(out: torch.Tensor, rows: torch.Tensor, edges: Edges, transpose: bool,
-                factor: torch.Tensor | None) -> torch.Tensor:
+def _accumulate(
+    out: torch.Tensor, rows: torch.Tensor, edges: Edges, transpose: bool, factor: torch.Tensor | None
+) -> torch.Tensor:
     r"""``out`` += :math:`f_{t(e)} w_e` ``rows`` of each edge's source, added at its
     target (``transpose``: read at the target, added at the source), edge chunk by chunk."""
     for src, dst, weight in edges.chunks(rows.shape[1]):

@@ -9,6 +9,7 @@ seeds) is *compressed*; anything else is *uncompressed*; storage the model
 or the caller already holds (parameters, buffers, module caches, the
 inputs) is reported apart, since it is not an activation.
 """
+
 from __future__ import annotations
 
 import dataclasses
@@ -78,10 +79,14 @@ class MemoryReport:
         kinds = max([len(layer.kind) for layer in self.layers] + [4])
         lines = [f"{'layer':<{width}}  {'type':<{kinds}}  {'compressed':>14}  {'uncompressed':>14}"]
         for layer in self.layers:
-            lines.append(f"{layer.name:<{width}}  {layer.kind:<{kinds}}  {layer.compressed:>14,}  {layer.uncompressed:>14,}")
+            lines.append(
+                f"{layer.name:<{width}}  {layer.kind:<{kinds}}  {layer.compressed:>14,}  {layer.uncompressed:>14,}"
+            )
         lines.append(f"{'total':<{width}}  {'':<{kinds}}  {self.compressed:>14,}  {self.uncompressed:>14,}")
-        lines.append(f"activation memory {self.total:,} B ({self.total / 2**20:.2f} MiB); "
-                     f"parameters, buffers and inputs also referenced: {self.held_elsewhere:,} B")
+        lines.append(
+            f"activation memory {self.total:,} B ({self.total / 2**20:.2f} MiB); "
+            f"parameters, buffers and inputs also referenced: {self.held_elsewhere:,} B"
+        )
         return "\n".join(lines)
 
 
@@ -191,8 +196,9 @@ def activation_memory(model: torch.nn.Module, *inputs, **kwargs) -> MemoryReport
         for handle in handles:
             handle.remove()
         model.train(was_training)
-    held_keys = {key for tensor in _held_by_model(model) + _tensors_in((inputs, kwargs), [])
-                 for key, _ in _storages(tensor)}
+    held_keys = {
+        key for tensor in _held_by_model(model) + _tensors_in((inputs, kwargs), []) for key, _ in _storages(tensor)
+    }
     per_layer: dict[torch.nn.Module, list[int]] = {}
     saved, held_elsewhere = [], 0
     for key, (owner, nbytes, shape, dtype) in recorded.items():

@@ -23,6 +23,7 @@ without graph breaks and runs the same code eagerly and compiled:
 
 A config crosses the operator boundary as its codec fields (:func:`fields`).
 """
+
 from __future__ import annotations
 
 import functools
@@ -30,13 +31,12 @@ from typing import NamedTuple
 
 import torch
 from torch import Tensor
+from torch_geometric.nn.conv.gcn_conv import gcn_norm as pyg_gcn_norm
 
 from . import codec
 from .config import CompressionConfig
 from .quant import PackedActivation
 from .quant.levels import levels_for
-from torch_geometric.nn.conv.gcn_conv import gcn_norm as pyg_gcn_norm
-
 from .seeds import SEED_LIMIT, advance, generator_state, keep_mask, seed_at
 
 
@@ -64,16 +64,37 @@ def fields(config: CompressionConfig) -> tuple:
     ``float.hex`` values joined by commas: what the codec reads of ``config``."""
     block = 0 if config.block_size == "row" else config.block_size
     levels = config.levels if isinstance(config.levels, str) else ",".join(map(float.hex, config.levels))
-    return (config.bits, block, float(config.rp_ratio), levels, config.scale_dtype, config.projection,
-            config.check_finite)
+    return (
+        config.bits,
+        block,
+        float(config.rp_ratio),
+        levels,
+        config.scale_dtype,
+        config.projection,
+        config.check_finite,
+    )
 
 
 @functools.lru_cache(maxsize=64)
-def _config(bits: int, block_size: int, rp_ratio: float, levels: str, scale_dtype: torch.dtype,
-            projection: str, check_finite: bool) -> CompressionConfig:
+def _config(
+    bits: int,
+    block_size: int,
+    rp_ratio: float,
+    levels: str,
+    scale_dtype: torch.dtype,
+    projection: str,
+    check_finite: bool,
+) -> CompressionConfig:
     explicit = tuple(map(float.fromhex, levels.split(","))) if "," in levels else levels
-    return CompressionConfig(bits=bits, block_size=block_size or "row", rp_ratio=rp_ratio, levels=explicit,
-                             scale_dtype=scale_dtype, projection=projection, check_finite=check_finite)
+    return CompressionConfig(
+        bits=bits,
+        block_size=block_size or "row",
+        rp_ratio=rp_ratio,
+        levels=explicit,
+        scale_dtype=scale_dtype,
+        projection=projection,
+        check_finite=check_finite,
+    )
 
 
 def config_of(fields_: tuple) -> CompressionConfig:
@@ -85,13 +106,33 @@ def _packed(tensors, shape, dtype: torch.dtype, config: CompressionConfig) -> Pa
     """The :class:`PackedActivation` behind a :class:`Stored`'s tensors."""
     k, block_size, _, _ = codec.stored_sizes(shape, config)
     seed = int(tensors[3]) if k is not None else 0
-    return PackedActivation(tensors[0], tensors[1], tensors[2], torch.Size(shape), dtype, config.bits, block_size,
-                            levels_for(config.levels, config.bits, block_size), k, seed, config.projection)
+    return PackedActivation(
+        tensors[0],
+        tensors[1],
+        tensors[2],
+        torch.Size(shape),
+        dtype,
+        config.bits,
+        block_size,
+        levels_for(config.levels, config.bits, block_size),
+        k,
+        seed,
+        config.projection,
+    )
 
 
 @torch.library.custom_op("iexact::compress", mutates_args=())
-def _compress(x: Tensor, position: Tensor, bits: int, block_size: int, rp_ratio: float, levels: str,
-              scale_dtype: torch.dtype, projection: str, check_finite: bool) -> list[Tensor]:
+def _compress(
+    x: Tensor,
+    position: Tensor,
+    bits: int,
+    block_size: int,
+    rp_ratio: float,
+    levels: str,
+    scale_dtype: torch.dtype,
+    projection: str,
+    check_finite: bool,
+) -> list[Tensor]:
     config = _config(bits, block_size, rp_ratio, levels, scale_dtype, projection, check_finite)
     packed = codec.compress(x, config, seed_at(position))
     held = [packed.codes, packed.mins, packed.steps]
@@ -102,15 +143,27 @@ def _compress(x: Tensor, position: Tensor, bits: int, block_size: int, rp_ratio:
 def _(x, position, bits, block_size, rp_ratio, levels, scale_dtype, projection, check_finite):
     config = _config(bits, block_size, rp_ratio, levels, scale_dtype, projection, check_finite)
     k, _, code_bytes, blocks = codec.stored_sizes(tuple(x.shape), config)
-    held = [x.new_empty(code_bytes, dtype=torch.uint8), x.new_empty(blocks, dtype=scale_dtype),
-            x.new_empty(blocks, dtype=scale_dtype)]
+    held = [
+        x.new_empty(code_bytes, dtype=torch.uint8),
+        x.new_empty(blocks, dtype=scale_dtype),
+        x.new_empty(blocks, dtype=scale_dtype),
+    ]
     return held + ([torch.empty((), dtype=torch.int64)] if k is not None else [])
 
 
 @torch.library.custom_op("iexact::decompress", mutates_args=())
-def _decompress(tensors: list[Tensor], shape: list[int], dtype: torch.dtype, bits: int, block_size: int,
-                rp_ratio: float, levels: str, scale_dtype: torch.dtype, projection: str,
-                check_finite: bool) -> Tensor:
+def _decompress(
+    tensors: list[Tensor],
+    shape: list[int],
+    dtype: torch.dtype,
+    bits: int,
+    block_size: int,
+    rp_ratio: float,
+    levels: str,
+    scale_dtype: torch.dtype,
+    projection: str,
+    check_finite: bool,
+) -> Tensor:
     config = _config(bits, block_size, rp_ratio, levels, scale_dtype, projection, check_finite)
     return codec.decompress(_packed(tensors, shape, dtype, config), check=False)
 
@@ -121,9 +174,19 @@ def _(tensors, shape, dtype, bits, block_size, rp_ratio, levels, scale_dtype, pr
 
 
 @torch.library.custom_op("iexact::transpose_products", mutates_args=())
-def _transpose_products(tensors: list[Tensor], shape: list[int], dtype: torch.dtype, lefts: list[Tensor],
-                        bits: int, block_size: int, rp_ratio: float, levels: str, scale_dtype: torch.dtype,
-                        projection: str, check_finite: bool) -> list[Tensor]:
+def _transpose_products(
+    tensors: list[Tensor],
+    shape: list[int],
+    dtype: torch.dtype,
+    lefts: list[Tensor],
+    bits: int,
+    block_size: int,
+    rp_ratio: float,
+    levels: str,
+    scale_dtype: torch.dtype,
+    projection: str,
+    check_finite: bool,
+) -> list[Tensor]:
     config = _config(bits, block_size, rp_ratio, levels, scale_dtype, projection, check_finite)
     return codec.transpose_products(_packed(tensors, shape, dtype, config), *lefts)
 
@@ -204,8 +267,9 @@ def _fresh(result: Tensor, source: Tensor) -> Tensor:
     return result.clone() if result.untyped_storage().data_ptr() == source.untyped_storage().data_ptr() else result
 
 
-def _padded_self_loops(edge_index: Tensor, edge_weight: Tensor | None, num_nodes: int, fill: float,
-                       dtype: torch.dtype) -> tuple[Tensor, Tensor]:
+def _padded_self_loops(
+    edge_index: Tensor, edge_weight: Tensor | None, num_nodes: int, fill: float, dtype: torch.dtype
+) -> tuple[Tensor, Tensor]:
     r"""PyG's ``add_remaining_self_loops`` without reading the data back
     (no boolean indexing, so no host sync): the :math:`E` edges stay in place,
     self-loops among them with weight 0, then one loop :math:`i \to i` per node
@@ -216,19 +280,29 @@ def _padded_self_loops(edge_index: Tensor, edge_weight: Tensor | None, num_nodes
     weight = torch.ones(count, dtype=dtype, device=row.device) if edge_weight is None else edge_weight
     is_loop = row == col
     spare = torch.full((num_nodes + 1,), -1, dtype=torch.int64, device=row.device)  # slot N takes the non-loops
-    last = spare.scatter_reduce_(0, torch.where(is_loop, row, num_nodes),
-                                 torch.arange(count, device=row.device), "amax")[:num_nodes]
+    last = spare.scatter_reduce_(
+        0, torch.where(is_loop, row, num_nodes), torch.arange(count, device=row.device), "amax"
+    )[:num_nodes]
     # the last loop's weight, or ``fill`` (appended at position E) where a node has none
     extended = torch.cat([weight, weight.new_full((1,), fill)])
     loop_weight = extended[torch.where(last >= 0, last, count)]
     loops = torch.arange(num_nodes, dtype=edge_index.dtype, device=row.device)
-    return (torch.cat([edge_index, torch.stack([loops, loops])], dim=1),
-            torch.cat([weight.masked_fill(is_loop, 0), loop_weight]))
+    return (
+        torch.cat([edge_index, torch.stack([loops, loops])], dim=1),
+        torch.cat([weight.masked_fill(is_loop, 0), loop_weight]),
+    )
 
 
 @torch.library.custom_op("iexact::gcn_norm", mutates_args=())
-def _gcn_norm(edge_index: Tensor, edge_weight: Tensor | None, num_nodes: int, improved: bool, self_loops: bool,
-              flow: str, dtype: torch.dtype) -> list[Tensor]:
+def _gcn_norm(
+    edge_index: Tensor,
+    edge_weight: Tensor | None,
+    num_nodes: int,
+    improved: bool,
+    self_loops: bool,
+    flow: str,
+    dtype: torch.dtype,
+) -> list[Tensor]:
     if not self_loops:
         index, weight = pyg_gcn_norm(edge_index, edge_weight, num_nodes, improved, self_loops, flow, dtype)
         return [_fresh(index, edge_index), weight if edge_weight is None else _fresh(weight, edge_weight)]
@@ -244,8 +318,15 @@ def _(edge_index, edge_weight, num_nodes, improved, self_loops, flow, dtype):
     return [edge_index.new_empty(2, count), edge_index.new_empty(count, dtype=dtype)]
 
 
-def gcn_norm(edge_index: Tensor, edge_weight: Tensor | None, num_nodes: int, improved: bool, self_loops: bool,
-             flow: str, dtype: torch.dtype) -> tuple[Tensor, Tensor]:
+def gcn_norm(
+    edge_index: Tensor,
+    edge_weight: Tensor | None,
+    num_nodes: int,
+    improved: bool,
+    self_loops: bool,
+    flow: str,
+    dtype: torch.dtype,
+) -> tuple[Tensor, Tensor]:
     r"""PyG's ``gcn_norm`` of a plain ``(2, E)`` ``edge_index`` (not differentiable):
     ``(edge_index, weight)`` of :math:`\hat D^{-1/2} \hat A \hat D^{-1/2}`; with
     self-loops, :math:`E + N` edges (the graph's own loops kept with weight 0)."""

@@ -34,18 +34,19 @@ errors add up:
 budget is a multiple-choice knapsack, solved exactly on the Pareto frontier
 of (bytes, error), one module at a time.
 """
+
 from __future__ import annotations
 
 import copy
 import dataclasses
 import math
 import warnings
-from typing import Callable, Sequence
+from collections.abc import Callable, Sequence
 
 import torch
 
-from .analysis import cuda_devices, gradient_error, observe_compressions
 from . import ops
+from .analysis import cuda_devices, gradient_error, observe_compressions
 from .codec import stored_bytes
 from .config import CompressionConfig
 from .memory import activation_memory
@@ -142,8 +143,12 @@ class Plan:
 def candidate_configs(base: CompressionConfig) -> list[CompressionConfig]:
     """``base`` and every combination of :data:`BITS`, :data:`BLOCK_SIZES` and
     :data:`RP_RATIOS` with ``base``'s other fields, each once."""
-    grid = [dataclasses.replace(base, bits=bits, block_size=block, rp_ratio=ratio)
-            for bits in BITS for block in BLOCK_SIZES for ratio in RP_RATIOS]
+    grid = [
+        dataclasses.replace(base, bits=bits, block_size=block, rp_ratio=ratio)
+        for bits in BITS
+        for block in BLOCK_SIZES
+        for ratio in RP_RATIOS
+    ]
     return list(dict.fromkeys([base, *grid]))
 
 
@@ -164,8 +169,17 @@ def _costs(model: torch.nn.Module, inputs, kwargs, names: dict) -> dict[str, lis
     return costs
 
 
-def _sensitivity(reference: torch.nn.Module, name: str, base: CompressionConfig, noise: float, inputs, kwargs,
-                 loss_fn, draws: int, seed: int) -> float:
+def _sensitivity(
+    reference: torch.nn.Module,
+    name: str,
+    base: CompressionConfig,
+    noise: float,
+    inputs,
+    kwargs,
+    loss_fn,
+    draws: int,
+    seed: int,
+) -> float:
     """:math:`s_m`: squared gradient error per unit noise with only module ``name`` compressed."""
     if noise == 0:
         return 0.0
@@ -183,9 +197,12 @@ def least_error_within(options: list[list[tuple[int, float]]], capacity: int) ->
     module at a time, keeping only points no other point beats on both."""
     frontier: list[tuple[int, float, tuple[int, ...]]] = [(0, 0.0, ())]
     for module_options in options:
-        merged = sorted((nbytes + extra, error + more, picks + (index,))
-                        for nbytes, error, picks in frontier
-                        for index, (extra, more) in enumerate(module_options) if nbytes + extra <= capacity)
+        merged = sorted(
+            (nbytes + extra, error + more, picks + (index,))
+            for nbytes, error, picks in frontier
+            for index, (extra, more) in enumerate(module_options)
+            if nbytes + extra <= capacity
+        )
         frontier, best = [], math.inf
         for point in merged:
             if point[1] < best:
@@ -200,9 +217,17 @@ def _size(nbytes: int) -> str:
     return f"{nbytes:,} B ({nbytes / 2**20:.2f} MiB)"
 
 
-def plan_memory(model: torch.nn.Module, *inputs, loss_fn: Callable[[torch.Tensor], torch.Tensor], budget: int,
-                base: CompressionConfig | None = None, candidates: Sequence[CompressionConfig] | None = None,
-                draws: int = 4, seed: int = 0, **kwargs) -> Plan:
+def plan_memory(
+    model: torch.nn.Module,
+    *inputs,
+    loss_fn: Callable[[torch.Tensor], torch.Tensor],
+    budget: int,
+    base: CompressionConfig | None = None,
+    candidates: Sequence[CompressionConfig] | None = None,
+    draws: int = 4,
+    seed: int = 0,
+    **kwargs,
+) -> Plan:
     r"""The configs per module that keep ``model``'s activations on ``inputs``
     within ``budget`` bytes with the least predicted gradient error (see the
     module's documentation for the prediction).
@@ -235,8 +260,10 @@ def plan_memory(model: torch.nn.Module, *inputs, loss_fn: Callable[[torch.Tensor
     """
     base = CompressionConfig() if base is None else base
     if isinstance(base.levels, tuple):
-        raise ValueError("plan_memory varies the bits, which explicit levels fix: give the base config "
-                         "levels by kind (uniform, optimal or calibrated)")
+        raise ValueError(
+            "plan_memory varies the bits, which explicit levels fix: give the base config "
+            "levels by kind (uniform, optimal or calibrated)"
+        )
     if isinstance(budget, bool) or not isinstance(budget, int) or budget < 0:
         raise ValueError(f"budget={budget!r} is invalid: budget must be a number of bytes >= 0")
     candidates = candidate_configs(base) if candidates is None else list(candidates)
@@ -266,17 +293,25 @@ def _plan(model, inputs, kwargs, loss_fn, budget, base, candidates, draws, seed)
     costs = {name: [observed[config].get(name, (0, 0.0)) for config in candidates] for name in at_base}
     smallest = sum(fixed.values()) + sum(min(nbytes for nbytes, _ in row) + others[name] for name, row in costs.items())
     if budget < smallest:  # before the sensitivities, the costly part
-        raise PlanError(f"no plan keeps the activations within {_size(budget)}: the smallest keeps "
-                        f"{_size(smallest)}, {_size(sum(fixed.values()))} of it whatever the configs "
-                        f"(sign bits, dropout's generator snapshots, tensors saved uncompressed); "
-                        f"FP32 keeps {_size(fp32_bytes)}", smallest)
-    sensitivity = {name: _sensitivity(reference, name, base, noise, inputs, kwargs, loss_fn, draws, seed)
-                   for name, (_, noise) in at_base.items()}
-    options = [[(nbytes + others[name], sensitivity[name] * noise) for nbytes, noise in row]
-               for name, row in costs.items()]
+        raise PlanError(
+            f"no plan keeps the activations within {_size(budget)}: the smallest keeps "
+            f"{_size(smallest)}, {_size(sum(fixed.values()))} of it whatever the configs "
+            f"(sign bits, dropout's generator snapshots, tensors saved uncompressed); "
+            f"FP32 keeps {_size(fp32_bytes)}",
+            smallest,
+        )
+    sensitivity = {
+        name: _sensitivity(reference, name, base, noise, inputs, kwargs, loss_fn, draws, seed)
+        for name, (_, noise) in at_base.items()
+    }
+    options = [
+        [(nbytes + others[name], sensitivity[name] * noise) for nbytes, noise in row] for name, row in costs.items()
+    ]
     picks = least_error_within(options, budget - sum(fixed.values()))
-    modules = tuple(ModulePlan(name, kinds[name], candidates[pick], *options[index][pick])
-                    for index, (name, pick) in enumerate(zip(at_base, picks)))
+    modules = tuple(
+        ModulePlan(name, kinds[name], candidates[pick], *options[index][pick])
+        for index, (name, pick) in enumerate(zip(at_base, picks, strict=True))
+    )
     uniform = None
     for column, config in enumerate(candidates):
         nbytes = sum(choices[column][0] for choices in options) + sum(fixed.values())

@@ -19,6 +19,7 @@ Three kinds of randomness, each drawn from an explicit source:
   snapshot. Under the same ``torch.manual_seed`` a converted model's masks
   are its FP32 twin's, bit for bit on CPU.
 """
+
 from __future__ import annotations
 
 import functools
@@ -89,7 +90,7 @@ class SeedStream:
         self.state = torch.tensor([check_seed(seed), 0], dtype=torch.int64)
 
     @classmethod
-    def from_torch_seed(cls) -> "SeedStream":
+    def from_torch_seed(cls) -> SeedStream:
         """A stream seeded from ``torch.initial_seed()`` (mixed, so it differs from torch's own stream)."""
         return cls(splitmix64(torch.initial_seed() ^ 0x1E7AC7) >> 2)
 
@@ -108,8 +109,10 @@ class SeedStream:
             ValueError: ``state`` is not a 2-element int64 tensor.
         """
         if not isinstance(state, torch.Tensor) or state.dtype != torch.int64 or state.shape != (2,):
-            raise ValueError(f"a SeedStream state is a 2-element int64 tensor [key, counter], got "
-                             f"{getattr(state, 'dtype', type(state).__name__)} {tuple(getattr(state, 'shape', ()))}")
+            raise ValueError(
+                f"a SeedStream state is a 2-element int64 tensor [key, counter], got "
+                f"{getattr(state, 'dtype', type(state).__name__)} {tuple(getattr(state, 'shape', ()))}"
+            )
         self.state.copy_(state)
 
 

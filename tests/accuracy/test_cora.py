@@ -1,4 +1,5 @@
 """INT2 training on real data (Cora) reaches FP32 accuracy."""
+
 import os
 import shutil
 from pathlib import Path

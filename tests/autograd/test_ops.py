@@ -125,7 +125,7 @@ def test_dropout_draws_torchs_own_mask(p, dtype):
         out = dropout(x)
         (dx,) = torch.autograd.grad(out, x, grad)
         results.append((out, dx, torch.rand(3)))
-    for ours, theirs in zip(*results):
+    for ours, theirs in zip(*results, strict=True):
         assert torch.equal(ours, theirs)
 
 

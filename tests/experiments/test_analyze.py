@@ -1,4 +1,5 @@
 """``iexact analyze`` end to end: the report, its figures, from training or a checkpoint."""
+
 import json
 
 import pytest
@@ -35,8 +36,10 @@ def test_analyze_reads_a_train_checkpoint_and_refuses_fp32(tmp_path, capsys):
     out = tmp_path / "analysis"
     assert main(["analyze"] + TINY + ["--checkpoint", str(checkpoint), "--draws", "1", "--out", str(out)]) == 0
     assert json.loads((out / "analyze.json").read_text())["trained"] == "checkpoint"
-    assert main(["analyze"] + TINY + ["--hidden", "8", "--checkpoint", str(checkpoint), "--out",
-                                      str(tmp_path / "other")]) == 1
+    assert (
+        main(["analyze"] + TINY + ["--hidden", "8", "--checkpoint", str(checkpoint), "--out", str(tmp_path / "other")])
+        == 1
+    )
     assert "hidden: checkpoint 16, now 8" in capsys.readouterr().err
     with pytest.raises(SystemExit):
         main(["analyze"] + TINY + ["--config", "fp32"])

@@ -1,4 +1,5 @@
 """``iexact bench batch-size``: the largest batch within an activation budget, found and checked."""
+
 import json
 
 import pytest
@@ -14,8 +15,14 @@ DATASET = "synthetic:1200,6000,16,4"
 
 
 def _settings(config):
-    return Settings(dataset=DATASET, model="sage", config_name="x", config=config, hidden=32,
-                    batching=Batching(1, None, "random-node"))
+    return Settings(
+        dataset=DATASET,
+        model="sage",
+        config_name="x",
+        config=config,
+        hidden=32,
+        batching=Batching(1, None, "random-node"),
+    )
 
 
 @pytest.mark.parametrize("config, budget", [(None, 2**19), (CompressionConfig(), 2**14)], ids=["fp32", "default"])
@@ -40,8 +47,27 @@ def test_compression_takes_larger_batches_and_a_tiny_budget_none(device):
 
 def test_bench_batch_size_prints_and_writes(tmp_path, capsys):
     out = tmp_path / "batches.json"
-    assert main(["bench", "batch-size", "--dataset", DATASET, "--hidden", "32", "--sampler", "random-node",
-                 "--memory", "256KiB", "--samples", "1", "--json", str(out)]) == 0
+    assert (
+        main(
+            [
+                "bench",
+                "batch-size",
+                "--dataset",
+                DATASET,
+                "--hidden",
+                "32",
+                "--sampler",
+                "random-node",
+                "--memory",
+                "256KiB",
+                "--samples",
+                "1",
+                "--json",
+                str(out),
+            ]
+        )
+        == 0
+    )
     printed = capsys.readouterr().out
     assert "| fp32 |" in printed and "| default | 1,200 (all) | ≥ " in printed
     records = json.loads(out.read_text())

@@ -1,4 +1,5 @@
 """``iexact bench codec`` and ``iexact bench memory``: the codec and memory benchmarks."""
+
 import pytest
 import torch
 
@@ -19,7 +20,7 @@ def test_preset_rows_are_consistent():
     x = torch.randn(500, 128, generator=torch.Generator().manual_seed(0))
     by_name = {row["preset"]: row for row in preset_rows(x, repeats=1, seed=0)}
     assert by_name["iexact"]["bytes"] < by_name["exact"]["bytes"]
-    for name, row in by_name.items():
+    for row in by_name.values():
         assert row["ratio"] == pytest.approx(500 * 128 * 4 / row["bytes"])
         # INT2 after an 8x projection loses most of the signal, but not all of it
         assert 0.5 < row["relative_error"] < 50 and row["compress_ms"] > 0
@@ -39,8 +40,9 @@ def test_memory_table_lists_every_config(capsys):
     assert "| FP32 |" in rows["FP32"] + "|" and " 1.0x " in rows["FP32"]
 
 
-@pytest.mark.parametrize("argv", [["bench", "codec", "--rows", "0"], ["bench", "codec", "--width", "-3"],
-                                  ["bench"], ["presets"]])
+@pytest.mark.parametrize(
+    "argv", [["bench", "codec", "--rows", "0"], ["bench", "codec", "--width", "-3"], ["bench"], ["presets"]]
+)
 def test_bad_arguments_exit_with_usage(argv, capsys):
     with pytest.raises(SystemExit) as info:
         main(argv)
@@ -52,8 +54,11 @@ def test_gradient_table_lists_every_idea(capsys):
     from iexact.experiments.bench import gradient_configs
 
     assert main(["bench", "gradients", "--dataset", "synthetic:300,1200,16,4", "--draws", "1", "--steps", "1"]) == 0
-    rows = {line.split(" | ")[0].lstrip("| "): line.split(" | ") for line in capsys.readouterr().out.splitlines()
-            if line.startswith("| ") and not line.startswith("| config")}
+    rows = {
+        line.split(" | ")[0].lstrip("| "): line.split(" | ")
+        for line in capsys.readouterr().out.splitlines()
+        if line.startswith("| ") and not line.startswith("| config")
+    }
     assert set(gradient_configs()) | {"FP32"} == set(rows)
     # the shared projection's error does not average over rows; the sketch's does
     assert float(rows["shared RP 8"][1]) > float(rows["sketch RP 8"][1])
@@ -66,9 +71,26 @@ def test_the_gpu_benchmark_script_runs(tmp_path):
     from pathlib import Path
 
     script = Path(__file__).resolve().parents[2] / "benchmarks" / "gpu.py"
-    finished = subprocess.run([sys.executable, str(script), "--device", "cpu", "--rows", "512", "--repeats", "1",
-                               "--epochs", "2", "--dataset", "synthetic:300,1200,16,4"],
-                              capture_output=True, text=True, timeout=300, cwd=tmp_path)
+    finished = subprocess.run(
+        [
+            sys.executable,
+            str(script),
+            "--device",
+            "cpu",
+            "--rows",
+            "512",
+            "--repeats",
+            "1",
+            "--epochs",
+            "2",
+            "--dataset",
+            "synthetic:300,1200,16,4",
+        ],
+        capture_output=True,
+        text=True,
+        timeout=300,
+        cwd=tmp_path,
+    )
     assert finished.returncode == 0, finished.stderr
     out = finished.stdout
     assert "| torch copy_ | – | – |" in out and "| default |" in out and "| fp32 |" in out

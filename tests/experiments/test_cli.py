@@ -1,4 +1,5 @@
 """``iexact train`` / ``bench`` / ``datasets`` end to end, checkpoints and errors."""
+
 import json
 import shutil
 import sys
@@ -11,10 +12,38 @@ from iexact.experiments.cli import main
 from iexact.experiments.data import load_dataset
 
 TINY = ["--dataset", "synthetic:300,1200,16,4", "--epochs", "4", "--quiet", "--hidden", "16"]
-RECORD_KEYS = {"iexact", "torch", "device", "threads", "gradient_error", "dataset", "model", "config_name", "config",
-               "layers", "hidden", "dropout", "lr", "weight_decay", "grad_clip", "seed", "epochs", "runs",
-               "test_accuracy", "val_accuracy", "activation_memory", "peak_memory", "epoch_seconds_median",
-               "batching", "graph", "module_configs", "world_size", "memory_parts", "run_epochs", "peak_address_space"}
+RECORD_KEYS = {
+    "iexact",
+    "torch",
+    "device",
+    "threads",
+    "gradient_error",
+    "dataset",
+    "model",
+    "config_name",
+    "config",
+    "layers",
+    "hidden",
+    "dropout",
+    "lr",
+    "weight_decay",
+    "grad_clip",
+    "seed",
+    "epochs",
+    "runs",
+    "test_accuracy",
+    "val_accuracy",
+    "activation_memory",
+    "peak_memory",
+    "epoch_seconds_median",
+    "batching",
+    "graph",
+    "module_configs",
+    "world_size",
+    "memory_parts",
+    "run_epochs",
+    "peak_address_space",
+}
 
 
 @pytest.mark.parametrize("model", ["gcn", "sage", "gcn2", "gat"])
@@ -63,8 +92,26 @@ def test_train_on_cora_offline(tmp_path, capsys):
         pytest.skip(f"Cora is not at {raw}")
     shutil.copytree(raw, tmp_path / "Cora" / "raw")
     path = tmp_path / "cora.json"
-    assert main(["train", "--dataset", "Cora", "--root", str(tmp_path), "--offline", "--model", "gcn",
-                 "--epochs", "30", "--quiet", "--json", str(path)]) == 0
+    assert (
+        main(
+            [
+                "train",
+                "--dataset",
+                "Cora",
+                "--root",
+                str(tmp_path),
+                "--offline",
+                "--model",
+                "gcn",
+                "--epochs",
+                "30",
+                "--quiet",
+                "--json",
+                str(path),
+            ]
+        )
+        == 0
+    )
     record = json.loads(path.read_text())
     assert record["test_accuracy"]["mean"] > 0.5  # 30 epochs of a 3-layer GCN already learn Cora
     assert "2,708 nodes" in capsys.readouterr().out
@@ -76,8 +123,9 @@ def test_resume_equals_an_uninterrupted_run(tmp_path):
     assert main(common + ["--epochs", "6", "--checkpoint", str(whole), "--save-every", "6"]) == 0
     # interrupted: the first invocation stops after 3 epochs of run 1
     assert main(common[:-2] + ["--runs", "1", "--epochs", "3", "--checkpoint", str(part), "--save-every", "3"]) == 0
-    assert main(common + ["--epochs", "6", "--checkpoint", str(part), "--resume", "--json",
-                          str(tmp_path / "r.json")]) == 0
+    assert (
+        main(common + ["--epochs", "6", "--checkpoint", str(part), "--resume", "--json", str(tmp_path / "r.json")]) == 0
+    )
     settings = torch.load(whole, weights_only=True)["settings"]
     first, second = load_checkpoint(whole, settings), load_checkpoint(part, settings)
     assert first["run"] == second["run"] == 1
@@ -98,19 +146,22 @@ def test_bad_checkpoints_are_refused(tmp_path, capsys):
     assert "does not exist" in capsys.readouterr().err
 
 
-@pytest.mark.parametrize("argv, message", [
-    (["--dataset", "imagenet"], "unknown dataset 'imagenet'"),
-    (["--dataset", "synthetic:10,x,3,2"], "synthetic:N,E,D,C"),
-    (["--model", "mlp"], "invalid choice: 'mlp'"),
-    (["--bits", "3"], "bits must be one of 1, 2, 4, 8"),
-    (["--block-size", "big"], 'positive integer or "row"'),
-    (["--config", "fp32", "--bits", "2"], "--config fp32 stores nothing compressed"),
-    (["--resume"], "need --checkpoint"),
-    (["--dropout", "1"], "--dropout: must be in [0, 1), got 1"),
-    (["--lr", "0"], "--lr: must be in (0, inf), got 0"),
-    (["--weight-decay=-1e-4"], "--weight-decay: must be in [0, inf)"),
-    (["--grad-clip", "none"], "--grad-clip: must be a number in (0, inf), got 'none'"),
-])
+@pytest.mark.parametrize(
+    "argv, message",
+    [
+        (["--dataset", "imagenet"], "unknown dataset 'imagenet'"),
+        (["--dataset", "synthetic:10,x,3,2"], "synthetic:N,E,D,C"),
+        (["--model", "mlp"], "invalid choice: 'mlp'"),
+        (["--bits", "3"], "bits must be one of 1, 2, 4, 8"),
+        (["--block-size", "big"], 'positive integer or "row"'),
+        (["--config", "fp32", "--bits", "2"], "--config fp32 stores nothing compressed"),
+        (["--resume"], "need --checkpoint"),
+        (["--dropout", "1"], "--dropout: must be in [0, 1), got 1"),
+        (["--lr", "0"], "--lr: must be in (0, inf), got 0"),
+        (["--weight-decay=-1e-4"], "--weight-decay: must be in [0, inf)"),
+        (["--grad-clip", "none"], "--grad-clip: must be a number in (0, inf), got 'none'"),
+    ],
+)
 def test_bad_arguments_name_the_problem(argv, message, capsys):
     with pytest.raises(SystemExit) as info:
         main(["train"] + TINY + argv)
@@ -128,14 +179,30 @@ def test_missing_dataset_files_say_where_they_go(tmp_path, capsys):
 @pytest.mark.slow  # eleven child processes; test_bench_train_compares_only_what_is_asked runs in CI
 def test_bench_writes_table_json_and_plots(tmp_path, capsys):
     out = tmp_path / "bench"
-    assert main(["bench", "train"] + TINY[:-2] + ["--epochs", "2", "--hidden", "16", "--block-sizes",
-                                                  "64,1024,256", "--out", str(out)]) == 0
+    assert (
+        main(
+            ["bench", "train"]
+            + TINY[:-2]
+            + ["--epochs", "2", "--hidden", "16", "--block-sizes", "64,1024,256", "--out", str(out)]
+        )
+        == 0
+    )
     printed = capsys.readouterr().out
     assert "default, G=256 is default: run once" in printed
     table = (out / "bench.md").read_text()
-    labels = ["FP32", "exact()", "iexact()", "default", "compact()", "default, G=64", "default, G=1024",
-              "default, uniform levels", "default, calibrated levels",
-              "default, shared projection", "torch.utils.checkpoint"]
+    labels = [
+        "FP32",
+        "exact()",
+        "iexact()",
+        "default",
+        "compact()",
+        "default, G=64",
+        "default, G=1024",
+        "default, uniform levels",
+        "default, calibrated levels",
+        "default, shared projection",
+        "torch.utils.checkpoint",
+    ]
     for label in labels:
         assert f"| {label} |" in table
     records = json.loads((out / "bench.json").read_text())

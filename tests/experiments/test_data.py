@@ -1,4 +1,5 @@
 """Dataset loaders on small files made here, and the synthetic graphs."""
+
 import json
 import pickle
 
@@ -41,10 +42,15 @@ def _planetoid_files(folder, name):
     def one_hot(count):
         return np.eye(classes)[rng.integers(0, classes, count)]
 
-    parts = {"x": rng.random((labelled, features)), "y": one_hot(labelled),
-             "allx": rng.random((total, features)), "ally": one_hot(total),
-             "tx": rng.random((tests, features)), "ty": one_hot(tests),
-             "graph": {i: [int(j) for j in rng.integers(0, total + tests, 3)] for i in range(total + tests)}}
+    parts = {
+        "x": rng.random((labelled, features)),
+        "y": one_hot(labelled),
+        "allx": rng.random((total, features)),
+        "ally": one_hot(total),
+        "tx": rng.random((tests, features)),
+        "ty": one_hot(tests),
+        "graph": {i: [int(j) for j in rng.integers(0, total + tests, 3)] for i in range(total + tests)},
+    }
     for part, value in parts.items():
         with open(folder / f"ind.{name}.{part}", "wb") as file:
             pickle.dump(value, file)
@@ -55,8 +61,11 @@ def _planetoid_files(folder, name):
 @pytest.fixture
 def small_shapes(monkeypatch):
     """The generated files' shapes stand for the published ones, which the loader checks."""
-    for name, shape in {"pubmed": KnownShape(650, 6, 3, (20, 500, 50)), "flickr": KnownShape(40, 5, 3),
-                        "yelp": KnownShape(40, 5, 4)}.items():
+    for name, shape in {
+        "pubmed": KnownShape(650, 6, 3, (20, 500, 50)),
+        "flickr": KnownShape(40, 5, 3),
+        "yelp": KnownShape(40, 5, 4),
+    }.items():
         monkeypatch.setitem(KNOWN, name, shape)
 
 
@@ -72,14 +81,22 @@ def _graphsaint_files(folder, multilabel):
     rng = np.random.default_rng(0)
     nodes = 40
     adjacency = scipy.sparse.random(nodes, nodes, density=0.1, format="csr", random_state=0)
-    np.savez(folder / "adj_full.npz", data=adjacency.data, indices=adjacency.indices,
-             indptr=adjacency.indptr, shape=adjacency.shape)
+    np.savez(
+        folder / "adj_full.npz",
+        data=adjacency.data,
+        indices=adjacency.indices,
+        indptr=adjacency.indptr,
+        shape=adjacency.shape,
+    )
     np.save(folder / "feats.npy", rng.random((nodes, 5)).astype(np.float32))
-    labels = {str(i): ([int(v) for v in rng.integers(0, 2, 4)] if multilabel else int(rng.integers(0, 3)))
-              for i in range(nodes)}
+    labels = {
+        str(i): ([int(v) for v in rng.integers(0, 2, 4)] if multilabel else int(rng.integers(0, 3)))
+        for i in range(nodes)
+    }
     (folder / "class_map.json").write_text(json.dumps(labels))
-    (folder / "role.json").write_text(json.dumps({"tr": list(range(20)), "va": list(range(20, 30)),
-                                                  "te": list(range(30, 40))}))
+    (folder / "role.json").write_text(
+        json.dumps({"tr": list(range(20)), "va": list(range(20, 30)), "te": list(range(30, 40))})
+    )
 
 
 def test_flickr_format_loads_offline(tmp_path, small_shapes):
@@ -93,8 +110,26 @@ def test_yelp_is_multilabel_and_trains(tmp_path, capsys, small_shapes):
     data = load_dataset("yelp", tmp_path, download=False)
     assert data.y.shape == (40, 4) and num_classes(data) == 4
     path = tmp_path / "yelp.json"
-    assert main(["train", "--dataset", "yelp", "--root", str(tmp_path), "--offline", "--epochs", "3",
-                 "--hidden", "8", "--quiet", "--json", str(path)]) == 0
+    assert (
+        main(
+            [
+                "train",
+                "--dataset",
+                "yelp",
+                "--root",
+                str(tmp_path),
+                "--offline",
+                "--epochs",
+                "3",
+                "--hidden",
+                "8",
+                "--quiet",
+                "--json",
+                str(path),
+            ]
+        )
+        == 0
+    )
     record = json.loads(path.read_text())
     assert record["dataset"] == "yelp" and len(record["test_accuracy"]["runs"]) == 1
 
@@ -178,13 +213,16 @@ def test_a_root_pyg_cannot_write_in_is_one_line(tmp_path, small_shapes, capsys, 
     assert "cannot here (Permission denied" in error and "copy" in error and "writable --root" in error
 
 
-@pytest.mark.parametrize("damage, message", [
-    (lambda d: d.y.__setitem__(0, -3), "labels include -3, below 0"),
-    (lambda d: d.val_mask.__setitem__(d.train_mask.nonzero()[0], True), "splits overlap"),
-    (lambda d: d.edge_index.__setitem__((1, 0), 999), "edge_index holds node 999, outside 0..299"),
-    (lambda d: d.x.__setitem__((2, 2), float("nan")), "features hold NaN or Inf"),
-    (lambda d: setattr(d, "test_mask", d.test_mask.float()), "test_mask is torch.float32"),
-])
+@pytest.mark.parametrize(
+    "damage, message",
+    [
+        (lambda d: d.y.__setitem__(0, -3), "labels include -3, below 0"),
+        (lambda d: d.val_mask.__setitem__(d.train_mask.nonzero()[0], True), "splits overlap"),
+        (lambda d: d.edge_index.__setitem__((1, 0), 999), "edge_index holds node 999, outside 0..299"),
+        (lambda d: d.x.__setitem__((2, 2), float("nan")), "features hold NaN or Inf"),
+        (lambda d: setattr(d, "test_mask", d.test_mask.float()), "test_mask is torch.float32"),
+    ],
+)
 def test_check_dataset_names_each_problem(damage, message):
     data = contextual_sbm(parse_synthetic("synthetic:300,1200,16,4"))
     check_dataset("synthetic", data)

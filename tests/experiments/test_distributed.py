@@ -1,4 +1,5 @@
 """Data-parallel training: ``torchrun --nproc-per-node 2 -m iexact train`` on CPU ranks (gloo)."""
+
 import json
 import os
 import signal
@@ -19,8 +20,17 @@ GRAPH = ["--dataset", "synthetic:2000,10000,32,4", "--quiet", "--threads", "1"]
 def _torchrun(args, processes=2, **kwargs):
     """``torchrun --standalone`` (a free port of its own) with one thread per rank."""
     env = {**os.environ, "OMP_NUM_THREADS": "1"}
-    command = [sys.executable, "-m", "torch.distributed.run", "--standalone", f"--nproc-per-node={processes}",
-               "-m", "iexact", "train", *args]
+    command = [
+        sys.executable,
+        "-m",
+        "torch.distributed.run",
+        "--standalone",
+        f"--nproc-per-node={processes}",
+        "-m",
+        "iexact",
+        "train",
+        *args,
+    ]
     return subprocess.run(command, env=env, capture_output=True, text=True, timeout=300, **kwargs)
 
 
@@ -70,15 +80,20 @@ def test_two_ranks_stay_in_step_learn_as_one_process_and_resume_on_one(tmp_path)
     assert not list(tmp_path.glob("*.tmp"))
     # the checkpoint rank 0 wrote resumes in a single process (any world size)
     assert torch.load(checkpoint, weights_only=True)["state"]["epoch"] == 12
-    assert main(["train"] + GRAPH + ["--epochs", "14", "--checkpoint", str(checkpoint), "--resume",
-                                     "--json", str(single_json)]) == 0
+    assert (
+        main(
+            ["train"]
+            + GRAPH
+            + ["--epochs", "14", "--checkpoint", str(checkpoint), "--resume", "--json", str(single_json)]
+        )
+        == 0
+    )
     assert len(json.loads(single_json.read_text())["val_accuracy"]["history"][0]) == 14
 
 
 def test_two_ranks_stay_in_step_on_mini_batches(tmp_path):
     path = tmp_path / "ddp.json"
-    done = _torchrun(GRAPH + ["--epochs", "3", "--batch-size", "250", "--sampler", "random-node",
-                              "--json", str(path)])
+    done = _torchrun(GRAPH + ["--epochs", "3", "--batch-size", "250", "--sampler", "random-node", "--json", str(path)])
     assert done.returncode == 0, done.stderr[-3000:]
     spread = json.loads(path.read_text())["rank_spread"][0]
     assert len(spread) == 3 and max(spread) <= 1e-6  # after 4 steps per epoch
@@ -92,11 +107,26 @@ def test_more_ranks_than_training_nodes_is_refused(tmp_path):
 def test_a_rank_that_dies_stops_the_job_and_leaves_the_checkpoint_whole(tmp_path):
     checkpoint = tmp_path / "ddp.pt"
     env = {**os.environ, "OMP_NUM_THREADS": "1"}
-    command = [sys.executable, "-m", "torch.distributed.run", "--standalone", "--nproc-per-node=2",
-               "-m", "iexact", "train", *GRAPH, "--epochs", "100000", "--checkpoint", str(checkpoint),
-               "--save-every", "1"]
-    job = subprocess.Popen(command, env=env, stdout=subprocess.PIPE, stderr=subprocess.PIPE, text=True,
-                           start_new_session=True)
+    command = [
+        sys.executable,
+        "-m",
+        "torch.distributed.run",
+        "--standalone",
+        "--nproc-per-node=2",
+        "-m",
+        "iexact",
+        "train",
+        *GRAPH,
+        "--epochs",
+        "100000",
+        "--checkpoint",
+        str(checkpoint),
+        "--save-every",
+        "1",
+    ]
+    job = subprocess.Popen(
+        command, env=env, stdout=subprocess.PIPE, stderr=subprocess.PIPE, text=True, start_new_session=True
+    )
     try:
         deadline = time.monotonic() + 120
         while not checkpoint.exists() and time.monotonic() < deadline and job.poll() is None:

@@ -2,6 +2,7 @@
 paths checked before training, bench results kept when a configuration fails,
 stale temporaries cleaned, resumes that would drop results refused, damaged
 checkpoints named, divergence and Ctrl-C stopped with one line."""
+
 import json
 import os
 import signal
@@ -32,20 +33,26 @@ def _refused(argv, capsys, message, code=2):
 def test_an_existing_result_is_never_overwritten_unasked(flag, tmp_path, capsys):
     path = tmp_path / "results"
     path.write_text("two 1000-epoch runs")
-    _refused(["train"] + TINY + [flag, str(path)], capsys,
-             f"{flag} {path} already exists and would be overwritten: add --resume")
+    _refused(
+        ["train"] + TINY + [flag, str(path)],
+        capsys,
+        f"{flag} {path} already exists and would be overwritten: add --resume",
+    )
     assert path.read_text() == "two 1000-epoch runs"
     assert main(["train"] + TINY + [flag, str(path), "--overwrite"]) == 0
     assert path.read_bytes() != b"two 1000-epoch runs"
     _refused(["train"] + TINY + ["--checkpoint", str(path), "--resume", "--overwrite"], capsys, "pick one")
 
 
-@pytest.mark.parametrize("where, message", [
-    (lambda tmp: tmp / "folder", "is a directory: name a file inside it"),
-    (lambda tmp: tmp / "afile" / "out.json", "is a file, not a directory"),
-    (lambda tmp: tmp / "readonly" / "sub" / "out.json", "cannot be written"),
-    (lambda tmp: "/proc/iexact-test/out.json", "cannot be written: /proc"),
-])
+@pytest.mark.parametrize(
+    "where, message",
+    [
+        (lambda tmp: tmp / "folder", "is a directory: name a file inside it"),
+        (lambda tmp: tmp / "afile" / "out.json", "is a file, not a directory"),
+        (lambda tmp: tmp / "readonly" / "sub" / "out.json", "cannot be written"),
+        (lambda tmp: "/proc/iexact-test/out.json", "cannot be written: /proc"),
+    ],
+)
 @pytest.mark.parametrize("flag", ["--json", "--checkpoint"])
 def test_output_paths_are_checked_before_training(flag, where, message, tmp_path, capsys):
     (tmp_path / "folder").mkdir()
@@ -141,14 +148,17 @@ def test_a_resume_that_would_drop_results_is_refused(tmp_path, capsys):
     assert saved["run_epochs"] == [4, 6, 6] and saved["epochs"] == 6
 
 
-@pytest.mark.parametrize("forge, message", [
-    (lambda c: c.pop("state"), "has no field 'state'"),
-    (lambda c: c.update(run="1"), "its field 'run' holds str where int belongs"),
-    (lambda c: c.update(run=5), "its field 'run' is 5 but it holds 0 finished runs"),
-    (lambda c: c.update(seed_streams=[1, 2]), "'seed_streams' holds non-tensors"),
-    (lambda c: c["model"].pop(next(iter(c["model"]))), "does not fit the model it was made for"),
-    (lambda c: c["state"].update(bogus=1), "does not fit the model it was made for"),
-])
+@pytest.mark.parametrize(
+    "forge, message",
+    [
+        (lambda c: c.pop("state"), "has no field 'state'"),
+        (lambda c: c.update(run="1"), "its field 'run' holds str where int belongs"),
+        (lambda c: c.update(run=5), "its field 'run' is 5 but it holds 0 finished runs"),
+        (lambda c: c.update(seed_streams=[1, 2]), "'seed_streams' holds non-tensors"),
+        (lambda c: c["model"].pop(next(iter(c["model"]))), "does not fit the model it was made for"),
+        (lambda c: c["state"].update(bogus=1), "does not fit the model it was made for"),
+    ],
+)
 def test_a_damaged_checkpoint_names_the_field(forge, message, tmp_path, capsys):
     checkpoint = tmp_path / "c.pt"
     common = ["train"] + TINY + ["--checkpoint", str(checkpoint)]
@@ -164,8 +174,25 @@ def test_a_damaged_checkpoint_names_the_field(forge, message, tmp_path, capsys):
 @pytest.mark.parametrize("config", ["default", "fp32"])
 def test_divergence_stops_the_run_with_one_line(config, tmp_path, capsys):
     checkpoint = tmp_path / "c.pt"
-    assert main(["train"] + TINY + ["--epochs", "20", "--lr", "1e30", "--config", config,
-                                    "--checkpoint", str(checkpoint), "--save-every", "1"]) == 1
+    assert (
+        main(
+            ["train"]
+            + TINY
+            + [
+                "--epochs",
+                "20",
+                "--lr",
+                "1e30",
+                "--config",
+                config,
+                "--checkpoint",
+                str(checkpoint),
+                "--save-every",
+                "1",
+            ]
+        )
+        == 1
+    )
     error = capsys.readouterr().err.strip().splitlines()
     assert len(error) == 1 and "run 1 diverged in epoch" in error[0] and "learning rate too high" in error[0]
     if checkpoint.exists():  # the last state saved is a finite one
@@ -176,13 +203,32 @@ def test_divergence_stops_the_run_with_one_line(config, tmp_path, capsys):
 
 def test_ctrl_c_says_how_to_resume_and_the_resume_works(tmp_path):
     checkpoint = tmp_path / "c.pt"
-    argv = ["train"] + TINY[:2] + ["--quiet", "--hidden", "16", "--epochs", "100000", "--checkpoint",
-                                   str(checkpoint), "--save-every", "1", "--threads", "1"]
+    argv = (
+        ["train"]
+        + TINY[:2]
+        + [
+            "--quiet",
+            "--hidden",
+            "16",
+            "--epochs",
+            "100000",
+            "--checkpoint",
+            str(checkpoint),
+            "--save-every",
+            "1",
+            "--threads",
+            "1",
+        ]
+    )
     # SIGINT as a terminal delivers it, even where this run's shell started it in the background
     # (which ignores SIGINT, and the ignoring is inherited)
-    child = subprocess.Popen([sys.executable, "-m", "iexact"] + argv, stderr=subprocess.PIPE, text=True,
-                             stdout=subprocess.DEVNULL,
-                             preexec_fn=lambda: signal.signal(signal.SIGINT, signal.SIG_DFL))
+    child = subprocess.Popen(
+        [sys.executable, "-m", "iexact"] + argv,
+        stderr=subprocess.PIPE,
+        text=True,
+        stdout=subprocess.DEVNULL,
+        preexec_fn=lambda: signal.signal(signal.SIGINT, signal.SIG_DFL),
+    )
     deadline = time.monotonic() + 120
     while not checkpoint.exists() and time.monotonic() < deadline and child.poll() is None:
         time.sleep(0.2)
@@ -199,13 +245,16 @@ def test_ctrl_c_says_how_to_resume_and_the_resume_works(tmp_path):
     assert main(resumed) == 0
 
 
-@pytest.mark.parametrize("argv, message", [
-    (["--model", "gat", "--hidden", "10"], "hidden=10 must be a multiple of the 4 attention heads"),
-    (["--block-size", str(2**61)], 'block_size must be a positive int up to 2**31 - 1 or "row"'),
-    (["--seed", str(2**70)], "--seed: must be an integer in [0, 2**62)"),
-    (["--seed", "-1"], "--seed: must be an integer in [0, 2**62), got -1"),
-    (["--device", "meta"], "unsupported device 'meta': use cpu, cuda or cuda:N"),
-])
+@pytest.mark.parametrize(
+    "argv, message",
+    [
+        (["--model", "gat", "--hidden", "10"], "hidden=10 must be a multiple of the 4 attention heads"),
+        (["--block-size", str(2**61)], 'block_size must be a positive int up to 2**31 - 1 or "row"'),
+        (["--seed", str(2**70)], "--seed: must be an integer in [0, 2**62)"),
+        (["--seed", "-1"], "--seed: must be an integer in [0, 2**62), got -1"),
+        (["--device", "meta"], "unsupported device 'meta': use cpu, cuda or cuda:N"),
+    ],
+)
 def test_arguments_that_used_to_end_in_a_traceback(argv, message, capsys):
     error = _refused(["train"] + TINY + argv, capsys, message)
     assert "Traceback" not in error

@@ -1,4 +1,5 @@
 """Training under a memory limit, the peak's parts, the CSR layout and the cache of large synthetic graphs."""
+
 import json
 import os
 import subprocess
@@ -13,19 +14,30 @@ from iexact.experiments.cli import main
 from iexact.experiments.limits import is_out_of_memory, parse_bytes, peak_resident, restart_peak_resident
 
 # FP32 peaks at 3.0 GiB of address space here, the compressed run at 1.8 GiB (without torch-sparse mapped)
-LIMITED = ["--dataset", "synthetic:300000,900000,32,4", "--epochs", "1", "--quiet", "--threads", "2",
-           "--graph", "csr", "--memory-limit", "2.4GiB"]
+LIMITED = [
+    "--dataset",
+    "synthetic:300000,900000,32,4",
+    "--epochs",
+    "1",
+    "--quiet",
+    "--threads",
+    "2",
+    "--graph",
+    "csr",
+    "--memory-limit",
+    "2.4GiB",
+]
 
 
 def _iexact(*args):
     """The command in a process of its own: the limit must not fall on the test process."""
     env = {**os.environ, "OMP_NUM_THREADS": "2"}
-    return subprocess.run([sys.executable, "-m", "iexact", *args], env=env, capture_output=True, text=True,
-                          timeout=600)
+    return subprocess.run([sys.executable, "-m", "iexact", *args], env=env, capture_output=True, text=True, timeout=600)
 
 
-@pytest.mark.parametrize("text, expected", [("123", 123), ("8GiB", 8 * 2**30), ("1.5G", 3 * 2**29),
-                                            ("500 MB", 500 * 10**6), ("2kib", 2048)])
+@pytest.mark.parametrize(
+    "text, expected", [("123", 123), ("8GiB", 8 * 2**30), ("1.5G", 3 * 2**29), ("500 MB", 500 * 10**6), ("2kib", 2048)]
+)
 def test_sizes_parse_with_their_units(text, expected):
     assert parse_bytes(text) == expected
 
@@ -38,7 +50,8 @@ def test_sizes_that_are_not_sizes_are_refused(text):
 
 def test_allocation_failures_are_told_from_other_errors():
     assert is_out_of_memory(MemoryError()) and is_out_of_memory(
-        RuntimeError("DefaultCPUAllocator: can't allocate memory: you tried to allocate 8 bytes"))
+        RuntimeError("DefaultCPUAllocator: can't allocate memory: you tried to allocate 8 bytes")
+    )
     assert not is_out_of_memory(RuntimeError("shape mismatch"))
 
 
@@ -94,8 +107,25 @@ def test_the_csr_layout_trains_the_same_model(tmp_path):
     records = {}
     for layout in ("edge_index", "csr"):
         path = tmp_path / f"{layout}.json"
-        assert main(["train", "--dataset", "synthetic:300,1200,16,4", "--epochs", "3", "--quiet", "--config", "fp32",
-                     "--graph", layout, "--json", str(path)]) == 0
+        assert (
+            main(
+                [
+                    "train",
+                    "--dataset",
+                    "synthetic:300,1200,16,4",
+                    "--epochs",
+                    "3",
+                    "--quiet",
+                    "--config",
+                    "fp32",
+                    "--graph",
+                    layout,
+                    "--json",
+                    str(path),
+                ]
+            )
+            == 0
+        )
         records[layout] = json.loads(path.read_text())
     # the same losses, so the same scores, epoch by epoch
     assert records["csr"]["val_accuracy"]["history"] == records["edge_index"]["val_accuracy"]["history"]
@@ -105,8 +135,19 @@ def test_the_csr_layout_trains_the_same_model(tmp_path):
 
 def test_csr_with_mini_batches_is_refused(capsys):
     with pytest.raises(SystemExit):
-        main(["train", "--dataset", "synthetic:300,1200,16,4", "--graph", "csr", "--batch-size", "100",
-              "--sampler", "random-node"])
+        main(
+            [
+                "train",
+                "--dataset",
+                "synthetic:300,1200,16,4",
+                "--graph",
+                "csr",
+                "--batch-size",
+                "100",
+                "--sampler",
+                "random-node",
+            ]
+        )
     assert "--graph csr trains full batch" in capsys.readouterr().err
 
 
@@ -138,8 +179,22 @@ def test_a_graph_to_cache_is_built_outside_the_limit_then_trained_under_it(tmp_p
 
     monkeypatch.setattr(cli.subprocess, "run", child)
     monkeypatch.setattr(cli, "apply_memory_limit", lambda nbytes: events.append(nbytes))
-    train = ["train", "--dataset", "synthetic:500,2000,8,3", "--root", str(tmp_path), "--graph", "csr",
-             "--memory-limit", "8GiB", "--epochs", "1", "--quiet", "--hidden", "8"]
+    train = [
+        "train",
+        "--dataset",
+        "synthetic:500,2000,8,3",
+        "--root",
+        str(tmp_path),
+        "--graph",
+        "csr",
+        "--memory-limit",
+        "8GiB",
+        "--epochs",
+        "1",
+        "--quiet",
+        "--hidden",
+        "8",
+    ]
     assert main(train) == 0
     assert events == ["build", 8 * 2**30]
     cached = tmp_path / "synthetic" / "synthetic_500-2000-8-3-seed0-csr.pt"
@@ -160,8 +215,16 @@ def test_datasets_prepare_refuses_unknown_names(capsys):
 def test_a_csr_cache_with_int64_indices_is_read_with_int32_ones(tmp_path):
     adjacency = torch.tensor([[0, 1, 0], [1, 0, 1], [0, 1, 0]], dtype=torch.float).to_sparse_csr()
     assert adjacency.col_indices().dtype == torch.int64
-    torch.save({"x": torch.ones(3, 2), "adj_crow": adjacency.crow_indices(), "adj_col": adjacency.col_indices(),
-                "adj_values": adjacency.values(), "adj_size": torch.tensor(adjacency.shape)}, tmp_path / "old.pt")
+    torch.save(
+        {
+            "x": torch.ones(3, 2),
+            "adj_crow": adjacency.crow_indices(),
+            "adj_col": adjacency.col_indices(),
+            "adj_values": adjacency.values(),
+            "adj_size": torch.tensor(adjacency.shape),
+        },
+        tmp_path / "old.pt",
+    )
     read = datasets._read_cached(tmp_path / "old.pt").adj_t
     assert read.col_indices().dtype == read.crow_indices().dtype == torch.int32
     assert torch.equal(read.to_dense(), adjacency.to_dense())

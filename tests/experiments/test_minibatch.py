@@ -1,8 +1,8 @@
 """Mini-batch training through PyG's loaders: batches, shares per rank, the loss rows, and bad input."""
+
 import json
 
 import pytest
-import torch
 import torch_geometric.typing
 
 from iexact.experiments.batching import Batching, batch_loss_rows, make_loader, set_epoch
@@ -25,7 +25,7 @@ def test_random_node_batches_partition_the_nodes(data):
     assert len(batches) == 4 and sum(batch.num_nodes for batch in batches) == data.num_nodes
     rows = [batch_loss_rows(batch) for batch in batches]
     assert sum(row.numel() for row in rows) == int(data.train_mask.sum())
-    assert all(bool(batch.train_mask[row].all()) for batch, row in zip(batches, rows))
+    assert all(bool(batch.train_mask[row].all()) for batch, row in zip(batches, rows, strict=True))
 
 
 def test_ranks_draw_disjoint_equal_shares_that_reshuffle_each_epoch(data):
@@ -55,14 +55,31 @@ def test_compressed_mini_batch_training_learns_like_fp32(tmp_path):
     scores = {}
     for config in ("fp32", "default"):
         path = tmp_path / f"{config}.json"
-        assert main(["train", "--dataset", "synthetic:2000,10000,32,4", "--epochs", "15", "--quiet",
-                     "--batch-size", "500", "--sampler", "random-node", "--config", config,
-                     "--json", str(path)]) == 0
+        assert (
+            main(
+                [
+                    "train",
+                    "--dataset",
+                    "synthetic:2000,10000,32,4",
+                    "--epochs",
+                    "15",
+                    "--quiet",
+                    "--batch-size",
+                    "500",
+                    "--sampler",
+                    "random-node",
+                    "--config",
+                    config,
+                    "--json",
+                    str(path),
+                ]
+            )
+            == 0
+        )
         scores[config] = json.loads(path.read_text())
     fp32, compressed = (scores[name]["test_accuracy"]["mean"] for name in ("fp32", "default"))
     assert fp32 > 0.5 and abs(fp32 - compressed) < 0.05, (fp32, compressed)
-    assert (scores["fp32"]["activation_memory"]["total"]
-            > 8 * scores["default"]["activation_memory"]["total"])
+    assert scores["fp32"]["activation_memory"]["total"] > 8 * scores["default"]["activation_memory"]["total"]
 
 
 @pytest.mark.skipif(not HAS_SAMPLER, reason="NeighborLoader needs pyg-lib or torch-sparse")
@@ -83,17 +100,20 @@ def test_neighbor_sampler_without_a_backend_names_what_to_install(capsys):
     assert "pyg-lib or torch-sparse" in error and "--sampler random-node" in error
 
 
-@pytest.mark.parametrize("argv, message", [
-    (["--batch-size", "0"], "must be a positive integer"),
-    (["--batch-size", "64", "--fanout", "5,x,2"], "comma-separated integers"),
-    (["--batch-size", "64", "--fanout", "5,0,2"], "every count must be >= 1, or -1"),
-    (["--batch-size", "64", "--fanout", "5,-3,2"], "every count must be >= 1, or -1"),
-    (["--batch-size", "64", "--fanout", "5,3"], "has 2 hops but the model has 3"),
-    (["--batch-size", "64"], "needs a fanout"),
-    (["--batch-size", "64", "--sampler", "random-node", "--fanout", "5,3,2"], "neighbor sampler only"),
-    (["--fanout", "5,3,2"], "need --batch-size"),
-    (["--sampler", "kmeans"], "invalid choice"),
-])
+@pytest.mark.parametrize(
+    "argv, message",
+    [
+        (["--batch-size", "0"], "must be a positive integer"),
+        (["--batch-size", "64", "--fanout", "5,x,2"], "comma-separated integers"),
+        (["--batch-size", "64", "--fanout", "5,0,2"], "every count must be >= 1, or -1"),
+        (["--batch-size", "64", "--fanout", "5,-3,2"], "every count must be >= 1, or -1"),
+        (["--batch-size", "64", "--fanout", "5,3"], "has 2 hops but the model has 3"),
+        (["--batch-size", "64"], "needs a fanout"),
+        (["--batch-size", "64", "--sampler", "random-node", "--fanout", "5,3,2"], "neighbor sampler only"),
+        (["--fanout", "5,3,2"], "need --batch-size"),
+        (["--sampler", "kmeans"], "invalid choice"),
+    ],
+)
 def test_bad_batching_is_refused_before_training(argv, message, capsys):
     with pytest.raises(SystemExit) as exit_info:
         main(["train"] + TINY + argv)

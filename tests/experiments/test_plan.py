@@ -1,4 +1,5 @@
 """``iexact plan`` end to end: the plan file, its check, and ``iexact train --plan``."""
+
 import json
 
 import pytest
@@ -27,23 +28,50 @@ def test_plan_writes_a_checked_plan_that_train_uses(planned, tmp_path, capsys):
     assert set(record["modules"]) == {layer["name"] for layer in record["predicted"]["layers"]}
     assert record["fp32_bytes"] > 5 * record["budget"]
     results = tmp_path / "run.json"
-    assert main(["train"] + TINY + ["--model", "gcn", "--plan", str(planned), "--epochs", "2", "--quiet",
-                                    "--json", str(results)]) == 0
+    assert (
+        main(
+            ["train"]
+            + TINY
+            + ["--model", "gcn", "--plan", str(planned), "--epochs", "2", "--quiet", "--json", str(results)]
+        )
+        == 0
+    )
     assert "the plan of" in capsys.readouterr().out
     run = json.loads(results.read_text())
     assert run["activation_memory"]["total"] == pytest.approx(record["predicted"]["bytes"], rel=0.05)
     assert run["config_name"] == "plan" and run["module_configs"] == record["modules"]
     settings = Settings.from_dict({key: run[key] for key in Settings.__dataclass_fields__})
-    assert dict(settings.module_configs) == {name: CompressionConfig.from_dict(config)
-                                             for name, config in record["modules"].items()}
+    assert dict(settings.module_configs) == {
+        name: CompressionConfig.from_dict(config) for name, config in record["modules"].items()
+    }
 
 
 def test_plan_prints_the_commands_and_refuses_an_existing_file(planned, capsys):
-    assert main(["plan"] + TINY + ["--model", "gcn", "--memory", "40KiB", "--draws", "1", "--root", "elsewhere",
-                                   "--out", str(planned), "--overwrite"]) == 0
+    assert (
+        main(
+            ["plan"]
+            + TINY
+            + [
+                "--model",
+                "gcn",
+                "--memory",
+                "40KiB",
+                "--draws",
+                "1",
+                "--root",
+                "elsewhere",
+                "--out",
+                str(planned),
+                "--overwrite",
+            ]
+        )
+        == 0
+    )
     printed = capsys.readouterr().out
-    assert f"train with: iexact train --dataset {TINY[1]} --root elsewhere --model gcn --hidden 16 --plan {planned}" \
+    assert (
+        f"train with: iexact train --dataset {TINY[1]} --root elsewhere --model gcn --hidden 16 --plan {planned}"
         in printed
+    )
     assert "measured" in printed and "predicted" in printed
     with pytest.raises(SystemExit) as refused:
         main(["plan"] + TINY + ["--model", "gcn", "--memory", "40KiB", "--out", str(planned)])
@@ -65,8 +93,9 @@ def test_train_refuses_a_plan_made_for_another_run(planned, tmp_path, capsys):
         assert exit_.value.code == 2
         return capsys.readouterr().err
 
-    assert "was made for --model gcn (not sage), --hidden 16 (not 128)" in refused("--model", "sage", "--plan",
-                                                                                  str(planned))
+    assert "was made for --model gcn (not sage), --hidden 16 (not 128)" in refused(
+        "--model", "sage", "--plan", str(planned)
+    )
     assert "drop --bits" in refused("--model", "gcn", "--hidden", "16", "--plan", str(planned), "--bits", "4")
     not_a_plan = tmp_path / "other.json"
     not_a_plan.write_text("[1, 2]")
@@ -75,4 +104,5 @@ def test_train_refuses_a_plan_made_for_another_run(planned, tmp_path, capsys):
     broken["modules"]["convs.1"]["bits"] = 3
     not_a_plan.write_text(json.dumps(broken))
     assert "invalid iexact plan file: ValueError: CompressionConfig.bits=3" in refused(
-        "--model", "gcn", "--hidden", "16", "--plan", str(not_a_plan))
+        "--model", "gcn", "--hidden", "16", "--plan", str(not_a_plan)
+    )

@@ -2,6 +2,7 @@
 the Triton kernels (interpreted, ``TRITON_INTERPRET=1``) by the same dispatch and
 chunking CUDA takes; every test here counts the kernel launches, so a silent
 fall-back to the PyTorch path fails it."""
+
 import dataclasses
 import json
 import math
@@ -55,9 +56,15 @@ def test_the_choice_of_kernels(monkeypatch):
         kernels.uses_triton(cpu)
 
 
-@pytest.mark.parametrize("config", [iexact.CompressionConfig(), iexact.CompressionConfig.exact(),
-                                    iexact.CompressionConfig(bits=4, block_size=100, rp_ratio=1),
-                                    iexact.CompressionConfig(rp_ratio=1, levels=(0.0, 0.7, 1.4, 3.0))])
+@pytest.mark.parametrize(
+    "config",
+    [
+        iexact.CompressionConfig(),
+        iexact.CompressionConfig.exact(),
+        iexact.CompressionConfig(bits=4, block_size=100, rp_ratio=1),
+        iexact.CompressionConfig(rp_ratio=1, levels=(0.0, 0.7, 1.4, 3.0)),
+    ],
+)
 def test_round_trip_on_the_triton_path(config, launches, monkeypatch):
     """Within one block step of the input (no projection), unbiased over draws, and
     with the error variance of the PyTorch path."""
@@ -109,8 +116,18 @@ def test_one_training_step_of_every_model_on_the_triton_path(name, launches, mon
 
 
 def test_iexact_train_end_to_end_on_the_triton_path(launches, monkeypatch, tmp_path):
-    argv = ["train", "--dataset", "synthetic:300,1200,16,4", "--hidden", "16", "--epochs", "2", "--quiet",
-            "--seed", "3"]
+    argv = [
+        "train",
+        "--dataset",
+        "synthetic:300,1200,16,4",
+        "--hidden",
+        "16",
+        "--epochs",
+        "2",
+        "--quiet",
+        "--seed",
+        "3",
+    ]
     assert main(argv + ["--json", str(tmp_path / "triton.json")]) == 0
     assert launches["quantize_pack"] > 0 and launches["unpack_dequantize"] > 0
     monkeypatch.setenv("IEXACT_KERNELS", "torch")
@@ -125,6 +142,7 @@ def test_iexact_train_end_to_end_on_the_triton_path(launches, monkeypatch, tmp_p
 
 def _shape_only_kernels(monkeypatch, calls):
     """Kernels that record what they were given and return meta tensors of the right size."""
+
     def quantize_pack(z, mins, steps, block_size, bits, levels, *, seed=0, offset=0, noise=None):
         calls.append((z.numel(), mins.numel()))
         return torch.empty(math.ceil(z.numel() * bits / 8), dtype=torch.uint8, device=z.device)
@@ -186,8 +204,10 @@ def test_no_host_sync_in_the_compressed_codec_without_the_finite_check(monkeypat
     monkeypatch.setenv("IEXACT_KERNELS", "triton")
     _shape_only_kernels(monkeypatch, [])
     x = torch.empty(1000, 64, device="meta")
-    for config in (iexact.CompressionConfig(check_finite=False),
-                   iexact.CompressionConfig(block_size="row", rp_ratio=1, check_finite=False)):
+    for config in (
+        iexact.CompressionConfig(check_finite=False),
+        iexact.CompressionConfig(block_size="row", rp_ratio=1, check_finite=False),
+    ):
         codec.decompress(codec.compress(x, config, seed=3), check=False)
     with pytest.raises(Exception, match="meta"):
         codec.compress(x, iexact.CompressionConfig(), seed=3)

@@ -1,4 +1,5 @@
 """The Triton kernels against the PyTorch reference (interpreted on CPU)."""
+
 import pytest
 import torch
 
@@ -43,13 +44,22 @@ def test_kernels_equal_reference_with_fixed_noise(bits, kind, numel, block_size)
 def test_kernel_noise_is_unbiased(bits, kind):
     block_size, draws = 50, 400
     z, low, step, levels, _ = _case(200, block_size, bits, kind, seed=1)
-    samples = torch.stack([
-        triton_quant.unpack_dequantize(
-            triton_quant.quantize_pack(z.clone(), low, step, block_size, bits, levels,
-                                       seed=stream_seed(draw, 0) & 0x7FFFFFFF),
-            low, step, block_size, bits, levels, z.numel()).double()
-        for draw in range(draws)
-    ])
+    samples = torch.stack(
+        [
+            triton_quant.unpack_dequantize(
+                triton_quant.quantize_pack(
+                    z.clone(), low, step, block_size, bits, levels, seed=stream_seed(draw, 0) & 0x7FFFFFFF
+                ),
+                low,
+                step,
+                block_size,
+                bits,
+                levels,
+                z.numel(),
+            ).double()
+            for draw in range(draws)
+        ]
+    )
     standard_error = samples.std(0) / draws**0.5
     z_scores = (samples.mean(0) - z.double()) / standard_error.clamp(min=1e-12)
     moving = standard_error > 0

@@ -6,6 +6,7 @@ trains a compiled model beside an eager copy holding the same seed-stream
 state and compares losses and parameters step by step; dropout masks are
 drawn inside an operator, so they match too.
 """
+
 import copy
 
 import pytest
@@ -76,7 +77,7 @@ def test_compiled_training_equals_eager(name, device):
     compiled = torch.compile(model, fullgraph=True, backend="aot_eager")
     ours, theirs = _train(compiled, data, steps=3), _train(twin, data, steps=3)
     torch.testing.assert_close(ours, theirs, rtol=1e-5, atol=1e-6)
-    for a, b in zip(model.parameters(), twin.parameters()):
+    for a, b in zip(model.parameters(), twin.parameters(), strict=True):
         torch.testing.assert_close(a, b, rtol=1e-4, atol=1e-5)
 
 

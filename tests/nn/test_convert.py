@@ -48,7 +48,7 @@ def test_parameters_state_dict_and_optimizer_survive():
     names = [name for name, _ in model.named_parameters()]
     optimizer = torch.optim.Adam(model.parameters(), lr=0.01)
     iexact.compress_(model, CompressionConfig())
-    assert [p is q for p, q in zip(params, model.parameters())] == [True] * len(params)
+    assert [p is q for p, q in zip(params, model.parameters(), strict=True)] == [True] * len(params)
     assert [name for name, _ in model.named_parameters()] == names
     twin = _models()[1]
     twin.load_state_dict(model.state_dict())  # loads into an uncompressed twin
@@ -57,11 +57,11 @@ def test_parameters_state_dict_and_optimizer_survive():
     before = [p.detach().clone() for p in model.parameters()]
     F.cross_entropy(model(x, edge_index), torch.zeros(60, dtype=torch.long)).backward()
     optimizer.step()
-    assert any(not torch.equal(a, b) for a, b in zip(before, model.parameters()))
+    assert any(not torch.equal(a, b) for a, b in zip(before, model.parameters(), strict=True))
     trained = [p.detach().clone() for p in model.parameters()]
     model.reset_parameters()  # the module's own method, through the compressed class
-    assert [p is q for p, q in zip(params, model.parameters())] == [True] * len(params)
-    assert all(not torch.equal(a, b) for a, b in zip(trained, model.parameters()) if a.dim() == 2)
+    assert [p is q for p, q in zip(params, model.parameters(), strict=True)] == [True] * len(params)
+    assert all(not torch.equal(a, b) for a, b in zip(trained, model.parameters(), strict=True) if a.dim() == 2)
 
 
 def test_converted_modules_and_twice_is_harmless():
@@ -77,8 +77,10 @@ def test_converted_modules_and_twice_is_harmless():
 
 
 def _kept_per_layer(model, x, edge_index):
-    return {layer.name: (layer.compressed, layer.uncompressed)
-            for layer in iexact.activation_memory(model, x, edge_index).layers}
+    return {
+        layer.name: (layer.compressed, layer.uncompressed)
+        for layer in iexact.activation_memory(model, x, edge_index).layers
+    }
 
 
 CONV_MODELS = {
@@ -189,7 +191,7 @@ def test_gradients_at_8_bits_match_uncompressed(index):
     target = torch.randint(0, 4, (60,))
     F.cross_entropy(model(x, edge_index), target).backward()
     F.cross_entropy(twin(x, edge_index), target).backward()
-    for (name, ours), theirs in zip(model.named_parameters(), twin.parameters()):
+    for (name, ours), theirs in zip(model.named_parameters(), twin.parameters(), strict=True):
         cosine = F.cosine_similarity(ours.grad.flatten(), theirs.grad.flatten(), dim=0)
         assert cosine >= 0.999, name
 

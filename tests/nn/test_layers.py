@@ -1,4 +1,5 @@
 """Every converted layer against its uncompressed twin."""
+
 import copy
 import warnings
 
@@ -79,21 +80,27 @@ def test_layer_gradients_at_8_bits_match_uncompressed(name, graph_kind, device):
     for layer in (module, twin):
         inputs = [x.clone().requires_grad_()]
         if kind == "graph2":
-            inputs.append(torch.randn(NODES, FEATURES, generator=torch.Generator().manual_seed(5)).to(device).requires_grad_())
+            inputs.append(
+                torch.randn(NODES, FEATURES, generator=torch.Generator().manual_seed(5)).to(device).requires_grad_()
+            )
         if graph is not None:
             inputs.append(graph)
         out = _run(layer, inputs, grad_seed=1)
-        results.append((out.detach(), [t.grad for t in inputs if isinstance(t, torch.Tensor) and t.requires_grad
-                                       and t.grad is not None],
-                        [p.grad for p in layer.parameters()]))
+        results.append(
+            (
+                out.detach(),
+                [t.grad for t in inputs if isinstance(t, torch.Tensor) and t.requires_grad and t.grad is not None],
+                [p.grad for p in layer.parameters()],
+            )
+        )
     (ours, our_input_grads, our_param_grads), (theirs, their_input_grads, their_param_grads) = results
     torch.testing.assert_close(ours, theirs, rtol=1e-4, atol=1e-5)
     assert len(our_input_grads) == len(their_input_grads) > 0
-    for a, b in zip(our_input_grads + our_param_grads, their_input_grads + their_param_grads):
+    for a, b in zip(our_input_grads + our_param_grads, their_input_grads + their_param_grads, strict=True):
         assert (a is None) == (b is None)
         if a is not None and b.norm() > 1e-5:  # a zero gradient (a bias before BatchNorm) has no direction
             assert _cosine(a, b) >= 0.999
-    for a, b in zip(module.buffers(), twin.buffers()):  # BatchNorm running statistics
+    for a, b in zip(module.buffers(), twin.buffers(), strict=True):  # BatchNorm running statistics
         torch.testing.assert_close(a, b)
 
 
@@ -130,8 +137,9 @@ def test_the_callers_own_input_is_kept_by_reference():
     assert report.total == 0 and report.held_elsewhere >= x.nbytes
     _run(conv, [x, graph], grad_seed=1)
     _run(twin, [x, graph], grad_seed=1)
-    for ours, theirs in zip(conv.parameters(), twin.parameters()):
+    for ours, theirs in zip(conv.parameters(), twin.parameters(), strict=True):
         torch.testing.assert_close(ours.grad, theirs.grad)
     without = CompressionConfig(reference_inputs=False)
-    assert iexact.activation_memory(iexact.compress_(conv, without), x, graph).total == \
-        iexact.compress(x, without).nbytes
+    assert (
+        iexact.activation_memory(iexact.compress_(conv, without), x, graph).total == iexact.compress(x, without).nbytes
+    )

@@ -7,6 +7,7 @@ run PyG's own forward with one warning naming why. A malformed input must
 raise PyG's own error. The last test compares the handlers' signatures with
 PyG's, so an upgrade that adds an argument (a new input form) fails here.
 """
+
 import copy
 import dataclasses
 import inspect
@@ -31,8 +32,12 @@ N, F_IN, F_OUT = 20, 6, 5
 
 def _edges(num_src=N, num_dst=N, count=60, seed=0):
     generator = torch.Generator().manual_seed(seed)
-    return torch.stack([torch.randint(0, num_src, (count,), generator=generator),
-                        torch.randint(0, num_dst, (count,), generator=generator)])
+    return torch.stack(
+        [
+            torch.randint(0, num_src, (count,), generator=generator),
+            torch.randint(0, num_dst, (count,), generator=generator),
+        ]
+    )
 
 
 def _features(*shape, seed=1):
@@ -62,8 +67,10 @@ def _compare(factory, run, inputs, warns: str | None = None):
     iexact.compress_(module, EIGHT_BITS)
     results = []
     for layer in (module, twin):
-        leaves = [t.detach().clone().requires_grad_() if isinstance(t, torch.Tensor) and t.requires_grad else t
-                  for t in inputs]
+        leaves = [
+            t.detach().clone().requires_grad_() if isinstance(t, torch.Tensor) and t.requires_grad else t
+            for t in inputs
+        ]
         with warnings.catch_warnings(record=True) as caught:
             warnings.simplefilter("always")
             torch.manual_seed(1)
@@ -75,7 +82,7 @@ def _compare(factory, run, inputs, warns: str | None = None):
         results.append((out.detach(), grads + [p.grad for p in layer.parameters()], ours))
     (out, grads, ours), (expected, expected_grads, _) = results
     torch.testing.assert_close(out, expected, rtol=1e-4, atol=1e-5)
-    for a, b in zip(grads, expected_grads):
+    for a, b in zip(grads, expected_grads, strict=True):
         assert (a is None) == (b is None)
         if b is not None and b.norm() > 1e-5:
             assert F.cosine_similarity(a.flatten().double(), b.flatten().double(), dim=0) > 0.999
@@ -116,8 +123,9 @@ def test_bipartite_inputs(name, graph_form):
     kwargs = {"size": (12, 5)} if graph_form == "size" else {}
     factory = (lambda: SAGEConv((F_IN, 4), F_OUT)) if name == "SAGEConv" else CONVS[name]
     x_dst = None if graph_form != "tensor" else _features(5, 4 if name == "SAGEConv" else F_IN, seed=3)
-    out = _compare(factory, lambda conv, x_src, x_dst: conv((x_src, x_dst), graph, **kwargs),
-                   [_features(12, F_IN), x_dst])
+    out = _compare(
+        factory, lambda conv, x_src, x_dst: conv((x_src, x_dst), graph, **kwargs), [_features(12, F_IN), x_dst]
+    )
     assert out.shape == (5, F_OUT)
 
 
@@ -200,8 +208,11 @@ def test_propagate_and_message_hooks_fire(name, kind):
 @pytest.mark.parametrize("name", ["SAGEConv", "GINConv", "GCNConv"])
 @pytest.mark.parametrize("bad", ["transposed", "three rows", "float"])
 def test_malformed_edge_index_raises_pygs_error(name, bad):
-    edge_index = {"transposed": _edges().t().contiguous(), "three rows": torch.randint(0, N, (3, 60)),
-                  "float": _edges().float()}[bad]
+    edge_index = {
+        "transposed": _edges().t().contiguous(),
+        "three rows": torch.randint(0, N, (3, 60)),
+        "float": _edges().float(),
+    }[bad]
     conv = CONVS[name]()
     if name == "GCNConv":
         conv.normalize = False
@@ -236,28 +247,42 @@ def test_handlers_take_exactly_pygs_arguments(base):
 
 
 @pytest.mark.parametrize("graph_form", ["tensor", "EdgeIndex", "size", "no target features"])
-@pytest.mark.parametrize("variant", ["shared lin", "lin_src and lin_dst", "residual, mean of heads", "no self-loops",
-                                     "dropout"])
+@pytest.mark.parametrize(
+    "variant", ["shared lin", "lin_src and lin_dst", "residual, mean of heads", "no self-loops", "dropout"]
+)
 def test_gat_bipartite_inputs(variant, graph_form):
     in_channels = (F_IN, 4) if variant == "lin_src and lin_dst" else F_IN
-    options = {"shared lin": {}, "lin_src and lin_dst": {}, "no self-loops": {"add_self_loops": False},
-               "residual, mean of heads": {"residual": True, "concat": False}, "dropout": {"dropout": 0.3}}[variant]
+    options = {
+        "shared lin": {},
+        "lin_src and lin_dst": {},
+        "no self-loops": {"add_self_loops": False},
+        "residual, mean of heads": {"residual": True, "concat": False},
+        "dropout": {"dropout": 0.3},
+    }[variant]
     edge_index = _edges(12, 5)
     graph = EdgeIndex(edge_index, sparse_size=(12, 5)) if graph_form == "EdgeIndex" else edge_index
     kwargs = {"size": (12, 5)} if graph_form in ("size", "no target features") else {}
-    x_dst = None if graph_form == "no target features" else _features(5, 4 if isinstance(in_channels, tuple)
-                                                                      else F_IN, seed=3)
-    out = _compare(lambda: GATConv(in_channels, F_OUT, heads=2, **options),
-                   lambda conv, x_src, x_dst: conv((x_src, x_dst), graph, **kwargs), [_features(12, F_IN), x_dst])
+    x_dst = (
+        None
+        if graph_form == "no target features"
+        else _features(5, 4 if isinstance(in_channels, tuple) else F_IN, seed=3)
+    )
+    out = _compare(
+        lambda: GATConv(in_channels, F_OUT, heads=2, **options),
+        lambda conv, x_src, x_dst: conv((x_src, x_dst), graph, **kwargs),
+        [_features(12, F_IN), x_dst],
+    )
     assert out.shape == (5, F_OUT * (1 if "mean" in variant else 2))
 
 
 def test_gat_bipartite_weights_on_one_node_set_and_what_is_kept():
     """A conv built for a pair of in_channels applies lin_src and lin_dst to one tensor, as PyG does."""
-    _compare(lambda: GATConv((F_IN, F_IN), F_OUT, heads=2, residual=True),
-             lambda conv, x: conv(x, _edges()), [_features(N, F_IN)])
-    conv = iexact.compress_(GATConv((F_IN, 4), F_OUT, heads=2), dataclasses.replace(EIGHT_BITS,
-                                                                                 reference_inputs=False))
+    _compare(
+        lambda: GATConv((F_IN, F_IN), F_OUT, heads=2, residual=True),
+        lambda conv, x: conv(x, _edges()),
+        [_features(N, F_IN)],
+    )
+    conv = iexact.compress_(GATConv((F_IN, 4), F_OUT, heads=2), dataclasses.replace(EIGHT_BITS, reference_inputs=False))
     report = iexact.activation_memory(conv, (torch.randn(12, F_IN), torch.randn(5, 4)), _edges(12, 5))
     assert report.uncompressed == 0
     # 8-bit codes of x_src and x_dst, of the source features twice and the target features once
@@ -272,8 +297,12 @@ def test_gat_pairs_under_target_to_source_run_the_stock_forward():
         conv.flow = "target_to_source"
         return conv
 
-    _compare(build, lambda conv, x_src, x_dst: conv((x_src, x_dst), _edges(5, 12)),
-             [_features(12, F_IN), _features(5, F_IN, seed=3)], warns="target_to_source")
+    _compare(
+        build,
+        lambda conv, x_src, x_dst: conv((x_src, x_dst), _edges(5, 12)),
+        [_features(12, F_IN), _features(5, F_IN, seed=3)],
+        warns="target_to_source",
+    )
 
 
 SAGE_FORMS = {

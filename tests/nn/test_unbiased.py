@@ -21,6 +21,7 @@ documented O(1/N) bias (the i = j term of a sum of products, see
 as on any real graph; an O(1) bias such as the squared decompression is
 visible at any N.
 """
+
 import copy
 
 import pytest
@@ -75,8 +76,7 @@ UNBIASED_LAYERS = sorted(set(LAYERS) - {"ReLU", "LeakyReLU"}) + ["GINConv mlp"] 
 def test_int2_gradients_average_to_the_exact_ones(name):
     """Each parameter and input gradient separately (an attention vector's bias
     would drown in the weight matrix's gradient if they were pooled)."""
-    factory, kind = LAYERS[name] if name in LAYERS else (
-        lambda: MLP([FEATURES, 16, 16, 7], norm=None, act="elu"), "x")
+    factory, kind = LAYERS[name] if name in LAYERS else (lambda: MLP([FEATURES, 16, 16, 7], norm=None, act="elu"), "x")
     torch.manual_seed(0)
     module = factory()
     twin = copy.deepcopy(module)

@@ -1,3 +1,5 @@
+from itertools import pairwise
+
 import numpy as np
 import pytest
 from scipy.integrate import quad
@@ -28,10 +30,11 @@ def test_sigma_puts_expected_minimum_at_zero():
 
 def _quadrature_variance(levels, bits, block_size):
     sigma, mean = clipped_normal_sigma(bits, block_size), (2**bits - 1) / 2
-    return sum(
-        quad(lambda u: (u - lo) * (hi - u) * norm.pdf(u, mean, sigma), lo, hi)[0]
-        for lo, hi in zip(levels[:-1], levels[1:])
-    )
+
+    def density(u, lo, hi):
+        return (u - lo) * (hi - u) * norm.pdf(u, mean, sigma)
+
+    return sum(quad(density, lo, hi, args=(lo, hi))[0] for lo, hi in pairwise(levels))
 
 
 @pytest.mark.parametrize("bits, block_size", [(2, 64), (4, 256), (8, 1024)])
@@ -95,13 +98,17 @@ def test_fitted_levels_never_raise_the_variance_on_their_data(bits, shape):
 
     rng = np.random.default_rng(0)
     top = 2**bits - 1
-    draw = {"normal": lambda n: rng.normal(top / 2, top / 6, n), "skewed": lambda n: rng.gamma(2.0, top / 8, n),
-            "peaked": lambda n: top / 2 + rng.laplace(0, top / 12, n), "uniform": lambda n: rng.uniform(0, top, n)}
+    draw = {
+        "normal": lambda n: rng.normal(top / 2, top / 6, n),
+        "skewed": lambda n: rng.gamma(2.0, top / 8, n),
+        "peaked": lambda n: top / 2 + rng.laplace(0, top / 12, n),
+        "uniform": lambda n: rng.uniform(0, top, n),
+    }
     u = np.clip(draw[shape](50_000), 0, top)
     start = optimal_levels(bits, 256)
     fitted = fit_levels(u, bits, start)
     assert len(fitted) == top + 1 and fitted[0] == 0 and fitted[-1] == top
-    assert all(b > a for a, b in zip(fitted, fitted[1:]))
+    assert all(b > a for a, b in pairwise(fitted))
     ordered = np.sort(u)
     assert empirical_variance(ordered, fitted) <= empirical_variance(ordered, start) + 1e-12
     if shape == "skewed":  # far from the model: fitting gains a lot

@@ -1,4 +1,5 @@
 """One ``torch.autograd.Function`` per op: forward packs what backward needs, backward unpacks it."""
+
 from .activation import CompressedELUFunction, CompressedLeakyReLUFunction, CompressedReLUFunction
 from .aggregate import AggregateFunction
 from .attention import AttentionSpec, GATAttentionFunction

@@ -1,4 +1,5 @@
 r"""ReLU and LeakyReLU keep one bit per element (the sign of the input); ELU adds its compressed negative part."""
+
 from __future__ import annotations
 
 import dataclasses
@@ -65,8 +66,9 @@ class CompressedELUFunction(SavingFunction):
     """
 
     @staticmethod
-    def forward(ctx, x: torch.Tensor, alpha: float, config: CompressionConfig,
-                seeds: SeedStream | None) -> torch.Tensor:
+    def forward(
+        ctx, x: torch.Tensor, alpha: float, config: CompressionConfig, seeds: SeedStream | None
+    ) -> torch.Tensor:
         out = torch.nn.functional.elu(x, alpha)
         positive = x > 0
         negative_part = out.clamp(max=0)

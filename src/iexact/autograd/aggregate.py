@@ -8,8 +8,8 @@ kept. Only when the edge weights themselves need a gradient,
 :math:`dw_e = \langle dY_{t(e)}, X_{s(e)} \rangle`, is :math:`X` kept,
 compressed.
 """
-from __future__ import annotations
 
+from __future__ import annotations
 
 from ..config import CompressionConfig
 from ..graph import GraphSpec, edge_dots, edges, spmm, spmm_adjoint
@@ -42,13 +42,16 @@ class AggregateFunction(SavingFunction):
     """
 
     @staticmethod
-    def forward(ctx, x, edge_weight, structure, spec: GraphSpec, config: CompressionConfig,
-                seeds: SeedStream | None, into):
+    def forward(
+        ctx, x, edge_weight, structure, spec: GraphSpec, config: CompressionConfig, seeds: SeedStream | None, into
+    ):
         graph = edges(structure, edge_weight, spec, x.dtype)
         weight_grad = edge_weight is not None and edge_weight.requires_grad
         if weight_grad and (spec.gcn is not None or spec.sparse):
-            raise ValueError("AggregateFunction differentiates raw (2, E) edge weights only; "
-                             "normalize learnable edge weights before aggregating")
+            raise ValueError(
+                "AggregateFunction differentiates raw (2, E) edge weights only; "
+                "normalize learnable edge weights before aggregating"
+            )
         ctx.spec, ctx.x_dtype = spec, x.dtype
         packed = pack(x, config, seeds, argument=True) if weight_grad else None
         save(ctx, structure, edge_weight, packed)

@@ -1,4 +1,5 @@
 r"""GAT attention and aggregation, keeping compressed features and weights."""
+
 from __future__ import annotations
 
 import dataclasses
@@ -34,7 +35,8 @@ class AttentionSpec:
 
 
 def _weighted_sum(x, src, dst, weight, num_dst):
-    r""":math:`Y_{t,h} = \sum_{e: s \to t} w_{e,h} X_{s,h}` for :math:`X` :math:`(N, H, C)`, :math:`w` :math:`(E, H)`."""
+    r""":math:`Y_{t,h} = \sum_{e: s \to t} w_{e,h} X_{s,h}` for :math:`X` :math:`(N, H, C)` and
+    :math:`w` :math:`(E, H)`."""
     out = x.new_zeros(num_dst, *x.shape[1:])
     for part in edge_chunks(src.numel(), math.prod(x.shape[1:])):
         out.index_add_(0, dst[part], x.index_select(0, src[part]) * weight[part].unsqueeze(-1))
@@ -108,19 +110,41 @@ class GATAttentionFunction(SavingFunction):
     """
 
     @staticmethod
-    def forward(ctx, source, target, att_src, att_dst, structure, spec: AttentionSpec, negative_slope: float,
-                dropout: float, config: CompressionConfig, seeds: SeedStream | None):
+    def forward(
+        ctx,
+        source,
+        target,
+        att_src,
+        att_dst,
+        structure,
+        spec: AttentionSpec,
+        negative_slope: float,
+        dropout: float,
+        config: CompressionConfig,
+        seeds: SeedStream | None,
+    ):
         src, dst, valid = spec.edges(structure)
         source_score = (source * att_src).sum(-1)
-        target_score = None if spec.targets == "none" else (
-            (source if spec.targets == "shared" else target) * att_dst).sum(-1)
+        target_score = (
+            None if spec.targets == "none" else ((source if spec.targets == "shared" else target) * att_dst).sum(-1)
+        )
         weights, _ = _attention(source_score, target_score, src, dst, valid, spec.num_dst, negative_slope)
         mask, state = keep(weights, dropout, valid)
         dropped = weights if mask is None else weights * mask
         elementwise = dataclasses.replace(config, rp_ratio=1)
         separate = pack(target, elementwise, seeds, argument=True) if spec.targets == "separate" else None
-        save(ctx, structure, att_src, att_dst, pack(source, elementwise, seeds, argument=True),
-             pack(source, elementwise, seeds, argument=True), separate, source_score, target_score, state)
+        save(
+            ctx,
+            structure,
+            att_src,
+            att_dst,
+            pack(source, elementwise, seeds, argument=True),
+            pack(source, elementwise, seeds, argument=True),
+            separate,
+            source_score,
+            target_score,
+            state,
+        )
         ctx.spec, ctx.slope, ctx.dropout = spec, negative_slope, dropout
         return _weighted_sum(source, src, dst, dropped, spec.num_dst)
 

@@ -1,4 +1,5 @@
 r"""Dropout whose keep-mask is redrawn in backward from a snapshot of the generator."""
+
 from __future__ import annotations
 
 import torch
@@ -7,8 +8,9 @@ from .. import ops
 from .saving import SavingFunction, load, save
 
 
-def keep(like: torch.Tensor, p: float, valid: torch.Tensor | None = None
-         ) -> tuple[torch.Tensor | None, torch.Tensor | None]:
+def keep(
+    like: torch.Tensor, p: float, valid: torch.Tensor | None = None
+) -> tuple[torch.Tensor | None, torch.Tensor | None]:
     r"""``(mask, state)``: the scaled keep-mask ``torch.nn.functional.dropout``
     draws for ``like`` (for ``like[valid]`` only, when given) and the
     generator snapshot to redraw it from; ``(None, None)`` for :math:`p = 0`,
@@ -20,8 +22,9 @@ def keep(like: torch.Tensor, p: float, valid: torch.Tensor | None = None
     return ops.dropout_keep(like, p, valid)
 
 
-def redraw(like: torch.Tensor, p: float, state: torch.Tensor | None,
-           valid: torch.Tensor | None = None) -> torch.Tensor | None:
+def redraw(
+    like: torch.Tensor, p: float, state: torch.Tensor | None, valid: torch.Tensor | None = None
+) -> torch.Tensor | None:
     """The mask :func:`keep` drew for ``like`` (laid out alike), from its ``state``."""
     if p == 0:
         return None
@@ -57,7 +60,10 @@ class DropoutFunction(SavingFunction):
             return grad_out, None
         layout = ctx.layout
         # the mask is drawn in the layout of forward's; grad_out gives it when laid out alike
-        like = grad_out if (grad_out.shape, grad_out.stride(), grad_out.dtype) == layout else \
-            torch.empty_strided(*layout[:2], dtype=layout[2], device=grad_out.device)
+        like = (
+            grad_out
+            if (grad_out.shape, grad_out.stride(), grad_out.dtype) == layout
+            else torch.empty_strided(*layout[:2], dtype=layout[2], device=grad_out.device)
+        )
         mask = redraw(like, ctx.p, state)
         return (mask.mul_(grad_out) if mask.dtype == grad_out.dtype else grad_out * mask.to(grad_out.dtype)), None

@@ -1,4 +1,5 @@
 r"""Linear layer whose saved input is compressed."""
+
 from __future__ import annotations
 
 import torch
@@ -34,8 +35,14 @@ class CompressedLinearFunction(SavingFunction):
     """
 
     @staticmethod
-    def forward(ctx, x: torch.Tensor, weight: torch.Tensor, bias: torch.Tensor | None,
-                config: CompressionConfig, seeds: SeedStream | None) -> torch.Tensor:
+    def forward(
+        ctx,
+        x: torch.Tensor,
+        weight: torch.Tensor,
+        bias: torch.Tensor | None,
+        config: CompressionConfig,
+        seeds: SeedStream | None,
+    ) -> torch.Tensor:
         save(ctx, weight, pack(x, config, seeds, argument=True) if weight.requires_grad else None)
         ctx.input_shape = x.shape
         ctx.has_bias = bias is not None
@@ -84,13 +91,13 @@ class SharedInputLinearFunction(SavingFunction):
         if ctx.needs_input_grad[0]:
             rows = [g.reshape(-1, g.shape[-1]) for g in grads]
             grad_x = rows[0] @ weights[0].to(rows[0].dtype)
-            for g, w in zip(rows[1:], weights[1:]):
+            for g, w in zip(rows[1:], weights[1:], strict=True):
                 grad_x.addmm_(g, w.to(g.dtype))  # in place: one (N, D) buffer for the sum
             grad_x = grad_x.view(*grads[0].shape[:-1], grad_x.shape[-1])
         wanted = [j for j in range(len(weights)) if ctx.needs_input_grad[3 + j]]
         grad_ws = [None] * len(weights)
         if packed is not None and wanted:
             wanted_products = products(packed, *(grads[j].reshape(-1, grads[j].shape[-1]) for j in wanted))
-            for j, product in zip(wanted, wanted_products):
+            for j, product in zip(wanted, wanted_products, strict=True):
                 grad_ws[j] = product.to(weights[j].dtype)
         return (grad_x, None, None, *grad_ws)

@@ -1,4 +1,5 @@
 r"""Batch normalization keeping its normalized input compressed."""
+
 from __future__ import annotations
 
 import dataclasses
@@ -22,7 +23,7 @@ def _column_dots(a: torch.Tensor, b: torch.Tensor) -> torch.Tensor:
     rows = max(1, graph.CHUNK_ELEMENTS // max(a.shape[1], 1))
     total = a.new_zeros(a.shape[1])
     for start in range(0, a.shape[0], rows):
-        total += (a[start:start + rows] * b[start:start + rows]).sum(0)
+        total += (a[start : start + rows] * b[start : start + rows]).sum(0)
     return total
 
 

@@ -1,4 +1,5 @@
 r"""GraphSAGE's two linear maps and its aggregation over a CSR adjacency, target rows a slice at a time."""
+
 from __future__ import annotations
 
 import torch
@@ -49,9 +50,17 @@ class RowChunkedSAGEFunction(SavingFunction):
     """
 
     @staticmethod
-    def forward(ctx, source: torch.Tensor, root: torch.Tensor | None, weight_l: torch.Tensor,
-                weight_r: torch.Tensor | None, adj_t: torch.Tensor, spec: GraphSpec, config: CompressionConfig,
-                seeds: SeedStream | None) -> torch.Tensor:
+    def forward(
+        ctx,
+        source: torch.Tensor,
+        root: torch.Tensor | None,
+        weight_l: torch.Tensor,
+        weight_r: torch.Tensor | None,
+        adj_t: torch.Tensor,
+        spec: GraphSpec,
+        config: CompressionConfig,
+        seeds: SeedStream | None,
+    ) -> torch.Tensor:
         root_grad = weight_r is not None and weight_r.requires_grad
         keep_source = weight_l.requires_grad or (root is None and root_grad)
         packed_source = pack(source, config, seeds, argument=True) if keep_source else None
@@ -88,8 +97,15 @@ class RowChunkedSAGEFunction(SavingFunction):
             else:
                 grad_source = grad_out @ weight_r.to(grad_out.dtype)
             for rows, edges in csr_row_chunks(adj_t, max(weight_l.shape)):
-                spmm_adjoint(grad_out[rows] @ weight_l.to(grad_out.dtype), edges, spec.num_src,
-                             rows.stop - rows.start, spec.reduce, spec.scale, into=grad_source)
+                spmm_adjoint(
+                    grad_out[rows] @ weight_l.to(grad_out.dtype),
+                    edges,
+                    spec.num_src,
+                    rows.stop - rows.start,
+                    spec.reduce,
+                    spec.scale,
+                    into=grad_source,
+                )
         return grad_source, grad_root, grad_l, grad_r, None, None, None, None
 
 

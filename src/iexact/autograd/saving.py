@@ -6,6 +6,7 @@ Every Function here keeps its state through ``ctx.save_for_backward`` only
 sees every byte, and :func:`iexact.activation_memory` can tell compressed
 storage (saved by a :class:`SavingFunction`) from anything else autograd keeps.
 """
+
 from __future__ import annotations
 
 import torch
@@ -21,8 +22,9 @@ class SavingFunction(torch.autograd.Function):
     (or references to tensors the model already holds: parameters, inputs)."""
 
 
-def pack(x: torch.Tensor, config: CompressionConfig, seeds: SeedStream | None,
-         argument: bool = False) -> Stored | torch.Tensor:
+def pack(
+    x: torch.Tensor, config: CompressionConfig, seeds: SeedStream | None, argument: bool = False
+) -> Stored | torch.Tensor:
     """What backward keeps of ``x``: ``x`` itself when it is an ``argument`` of
     the Function that is a leaf the caller holds anyway (an input such as
     ``data.x``: no op of the graph made it, so a reference costs no bytes and

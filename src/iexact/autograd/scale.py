@@ -1,4 +1,5 @@
 r"""Scaling by :math:`1 + \epsilon` with a learnable :math:`\epsilon` (GIN's root term)."""
+
 from __future__ import annotations
 
 from ..config import CompressionConfig

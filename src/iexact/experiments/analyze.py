@@ -10,10 +10,10 @@ parameter (:func:`iexact.gradient_error`). Written to ``--out``:
 ``analyze.json``, ``analyze.md`` and three figures (``histograms.png``,
 ``variance.png``, ``gradient_error.png``).
 """
+
 from __future__ import annotations
 
 import dataclasses
-import json
 import math
 from pathlib import Path
 
@@ -21,18 +21,25 @@ import numpy as np
 import torch
 from scipy import stats
 
-from ..analysis import (DISTRIBUTIONS, analyze_activations, calibrate_, calibration_state, gradient_error,
-                        load_calibration_state_)
+from ..analysis import (
+    DISTRIBUTIONS,
+    analyze_activations,
+    calibrate_,
+    calibration_state,
+    gradient_error,
+    load_calibration_state_,
+)
 from ..quant import clipped_normal_sigma
 from .checkpoint import load_checkpoint
 from .data import graph_of
 from .experiment import Settings, prepare_model
-from .files import write_atomically
+from .files import write_json_atomically, write_text_atomically
 from .train import TrainingState, labels_of, loss_function, train_epochs
 
 
-def analysis_record(settings: Settings, data, device: torch.device, epochs: int, checkpoint: str | None,
-                    draws: int, after_epoch=None) -> tuple[dict, list]:
+def analysis_record(
+    settings: Settings, data, device: torch.device, epochs: int, checkpoint: str | None, draws: int, after_epoch=None
+) -> tuple[dict, list]:
     """Train ``epochs`` epochs (or load the model of ``checkpoint``, an ``iexact train``
     checkpoint made with the same settings), then analyze; returns the JSON-ready
     record and the :class:`~iexact.analysis.ActivationAnalysis` list (with samples)."""
@@ -45,23 +52,41 @@ def analysis_record(settings: Settings, data, device: torch.device, epochs: int,
         trained = "checkpoint"
     else:
         optimizer = torch.optim.Adam(model.parameters(), lr=settings.lr, weight_decay=settings.weight_decay)
-        train_epochs(model, optimizer, data, TrainingState(), epochs, settings.grad_clip,
-                     None if after_epoch is None else (lambda state: after_epoch(0, state)))
+        train_epochs(
+            model,
+            optimizer,
+            data,
+            TrainingState(),
+            epochs,
+            settings.grad_clip,
+            None if after_epoch is None else (lambda state: after_epoch(0, state)),
+        )
         trained = f"{epochs} epochs"
     if settings.config.levels == "calibrated" and not calibration_state(model):
         calibrate_(model, data.x, graph_of(data))
     analyses = analyze_activations(model, data.x, graph_of(data))
     labels, rows = labels_of(data), data.train_mask.nonzero().view(-1)
-    error = gradient_error(model, data.x, graph_of(data), draws=draws,
-                           loss_fn=lambda out: loss_function(out[rows], labels[rows]))
+    error = gradient_error(
+        model, data.x, graph_of(data), draws=draws, loss_fn=lambda out: loss_function(out[rows], labels[rows])
+    )
     record = {
-        **settings.to_dict(), "trained": trained,
-        "activations": [{field.name: getattr(a, field.name) for field in dataclasses.fields(a)
-                         if field.name not in ("sample", "fits")}
-                        | {"fits": {name: dataclasses.asdict(fit) for name, fit in a.fits.items()},
-                           "shape": list(a.shape)} for a in analyses],
-        "gradient_error": {"whole": error.whole, "of_mean": error.of_mean, "draws": error.draws,
-                           "per_parameter": error.per_parameter},
+        **settings.to_dict(),
+        "trained": trained,
+        "activations": [
+            {
+                field.name: getattr(a, field.name)
+                for field in dataclasses.fields(a)
+                if field.name not in ("sample", "fits")
+            }
+            | {"fits": {name: dataclasses.asdict(fit) for name, fit in a.fits.items()}, "shape": list(a.shape)}
+            for a in analyses
+        ],
+        "gradient_error": {
+            "whole": error.whole,
+            "of_mean": error.of_mean,
+            "draws": error.draws,
+            "per_parameter": error.per_parameter,
+        },
     }
     return record, analyses
 
@@ -70,39 +95,57 @@ def summary(record: dict) -> str:
     """The Markdown summary of an :func:`analysis_record`."""
     activations = record["activations"]
     config = record["config"]
-    lines = [f"# {record['model']} on {record['dataset']}, trained {record['trained']}, "
-             f"INT{config['bits']} blocks of {config['block_size']}, {config['levels']} levels", "",
-             "Block-normalized values v = (z − m)/(M − m) of every tensor one training forward compresses, "
-             "against three distributions (Kolmogorov–Smirnov statistic / Wasserstein-1 distance on [0, 1]; "
-             "clipped normal: the levels' model N(1/2, σ_G²), nothing fitted).", "",
-             "| layer | kind | shape | uniform KS / W1 | normal KS / W1 | clipped normal KS / W1 | closest |",
-             "|---|---|---|---:|---:|---:|---|"]
+    lines = [
+        f"# {record['model']} on {record['dataset']}, trained {record['trained']}, "
+        f"INT{config['bits']} blocks of {config['block_size']}, {config['levels']} levels",
+        "",
+        "Block-normalized values v = (z − m)/(M − m) of every tensor one training forward compresses, "
+        "against three distributions (Kolmogorov–Smirnov statistic / Wasserstein-1 distance on [0, 1]; "
+        "clipped normal: the levels' model N(1/2, σ_G²), nothing fitted).",
+        "",
+        "| layer | kind | shape | uniform KS / W1 | normal KS / W1 | clipped normal KS / W1 | closest |",
+        "|---|---|---|---:|---:|---:|---|",
+    ]
     for a in activations:
         fits = a["fits"]
         closest = min(DISTRIBUTIONS, key=lambda name: fits[name]["ks"])
-        lines.append(f"| {a['layer'] or '(model)'} | {a['kind']} | {' × '.join(map(str, a['shape']))} | "
-                     + " | ".join(f"{fits[name]['ks']:.3f} / {fits[name]['wasserstein']:.4f}"
-                                  for name in DISTRIBUTIONS) + f" | {closest.replace('_', ' ')} |")
+        lines.append(
+            f"| {a['layer'] or '(model)'} | {a['kind']} | {' × '.join(map(str, a['shape']))} | "
+            + " | ".join(f"{fits[name]['ks']:.3f} / {fits[name]['wasserstein']:.4f}" for name in DISTRIBUTIONS)
+            + f" | {closest.replace('_', ' ')} |"
+        )
     beats = sum(a["fits"]["clipped_normal"]["ks"] < a["fits"]["uniform"]["ks"] for a in activations)
-    lines += ["", f"The clipped normal is closer than the uniform distribution (KS) for {beats} of "
-                  f"{len(activations)} compressed tensors.", "",
-              "Rounding variance per element, in units of (step/B)²: the clipped-normal model's prediction "
-              "and the expectation on these values.", "",
-              "| layer | uniform: model | uniform: data | optimal: model | optimal: data | optimal vs uniform (data) | "
-              "calibrated to the tensor: data | vs optimal |",
-              "|---|---:|---:|---:|---:|---:|---:|---:|"]
+    lines += [
+        "",
+        f"The clipped normal is closer than the uniform distribution (KS) for {beats} of "
+        f"{len(activations)} compressed tensors.",
+        "",
+        "Rounding variance per element, in units of (step/B)²: the clipped-normal model's prediction "
+        "and the expectation on these values.",
+        "",
+        "| layer | uniform: model | uniform: data | optimal: model | optimal: data | optimal vs uniform (data) | "
+        "calibrated to the tensor: data | vs optimal |",
+        "|---|---:|---:|---:|---:|---:|---:|---:|",
+    ]
     for a in activations:
         v = a["variance"]
         cut = 1 - v["optimal"]["data"] / v["uniform"]["data"] if v["uniform"]["data"] else 0.0
         calibrated = v["calibrated"]["data"]
         beyond = 1 - calibrated / v["optimal"]["data"] if v["optimal"]["data"] else 0.0
-        lines.append(f"| {a['layer'] or '(model)'} | {v['uniform']['model']:.4f} | {v['uniform']['data']:.4f} | "
-                     f"{v['optimal']['model']:.4f} | {v['optimal']['data']:.4f} | {100 * cut:.1f} % less | "
-                     f"{calibrated:.4f} | {100 * beyond:.1f} % less |")
+        lines.append(
+            f"| {a['layer'] or '(model)'} | {v['uniform']['model']:.4f} | {v['uniform']['data']:.4f} | "
+            f"{v['optimal']['model']:.4f} | {v['optimal']['data']:.4f} | {100 * cut:.1f} % less | "
+            f"{calibrated:.4f} | {100 * beyond:.1f} % less |"
+        )
     error = record["gradient_error"]
-    lines += ["", f"Gradient error against FP32 (relative, mean of {error['draws']} draws): whole "
-                  f"{error['whole']:.3f}, of their mean {error['of_mean']:.3f}.", "",
-              "| parameter | relative error |", "|---|---:|"]
+    lines += [
+        "",
+        f"Gradient error against FP32 (relative, mean of {error['draws']} draws): whole "
+        f"{error['whole']:.3f}, of their mean {error['of_mean']:.3f}.",
+        "",
+        "| parameter | relative error |",
+        "|---|---:|",
+    ]
     lines += [f"| {name} | {value:.3f} |" for name, value in error["per_parameter"].items()]
     return "\n".join(lines) + "\n"
 
@@ -164,8 +207,6 @@ def write_figures(record: dict, analyses: list, folder: Path) -> list[Path]:
 def write_report(record: dict, analyses: list, folder: str | Path) -> list[Path]:
     """``analyze.json`` and ``analyze.md`` (atomically) and the figures; returns the paths."""
     folder = Path(folder)
-    text = json.dumps(record, indent=2) + "\n"
-    write_atomically(folder / "analyze.json", lambda file: file.write(text.encode()))
-    markdown = summary(record)
-    write_atomically(folder / "analyze.md", lambda file: file.write(markdown.encode()))
+    write_json_atomically(folder / "analyze.json", record)
+    write_text_atomically(folder / "analyze.md", summary(record))
     return [folder / "analyze.json", folder / "analyze.md", *write_figures(record, analyses, folder)]

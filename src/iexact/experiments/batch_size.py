@@ -8,17 +8,18 @@ doubling and then bisecting finds the largest batch size within the
 budget, to 1 % (or one node), from :data:`SMALLEST` up: the batch sizes a given device memory allows,
 FP32 against each compressed config.
 """
+
 from __future__ import annotations
 
 import dataclasses
+import itertools
 
 import torch
 
 from ..memory import activation_memory
-from .batching import Batching, make_loader
+from .batching import make_loader
 from .data import graph_of
 from .experiment import Settings, fork_rng, prepare_model
-
 
 SMALLEST = 2  # batch normalization needs two rows in training
 
@@ -41,15 +42,16 @@ def _cost(model, settings: Settings, data, device, batch_size: int, samples: int
     worst = (0, 0)
     with fork_rng(device):
         torch.manual_seed(settings.seed)
-        for index, batch in zip(range(samples), make_loader(data, batching)):
+        for batch in itertools.islice(make_loader(data, batching), samples):
             batch = batch.to(device)
             nbytes = activation_memory(model, batch.x, graph_of(batch)).total
             worst = max(worst, (nbytes, batch.num_nodes))
     return worst
 
 
-def largest_batch(label: str, settings: Settings, data, device: torch.device, budget: int,
-                  samples: int = 3) -> LargestBatch:
+def largest_batch(
+    label: str, settings: Settings, data, device: torch.device, budget: int, samples: int = 3
+) -> LargestBatch:
     """The largest batch size of ``settings`` (its ``batching`` says the sampler
     and fanout) whose activations fit ``budget`` bytes."""
     limit = int(data.train_mask.sum()) if settings.batching.sampler == "neighbor" else data.num_nodes
@@ -87,14 +89,20 @@ def largest_batch(label: str, settings: Settings, data, device: torch.device, bu
 def batch_size_table(results: list[LargestBatch], budget_text: str) -> str:
     """Markdown: per config, the largest batch size within the budget and its ratio to FP32's."""
     reference = next((result.batch_size for result in results if result.label == "fp32"), None)
-    lines = [f"| config | largest batch size within {budget_text} (all: every node the sampler can take) | "
-             f"vs FP32 | its subgraph (nodes) | activation memory | batch sizes measured |",
-             "|---|---:|---:|---:|---:|---:|"]
+    lines = [
+        f"| config | largest batch size within {budget_text} (all: every node the sampler can take) | "
+        f"vs FP32 | its subgraph (nodes) | activation memory | batch sizes measured |",
+        "|---|---:|---:|---:|---:|---:|",
+    ]
     for result in results:
         size = f"{result.batch_size:,}" + (" (all)" if result.batch_size == result.limit else "")
-        ratio = "–" if not reference or not result.batch_size else (
-            ("≥ " if result.batch_size == result.limit else "") + f"{result.batch_size / reference:.1f}×")
-        lines.append(f"| {result.label} | {size} | {ratio} | {result.nodes:,} | "
-                     f"{result.activation_bytes / 2**20:.2f} MiB | {result.probes} |")
+        ratio = (
+            "–"
+            if not reference or not result.batch_size
+            else (("≥ " if result.batch_size == result.limit else "") + f"{result.batch_size / reference:.1f}×")
+        )
+        lines.append(
+            f"| {result.label} | {size} | {ratio} | {result.nodes:,} | "
+            f"{result.activation_bytes / 2**20:.2f} MiB | {result.probes} |"
+        )
     return "\n".join(lines)
-

@@ -21,6 +21,7 @@ draws its batches from its own share of the nodes through
 number of batches (padding the shares to equal length by repeating nodes, as
 torch does), so no rank waits for a gradient the others never send.
 """
+
 from __future__ import annotations
 
 import dataclasses
@@ -59,28 +60,39 @@ class Batching:
             raise ValueError(f"batch_size must be a positive integer, got {self.batch_size!r}")
         if self.sampler == "neighbor":
             if not self.fanout:
-                raise ValueError("the neighbor sampler needs a fanout: one neighbour count per layer, "
-                                 "e.g. --fanout 15,10,5 (-1 takes every neighbour)")
+                raise ValueError(
+                    "the neighbor sampler needs a fanout: one neighbour count per layer, "
+                    "e.g. --fanout 15,10,5 (-1 takes every neighbour)"
+                )
             bad = [count for count in self.fanout if count == 0 or count < -1]
             if bad:
-                raise ValueError(f"fanout {','.join(map(str, self.fanout))} is invalid: every count must be "
-                                 f">= 1, or -1 for all neighbours (got {', '.join(map(str, bad))})")
+                raise ValueError(
+                    f"fanout {','.join(map(str, self.fanout))} is invalid: every count must be "
+                    f">= 1, or -1 for all neighbours (got {', '.join(map(str, bad))})"
+                )
         elif self.fanout is not None:
-            raise ValueError("--fanout applies to the neighbor sampler only: random-node batches are "
-                             "induced subgraphs of --batch-size nodes")
+            raise ValueError(
+                "--fanout applies to the neighbor sampler only: random-node batches are "
+                "induced subgraphs of --batch-size nodes"
+            )
 
     def check_layers(self, layers: int) -> None:
         """Refuse a fanout whose hop count is not the model's ``layers``."""
         if self.fanout is not None and len(self.fanout) != layers:
-            raise ValueError(f"fanout {','.join(map(str, self.fanout))} has {len(self.fanout)} hops but the "
-                             f"model has {layers} message-passing layers: give one count per layer")
+            raise ValueError(
+                f"fanout {','.join(map(str, self.fanout))} has {len(self.fanout)} hops but the "
+                f"model has {layers} message-passing layers: give one count per layer"
+            )
 
     def to_dict(self) -> dict:
-        return {"batch_size": self.batch_size, "fanout": None if self.fanout is None else list(self.fanout),
-                "sampler": self.sampler}
+        return {
+            "batch_size": self.batch_size,
+            "fanout": None if self.fanout is None else list(self.fanout),
+            "sampler": self.sampler,
+        }
 
     @classmethod
-    def from_dict(cls, record: dict | None) -> "Batching | None":
+    def from_dict(cls, record: dict | None) -> Batching | None:
         if record is None:
             return None
         fanout = record.get("fanout")
@@ -89,13 +101,16 @@ class Batching:
 
 def _require_sampling_backend() -> None:
     if not (torch_geometric.typing.WITH_PYG_LIB or torch_geometric.typing.WITH_TORCH_SPARSE):
-        raise ImportError("the neighbor sampler needs pyg-lib or torch-sparse, which PyG samples with: install "
-                          "one (pip install --no-build-isolation torch-sparse compiles it against this torch), "
-                          "or use --sampler random-node, which needs neither")
+        raise ImportError(
+            "the neighbor sampler needs pyg-lib or torch-sparse, which PyG samples with: install "
+            "one (pip install --no-build-isolation torch-sparse compiles it against this torch), "
+            "or use --sampler random-node, which needs neither"
+        )
 
 
-def share_sampler(count: int, shards: tuple[int, int] | None, seed: int = 0,
-                  shuffle: bool = True) -> DistributedSampler | None:
+def share_sampler(
+    count: int, shards: tuple[int, int] | None, seed: int = 0, shuffle: bool = True
+) -> DistributedSampler | None:
     """This rank's :class:`DistributedSampler` over ``count`` items for
     ``shards`` = ``(rank, world_size)`` (``None`` unsharded): shares of equal
     size, padded by repeating items.
@@ -107,8 +122,9 @@ def share_sampler(count: int, shards: tuple[int, int] | None, seed: int = 0,
         return None
     rank, world_size = shards
     if count < world_size:
-        raise ValueError(f"{count} nodes cannot be shared by {world_size} ranks: every rank needs at "
-                         f"least one; use fewer processes")
+        raise ValueError(
+            f"{count} nodes cannot be shared by {world_size} ranks: every rank needs at least one; use fewer processes"
+        )
     return DistributedSampler(range(count), num_replicas=world_size, rank=rank, shuffle=shuffle, seed=seed)
 
 
@@ -122,8 +138,14 @@ def make_loader(data, batching: Batching, shards: tuple[int, int] | None = None,
         _require_sampling_backend()
         train_nodes = data.train_mask.nonzero().view(-1)
         sampler = share_sampler(train_nodes.numel(), shards, seed)
-        return NeighborLoader(data, num_neighbors=list(batching.fanout), batch_size=batching.batch_size,
-                              input_nodes=train_nodes, shuffle=sampler is None, sampler=sampler)
+        return NeighborLoader(
+            data,
+            num_neighbors=list(batching.fanout),
+            batch_size=batching.batch_size,
+            input_nodes=train_nodes,
+            shuffle=sampler is None,
+            sampler=sampler,
+        )
     parts = max(1, math.ceil(data.num_nodes / batching.batch_size))
     sampler = share_sampler(data.num_nodes, shards, seed)
     return RandomNodeLoader(data, num_parts=parts, shuffle=sampler is None, sampler=sampler)

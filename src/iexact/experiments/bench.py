@@ -11,6 +11,7 @@ Three benchmarks, each FP32 beside the compressed configurations in one run:
   process (its peak memory its own), with accuracy, activation memory, peak
   memory and epoch time as ratios to FP32; a table, JSON records and plots.
 """
+
 from __future__ import annotations
 
 import dataclasses
@@ -20,6 +21,7 @@ import os
 import subprocess
 import sys
 import time
+from functools import partial
 from pathlib import Path
 
 import torch
@@ -29,8 +31,8 @@ from ..config import PRESETS, CompressionConfig
 from ..memory import activation_memory, allocator_growth
 from ..nn import compress_
 from ..quant import rademacher
-from .files import write_atomically
 from .experiment import CHECKPOINTING, FP32, Settings
+from .files import write_json_atomically
 from .job import DIVERGED, OUT_OF_MEMORY
 
 
@@ -63,6 +65,7 @@ def where() -> str:
 
 # ---- codec ---------------------------------------------------------------------------------------
 
+
 def preset_rows(x: torch.Tensor, repeats: int, seed: int) -> list[dict]:
     """Every preset on ``x``: stored bytes, ratio to float32, error variance, median times."""
     signal = x.pow(2).mean().item()
@@ -70,12 +73,18 @@ def preset_rows(x: torch.Tensor, repeats: int, seed: int) -> list[dict]:
     for name, config in PRESETS.items():
         packed = compress(x, config, seed=seed)
         error = (decompress(packed) - x).pow(2).mean().item()
-        rows.append({
-            "preset": name, "config": str(config), "bytes": packed.nbytes, "ratio": x.nbytes / packed.nbytes,
-            "error_variance": error, "relative_error": error / signal,
-            "compress_ms": 1e3 * median_seconds(lambda: compress(x, config, seed=seed), repeats),
-            "decompress_ms": 1e3 * median_seconds(lambda: decompress(packed, out=out, check=False), repeats),
-        })
+        rows.append(
+            {
+                "preset": name,
+                "config": str(config),
+                "bytes": packed.nbytes,
+                "ratio": x.nbytes / packed.nbytes,
+                "error_variance": error,
+                "relative_error": error / signal,
+                "compress_ms": 1e3 * median_seconds(partial(compress, x, config, seed=seed), repeats),
+                "decompress_ms": 1e3 * median_seconds(partial(decompress, packed, out=out, check=False), repeats),
+            }
+        )
     return rows
 
 
@@ -107,39 +116,60 @@ def throughput_rows(x: torch.Tensor, repeats: int) -> list[dict]:
             for levels in ("uniform", "optimal") if bits > 1 else ("uniform",):  # 1 bit: no interior level
                 config = CompressionConfig(bits=bits, block_size=block_size, rp_ratio=8, levels=levels)
                 packed = compress(x, config, seed=0)
-                seconds = median_seconds(lambda: compress(x, config, seed=0), repeats)
-                fresh = median_seconds(lambda: decompress(packed, check=False), repeats)
-                reused = median_seconds(lambda: decompress(packed, out=out, check=False), repeats)
-                rows.append({"bits": bits, "block_size": block_size, "levels": levels,
-                             "compress_ms": 1e3 * seconds, "decompress_ms": 1e3 * fresh,
-                             "decompress_reused_ms": 1e3 * reused, "gb_per_s": gigabytes / (seconds + fresh),
-                             "gb_per_s_reused": gigabytes / (seconds + reused)})
+                seconds = median_seconds(partial(compress, x, config, seed=0), repeats)
+                fresh = median_seconds(partial(decompress, packed, check=False), repeats)
+                reused = median_seconds(partial(decompress, packed, out=out, check=False), repeats)
+                rows.append(
+                    {
+                        "bits": bits,
+                        "block_size": block_size,
+                        "levels": levels,
+                        "compress_ms": 1e3 * seconds,
+                        "decompress_ms": 1e3 * fresh,
+                        "decompress_reused_ms": 1e3 * reused,
+                        "gb_per_s": gigabytes / (seconds + fresh),
+                        "gb_per_s_reused": gigabytes / (seconds + reused),
+                    }
+                )
     return rows
 
 
 def codec_report(rows: int, width: int, repeats: int, seed: int, sweep: bool) -> str:
     """The codec benchmark as Markdown (presets; with ``sweep`` the throughput table too)."""
     x = torch.randn(rows, width, generator=torch.Generator().manual_seed(seed))
-    lines = [f"Activation {rows} x {width} float32 ({x.nbytes:,} bytes); {where()}; median of {repeats} runs", "",
-             "| preset | config | stored bytes | vs FP32 | error variance | relative | compress ms | decompress ms |",
-             "|---|---|---:|---:|---:|---:|---:|---:|"]
+    lines = [
+        f"Activation {rows} x {width} float32 ({x.nbytes:,} bytes); {where()}; median of {repeats} runs",
+        "",
+        "| preset | config | stored bytes | vs FP32 | error variance | relative | compress ms | decompress ms |",
+        "|---|---|---:|---:|---:|---:|---:|---:|",
+    ]
     for r in preset_rows(x, repeats, seed):
-        lines.append(f"| {r['preset']} | {r['config']} | {r['bytes']:,} | {r['ratio']:.1f}x | "
-                     f"{r['error_variance']:.4f} | {r['relative_error']:.3f} | {r['compress_ms']:.1f} | "
-                     f"{r['decompress_ms']:.1f} |")
+        lines.append(
+            f"| {r['preset']} | {r['config']} | {r['bytes']:,} | {r['ratio']:.1f}x | "
+            f"{r['error_variance']:.4f} | {r['relative_error']:.3f} | {r['compress_ms']:.1f} | "
+            f"{r['decompress_ms']:.1f} |"
+        )
     if sweep:
         baseline = median_seconds(lambda: straightforward_round_trip(x), repeats)
-        lines += ["", f"straightforward PyTorch INT2 / projection 8 / blocks 1024: {x.nbytes / 1e9 / baseline:.2f} GB/s",
-                  "", "| bits | block | levels | compress ms | decompress ms (fresh / reused out) | GB/s fresh | "
-                      "GB/s reused out |", "|---:|---:|---|---:|---:|---:|---:|"]
+        lines += [
+            "",
+            f"straightforward PyTorch INT2 / projection 8 / blocks 1024: {x.nbytes / 1e9 / baseline:.2f} GB/s",
+            "",
+            "| bits | block | levels | compress ms | decompress ms (fresh / reused out) | GB/s fresh | "
+            "GB/s reused out |",
+            "|---:|---:|---|---:|---:|---:|---:|",
+        ]
         for r in throughput_rows(x, repeats):
-            lines.append(f"| {r['bits']} | {r['block_size']} | {r['levels']} | {r['compress_ms']:.1f} | "
-                         f"{r['decompress_ms']:.1f} / {r['decompress_reused_ms']:.1f} | {r['gb_per_s']:.2f} | "
-                         f"{r['gb_per_s_reused']:.2f} |")
+            lines.append(
+                f"| {r['bits']} | {r['block_size']} | {r['levels']} | {r['compress_ms']:.1f} | "
+                f"{r['decompress_ms']:.1f} / {r['decompress_reused_ms']:.1f} | {r['gb_per_s']:.2f} | "
+                f"{r['gb_per_s_reused']:.2f} |"
+            )
     return "\n".join(lines)
 
 
 # ---- memory --------------------------------------------------------------------------------------
+
 
 def memory_configs() -> dict[str, CompressionConfig | None]:
     """FP32, every preset, and the default without ``rp_norm``, by label."""
@@ -159,9 +189,12 @@ def memory_report(nodes: int, edges: int, features: int, device: torch.device) -
     generator = torch.Generator().manual_seed(0)
     edge_index = to_undirected(torch.randint(0, nodes, (2, edges), generator=generator)).to(device)
     x = torch.randn(nodes, features, generator=generator).to(device)
-    lines = [f"{nodes:,} nodes, {edge_index.shape[1]:,} directed edges, {features} features; {where()}", "",
-             "| config | activation memory | ratio to FP32 | compressed | uncompressed | allocator's count |",
-             "|---|---:|---:|---:|---:|---:|"]
+    lines = [
+        f"{nodes:,} nodes, {edge_index.shape[1]:,} directed edges, {features} features; {where()}",
+        "",
+        "| config | activation memory | ratio to FP32 | compressed | uncompressed | allocator's count |",
+        "|---|---:|---:|---:|---:|---:|",
+    ]
     baseline, default_report = None, None
     for name, config in memory_configs().items():
         torch.manual_seed(0)
@@ -171,12 +204,15 @@ def memory_report(nodes: int, edges: int, features: int, device: torch.device) -
         report = activation_memory(model, x, edge_index)
         baseline = baseline or report.total
         default_report = report if name == "default" else default_report
-        lines.append(f"| {name} | {mib(report.total)} | {baseline / report.total:.1f}x | {mib(report.compressed)} | "
-                     f"{mib(report.uncompressed)} | {mib(allocator_growth(model, x, edge_index))} |")
+        lines.append(
+            f"| {name} | {mib(report.total)} | {baseline / report.total:.1f}x | {mib(report.compressed)} | "
+            f"{mib(report.uncompressed)} | {mib(allocator_growth(model, x, edge_index))} |"
+        )
     return "\n".join(lines + ["", "Per layer, default config:", "", str(default_report)])
 
 
 # ---- gradients -----------------------------------------------------------------------------------
+
 
 def gradient_configs() -> dict[str, CompressionConfig]:
     """The ideas measured for gradient quality per byte, by label (losers kept)."""
@@ -187,8 +223,9 @@ def gradient_configs() -> dict[str, CompressionConfig]:
         "shared RP 8": dataclasses.replace(default, projection="shared", rp_ratio=8, rp_norm=False),
         "per_row RP 8": dataclasses.replace(default, projection="per_row", rp_ratio=8, rp_norm=False),
         "sketch RP 8": dataclasses.replace(default, rp_ratio=8, rp_norm=False),
-        "sketch RP 8, inputs compressed": dataclasses.replace(default, rp_ratio=8, rp_norm=False,
-                                                              reference_inputs=False),
+        "sketch RP 8, inputs compressed": dataclasses.replace(
+            default, rp_ratio=8, rp_norm=False, reference_inputs=False
+        ),
         "sketch RP 8, 8 bits": dataclasses.replace(default, rp_ratio=8, rp_norm=False, bits=8),
         "sketch RP 8, 4 bits": dataclasses.replace(default, rp_ratio=8, rp_norm=False, bits=4),
         "sketch RP 4": dataclasses.replace(default, rp_norm=False),
@@ -227,31 +264,47 @@ def gradient_report(data, model_name: str, draws: int, steps: int, device: torch
     def step_seconds(model):
         optimizer = torch.optim.Adam(model.parameters(), lr=0.01)
         rows = data.train_mask.nonzero().view(-1)
-        return median_seconds(lambda: training_step(model, optimizer, data.x, data.edge_index, labels, rows, None),
-                              steps)
+        return median_seconds(
+            lambda: training_step(model, optimizer, data.x, data.edge_index, labels, rows, None), steps
+        )
 
     fp32 = fresh(None)
     fp32_bytes = activation_memory(fp32, data.x, data.edge_index).total
     fp32_seconds = step_seconds(fp32)
-    lines = [f"{model_name}, {data.num_nodes:,} nodes, {data.num_features} features; {where()}; "
-             f"gradient error at initialization over {draws} draws; step time median of {steps}", "",
-             "| config | gradient error | error of the mean | activation memory | vs FP32 | step time | vs FP32 |",
-             "|---|---:|---:|---:|---:|---:|---:|",
-             f"| FP32 | 0 | 0 | {mib(fp32_bytes)} | 1.0× | {1e3 * fp32_seconds:.0f} ms | 1.00× |"]
+    lines = [
+        f"{model_name}, {data.num_nodes:,} nodes, {data.num_features} features; {where()}; "
+        f"gradient error at initialization over {draws} draws; step time median of {steps}",
+        "",
+        "| config | gradient error | error of the mean | activation memory | vs FP32 | step time | vs FP32 |",
+        "|---|---:|---:|---:|---:|---:|---:|",
+        f"| FP32 | 0 | 0 | {mib(fp32_bytes)} | 1.0× | {1e3 * fp32_seconds:.0f} ms | 1.00× |",
+    ]
     for label, config in gradient_configs().items():
         error = gradient_error(fresh(None), data.x, data.edge_index, loss_fn=loss, config=config, draws=draws)
         model = fresh(config)
         kept = activation_memory(model, data.x, data.edge_index).total
         seconds = step_seconds(model)
-        lines.append(f"| {label} | {error.whole:.3f} | {error.of_mean:.3f} | {mib(kept)} | "
-                     f"{fp32_bytes / kept:.1f}× | {1e3 * seconds:.0f} ms | {seconds / fp32_seconds:.2f}× |")
+        lines.append(
+            f"| {label} | {error.whole:.3f} | {error.of_mean:.3f} | {mib(kept)} | "
+            f"{fp32_bytes / kept:.1f}× | {1e3 * seconds:.0f} ms | {seconds / fp32_seconds:.2f}× |"
+        )
     return "\n".join(lines)
 
 
 # ---- training ------------------------------------------------------------------------------------
 
-TRAIN_CONFIGS = ("fp32", "exact", "iexact", "default", "compact", "blocks", "uniform", "calibrated", "shared",
-                 "checkpoint")
+TRAIN_CONFIGS = (
+    "fp32",
+    "exact",
+    "iexact",
+    "default",
+    "compact",
+    "blocks",
+    "uniform",
+    "calibrated",
+    "shared",
+    "checkpoint",
+)
 
 
 def training_configs(names, block_sizes) -> list[tuple[str, str, CompressionConfig | None]]:
@@ -263,8 +316,9 @@ def training_configs(names, block_sizes) -> list[tuple[str, str, CompressionConf
         "fp32": [("FP32", FP32, None)],
         **{name: [(f"{name}()", name, PRESETS[name])] for name in ("exact", "iexact", "compact")},
         "default": [("default", "default", default)],
-        "blocks": [(f"default, G={size}", "default", dataclasses.replace(default, block_size=size))
-                   for size in block_sizes],
+        "blocks": [
+            (f"default, G={size}", "default", dataclasses.replace(default, block_size=size)) for size in block_sizes
+        ],
         "uniform": [("default, uniform levels", "default", dataclasses.replace(default, levels="uniform"))],
         "calibrated": [("default, calibrated levels", "default", dataclasses.replace(default, levels="calibrated"))],
         "shared": [("default, shared projection", "default", dataclasses.replace(default, projection="shared"))],
@@ -294,8 +348,7 @@ def run_training(settings: list[tuple[str, Settings]], job: dict, out: Path) -> 
     records = []
     for index, (label, one) in enumerate(settings):
         job_path, result = folder / f"{index:02d}.job.json", folder / f"{index:02d}.json"
-        job_text = json.dumps({**job, "settings": one.to_dict()}, indent=2)
-        write_atomically(job_path, lambda file: file.write(job_text.encode()))
+        write_json_atomically(job_path, {**job, "settings": one.to_dict()})
         result.unlink(missing_ok=True)  # a record of an earlier bench must not stand for this one
         command = [sys.executable, "-m", "iexact.experiments.job", str(job_path), str(result)]
         finished = subprocess.run(command, stdout=subprocess.DEVNULL, env=environment, check=False)
@@ -303,13 +356,18 @@ def run_training(settings: list[tuple[str, Settings]], job: dict, out: Path) -> 
             record = {"label": label, **one.to_dict(), **json.loads(result.read_text())}
             print(f"{label}: {record.get('out_of_memory') or record['failed']}", flush=True)
         elif finished.returncode != 0 or not result.is_file():
-            status = (f"killed by signal {-finished.returncode}" if finished.returncode < 0
-                      else f"exit status {finished.returncode}")
-            record = {"label": label, **one.to_dict(),
-                      "failed": f"{status} (its output above; rerun alone: {' '.join(command)})"}
+            status = (
+                f"killed by signal {-finished.returncode}"
+                if finished.returncode < 0
+                else f"exit status {finished.returncode}"
+            )
+            record = {
+                "label": label,
+                **one.to_dict(),
+                "failed": f"{status} (its output above; rerun alone: {' '.join(command)})",
+            }
             print(f"{label}: failed, {record['failed']}", flush=True)
-            failure = json.dumps(record, indent=2) + "\n"
-            write_atomically(result, lambda file: file.write(failure.encode()))
+            write_json_atomically(result, record)
         else:
             record = {"label": label, **json.loads(result.read_text())}
         records.append(record)
@@ -325,9 +383,11 @@ def markdown_table(records: list[dict]) -> str:
     """The side-by-side table of ``iexact bench train``: one row per configuration,
     ratios against the FP32 row of the same run (if there is one)."""
     fp32 = next((r for r in completed(records) if r["config_name"] == FP32), None)
-    lines = ["| config | test accuracy (%) | gradient error | activation memory | vs FP32 | allocator's count | "
-             "peak memory | epoch time | vs FP32 |",
-             "|---|---:|---:|---:|---:|---:|---:|---:|---:|"]
+    lines = [
+        "| config | test accuracy (%) | gradient error | activation memory | vs FP32 | allocator's count | "
+        "peak memory | epoch time | vs FP32 |",
+        "|---|---:|---:|---:|---:|---:|---:|---:|---:|",
+    ]
     for record in records:
         if "out_of_memory" in record or "failed" in record:
             why = record.get("out_of_memory") or f"failed: {record['failed']}"
@@ -345,7 +405,8 @@ def markdown_table(records: list[dict]) -> str:
             f"| {record['label']} | {100 * accuracy['mean']:.1f} ± {100 * accuracy['std']:.1f} | "
             f"{'–' if gradient is None or 'whole' not in gradient else format(gradient['whole'], '.3f')} | "
             f"{mib(memory['total'])} | {memory_ratio} | {mib(memory['allocator'])} | "
-            f"{mib(record['peak_memory']['bytes'])} | {1e3 * seconds:.1f} ms | {time_ratio} |")
+            f"{mib(record['peak_memory']['bytes'])} | {1e3 * seconds:.1f} ms | {time_ratio} |"
+        )
     return "\n".join(lines)
 
 
@@ -363,8 +424,7 @@ def curve_table(records: list[dict]) -> str:
     configuration: how fast each one learns, against FP32 in the same benchmark."""
     records = completed(records)
     marks = curve_epochs(records[0]["epochs"]) if records else []
-    lines = ["| config | " + " | ".join(f"epoch {mark}" for mark in marks) + " |",
-             "|---|" + "---:|" * len(marks)]
+    lines = ["| config | " + " | ".join(f"epoch {mark}" for mark in marks) + " |", "|---|" + "---:|" * len(marks)]
     for record in records:
         histories = record["val_accuracy"]["history"]
         best = [sum(max(history[:mark]) for history in histories) / len(histories) for mark in marks]
@@ -391,8 +451,14 @@ def write_plots(records: list[dict], folder) -> list[Path]:
     axes = figure.add_subplot()
     for record in records:
         memory = max(record["activation_memory"]["allocator"], 1) / 2**20
-        axes.errorbar(memory, 100 * record["test_accuracy"]["mean"], yerr=100 * record["test_accuracy"]["std"],
-                      fmt="o", capsize=3, label=record["label"])
+        axes.errorbar(
+            memory,
+            100 * record["test_accuracy"]["mean"],
+            yerr=100 * record["test_accuracy"]["std"],
+            fmt="o",
+            capsize=3,
+            label=record["label"],
+        )
     axes.set_xscale("log")
     axes.set_xlabel("activation memory (MiB, log scale)")
     axes.set_ylabel("test accuracy (%)")
@@ -407,8 +473,14 @@ def write_plots(records: list[dict], folder) -> list[Path]:
         bottom = 0.0
         for layer in record["activation_memory"]["layers"]:
             height = (layer["compressed"] + layer["uncompressed"]) / 2**20
-            axes.bar(position, height, bottom=bottom, color="C0" if layer["uncompressed"] == 0 else "C3",
-                     edgecolor="white", linewidth=0.5)
+            axes.bar(
+                position,
+                height,
+                bottom=bottom,
+                color="C0" if layer["uncompressed"] == 0 else "C3",
+                edgecolor="white",
+                linewidth=0.5,
+            )
             bottom += height
     axes.set_xticks(range(len(records)), [r["label"] for r in records], rotation=30, ha="right", fontsize=7)
     axes.set_yscale("symlog", linthresh=1.0)

@@ -5,6 +5,7 @@ current run's :class:`~iexact.experiments.train.TrainingState`, the results of f
 runs and the settings that produced them. Resuming restores all of it, so a
 resumed run ends exactly where an uninterrupted one with the same seed does.
 """
+
 from __future__ import annotations
 
 from pathlib import Path
@@ -16,10 +17,26 @@ from .files import write_atomically
 FORMAT = "iexact-checkpoint"
 VERSION = 4  # 2: the compressed modules' seed streams are saved; 3: as [key, counter] tensors; 4: epochs per run
 
-_FIELDS = {"settings": dict, "rng": dict, "run": int, "finished": list, "state": dict, "model": dict,
-           "optimizer": dict, "seed_streams": list}
-_RUN_FIELDS = {"run": int, "seed": int, "epochs": int, "best_epoch": int, "val_accuracy": float,
-               "test_accuracy": float, "epoch_seconds": list, "val_history": list}
+_FIELDS = {
+    "settings": dict,
+    "rng": dict,
+    "run": int,
+    "finished": list,
+    "state": dict,
+    "model": dict,
+    "optimizer": dict,
+    "seed_streams": list,
+}
+_RUN_FIELDS = {
+    "run": int,
+    "seed": int,
+    "epochs": int,
+    "best_epoch": int,
+    "val_accuracy": float,
+    "test_accuracy": float,
+    "epoch_seconds": list,
+    "val_history": list,
+}
 
 
 class CheckpointError(ValueError):
@@ -65,22 +82,29 @@ def load_checkpoint(path: str | Path, settings: dict) -> dict:
     if not isinstance(record, dict) or record.get("format") != FORMAT:
         raise CheckpointError(f"{path} is not an iexact checkpoint")
     if record.get("version") != VERSION:
-        raise CheckpointError(f"checkpoint {path} has format version {record.get('version')}, "
-                              f"this iexact reads version {VERSION}")
+        raise CheckpointError(
+            f"checkpoint {path} has format version {record.get('version')}, this iexact reads version {VERSION}"
+        )
     _check_fields(record, path)
     saved = record["settings"]
     # a setting newer than the checkpoint is absent from it, which means its empty default
-    differences = [f"{key}: checkpoint {saved.get(key)!r}, now {value!r}" for key, value in settings.items()
-                   if saved.get(key) != value and not (key not in saved and value in (None, {}, []))]
+    differences = [
+        f"{key}: checkpoint {saved.get(key)!r}, now {value!r}"
+        for key, value in settings.items()
+        if saved.get(key) != value and not (key not in saved and value in (None, {}, []))
+    ]
     if differences:
-        raise CheckpointError(f"checkpoint {path} was made with other settings; resume with the same ones or "
-                              f"start afresh. Differences: " + "; ".join(differences))
+        raise CheckpointError(
+            f"checkpoint {path} was made with other settings; resume with the same ones or "
+            f"start afresh. Differences: " + "; ".join(differences)
+        )
     return record
 
 
 def _kind_error(path: Path, field: str, value, kind: type) -> CheckpointError:
-    return CheckpointError(f"checkpoint {path} is damaged: its field {field!r} holds "
-                           f"{type(value).__name__} where {kind.__name__} belongs")
+    return CheckpointError(
+        f"checkpoint {path} is damaged: its field {field!r} holds {type(value).__name__} where {kind.__name__} belongs"
+    )
 
 
 def _check_fields(record: dict, path: Path) -> None:
@@ -91,16 +115,20 @@ def _check_fields(record: dict, path: Path) -> None:
         if not isinstance(record[field], kind) or isinstance(record[field], bool):
             raise _kind_error(path, field, record[field], kind)
     if record["run"] < 0 or record["run"] != len(record["finished"]):
-        raise CheckpointError(f"checkpoint {path} is damaged: its field 'run' is {record['run']} but it holds "
-                              f"{len(record['finished'])} finished runs")
+        raise CheckpointError(
+            f"checkpoint {path} is damaged: its field 'run' is {record['run']} but it holds "
+            f"{len(record['finished'])} finished runs"
+        )
     for index, run in enumerate(record["finished"]):
         if not isinstance(run, dict):
             raise _kind_error(path, f"finished[{index}]", run, dict)
         for field, kind in _RUN_FIELDS.items():
             value = run.get(field)
             if not isinstance(value, (int, float) if kind is float else kind) or isinstance(value, bool):
-                raise CheckpointError(f"checkpoint {path} is damaged: finished run {index + 1} has no valid "
-                                      f"field {field!r} (a {kind.__name__})")
+                raise CheckpointError(
+                    f"checkpoint {path} is damaged: finished run {index + 1} has no valid "
+                    f"field {field!r} (a {kind.__name__})"
+                )
     if not isinstance(record["rng"].get("cpu"), torch.Tensor):
         raise CheckpointError(f"checkpoint {path} is damaged: its field 'rng' has no CPU generator state")
     if not all(isinstance(state, torch.Tensor) for state in record["seed_streams"]):

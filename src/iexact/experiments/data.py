@@ -18,6 +18,7 @@ boolean ``train_mask`` / ``val_mask`` / ``test_mask``; ``num_classes`` is
   ``synthetic-products`` (the shapes of the OGB graphs) and
   ``synthetic:N,E,D,C``: a contextual stochastic block model.
 """
+
 from __future__ import annotations
 
 import dataclasses
@@ -29,7 +30,7 @@ import torch
 from torch_geometric.data import Data
 from torch_geometric.utils import to_undirected
 
-from .files import write_atomically
+from .files import write_atomically, write_json_atomically
 from .validation import DatasetError, check_dataset, raw_fingerprint
 
 _PLANETOID = {"cora": "Cora", "citeseer": "CiteSeer", "pubmed": "PubMed"}
@@ -109,8 +110,9 @@ def _csr_tensor(rows: torch.Tensor, columns: torch.Tensor, values: torch.Tensor,
 CACHED_EDGES = 2**24  # synthetic graphs from this many edges are built once and cached under the root
 
 
-def load_prepared(name: str, root: str | Path = "data", download: bool = True, seed: int = 0,
-                  layout: str = "edge_index") -> Data:
+def load_prepared(
+    name: str, root: str | Path = "data", download: bool = True, seed: int = 0, layout: str = "edge_index"
+) -> Data:
     """:func:`load_dataset` with its graph in ``layout`` (:func:`with_layout`).
 
     A synthetic graph of at least :data:`CACHED_EDGES` edges (``synthetic-products``
@@ -145,8 +147,12 @@ def _write_cached(path: Path, data: Data) -> None:
     tensors = {key: data[key] for key in data.keys() if key != "adj_t"}
     if "adj_t" in data:
         adj_t = data.adj_t
-        tensors.update(adj_crow=adj_t.crow_indices(), adj_col=adj_t.col_indices(), adj_values=adj_t.values(),
-                       adj_size=torch.tensor(adj_t.shape))
+        tensors.update(
+            adj_crow=adj_t.crow_indices(),
+            adj_col=adj_t.col_indices(),
+            adj_values=adj_t.values(),
+            adj_size=torch.tensor(adj_t.shape),
+        )
     write_atomically(path, lambda file: torch.save(tensors, file))
 
 
@@ -154,8 +160,9 @@ def _read_cached(path: Path) -> Data:
     tensors = torch.load(path, mmap=True, weights_only=True)
     if "adj_crow" in tensors:
         size = tuple(tensors.pop("adj_size").tolist())
-        tensors["adj_t"] = compact_csr(_csr_tensor(tensors.pop("adj_crow"), tensors.pop("adj_col"),
-                                                   tensors.pop("adj_values"), size))
+        tensors["adj_t"] = compact_csr(
+            _csr_tensor(tensors.pop("adj_crow"), tensors.pop("adj_col"), tensors.pop("adj_values"), size)
+        )
     return Data(**tensors)
 
 
@@ -197,16 +204,26 @@ def load_dataset(name: str, root: str | Path = "data", download: bool = True, se
         folder = _PLANETOID[key]
         parts = ("x", "tx", "allx", "y", "ty", "ally", "graph", "test.index")
         files = [f"ind.{key}.{part}" for part in parts]
-        return _load_pyg(name, root / folder, files, download,
-                         lambda reload: Planetoid(str(root), folder, force_reload=reload)[0],
-                         lambda raw, file: read_file(str(raw), key, file.removeprefix(f"ind.{key}.")))
+        return _load_pyg(
+            name,
+            root / folder,
+            files,
+            download,
+            lambda reload: Planetoid(str(root), folder, force_reload=reload)[0],
+            lambda raw, file: read_file(str(raw), key, file.removeprefix(f"ind.{key}.")),
+        )
     if key in _GRAPHSAINT:
         from torch_geometric import datasets
 
         folder = _GRAPHSAINT[key]
         files = ["adj_full.npz", "feats.npy", "class_map.json", "role.json"]
-        return _load_pyg(name, root / folder, files, download,
-                         lambda reload: getattr(datasets, folder)(str(root / folder), force_reload=reload)[0])
+        return _load_pyg(
+            name,
+            root / folder,
+            files,
+            download,
+            lambda reload: getattr(datasets, folder)(str(root / folder), force_reload=reload)[0],
+        )
     if key in _OGB:
         return _load_ogb(key, root, download)
     raise ValueError(f"unknown dataset {name!r}: expected one of {', '.join(DATASETS)}")
@@ -228,8 +245,7 @@ def parse_synthetic(key: str) -> SyntheticShape:
     return SyntheticShape(nodes, edges, features, classes)
 
 
-def contextual_sbm(shape: SyntheticShape, seed: int = 0, homophily: float = 0.5,
-                   feature_signal: float = 0.15) -> Data:
+def contextual_sbm(shape: SyntheticShape, seed: int = 0, homophily: float = 0.5, feature_signal: float = 0.15) -> Data:
     r"""A contextual stochastic block model: classes are learnable from both
     features and structure.
 
@@ -247,7 +263,7 @@ def contextual_sbm(shape: SyntheticShape, seed: int = 0, homophily: float = 0.5,
     means = torch.randn(c, shape.features, generator=generator) * feature_signal
     x = torch.randn(n, shape.features, generator=generator)
     for start in range(0, n, 2**16):  # x += means[y], without an N x D temporary
-        x[start:start + 2**16] += means[y[start:start + 2**16]]
+        x[start : start + 2**16] += means[y[start : start + 2**16]]
     by_class = torch.argsort(y)
     counts = torch.bincount(y, minlength=c)
     starts = torch.cumsum(counts, 0) - counts
@@ -260,15 +276,17 @@ def contextual_sbm(shape: SyntheticShape, seed: int = 0, homophily: float = 0.5,
     order = torch.randperm(n, generator=generator)
     train_end, val_end = int(0.6 * n), int(0.8 * n)
     masks = [torch.zeros(n, dtype=torch.bool) for _ in range(3)]
-    for mask, part in zip(masks, (order[:train_end], order[train_end:val_end], order[val_end:])):
+    for mask, part in zip(masks, (order[:train_end], order[train_end:val_end], order[val_end:]), strict=True):
         mask[part] = True
     return Data(x=x, edge_index=edge_index, y=y, train_mask=masks[0], val_mask=masks[1], test_mask=masks[2])
 
 
 def _missing_message(name: str, folder: Path, files: list[str], reason: str) -> str:
     listing = "\n".join(f"  {folder / file}" for file in files)
-    return (f"dataset {name!r}: {reason}. Put these files there (the same names as the "
-            f"official release), or run with network access to download them:\n{listing}")
+    return (
+        f"dataset {name!r}: {reason}. Put these files there (the same names as the "
+        f"official release), or run with network access to download them:\n{listing}"
+    )
 
 
 def _require(name: str, folder: Path, files: list[str], download: bool) -> None:
@@ -312,18 +330,21 @@ def _load_pyg(name: str, folder: Path, files: list[str], download: bool, build, 
                 raise
             data = build(_unstamped(stamp))
     except PermissionError as error:
-        raise DatasetError(f"dataset {name!r}: PyG writes its processed/ cache beside raw/ and cannot here "
-                           f"({error.strerror}: {error.filename}); copy {folder} to a writable --root") from None
+        raise DatasetError(
+            f"dataset {name!r}: PyG writes its processed/ cache beside raw/ and cannot here "
+            f"({error.strerror}: {error.filename}); copy {folder} to a writable --root"
+        ) from None
     except DatasetFilesMissing:
         raise
     except Exception as error:
-        raise DatasetError(f"dataset {name!r}: {_blame(raw, files, read_each)} is corrupt or truncated "
-                           f"({type(error).__name__}: {error}); replace it with the official file") from None
+        raise DatasetError(
+            f"dataset {name!r}: {_blame(raw, files, read_each)} is corrupt or truncated "
+            f"({type(error).__name__}: {error}); replace it with the official file"
+        ) from None
     check_dataset(name, data)
     if fingerprint is not None:
         try:
-            text = json.dumps(fingerprint, indent=1).encode()
-            write_atomically(stamp, lambda file: file.write(text))
+            write_json_atomically(stamp, fingerprint, indent=1)
         except OSError:
             pass  # a read-only cache is used as it is; it is checked again next time
     return data
@@ -360,13 +381,15 @@ def _load_ogb(key: str, root: Path, download: bool) -> Data:
     try:
         from ogb.nodeproppred import PygNodePropPredDataset
     except ImportError:
-        raise ImportError(f"dataset {key!r} needs the ogb package: pip install \"iexact[ogb]\"") from None
+        raise ImportError(f'dataset {key!r} needs the ogb package: pip install "iexact[ogb]"') from None
     folder = root / _OGB[key]
     if not folder.is_dir() and not download:
-        raise DatasetFilesMissing(_missing_message(key, folder, ["raw/", "split/"], "the OGB folder is missing "
-                                                   "and downloads are off"))
-    dataset = _fetch(key, folder, ["raw/"] if not folder.is_dir() else [],
-                     lambda: PygNodePropPredDataset(key, root=str(root)))
+        raise DatasetFilesMissing(
+            _missing_message(key, folder, ["raw/", "split/"], "the OGB folder is missing and downloads are off")
+        )
+    dataset = _fetch(
+        key, folder, ["raw/"] if not folder.is_dir() else [], lambda: PygNodePropPredDataset(key, root=str(root))
+    )
     data, split = dataset[0], dataset.get_idx_split()
     n = data.num_nodes
     masks = {}

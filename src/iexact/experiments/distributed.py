@@ -20,6 +20,7 @@ resumes on any number of processes:
 - torch's generator (dropout, batch shuffling): reseeded before every epoch
   with :func:`epoch_seed` of (seed, run, epoch, rank).
 """
+
 from __future__ import annotations
 
 import dataclasses
@@ -80,8 +81,10 @@ def rank_device(ranks: Ranks, device: torch.device) -> torch.device:
     if device.type != "cuda":
         return device
     if ranks.local_rank >= torch.cuda.device_count():
-        raise ValueError(f"local rank {ranks.local_rank} has no GPU: torch sees {torch.cuda.device_count()}; "
-                         f"start at most that many processes per node")
+        raise ValueError(
+            f"local rank {ranks.local_rank} has no GPU: torch sees {torch.cuda.device_count()}; "
+            f"start at most that many processes per node"
+        )
     return torch.device("cuda", ranks.local_rank)
 
 
@@ -91,8 +94,9 @@ def start(ranks: Ranks, device: torch.device, timeout_seconds: float = 600) -> N
     backend = "nccl" if device.type == "cuda" else "gloo"
     if device.type == "cuda":
         torch.cuda.set_device(device)
-    dist.init_process_group(backend, rank=ranks.rank, world_size=ranks.world_size,
-                            timeout=datetime.timedelta(seconds=timeout_seconds))
+    dist.init_process_group(
+        backend, rank=ranks.rank, world_size=ranks.world_size, timeout=datetime.timedelta(seconds=timeout_seconds)
+    )
 
 
 def stop() -> None:

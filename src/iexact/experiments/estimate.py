@@ -23,6 +23,7 @@ hidden width :math:`H` and :math:`L` layers:
 :math:`E'` counts each synthetic edge both ways, less 10 % for the
 duplicates ``to_undirected`` removes (fewer for the graphs iexact makes).
 """
+
 from __future__ import annotations
 
 import resource
@@ -38,8 +39,17 @@ class NotEnoughMemory(Exception):
     """A run that cannot fit in the memory this process may use."""
 
 
-def least_bytes(dataset: str, model: str, hidden: int | None, layers: int | None, compressed: bool,
-                full_batch: bool, graph: str, root: str | Path, seed: int = 0) -> dict[str, int] | None:
+def least_bytes(
+    dataset: str,
+    model: str,
+    hidden: int | None,
+    layers: int | None,
+    compressed: bool,
+    full_batch: bool,
+    graph: str,
+    root: str | Path,
+    seed: int = 0,
+) -> dict[str, int] | None:
     """Lower bounds, by part, of the bytes a run holds at its peak (see the module
     docstring); ``None`` for a dataset whose shape is not known beforehand.
     ``root``, ``seed`` and ``graph`` say whether a synthetic graph is cached
@@ -92,13 +102,19 @@ def check_fits(parts: dict[str, int] | None, what: str, hints: list[str] | None 
     available = available_bytes()
     if parts is None or available is None or sum(parts.values()) <= available[0]:
         return
-    listing = ", ".join(f"{part.replace('_', ' ')} {_size(nbytes)}" for part, nbytes in parts.items()
-                        if nbytes >= 2**17)
+    listing = ", ".join(
+        f"{part.replace('_', ' ')} {_size(nbytes)}" for part, nbytes in parts.items() if nbytes >= 2**17
+    )
     if hints is None:
-        hints = (["a compressed --config"] if "activations" in parts else []) + (
-            ["--graph csr or --batch-size"] if "messages" in parts else []) + ["a machine with more memory"]
-    raise NotEnoughMemory(f"{what} needs at least {_size(sum(parts.values()))} ({listing}) but "
-                          f"{_size(available[0])} is {available[1]}: try {', '.join(hints)}")
+        hints = (
+            (["a compressed --config"] if "activations" in parts else [])
+            + (["--graph csr or --batch-size"] if "messages" in parts else [])
+            + ["a machine with more memory"]
+        )
+    raise NotEnoughMemory(
+        f"{what} needs at least {_size(sum(parts.values()))} ({listing}) but "
+        f"{_size(available[0])} is {available[1]}: try {', '.join(hints)}"
+    )
 
 
 def _size(nbytes: int) -> str:

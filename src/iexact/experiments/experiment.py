@@ -5,14 +5,15 @@ schema in the README) holds best-validation test accuracy per run and their
 mean and standard deviation, activation memory (accounted and as the
 allocator sees it), peak memory and the median epoch time.
 """
+
 from __future__ import annotations
 
 import dataclasses
 import resource
 import statistics
 import sys
+from collections.abc import Callable
 from pathlib import Path
-from typing import Callable
 
 import torch
 
@@ -26,8 +27,14 @@ from .batching import Batching, batch_loss_rows, make_loader, set_epoch
 from .checkpoint import CheckpointError, load_checkpoint, restore_rng_states, save_checkpoint
 from .data import graph_of, num_classes
 from .distributed import Ranks
-from .limits import (is_out_of_memory, out_of_memory_message, peak_address_space, peak_resident, process_memory,
-                     restart_peak_resident)
+from .limits import (
+    is_out_of_memory,
+    out_of_memory_message,
+    peak_address_space,
+    peak_resident,
+    process_memory,
+    restart_peak_resident,
+)
 from .models import build_model, checkpoint_layers_, message_passing_layers
 from .train import Diverged, TrainingState, labels_of, loss_function, train_epochs
 
@@ -68,19 +75,27 @@ class Settings:
         return record
 
     @classmethod
-    def from_dict(cls, record: dict) -> "Settings":
+    def from_dict(cls, record: dict) -> Settings:
         """Inverse of :meth:`to_dict`."""
         config = record.get("config")
-        return cls(**{**record, "config": None if config is None else CompressionConfig.from_dict(config),
-                      "batching": Batching.from_dict(record.get("batching")),
-                      "module_configs": tuple((name, CompressionConfig.from_dict(module))
-                                              for name, module in record.get("module_configs", {}).items())})
+        return cls(
+            **{
+                **record,
+                "config": None if config is None else CompressionConfig.from_dict(config),
+                "batching": Batching.from_dict(record.get("batching")),
+                "module_configs": tuple(
+                    (name, CompressionConfig.from_dict(module))
+                    for name, module in record.get("module_configs", {}).items()
+                ),
+            }
+        )
 
 
 def prepare_model(settings: Settings, data, device: torch.device) -> torch.nn.Module:
     """The reference model on ``device``, compressed (or checkpointed) as ``settings`` say."""
-    model = build_model(settings.model, data.num_features, num_classes(data), settings.layers,
-                        settings.hidden, settings.dropout).to(device)
+    model = build_model(
+        settings.model, data.num_features, num_classes(data), settings.layers, settings.hidden, settings.dropout
+    ).to(device)
     if settings.batching is not None:
         settings.batching.check_layers(message_passing_layers(model))
     if settings.config is not None:
@@ -113,10 +128,16 @@ def measure_memory(settings: Settings, data, device: torch.device) -> dict:
         model = prepare_model(settings, data, device)
         report = activation_memory(model, batch.x, graph_of(batch))
         grown = allocator_growth(model, batch.x, graph_of(batch))
-    return {"total": report.total, "compressed": report.compressed, "uncompressed": report.uncompressed,
-            "allocator": grown,
-            "layers": [{"name": layer.name, "type": layer.kind, "compressed": layer.compressed,
-                        "uncompressed": layer.uncompressed} for layer in report.layers]}
+    return {
+        "total": report.total,
+        "compressed": report.compressed,
+        "uncompressed": report.uncompressed,
+        "allocator": grown,
+        "layers": [
+            {"name": layer.name, "type": layer.kind, "compressed": layer.compressed, "uncompressed": layer.uncompressed}
+            for layer in report.layers
+        ],
+    }
 
 
 def measure_gradient_error(settings: Settings, data, device: torch.device, draws: int = 4) -> dict | None:
@@ -132,10 +153,10 @@ def measure_gradient_error(settings: Settings, data, device: torch.device, draws
     with fork_rng(device):
         torch.manual_seed(settings.seed)
         model = prepare_model(settings, data, device)
-        error = gradient_error(model, batch.x, graph_of(batch), draws=draws,
-                               loss_fn=lambda out: loss_function(out[rows], labels[rows]))
-    return {"whole": error.whole, "of_mean": error.of_mean, "draws": error.draws,
-            "per_parameter": error.per_parameter}
+        error = gradient_error(
+            model, batch.x, graph_of(batch), draws=draws, loss_fn=lambda out: loss_function(out[rows], labels[rows])
+        )
+    return {"whole": error.whole, "of_mean": error.of_mean, "draws": error.draws, "per_parameter": error.per_parameter}
 
 
 def restart_peak_memory(device: torch.device) -> bool:
@@ -175,8 +196,9 @@ def _storage_bytes(tensors) -> int:
     return sum(storages.values())
 
 
-def memory_parts(data, model: torch.nn.Module, optimizer: torch.optim.Optimizer, activations: int,
-                 peak: int, runtime: int = 0) -> dict:
+def memory_parts(
+    data, model: torch.nn.Module, optimizer: torch.optim.Optimizer, activations: int, peak: int, runtime: int = 0
+) -> dict:
     """Where the peak memory goes, in bytes: the graph (``edge_index`` or
     ``adj_t``, and any other edge tensors), the node features, labels and masks, parameters,
     optimizer state, the activations kept for one step (as accounted),
@@ -201,10 +223,18 @@ def memory_parts(data, model: torch.nn.Module, optimizer: torch.optim.Optimizer,
     return parts
 
 
-def run_experiment(settings: Settings, data, device: torch.device, epochs: int, runs: int,
-                   checkpoint: str | Path | None = None, save_every: int = 0, resume: bool = False,
-                   after_epoch: Callable[[int, TrainingState], None] | None = None,
-                   ranks: Ranks | None = None) -> dict | None:
+def run_experiment(
+    settings: Settings,
+    data,
+    device: torch.device,
+    epochs: int,
+    runs: int,
+    checkpoint: str | Path | None = None,
+    save_every: int = 0,
+    resume: bool = False,
+    after_epoch: Callable[[int, TrainingState], None] | None = None,
+    ranks: Ranks | None = None,
+) -> dict | None:
     r"""Train ``runs`` runs of ``epochs`` epochs (run :math:`r` seeded with
     ``settings.seed + r``) and return the result record.
 
@@ -243,17 +273,28 @@ def run_experiment(settings: Settings, data, device: torch.device, epochs: int, 
         if ranks is not None:
             distributed.key_seed_streams(model, ranks.rank)
             trained = distributed.wrap(model, device)
-        loader = None if settings.batching is None else make_loader(data, settings.batching, shards,
-                                                                    seed=settings.seed + run)
+        loader = (
+            None
+            if settings.batching is None
+            else make_loader(data, settings.batching, shards, seed=settings.seed + run)
+        )
         train_rows = None if ranks is None or loader is not None else distributed.train_share(data.train_mask, ranks)
 
         def save(state: TrainingState, run=run, model=model, optimizer=optimizer) -> None:
             # rank 0's seed streams keep the single-process key (distributed.rank_key)
-            save_checkpoint(checkpoint, identity, {
-                "run": run, "finished": finished, "state": dataclasses.asdict(state),
-                "model": model.state_dict(), "optimizer": optimizer.state_dict(),
-                "seed_streams": [stream.get_state() for stream in seed_streams(model)],
-                "levels": calibration_state(model)})
+            save_checkpoint(
+                checkpoint,
+                identity,
+                {
+                    "run": run,
+                    "finished": finished,
+                    "state": dataclasses.asdict(state),
+                    "model": model.state_dict(),
+                    "optimizer": optimizer.state_dict(),
+                    "seed_streams": [stream.get_state() for stream in seed_streams(model)],
+                    "levels": calibration_state(model),
+                },
+            )
 
         def before_epoch(state: TrainingState, run=run, loader=loader, model=model) -> None:
             if state.epoch == calibrate_at and not calibration_state(model):
@@ -273,16 +314,41 @@ def run_experiment(settings: Settings, data, device: torch.device, epochs: int, 
                 after_epoch(run, state)
 
         try:
-            train_epochs(trained, optimizer, data, state, epochs, settings.grad_clip, each_epoch, loader, train_rows,
-                         before_epoch)
+            train_epochs(
+                trained,
+                optimizer,
+                data,
+                state,
+                epochs,
+                settings.grad_clip,
+                each_epoch,
+                loader,
+                train_rows,
+                before_epoch,
+            )
         except Diverged as error:
-            raise Diverged(f"run {run + 1} {error}" + ("" if checkpoint is None or not Path(checkpoint).is_file()
-                                                       else f"; {checkpoint} keeps the last state saved")) from error
+            raise Diverged(
+                f"run {run + 1} {error}"
+                + (
+                    ""
+                    if checkpoint is None or not Path(checkpoint).is_file()
+                    else f"; {checkpoint} keeps the last state saved"
+                )
+            ) from error
         last = model, optimizer
-        finished.append({"run": run, "seed": settings.seed + run, "epochs": state.epoch,
-                         "best_epoch": state.best_epoch, "val_accuracy": state.best_val,
-                         "test_accuracy": state.test_at_best, "epoch_seconds": state.epoch_seconds, "val_history": state.val_history,
-                         **({} if ranks is None else {"rank_spread": state.rank_spread})})
+        finished.append(
+            {
+                "run": run,
+                "seed": settings.seed + run,
+                "epochs": state.epoch,
+                "best_epoch": state.best_epoch,
+                "val_accuracy": state.best_val,
+                "test_accuracy": state.test_at_best,
+                "epoch_seconds": state.epoch_seconds,
+                "val_history": state.val_history,
+                **({} if ranks is None else {"rank_spread": state.rank_spread}),
+            }
+        )
     if not main:
         return None
     peak = peak_memory(device, restarted)
@@ -324,12 +390,16 @@ def _check_growth(checkpoint, record: dict, epochs: int, runs: int) -> None:
     it has begun, or fewer epochs than one of its runs has trained."""
     begun = record["run"] + 1
     if runs < begun:
-        raise CheckpointError(f"checkpoint {checkpoint} holds {begun} runs (finished or begun): --runs {runs} "
-                              f"would drop some; resume with --runs {begun} or more")
+        raise CheckpointError(
+            f"checkpoint {checkpoint} holds {begun} runs (finished or begun): --runs {runs} "
+            f"would drop some; resume with --runs {begun} or more"
+        )
     trained = max([run["epochs"] for run in record["finished"]] + [record["state"].get("epoch", 0)])
     if epochs < trained:
-        raise CheckpointError(f"checkpoint {checkpoint} holds a run of {trained} epochs: --epochs {epochs} would "
-                              f"shorten it; resume with --epochs {trained} or more")
+        raise CheckpointError(
+            f"checkpoint {checkpoint} holds a run of {trained} epochs: --epochs {epochs} would "
+            f"shorten it; resume with --epochs {trained} or more"
+        )
 
 
 def _restore(checkpoint, record: dict, model: torch.nn.Module, optimizer: torch.optim.Optimizer) -> TrainingState:
@@ -345,7 +415,7 @@ def _restore(checkpoint, record: dict, model: torch.nn.Module, optimizer: torch.
         streams = seed_streams(model)
         if len(streams) != len(record["seed_streams"]):
             raise ValueError(f"{len(record['seed_streams'])} seed streams saved, the model has {len(streams)}")
-        for stream, stream_state in zip(streams, record["seed_streams"]):
+        for stream, stream_state in zip(streams, record["seed_streams"], strict=True):
             stream.set_state(stream_state)
         load_calibration_state_(model, record.get("levels", {}))
         restore_rng_states(record["rng"])
@@ -354,20 +424,32 @@ def _restore(checkpoint, record: dict, model: torch.nn.Module, optimizer: torch.
     return state
 
 
-def _record(settings: Settings, device, epochs: int, runs: int, finished: list[dict], memory: dict,
-            peak: tuple[int, str]) -> dict:
+def _record(
+    settings: Settings, device, epochs: int, runs: int, finished: list[dict], memory: dict, peak: tuple[int, str]
+) -> dict:
     tests = [run["test_accuracy"] for run in finished]
     vals = [run["val_accuracy"] for run in finished]
     # the first epoch of each run is warm-up (allocator, caches, lazy init)
     seconds = [s for run in finished for s in (run["epoch_seconds"][1:] or run["epoch_seconds"])]
     peak, peak_kind = peak
     return {
-        "iexact": __version__, "torch": torch.__version__, "device": str(device), "threads": torch.get_num_threads(),
-        **settings.to_dict(), "epochs": epochs, "runs": runs,
-        "test_accuracy": {"mean": statistics.mean(tests), "std": statistics.pstdev(tests) if runs > 1 else 0.0,
-                          "runs": tests},
-        "val_accuracy": {"mean": statistics.mean(vals), "runs": vals,
-                         "history": [run["val_history"] for run in finished]},
+        "iexact": __version__,
+        "torch": torch.__version__,
+        "device": str(device),
+        "threads": torch.get_num_threads(),
+        **settings.to_dict(),
+        "epochs": epochs,
+        "runs": runs,
+        "test_accuracy": {
+            "mean": statistics.mean(tests),
+            "std": statistics.pstdev(tests) if runs > 1 else 0.0,
+            "runs": tests,
+        },
+        "val_accuracy": {
+            "mean": statistics.mean(vals),
+            "runs": vals,
+            "history": [run["val_history"] for run in finished],
+        },
         "activation_memory": memory,
         "peak_memory": {"bytes": peak, "kind": peak_kind},
         "epoch_seconds_median": statistics.median(seconds),

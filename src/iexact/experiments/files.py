@@ -7,8 +7,10 @@ A process killed in between leaves its temporary behind; the next run that
 writes the same file removes those of processes no longer alive
 (:func:`remove_stale_temporaries`).
 """
+
 from __future__ import annotations
 
+import json
 import os
 import tempfile
 from pathlib import Path
@@ -37,6 +39,17 @@ def write_atomically(path: str | Path, write) -> None:
     except BaseException:
         Path(temporary).unlink(missing_ok=True)
         raise
+
+
+def write_text_atomically(path: str | Path, text: str) -> None:
+    """:func:`write_atomically` of ``text`` in UTF-8."""
+    data = text.encode()
+    write_atomically(path, lambda file: file.write(data))
+
+
+def write_json_atomically(path: str | Path, record, indent: int = 2) -> None:
+    """:func:`write_atomically` of ``record`` as indented JSON and a final newline."""
+    write_text_atomically(path, json.dumps(record, indent=indent) + "\n")
 
 
 def _plain_file_mode(path: Path) -> int | None:
@@ -73,7 +86,7 @@ def remove_stale_temporaries(path: str | Path) -> list[Path]:
     if not path.parent.is_dir():
         return removed
     for temporary in path.parent.glob(f".{path.name}.*.tmp"):
-        pid = temporary.name[len(path.name) + 2:].split(".", 1)[0]
+        pid = temporary.name[len(path.name) + 2 :].split(".", 1)[0]
         if pid.isdigit() and _alive(int(pid)):
             continue
         temporary.unlink(missing_ok=True)
@@ -97,8 +110,7 @@ def check_writable(path: str | Path, what: str) -> None:
     try:
         handle, probe = tempfile.mkstemp(prefix=".iexact-probe.", dir=ancestor)
     except OSError as error:
-        raise OutputError(f"{what} {path} cannot be written: {ancestor} is not writable "
-                          f"({error.strerror})") from None
+        raise OutputError(f"{what} {path} cannot be written: {ancestor} is not writable ({error.strerror})") from None
     os.close(handle)
     os.unlink(probe)
 

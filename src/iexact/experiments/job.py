@@ -4,6 +4,7 @@ r"""One experiment as a job file: what ``iexact bench train`` hands each child p
 serialized :class:`~iexact.experiments.experiment.Settings` plus where and
 how long to run), trains, and writes the result record atomically.
 """
+
 from __future__ import annotations
 
 import json
@@ -11,10 +12,10 @@ import sys
 
 import torch
 
-from .files import write_atomically
 from .data import load_prepared
 from .estimate import NotEnoughMemory, check_fits, least_bytes
 from .experiment import Settings, run_experiment
+from .files import write_json_atomically
 from .limits import apply_memory_limit, is_out_of_memory, out_of_memory_message
 from .progress import Progress
 from .train import Diverged
@@ -33,15 +34,26 @@ def run_job(job: dict) -> dict:
     if job.get("memory_limit"):
         apply_memory_limit(job["memory_limit"])
     settings = Settings.from_dict(job["settings"])
-    check_fits(least_bytes(settings.dataset, settings.model, settings.hidden, settings.layers,
-                           settings.config is not None, settings.batching is None, settings.graph, job["root"],
-                           settings.seed),
-               f"{settings.dataset} with {settings.model}, config {settings.config_name}")
+    check_fits(
+        least_bytes(
+            settings.dataset,
+            settings.model,
+            settings.hidden,
+            settings.layers,
+            settings.config is not None,
+            settings.batching is None,
+            settings.graph,
+            job["root"],
+            settings.seed,
+        ),
+        f"{settings.dataset} with {settings.model}, config {settings.config_name}",
+    )
     if job.get("threads"):
         torch.set_num_threads(job["threads"])
     device = torch.device(job["device"])
-    data = load_prepared(settings.dataset, job["root"], download=not job["offline"], seed=settings.seed,
-                         layout=settings.graph).to(device)
+    data = load_prepared(
+        settings.dataset, job["root"], download=not job["offline"], seed=settings.seed, layout=settings.graph
+    ).to(device)
     progress = Progress(settings.config_name, job["epochs"], job["runs"], enabled=not job.get("quiet", False))
     return run_experiment(settings, data, device, job["epochs"], job["runs"], after_epoch=progress)
 
@@ -63,11 +75,9 @@ def main(argv: list[str] | None = None) -> int:
     except (MemoryError, RuntimeError) as error:
         if not is_out_of_memory(error):
             raise
-        record = {"out_of_memory": out_of_memory_message(error),
-                  "memory_limit": job.get("memory_limit")}
+        record = {"out_of_memory": out_of_memory_message(error), "memory_limit": job.get("memory_limit")}
         status = OUT_OF_MEMORY
-    text = json.dumps(record, indent=2) + "\n"
-    write_atomically(result_path, lambda file: file.write(text.encode()))
+    write_json_atomically(result_path, record)
     return status
 
 

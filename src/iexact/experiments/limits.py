@@ -8,14 +8,29 @@ kernel's OOM killer ending some process without a word. The limit is on the
 address space, which also counts what the interpreter and libraries map
 without touching (about 1.2 GB for Python with torch and PyG on Linux).
 """
+
 from __future__ import annotations
 
 import os
 import re
 import resource
 
-_UNITS = {"": 1, "b": 1, "k": 2**10, "kb": 10**3, "kib": 2**10, "m": 2**20, "mb": 10**6, "mib": 2**20,
-          "g": 2**30, "gb": 10**9, "gib": 2**30, "t": 2**40, "tb": 10**12, "tib": 2**40}
+_UNITS = {
+    "": 1,
+    "b": 1,
+    "k": 2**10,
+    "kb": 10**3,
+    "kib": 2**10,
+    "m": 2**20,
+    "mb": 10**6,
+    "mib": 2**20,
+    "g": 2**30,
+    "gb": 10**9,
+    "gib": 2**30,
+    "t": 2**40,
+    "tb": 10**12,
+    "tib": 2**40,
+}
 _OUT_OF_MEMORY = ("can't allocate memory", "out of memory", "cannot allocate memory", "std::bad_alloc")
 
 
@@ -49,8 +64,10 @@ def apply_memory_limit(nbytes: int) -> None:
     """
     mapped = (process_memory() or (0, 0))[0]
     if nbytes <= mapped:
-        raise ValueError(f"a memory limit of {describe(nbytes)} is below the {describe(mapped)} this process "
-                         f"already maps (the interpreter and libraries): give more")
+        raise ValueError(
+            f"a memory limit of {describe(nbytes)} is below the {describe(mapped)} this process "
+            f"already maps (the interpreter and libraries): give more"
+        )
     _, hard = resource.getrlimit(resource.RLIMIT_AS)
     if hard != resource.RLIM_INFINITY and nbytes > hard:
         raise ValueError(f"a memory limit of {describe(nbytes)} is above this process's hard limit {describe(hard)}")

@@ -12,6 +12,7 @@ name       model                                                        dropout
 
 All train with Adam (lr 0.01), gradient-norm clipping at 0.5, full batch.
 """
+
 from __future__ import annotations
 
 import dataclasses
@@ -46,8 +47,16 @@ class GCNII(torch.nn.Module):
     :math:`X \leftarrow \mathrm{ReLU}(\mathrm{GCN2Conv}_\ell(\mathrm{dropout}(X), X^{(0)}))`,
     and :math:`\mathrm{dropout}(X) W_{out}`."""
 
-    def __init__(self, in_channels: int, hidden: int, layers: int, out_channels: int,
-                 dropout: float = 0.1, alpha: float = 0.5, theta: float = 0.5):
+    def __init__(
+        self,
+        in_channels: int,
+        hidden: int,
+        layers: int,
+        out_channels: int,
+        dropout: float = 0.1,
+        alpha: float = 0.5,
+        theta: float = 0.5,
+    ):
         super().__init__()
         self.lin_in = torch.nn.Linear(in_channels, hidden)
         self.convs = torch.nn.ModuleList(GCN2Conv(hidden, alpha, theta, layer + 1) for layer in range(layers))
@@ -66,8 +75,14 @@ class GCNII(torch.nn.Module):
         return self.lin_out(self.dropout(x))
 
 
-def build_model(name: str, in_channels: int, out_channels: int, layers: int | None = None,
-                hidden: int | None = None, dropout: float | None = None) -> torch.nn.Module:
+def build_model(
+    name: str,
+    in_channels: int,
+    out_channels: int,
+    layers: int | None = None,
+    hidden: int | None = None,
+    dropout: float | None = None,
+) -> torch.nn.Module:
     """The reference model ``name`` (``gcn``, ``sage``, ``gcn2``, ``gat``); ``layers``,
     ``hidden`` and ``dropout`` override the reference values."""
     if name not in REFERENCE:
@@ -77,8 +92,9 @@ def build_model(name: str, in_channels: int, out_channels: int, layers: int | No
     hidden = spec.hidden if hidden is None else hidden
     dropout = spec.dropout if dropout is None else dropout
     if layers < 1 or hidden < 1 or not 0 <= dropout < 1:
-        raise ValueError(f"invalid model size: layers={layers} and hidden={hidden} must be >= 1, "
-                         f"dropout={dropout} in [0, 1)")
+        raise ValueError(
+            f"invalid model size: layers={layers} and hidden={hidden} must be >= 1, dropout={dropout} in [0, 1)"
+        )
     if name == "gcn2":
         return GCNII(in_channels, hidden, layers, out_channels, dropout)
     common = dict(num_layers=layers, out_channels=out_channels, dropout=dropout, norm="batch")

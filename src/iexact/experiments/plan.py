@@ -7,6 +7,7 @@ measuring what it predicts: :func:`iexact.activation_memory` and
 :data:`PLAN_FORMAT`) holds the base config and one config per module;
 ``iexact train --plan FILE`` trains with it (:func:`read_plan`).
 """
+
 from __future__ import annotations
 
 import json
@@ -35,8 +36,12 @@ class PlanFileError(ValueError):
 def resolved(settings: dict) -> dict:
     """The fields of :data:`MATCHED` with the model's defaults filled in."""
     spec = REFERENCE[settings["model"]]
-    return {"dataset": settings["dataset"], "model": settings["model"],
-            "layers": settings["layers"] or spec.layers, "hidden": settings["hidden"] or spec.hidden}
+    return {
+        "dataset": settings["dataset"],
+        "model": settings["model"],
+        "layers": settings["layers"] or spec.layers,
+        "hidden": settings["hidden"] or spec.hidden,
+    }
 
 
 def plan_record(settings: Settings, data, device: torch.device, budget: int, draws: int) -> dict:
@@ -47,16 +52,18 @@ def plan_record(settings: Settings, data, device: torch.device, budget: int, dra
         iexact.planning.PlanError: no plan fits the budget.
     """
     torch.manual_seed(settings.seed)
-    model = build_model(settings.model, data.num_features, num_classes(data), settings.layers, settings.hidden,
-                        settings.dropout).to(device)
+    model = build_model(
+        settings.model, data.num_features, num_classes(data), settings.layers, settings.hidden, settings.dropout
+    ).to(device)
     labels, rows = labels_of(data), data.train_mask.nonzero().view(-1)
 
     def loss_fn(out):
         return loss_function(out[rows], labels[rows])
 
     graph = graph_of(data)
-    plan = plan_memory(model, data.x, graph, loss_fn=loss_fn, budget=budget, base=settings.config, draws=draws,
-                       seed=settings.seed)
+    plan = plan_memory(
+        model, data.x, graph, loss_fn=loss_fn, budget=budget, base=settings.config, draws=draws, seed=settings.seed
+    )
     planned = plan.apply_(model)
     measured_bytes = activation_memory(planned, data.x, graph)
     measured_error = gradient_error(planned, data.x, graph, loss_fn=loss_fn, draws=draws, seed=settings.seed)
@@ -70,16 +77,25 @@ def plan_record(settings: Settings, data, device: torch.device, budget: int, dra
         "predicted": {
             "bytes": plan.bytes,
             "gradient_error": plan.gradient_error,
-            "layers": [{"name": module.name, "type": module.kind, "bytes": module.bytes,
-                        "squared_error": module.squared_error} for module in plan.modules],
+            "layers": [
+                {"name": module.name, "type": module.kind, "bytes": module.bytes, "squared_error": module.squared_error}
+                for module in plan.modules
+            ],
             "fixed": plan.fixed,
         },
-        "measured": {"bytes": measured_bytes.total, "gradient_error": measured_error.whole,
-                     "draws": measured_error.draws},
+        "measured": {
+            "bytes": measured_bytes.total,
+            "gradient_error": measured_error.whole,
+            "draws": measured_error.draws,
+        },
         "fp32_bytes": plan.fp32_bytes,
-        "uniform": None if plan.uniform is None else {
-            "config": plan.uniform.config.to_dict(), "bytes": plan.uniform.bytes,
-            "gradient_error": plan.uniform.gradient_error},
+        "uniform": None
+        if plan.uniform is None
+        else {
+            "config": plan.uniform.config.to_dict(),
+            "bytes": plan.uniform.bytes,
+            "gradient_error": plan.uniform.gradient_error,
+        },
     }
 
 
@@ -100,12 +116,16 @@ def summary(record: dict, plan_path: str, data_arguments: list[str]) -> str:
     """The plan as a table, predicted beside measured, and the commands that
     train with it (``data_arguments``: ``--root`` and the like, as given)."""
     predicted, measured = record["predicted"], record["measured"]
-    lines = [f"| layer | type | bits | block | projection | predicted bytes | predicted gradient error² |",
-             "|---|---|---|---:|---:|---:|---:|"]
+    lines = [
+        "| layer | type | bits | block | projection | predicted bytes | predicted gradient error² |",
+        "|---|---|---|---:|---:|---:|---:|",
+    ]
     for layer in predicted["layers"]:
         bits, block, ratio = _config_text(record["modules"][layer["name"]])
-        lines.append(f"| {layer['name']} | {layer['type']} | {bits} | {block} | {ratio} | {layer['bytes']:,} | "
-                     f"{layer['squared_error']:.4f} |")
+        lines.append(
+            f"| {layer['name']} | {layer['type']} | {bits} | {block} | {ratio} | {layer['bytes']:,} | "
+            f"{layer['squared_error']:.4f} |"
+        )
     for name, nbytes in predicted["fixed"].items():
         lines.append(f"| {name} | (no choice) | | | | {nbytes:,} | |")
     off = 100 * (predicted["bytes"] - measured["bytes"]) / max(measured["bytes"], 1)
@@ -128,11 +148,22 @@ def summary(record: dict, plan_path: str, data_arguments: list[str]) -> str:
     else:
         config = uniform["config"]
         bits, block, ratio = _config_text(config)
-        lines.append(f"the best single config for every layer ({bits}, blocks of {block}, projection {ratio}) "
-                     f"keeps {size_text(uniform['bytes'])} with a predicted gradient error of "
-                     f"{uniform['gradient_error']:.3f}: "
-                     + shlex.join(base + ["--bits", str(config["bits"]), "--block-size", str(config["block_size"]),
-                                        "--rp-ratio", f"{config['rp_ratio']:g}"]))
+        lines.append(
+            f"the best single config for every layer ({bits}, blocks of {block}, projection {ratio}) "
+            f"keeps {size_text(uniform['bytes'])} with a predicted gradient error of "
+            f"{uniform['gradient_error']:.3f}: "
+            + shlex.join(
+                base
+                + [
+                    "--bits",
+                    str(config["bits"]),
+                    "--block-size",
+                    str(config["block_size"]),
+                    "--rp-ratio",
+                    f"{config['rp_ratio']:g}",
+                ]
+            )
+        )
     return "\n".join(lines)
 
 

@@ -1,4 +1,5 @@
 """The training progress bar of the ``iexact`` command (tqdm, on stderr)."""
+
 from __future__ import annotations
 
 from tqdm.auto import tqdm
@@ -19,8 +20,13 @@ class Progress:
         if run != self.run:
             self.close()
             self.run = run
-            self.bar = tqdm(total=self.epochs, initial=state.epoch - 1, unit="epoch", dynamic_ncols=True,
-                            desc=f"{self.label} run {run + 1}/{self.runs}")
+            self.bar = tqdm(
+                total=self.epochs,
+                initial=state.epoch - 1,
+                unit="epoch",
+                dynamic_ncols=True,
+                desc=f"{self.label} run {run + 1}/{self.runs}",
+            )
         self.bar.update(1)
         self.bar.set_postfix(loss=f"{state.last_loss:.4f}", best_val=f"{100 * state.best_val:.1f}%", refresh=False)
         if state.epoch == self.epochs:

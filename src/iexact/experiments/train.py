@@ -1,10 +1,11 @@
-r"""Node-classification training, full-batch or mini-batch: the loop behind ``iexact train`` and the accuracy results."""
+r"""Node-classification training, full-batch or mini-batch: the loop behind ``iexact train`` and its accuracies."""
+
 from __future__ import annotations
 
 import dataclasses
 import math
 import time
-from typing import Callable
+from collections.abc import Callable
 
 import torch
 import torch.nn.functional as F
@@ -69,8 +70,15 @@ def _synchronize(device: torch.device) -> None:
         torch.cuda.synchronize(device)
 
 
-def training_step(model: torch.nn.Module, optimizer: torch.optim.Optimizer, x, edge_index, labels: torch.Tensor,
-                  rows: torch.Tensor, grad_clip: float | None) -> float:
+def training_step(
+    model: torch.nn.Module,
+    optimizer: torch.optim.Optimizer,
+    x,
+    edge_index,
+    labels: torch.Tensor,
+    rows: torch.Tensor,
+    grad_clip: float | None,
+) -> float:
     """One optimizer step on the loss of output ``rows`` of ``model(x, edge_index)``;
     returns the loss. With no rows the loss is the output times 0, so the
     backward still runs (every rank of a data-parallel job must join it).
@@ -101,11 +109,18 @@ def labels_of(data) -> torch.Tensor:
     return data.y if data.y.dim() == 2 else data.y.view(-1)
 
 
-def train_epochs(model: torch.nn.Module, optimizer: torch.optim.Optimizer, data, state: TrainingState,
-                 epochs: int, grad_clip: float | None = None,
-                 after_epoch: Callable[[TrainingState], None] | None = None, loader=None,
-                 train_rows: torch.Tensor | None = None,
-                 before_epoch: Callable[[TrainingState], None] | None = None) -> TrainingState:
+def train_epochs(
+    model: torch.nn.Module,
+    optimizer: torch.optim.Optimizer,
+    data,
+    state: TrainingState,
+    epochs: int,
+    grad_clip: float | None = None,
+    after_epoch: Callable[[TrainingState], None] | None = None,
+    loader=None,
+    train_rows: torch.Tensor | None = None,
+    before_epoch: Callable[[TrainingState], None] | None = None,
+) -> TrainingState:
     r"""Continue training from ``state.epoch`` up to ``epochs``, then score
     validation and test nodes with a full-batch ``eval()`` pass under
     ``no_grad`` after every epoch. ``state`` is updated in place and passed
@@ -134,8 +149,12 @@ def train_epochs(model: torch.nn.Module, optimizer: torch.optim.Optimizer, data,
             if loader is None:
                 state.last_loss = training_step(model, optimizer, data.x, graph_of(data), labels, rows, grad_clip)
             else:
-                losses = [training_step(model, optimizer, batch.x, batch.edge_index, labels_of(batch),
-                                        batch_loss_rows(batch), grad_clip) for batch in _on(loader, device)]
+                losses = [
+                    training_step(
+                        model, optimizer, batch.x, batch.edge_index, labels_of(batch), batch_loss_rows(batch), grad_clip
+                    )
+                    for batch in _on(loader, device)
+                ]
                 state.last_loss = sum(losses) / max(len(losses), 1)
         except Diverged as error:
             raise Diverged(f"diverged in epoch {state.epoch + 1}: {error} (is the learning rate too high?)") from error
@@ -169,8 +188,14 @@ def _on(loader, device: torch.device):
         yield batch.to(device)
 
 
-def train_full_batch(model: torch.nn.Module, data, epochs: int = 200, lr: float = 0.01,
-                     weight_decay: float = 5e-4, grad_clip: float | None = None) -> TrainResult:
+def train_full_batch(
+    model: torch.nn.Module,
+    data,
+    epochs: int = 200,
+    lr: float = 0.01,
+    weight_decay: float = 5e-4,
+    grad_clip: float | None = None,
+) -> TrainResult:
     r"""Train ``model(data.x, data.edge_index)`` from scratch with Adam.
 
     Args:

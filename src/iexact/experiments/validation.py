@@ -7,6 +7,7 @@ disjoint non-empty splits, edge indices within the nodes) and the published
 ones against their known shapes (:data:`KNOWN`); :func:`raw_fingerprint`
 lets the loader notice raw files that changed under PyG's ``processed/`` cache.
 """
+
 from __future__ import annotations
 
 import dataclasses
@@ -70,8 +71,9 @@ def check_dataset(name: str, data) -> None:
         sizes.append(int(mask.sum()))
         if sizes[-1] == 0:
             problems.append(f"{part} selects no node")
-    if len(sizes) == 3 and bool((data.train_mask & (data.val_mask | data.test_mask)).any() |
-                                (data.val_mask & data.test_mask).any()):
+    if len(sizes) == 3 and bool(
+        (data.train_mask & (data.val_mask | data.test_mask)).any() | (data.val_mask & data.test_mask).any()
+    ):
         problems.append("the train, validation and test splits overlap")
     if "edge_index" in data:
         edges = data.edge_index
@@ -89,11 +91,16 @@ def check_dataset(name: str, data) -> None:
             if value != getattr(known, field):
                 problems.append(f"{value:,} {field} where {name} has {getattr(known, field):,}")
         if known.split is not None and len(sizes) == 3 and tuple(sizes) != known.split:
-            problems.append(f"train / validation / test splits of {' / '.join(f'{s:,}' for s in sizes)} nodes "
-                            f"where {name} has {' / '.join(f'{s:,}' for s in known.split)}")
+            problems.append(
+                f"train / validation / test splits of {' / '.join(f'{s:,}' for s in sizes)} nodes "
+                f"where {name} has {' / '.join(f'{s:,}' for s in known.split)}"
+            )
     if problems:
-        raise DatasetError(f"dataset {name!r} does not hold what it should: " + "; ".join(problems)
-                             + ". Its files are damaged or not the official release: replace them")
+        raise DatasetError(
+            f"dataset {name!r} does not hold what it should: "
+            + "; ".join(problems)
+            + ". Its files are damaged or not the official release: replace them"
+        )
 
 
 def raw_fingerprint(folder: Path, files: list[str]) -> dict[str, str]:

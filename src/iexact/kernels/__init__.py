@@ -12,6 +12,7 @@ GPU), ``torch`` sends every tensor to the reference, ``auto`` (or unset) is
 the rule above. :func:`uses_triton` is the one place that decides, and the
 codec reads it too, so a forced run takes the CUDA path's chunking as well.
 """
+
 from __future__ import annotations
 
 import os
@@ -51,8 +52,10 @@ def uses_triton(device: torch.device) -> bool:
     if not triton_available():
         raise RuntimeError('IEXACT_KERNELS=triton but Triton is not installed: pip install "iexact[triton]"')
     if device.type != "cuda" and os.environ.get("TRITON_INTERPRET") != "1":
-        raise RuntimeError(f"IEXACT_KERNELS=triton on {device.type} tensors needs TRITON_INTERPRET=1 "
-                           f"(set before Triton is imported): only the interpreter runs kernels off the GPU")
+        raise RuntimeError(
+            f"IEXACT_KERNELS=triton on {device.type} tensors needs TRITON_INTERPRET=1 "
+            f"(set before Triton is imported): only the interpreter runs kernels off the GPU"
+        )
     return True
 
 

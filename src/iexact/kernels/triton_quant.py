@@ -10,6 +10,7 @@ elements; each element finds its block by ``index // G`` and gathers that
 block's affine map, so any block size, tail blocks included, needs no
 special case.
 """
+
 from __future__ import annotations
 
 import torch
@@ -24,17 +25,36 @@ MAX_LAUNCH_ELEMENTS = 2**31 - 1  # element indices are int32 (iexact.codec split
 
 def _check_launch(numel: int) -> None:
     if numel > MAX_LAUNCH_ELEMENTS:
-        raise ValueError(f"one kernel launch handles at most 2**31 - 1 elements, got {numel:,}: "
-                         f"iexact.codec splits larger tensors into chunks")
+        raise ValueError(
+            f"one kernel launch handles at most 2**31 - 1 elements, got {numel:,}: "
+            f"iexact.codec splits larger tensors into chunks"
+        )
+
+
 _MODE_UNIFORM, _MODE_HINGE, _MODE_SEARCH = 0, 1, 2
 
 
 @triton.jit
 def _quantize_pack_kernel(
-    z_ptr, gain_ptr, bias_ptr, levels_ptr, slopes_ptr, noise_ptr, out_ptr,
-    numel, block_size, seed, offset,
-    hinge_start, hinge_span, hinge_gain, shift,
-    BITS: tl.constexpr, MODE: tl.constexpr, HAS_NOISE: tl.constexpr, BYTES: tl.constexpr,
+    z_ptr,
+    gain_ptr,
+    bias_ptr,
+    levels_ptr,
+    slopes_ptr,
+    noise_ptr,
+    out_ptr,
+    numel,
+    block_size,
+    seed,
+    offset,
+    hinge_start,
+    hinge_span,
+    hinge_gain,
+    shift,
+    BITS: tl.constexpr,
+    MODE: tl.constexpr,
+    HAS_NOISE: tl.constexpr,
+    BYTES: tl.constexpr,
 ):
     PER_BYTE: tl.constexpr = 8 // BITS
     TOP: tl.constexpr = (1 << BITS) - 1
@@ -70,8 +90,15 @@ def _quantize_pack_kernel(
 
 @triton.jit
 def _unpack_dequantize_kernel(
-    codes_ptr, low_ptr, scale_ptr, levels_ptr, out_ptr, numel, block_size,
-    BITS: tl.constexpr, BYTES: tl.constexpr,
+    codes_ptr,
+    low_ptr,
+    scale_ptr,
+    levels_ptr,
+    out_ptr,
+    numel,
+    block_size,
+    BITS: tl.constexpr,
+    BYTES: tl.constexpr,
 ):
     PER_BYTE: tl.constexpr = 8 // BITS
     TOP: tl.constexpr = (1 << BITS) - 1
@@ -119,10 +146,25 @@ def quantize_pack(z, mins, steps, block_size, bits, levels, *, seed=0, offset=0,
     slopes = (table[1:] - table[:-1]).reciprocal_()
     grid = (triton.cdiv(out.numel(), _BYTES_PER_PROGRAM),)
     _quantize_pack_kernel[grid](
-        z, rounding.gain, rounding.bias, table, slopes, noise if noise is not None else z, out,
-        numel, block_size, seed & 0x7FFFFFFF, offset,
-        float(hinge[0]), float(hinge[1]), float(hinge[2]), 0.0,
-        BITS=bits, MODE=mode, HAS_NOISE=noise is not None, BYTES=_BYTES_PER_PROGRAM,
+        z,
+        rounding.gain,
+        rounding.bias,
+        table,
+        slopes,
+        noise if noise is not None else z,
+        out,
+        numel,
+        block_size,
+        seed & 0x7FFFFFFF,
+        offset,
+        float(hinge[0]),
+        float(hinge[1]),
+        float(hinge[2]),
+        0.0,
+        BITS=bits,
+        MODE=mode,
+        HAS_NOISE=noise is not None,
+        BYTES=_BYTES_PER_PROGRAM,
     )
     return out
 
@@ -141,7 +183,14 @@ def unpack_dequantize(codes, mins, steps, block_size, bits, levels, numel):
     scale = steps.float() / (2**bits - 1)
     grid = (triton.cdiv(codes.numel(), _BYTES_PER_PROGRAM),)
     _unpack_dequantize_kernel[grid](
-        codes, mins.float(), scale, table, out, numel, block_size,
-        BITS=bits, BYTES=_BYTES_PER_PROGRAM,
+        codes,
+        mins.float(),
+        scale,
+        table,
+        out,
+        numel,
+        block_size,
+        BITS=bits,
+        BYTES=_BYTES_PER_PROGRAM,
     )
     return out

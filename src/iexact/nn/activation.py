@@ -1,4 +1,5 @@
 r"""ReLU, LeakyReLU and ELU keeping one bit per element (ELU also its compressed negative part)."""
+
 from __future__ import annotations
 
 import torch

@@ -1,4 +1,5 @@
 r"""What the compressed convs share: the aggregation :math:`A X` that keeps nothing."""
+
 from __future__ import annotations
 
 import torch
@@ -17,9 +18,20 @@ def linear_aggregation(conv) -> str | None:
     return _REDUCE.get(conv.aggr) if isinstance(conv.aggr, str) else None
 
 
-def aggregate(x, structure, edge_weight, reduce: str, flow: str, inputs: MessageInputs, *,
-              config: CompressionConfig, seeds: SeedStream, gcn: tuple[bool, bool] | None = None,
-              scale: float = 1.0, root: torch.Tensor | None = None) -> torch.Tensor:
+def aggregate(
+    x,
+    structure,
+    edge_weight,
+    reduce: str,
+    flow: str,
+    inputs: MessageInputs,
+    *,
+    config: CompressionConfig,
+    seeds: SeedStream,
+    gcn: tuple[bool, bool] | None = None,
+    scale: float = 1.0,
+    root: torch.Tensor | None = None,
+) -> torch.Tensor:
     r""":math:`A X` (plus ``root``) along ``inputs.node_dim`` (a static-graph
     batch :math:`(B, N, F)` aggregates along :math:`N`) through
     :class:`~iexact.autograd.AggregateFunction`, which keeps nothing unless
@@ -29,8 +41,13 @@ def aggregate(x, structure, edge_weight, reduce: str, flow: str, inputs: Message
     spec = GraphSpec(inputs.num_src, inputs.num_dst, reduce, flow, gcn, scale, is_sparse(structure))
     node_dim = inputs.node_dim
     # (a compiled graph plans its own buffers, and Dynamo traces no mark_dirty in a Function's forward)
-    fold = (root is not None and not node_dim and root.dtype == x.dtype and root.is_contiguous()
-            and not torch.compiler.is_compiling())
+    fold = (
+        root is not None
+        and not node_dim
+        and root.dtype == x.dtype
+        and root.is_contiguous()
+        and not torch.compiler.is_compiling()
+    )
     rows = x.movedim(node_dim, 0) if node_dim else x
     out = AggregateFunction.apply(rows, edge_weight, structure, spec, config, seeds, root if fold else None)
     out = out.movedim(0, node_dim) if node_dim else out

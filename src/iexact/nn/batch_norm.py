@@ -1,4 +1,5 @@
 r"""Batch normalization keeping its normalized input compressed."""
+
 from __future__ import annotations
 
 import torch
@@ -28,8 +29,9 @@ class BatchNormHandler(CompressedModule):
             self.num_batches_tracked.add_(1)
             if self.momentum is None:
                 factor = 1.0 / float(self.num_batches_tracked)
-        out, mean, var = CompressedBatchNormFunction.apply(input, self.weight, self.bias, self.eps,
-                                                           self.iexact_config, self.iexact_seeds)
+        out, mean, var = CompressedBatchNormFunction.apply(
+            input, self.weight, self.bias, self.eps, self.iexact_config, self.iexact_seeds
+        )
         if tracking:
             with torch.no_grad():
                 rows = input.shape[0]

@@ -1,8 +1,9 @@
 r"""``compress_``: convert a model's modules in place."""
+
 from __future__ import annotations
 
 import warnings
-from typing import Callable, Mapping
+from collections.abc import Callable, Mapping
 
 import torch
 from torch_geometric.nn import MessagePassing
@@ -126,8 +127,7 @@ def configure_(model: torch.nn.Module, configs: Mapping[str, CompressionConfig])
             known = ", ".join(n for n, m in modules.items() if is_compressed(m)) or "none"
             raise ValueError(f"{name!r} is no compressed module of this model; the compressed ones: {known}")
         if not isinstance(config, CompressionConfig):
-            raise TypeError(f"the config for {name!r} must be an iexact.CompressionConfig, "
-                            f"got {type(config).__name__}")
+            raise TypeError(f"the config for {name!r} must be an iexact.CompressionConfig, got {type(config).__name__}")
     for name, config in configs.items():
         modules[name].iexact_config = config
     return model

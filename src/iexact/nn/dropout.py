@@ -1,4 +1,5 @@
 r"""Dropout keeping a generator snapshot instead of its mask."""
+
 from __future__ import annotations
 
 import torch

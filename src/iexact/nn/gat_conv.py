@@ -1,4 +1,5 @@
 r"""``GATConv`` keeping compressed features, attention weights and sign bits."""
+
 from __future__ import annotations
 
 import torch
@@ -63,12 +64,16 @@ class GATConvHandler(CompressedModule):
         present = [module for module in modules if module is not None]
         if len(present) == 1:
             module = present[0]
-            outputs = iter([CompressedLinearFunction.apply(x, module.weight, module.bias, self.iexact_config,
-                                                           self.iexact_seeds)])
+            outputs = iter(
+                [CompressedLinearFunction.apply(x, module.weight, module.bias, self.iexact_config, self.iexact_seeds)]
+            )
         else:
-            products = SharedInputLinearFunction.apply(x, self.iexact_config, self.iexact_seeds,
-                                                       *(module.weight for module in present))
-            outputs = iter(y if module.bias is None else y + module.bias for y, module in zip(products, present))
+            products = SharedInputLinearFunction.apply(
+                x, self.iexact_config, self.iexact_seeds, *(module.weight for module in present)
+            )
+            outputs = iter(
+                y if module.bias is None else y + module.bias for y, module in zip(products, present, strict=True)
+            )
         return [None if module is None else next(outputs) for module in modules]
 
     def _per_head(self, features):
@@ -76,7 +81,8 @@ class GATConvHandler(CompressedModule):
 
     def forward(self, x, edge_index, edge_attr=None, size=None, return_attention_weights=None):
         if not self._compressing() or runs_stock(
-                self, x, edge_index, self._stock_reason(x, edge_index, edge_attr, size, return_attention_weights)):
+            self, x, edge_index, self._stock_reason(x, edge_index, edge_attr, size, return_attention_weights)
+        ):
             return super().forward(x, edge_index, edge_attr, size, return_attention_weights)
         inputs = message_inputs(self, x, edge_index, size)
         if isinstance(x, torch.Tensor) and self.lin is not None:
@@ -88,14 +94,27 @@ class GATConvHandler(CompressedModule):
         else:
             x_src, x_dst = x
             (source,) = self._linear(x_src, self.lin if self.lin is not None else self.lin_src)
-            target, residual = (None, None) if x_dst is None else self._linear(
-                x_dst, self.lin if self.lin is not None else self.lin_dst, self.res)
+            target, residual = (
+                (None, None)
+                if x_dst is None
+                else self._linear(x_dst, self.lin if self.lin is not None else self.lin_dst, self.res)
+            )
             targets = "none" if x_dst is None else "separate"
-        spec = AttentionSpec(inputs.num_src, inputs.num_dst, self.flow, self.add_self_loops, is_sparse(edge_index),
-                             targets)
-        out = GATAttentionFunction.apply(self._per_head(source), self._per_head(target), self.att_src, self.att_dst,
-                                         plain(edge_index), spec, self.negative_slope, self.dropout,
-                                         self.iexact_config, self.iexact_seeds)
+        spec = AttentionSpec(
+            inputs.num_src, inputs.num_dst, self.flow, self.add_self_loops, is_sparse(edge_index), targets
+        )
+        out = GATAttentionFunction.apply(
+            self._per_head(source),
+            self._per_head(target),
+            self.att_src,
+            self.att_dst,
+            plain(edge_index),
+            spec,
+            self.negative_slope,
+            self.dropout,
+            self.iexact_config,
+            self.iexact_seeds,
+        )
         out = out.reshape(-1, self.heads * self.out_channels) if self.concat else out.mean(dim=1)
         if residual is not None:
             out = out + residual

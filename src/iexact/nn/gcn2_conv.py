@@ -1,4 +1,5 @@
 r"""``GCN2Conv`` (GCNII) with compressed inputs of its weight products."""
+
 from __future__ import annotations
 
 import torch
@@ -29,21 +30,26 @@ class GCN2ConvHandler(CompressedModule):
 
     def forward(self, x, x_0, edge_index, edge_weight=None):
         # GCN2Conv's own forward takes matrices only (torch.addmm): anything else gets its error
-        if (not isinstance(x, torch.Tensor) or x.dim() != 2
-                or runs_stock(self, x, edge_index, sparse_value_reason(edge_index, edge_weight))):
+        if (
+            not isinstance(x, torch.Tensor)
+            or x.dim() != 2
+            or runs_stock(self, x, edge_index, sparse_value_reason(edge_index, edge_weight))
+        ):
             return super().forward(x, x_0, edge_index, edge_weight)
         config, seeds, alpha, beta = self.iexact_config, self.iexact_seeds, self.alpha, self.beta
         inputs = message_inputs(self, x, edge_index)
         structure, weight, gcn = gcn_graph(self, x, edge_index, edge_weight, improved=False)
         # constant factors go through aggregation, add(alpha=) and lerp, which keep no scalar tensors
-        smoothed = aggregate(x, structure, weight, "sum", self.flow, inputs, config=config, seeds=seeds, gcn=gcn,
-                             scale=1 - alpha)
+        smoothed = aggregate(
+            x, structure, weight, "sum", self.flow, inputs, config=config, seeds=seeds, gcn=gcn, scale=1 - alpha
+        )
         initial = x_0[: smoothed.size(0)]
         if self.weight2 is None:
             mixed = torch.add(smoothed, initial, alpha=alpha)
             product = CompressedLinearFunction.apply(mixed, self.weight1.t(), None, config, seeds)
             return torch.lerp(mixed, product, beta)
-        own = torch.lerp(smoothed, CompressedLinearFunction.apply(smoothed, self.weight1.t(), None, config, seeds),
-                         beta)
+        own = torch.lerp(
+            smoothed, CompressedLinearFunction.apply(smoothed, self.weight1.t(), None, config, seeds), beta
+        )
         initial_product = CompressedLinearFunction.apply(initial, self.weight2.t(), None, config, seeds)
         return torch.add(own, torch.lerp(initial, initial_product, beta), alpha=alpha)

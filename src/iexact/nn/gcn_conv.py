@@ -1,4 +1,5 @@
 r"""``GCNConv`` keeping its input compressed and nothing for the aggregation."""
+
 from __future__ import annotations
 
 import torch
@@ -22,12 +23,14 @@ def gcn_graph(conv, x: torch.Tensor, edge_index, edge_weight, improved: bool):
     num_nodes = x.size(conv.node_dim)
     if conv.cached:
         if conv._cached_edge_index is None:
-            conv._cached_edge_index = gcn_normalized(edge_index, edge_weight, num_nodes, improved,
-                                                     conv.add_self_loops, conv.flow, x.dtype)
+            conv._cached_edge_index = gcn_normalized(
+                edge_index, edge_weight, num_nodes, improved, conv.add_self_loops, conv.flow, x.dtype
+            )
         return (*conv._cached_edge_index, None)
     if edge_weight is not None and edge_weight.requires_grad:
-        structure, weight = gcn_normalized(edge_index, edge_weight, num_nodes, improved,
-                                           conv.add_self_loops, conv.flow, x.dtype)
+        structure, weight = gcn_normalized(
+            edge_index, edge_weight, num_nodes, improved, conv.add_self_loops, conv.flow, x.dtype
+        )
         return structure, weight, None
     return edge_index, edge_weight, (improved, conv.add_self_loops)
 
@@ -56,8 +59,9 @@ class GCNConvHandler(CompressedModule):
 
     def forward(self, x, edge_index, edge_weight=None):
         # a tuple x is refused by GCNConv's own forward
-        if not isinstance(x, torch.Tensor) or runs_stock(self, x, edge_index,
-                                                         sparse_value_reason(edge_index, edge_weight)):
+        if not isinstance(x, torch.Tensor) or runs_stock(
+            self, x, edge_index, sparse_value_reason(edge_index, edge_weight)
+        ):
             return super().forward(x, edge_index, edge_weight)
         config, seeds = self.iexact_config, self.iexact_seeds
         inputs = message_inputs(self, x, edge_index)

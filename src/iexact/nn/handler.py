@@ -19,11 +19,12 @@ users register their own the same way::
                 return super().forward(x, edge_index)
             ...  # iexact.autograd ops with self.iexact_config, self.iexact_seeds
 """
+
 from __future__ import annotations
 
 import functools
+from collections.abc import Mapping
 from types import MappingProxyType
-from typing import Mapping
 
 import torch
 from torch_geometric.nn import MessagePassing
@@ -40,8 +41,9 @@ def register_handler(*module_classes: type):
     """Class decorator: the decorated :class:`CompressedModule` subclass handles
     modules whose class is exactly one of ``module_classes`` (a later
     registration for the same class replaces an earlier one)."""
-    if not module_classes or not all(isinstance(cls, type) and issubclass(cls, torch.nn.Module)
-                                     for cls in module_classes):
+    if not module_classes or not all(
+        isinstance(cls, type) and issubclass(cls, torch.nn.Module) for cls in module_classes
+    ):
         raise TypeError(f"register_handler takes torch.nn.Module classes, got {module_classes!r}")
 
     def decorate(handler: type) -> type:
@@ -56,8 +58,11 @@ def register_handler(*module_classes: type):
 
 def is_lazy(*linears: torch.nn.Module | None) -> bool:
     """Whether any of ``linears`` still has an uninitialized (lazy) weight."""
-    return any(isinstance(getattr(lin, "weight", None), torch.nn.parameter.UninitializedParameter)
-               for lin in linears if lin is not None)
+    return any(
+        isinstance(getattr(lin, "weight", None), torch.nn.parameter.UninitializedParameter)
+        for lin in linears
+        if lin is not None
+    )
 
 
 def has_forward_hooks(*modules: torch.nn.Module) -> bool:
@@ -101,7 +106,8 @@ class CompressedModule:
             f"iexact: {type(self).__name__} cannot be scripted: torch.jit.script compiles forward from its "
             "source and the compressed forward calls autograd Functions TorchScript cannot hold. Use "
             "torch.compile (supported: one graph, no breaks), or iexact.nn.restore_(model) to script the "
-            "uncompressed model.")
+            "uncompressed model."
+        )
 
     def __reduce_ex__(self, protocol):
         # the generated class is not importable by name: rebuild it from its handler and base
@@ -127,7 +133,7 @@ def _keep_base_templates(self, raise_on_error: bool = False) -> None:
     inherits its base's."""
 
 
-@functools.lru_cache(maxsize=None)
+@functools.cache
 def compressed_class(handler: type, base: type) -> type:
     """The subclass of ``base`` with ``handler``'s forward (one per pair, cached)."""
     name = f"Compressed{base.__name__}"

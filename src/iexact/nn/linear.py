@@ -1,4 +1,5 @@
 r"""``torch.nn.Linear`` and PyG's ``Linear`` keeping their input compressed."""
+
 from __future__ import annotations
 
 import torch

@@ -14,6 +14,7 @@ message / aggregate hooks, ``torch_sparse``): :func:`stock_reason` detects
 them at call time, so a handler runs PyG's own forward instead of silently
 skipping them.
 """
+
 from __future__ import annotations
 
 import dataclasses
@@ -74,8 +75,11 @@ def stock_reason(conv, x, edge_index) -> str | None:
     adjacency, or sparse input features."""
     if conv.explain:
         return "explain masks are set (torch_geometric.explain)"
-    hooks = [kind for kind in _HOOKS
-             if getattr(conv, f"_{kind}_forward_pre_hooks") or getattr(conv, f"_{kind}_forward_hooks")]
+    hooks = [
+        kind
+        for kind in _HOOKS
+        if getattr(conv, f"_{kind}_forward_pre_hooks") or getattr(conv, f"_{kind}_forward_hooks")
+    ]
     if hooks:
         return f"{'/'.join(hooks)} forward hooks are registered"
     if isinstance(edge_index, SparseTensor):
@@ -95,6 +99,5 @@ def runs_stock(conv, x, edge_index, reason: str | None = None) -> bool:
     reason = reason or stock_reason(conv, x, edge_index)
     if reason is None:
         return False
-    warnings.warn(f"iexact: {type(conv).__name__} runs PyG's own forward, uncompressed, because {reason}",
-                  stacklevel=3)
+    warnings.warn(f"iexact: {type(conv).__name__} runs PyG's own forward, uncompressed, because {reason}", stacklevel=3)
     return True

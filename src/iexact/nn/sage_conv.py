@@ -1,11 +1,16 @@
 r"""``SAGEConv`` storing its input once for both linear maps."""
+
 from __future__ import annotations
 
 import torch
 from torch_geometric.nn import SAGEConv
 
-from ..autograd import (CompressedLinearFunction, CompressedReLUFunction, RowChunkedSAGEFunction,
-                        SharedInputLinearFunction)
+from ..autograd import (
+    CompressedLinearFunction,
+    CompressedReLUFunction,
+    RowChunkedSAGEFunction,
+    SharedInputLinearFunction,
+)
 from ..graph import GraphSpec, is_sparse, plain
 from .aggregation import aggregate, linear_aggregation, sparse_value_reason
 from .handler import CompressedModule, has_forward_hooks, is_lazy, register_handler
@@ -50,25 +55,49 @@ class SAGEConvHandler(CompressedModule):
         config, seeds = self.iexact_config, self.iexact_seeds
         pair = (x, x) if isinstance(x, torch.Tensor) else tuple(x)
         if self.project:
-            pair = (CompressedReLUFunction.apply(
-                CompressedLinearFunction.apply(pair[0], self.lin.weight, self.lin.bias, config, seeds)), pair[1])
+            pair = (
+                CompressedReLUFunction.apply(
+                    CompressedLinearFunction.apply(pair[0], self.lin.weight, self.lin.bias, config, seeds)
+                ),
+                pair[1],
+            )
         inputs = message_inputs(self, pair, edge_index, size)
         source, root = inputs.source, inputs.root if self.root_weight else None
         if _row_chunked(edge_index, inputs, root, self.lin_l.weight):
             spec = GraphSpec(inputs.num_src, inputs.num_dst, linear_aggregation(self), self.flow, sparse=True)
-            out = RowChunkedSAGEFunction.apply(source, None if root is source else root, self.lin_l.weight,
-                                               None if root is None else self.lin_r.weight, plain(edge_index),
-                                               spec, config, seeds)
+            out = RowChunkedSAGEFunction.apply(
+                source,
+                None if root is source else root,
+                self.lin_l.weight,
+                None if root is None else self.lin_r.weight,
+                plain(edge_index),
+                spec,
+                config,
+                seeds,
+            )
         else:
             if root is source:
-                neighbour, out_root = SharedInputLinearFunction.apply(source, config, seeds, self.lin_l.weight,
-                                                                      self.lin_r.weight)
+                neighbour, out_root = SharedInputLinearFunction.apply(
+                    source, config, seeds, self.lin_l.weight, self.lin_r.weight
+                )
             else:
                 neighbour = CompressedLinearFunction.apply(source, self.lin_l.weight, None, config, seeds)
-                out_root = None if root is None else CompressedLinearFunction.apply(root, self.lin_r.weight, None,
-                                                                                     config, seeds)
-            out = aggregate(neighbour, edge_index, None, linear_aggregation(self), self.flow, inputs,
-                            config=config, seeds=seeds, root=out_root)
+                out_root = (
+                    None
+                    if root is None
+                    else CompressedLinearFunction.apply(root, self.lin_r.weight, None, config, seeds)
+                )
+            out = aggregate(
+                neighbour,
+                edge_index,
+                None,
+                linear_aggregation(self),
+                self.flow,
+                inputs,
+                config=config,
+                seeds=seeds,
+                root=out_root,
+            )
         for bias in (self.lin_r.bias if root is not None else None, self.lin_l.bias):
             if bias is not None:
                 out = out.add_(bias)  # in place: out is this conv's own buffer
@@ -96,6 +125,13 @@ def _row_chunked(structure, inputs, root, weight) -> bool:
     (the weights' too), eager and outside autocast (it reads each slice's
     edge range from the host and adds in place)."""
     structure, source = plain(structure), inputs.source
-    return (is_sparse(structure) and structure.layout == torch.sparse_csr and source.dim() == 2
-            and inputs.node_dim == 0 and (root is None or root.dtype == source.dtype) and weight.dtype == source.dtype
-            and not torch.compiler.is_compiling() and not torch.is_autocast_enabled(source.device.type))
+    return (
+        is_sparse(structure)
+        and structure.layout == torch.sparse_csr
+        and source.dim() == 2
+        and inputs.node_dim == 0
+        and (root is None or root.dtype == source.dtype)
+        and weight.dtype == source.dtype
+        and not torch.compiler.is_compiling()
+        and not torch.is_autocast_enabled(source.device.type)
+    )

@@ -4,6 +4,7 @@ pure-PyTorch reference quantizer, bit masks and the stored form.
 ``compress`` / ``decompress`` live one floor up, in :mod:`iexact.codec`,
 above the kernel dispatch (:mod:`iexact.kernels`), which imports from here.
 """
+
 from .bitmask import pack_mask, unpack_mask
 from .levels import clipped_normal_sigma, expected_variance, fit_levels, levels_for, optimal_levels, uniform_levels
 from .packed import PackedActivation

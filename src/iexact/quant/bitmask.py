@@ -1,10 +1,10 @@
 r"""Boolean masks stored at one bit per element (ReLU signs, keep-masks)."""
+
 from __future__ import annotations
 
 import torch
 
 from .reference import pack_codes
-
 
 MASK_CHUNK = 2**24  # mask elements packed per step (a multiple of 8): bounds the step's temporaries
 

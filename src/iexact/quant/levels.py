@@ -20,6 +20,7 @@ tridiagonal Hessian of :math:`V` have closed forms in :math:`\Phi` and
 :math:`\varphi`, so every ``(bits, G)`` is solved in about a millisecond and
 cached; no fitted curve is used.
 """
+
 from __future__ import annotations
 
 import functools
@@ -52,9 +53,7 @@ def _interval_moments(a, b, mean, sigma):
     m0 = ndtr(zb) - ndtr(za)
     dpdf = pdf_b - pdf_a
     m1 = mean * m0 - sigma * dpdf
-    m2 = (mean**2 + sigma**2) * m0 - 2.0 * mean * sigma * dpdf - sigma**2 * (
-        zb * pdf_b - za * pdf_a
-    )
+    m2 = (mean**2 + sigma**2) * m0 - 2.0 * mean * sigma * dpdf - sigma**2 * (zb * pdf_b - za * pdf_a)
     return m0, m1, m2
 
 
@@ -97,7 +96,7 @@ def _companded_start(top: int, mean: float, sigma: float) -> np.ndarray:
     return levels
 
 
-@functools.lru_cache(maxsize=None)
+@functools.cache
 def optimal_levels(bits: int, block_size: int) -> tuple[float, ...]:
     r"""Variance-optimal levels for ``bits`` bits and blocks of ``block_size``
     elements under the clipped-normal model (module docstring).

@@ -1,7 +1,9 @@
 r"""The stored form of one compressed activation."""
+
 from __future__ import annotations
 
 import dataclasses
+from itertools import pairwise
 
 import torch
 
@@ -47,6 +49,7 @@ class PackedActivation:
         """Check that the fields fit together (sizes, dtypes, devices: nothing is read
         from the tensors), so that an inconsistent record fails here by name, not
         later as NaN or garbage; :meth:`check_values` reads the steps too."""
+
         def invalid(field: str, problem: str) -> ValueError:
             return ValueError(f"PackedActivation.{field} is invalid: {problem}")
 
@@ -63,26 +66,32 @@ class PackedActivation:
             raise invalid("projected_width", f"must be None or a positive int, got {k!r}")
         top = 2**self.bits - 1
         levels = tuple(self.levels)
-        if (len(levels) != top + 1 or levels[0] != 0 or levels[-1] != top
-                or any(b <= a for a, b in zip(levels, levels[1:]))):
+        if len(levels) != top + 1 or levels[0] != 0 or levels[-1] != top or any(b <= a for a, b in pairwise(levels)):
             raise invalid("levels", f"must be {top + 1} increasing values from 0 to {top}, got {levels}")
         for name in ("codes", "mins", "steps"):
             tensor = getattr(self, name)
             if not isinstance(tensor, torch.Tensor) or tensor.dim() != 1:
-                raise invalid(name, f"must be a 1-D tensor, got {type(tensor).__name__} "
-                                    f"{tuple(getattr(tensor, 'shape', ()))}")
+                raise invalid(
+                    name, f"must be a 1-D tensor, got {type(tensor).__name__} {tuple(getattr(tensor, 'shape', ()))}"
+                )
             if tensor.device != self.codes.device:
                 raise invalid(name, f"is on {tensor.device}, the codes on {self.codes.device}")
         if self.codes.dtype != torch.uint8 or self.codes.numel() != packed_size(self.numel, self.bits):
-            raise invalid("codes", f"must be {packed_size(self.numel, self.bits):,} uint8 bytes for "
-                                   f"{self.numel:,} elements of {self.bits} bits, got {self.codes.numel():,} "
-                                   f"{self.codes.dtype}")
+            raise invalid(
+                "codes",
+                f"must be {packed_size(self.numel, self.bits):,} uint8 bytes for "
+                f"{self.numel:,} elements of {self.bits} bits, got {self.codes.numel():,} "
+                f"{self.codes.dtype}",
+            )
         blocks = num_blocks(self.numel, self.block_size)
         for name in ("mins", "steps"):
             tensor = getattr(self, name)
             if tensor.dtype not in _SCALE_DTYPES or tensor.numel() != blocks:
-                raise invalid(name, f"must hold {blocks:,} bfloat16, float16 or float32 values (one per block "
-                                    f"of {self.block_size}), got {tensor.numel():,} {tensor.dtype}")
+                raise invalid(
+                    name,
+                    f"must hold {blocks:,} bfloat16, float16 or float32 values (one per block "
+                    f"of {self.block_size}), got {tensor.numel():,} {tensor.dtype}",
+                )
 
     def check_values(self) -> None:
         """Raise ``ValueError`` when a step is negative (one read from the device)."""
@@ -118,11 +127,14 @@ class PackedActivation:
 
     def layout(self) -> dict:
         """The non-tensor fields (shape, dtype, bits, block size, levels, width)."""
-        return {f.name: getattr(self, f.name) for f in dataclasses.fields(self)
-                if f.name not in ("codes", "mins", "steps", "seed")}
+        return {
+            f.name: getattr(self, f.name)
+            for f in dataclasses.fields(self)
+            if f.name not in ("codes", "mins", "steps", "seed")
+        }
 
     @classmethod
-    def from_tensors(cls, held: tuple[torch.Tensor, ...], layout: dict) -> "PackedActivation":
+    def from_tensors(cls, held: tuple[torch.Tensor, ...], layout: dict) -> PackedActivation:
         """Inverse of :meth:`tensors` / :meth:`layout`."""
         seed = int(held[3]) if layout["projected_width"] is not None else 0
         return cls(held[0], held[1], held[2], seed=seed, **layout)

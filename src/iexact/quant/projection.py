@@ -23,6 +23,7 @@ unbiased, :math:`\mathbb{E}[g(f(h))] = h`. Only the seed is stored.
   independent from row to row, and :math:`O(D)` work per row instead of
   :math:`O(D k)`.
 """
+
 from __future__ import annotations
 
 import math

@@ -20,6 +20,7 @@ first code in the lowest bits. Decoding is
 Everything here works on any device; :mod:`iexact.kernels` swaps in fused
 Triton kernels with the same signatures on CUDA.
 """
+
 from __future__ import annotations
 
 import math
@@ -55,7 +56,7 @@ def block_min_max(z: torch.Tensor, block_size: int) -> tuple[torch.Tensor, torch
         - **output:** two :math:`(\\lceil n / G \\rceil,)` tensors of ``z.dtype``
     """
     # amin + amax: two vectorized passes, several times faster on CPU than aminmax
-    mins, maxs = zip(*((seg.amin(dim=1), seg.amax(dim=1)) for _, seg in _segments(z, block_size)))
+    mins, maxs = zip(*((seg.amin(dim=1), seg.amax(dim=1)) for _, seg in _segments(z, block_size)), strict=True)
     if len(mins) == 1:
         return mins[0], maxs[0]
     return torch.cat(mins), torch.cat(maxs)

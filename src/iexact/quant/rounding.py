@@ -9,9 +9,11 @@ the axis :math:`u = (z - m_i) B / s_i`, :math:`B = 2^b - 1`. The position of
 (:func:`rounding_map`); adding a uniform offset and truncating gives the
 unbiased stochastic rounding.
 """
+
 from __future__ import annotations
 
 import math
+from itertools import pairwise
 from typing import NamedTuple
 
 import torch
@@ -67,7 +69,7 @@ def _hinges(levels: tuple[float, ...], shift: float) -> tuple[float, list[tuple[
     Returns:
         :math:`s_0` and a list of ``(c_j, w_j, g_j)``.
     """
-    slopes = [1.0 / (hi - lo) for lo, hi in zip(levels[:-1], levels[1:])]
+    slopes = [1.0 / (hi - lo) for lo, hi in pairwise(levels)]
     s0 = slopes[0]
     raw = [(shift + s0 * levels[j], (slopes[j] - slopes[j - 1]) / s0) for j in range(1, len(levels) - 1)]
     hinges = []
