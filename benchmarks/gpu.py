@@ -27,10 +27,11 @@ from functools import partial
 import torch
 
 from iexact import PRESETS, compress, decompress
-from iexact.experiments.bench import median_seconds, mib, where
+from iexact.experiments.bench import median_seconds, where
 from iexact.experiments.data import load_dataset
 from iexact.experiments.experiment import FP32, Settings, run_experiment
 from iexact.kernels import uses_triton
+from iexact.memory import format_bytes
 
 
 def round_trip_table(rows: int, width: int, repeats: int, device: torch.device) -> str:
@@ -75,8 +76,8 @@ def training_table(dataset: str, model: str, configs: list[str], epochs: int, de
         seconds, peak = record["epoch_seconds_median"], record["peak_memory"]["bytes"]
         baseline = baseline or (seconds, peak)
         lines.append(
-            f"| {name} | {1e3 * seconds:.1f} ms | {seconds / baseline[0]:.2f}× | {mib(peak)} | "
-            f"{baseline[1] / peak:.1f}× less | {mib(record['activation_memory']['total'])} | "
+            f"| {name} | {1e3 * seconds:.1f} ms | {seconds / baseline[0]:.2f}× | {format_bytes(peak, 'MiB')} | "
+            f"{baseline[1] / peak:.1f}× less | {format_bytes(record['activation_memory']['total'], 'MiB')} | "
             f"{100 * record['test_accuracy']['mean']:.1f} % |"
         )
     return "\n".join(lines)

@@ -1,16 +1,24 @@
+import json
+
 import pytest
 import torch
 
 from iexact import PRESETS, CompressionConfig
+from iexact.config import ADDED_SINCE_VERSION_0, CONFIG_VERSION
 
 
-def test_presets_match_the_papers():
-    exact = CompressionConfig.exact()
-    assert (exact.bits, exact.block_size, exact.rp_ratio, exact.levels) == (2, "row", 8, "uniform")
-    iexact = CompressionConfig.iexact()
-    assert (iexact.bits, iexact.block_size, iexact.rp_ratio, iexact.levels) == (2, 1024, 8, "optimal")
-    assert CompressionConfig.default() == CompressionConfig()
-    assert CompressionConfig.preset("iexact") == iexact
+def test_paper_presets_reproduce_their_papers_storage():
+    """EXACT stores one (min, step) pair per projected row with uniform levels and a
+    shared projection; i-Exact blocks of 1024 with optimal levels: what their
+    papers describe, as the bytes of one compressed activation show."""
+    from iexact import compress
+
+    x = torch.randn(100, 64)
+    exact = compress(x, CompressionConfig.exact(), seed=0)
+    assert exact.projected_width == 8 and exact.mins.numel() == 100 and exact.levels == (0.0, 1.0, 2.0, 3.0)
+    iexact = compress(x, CompressionConfig.iexact(), seed=0)
+    assert iexact.mins.numel() == 1 and iexact.levels != (0.0, 1.0, 2.0, 3.0)
+    assert CompressionConfig.exact().projection == CompressionConfig.iexact().projection == "shared"
 
 
 def test_scale_dtype_by_name():
@@ -34,6 +42,9 @@ def test_scale_dtype_by_name():
         ("levels", "nonuniform"),
         ("scale_dtype", torch.int8),
         ("scale_dtype", "float64"),
+        ("projection", "dense"),
+        ("rp_norm", 1),
+        ("check_finite", "yes"),
     ],
 )
 def test_invalid_values_name_field_value_and_allowed(field, value):
@@ -53,32 +64,54 @@ def test_block_elements():
     assert CompressionConfig(block_size=64).block_elements(16) == 64
 
 
-def test_presets_are_one_registry():
-    assert set(PRESETS) == {"exact", "iexact", "default", "compact"}
-    for name, config in PRESETS.items():
-        assert CompressionConfig.preset(name) is config
-    with pytest.raises(TypeError):
-        PRESETS["mine"] = CompressionConfig()  # read-only
-
-
 @pytest.mark.parametrize(
     "config",
     [*PRESETS.values(), CompressionConfig(bits=8, block_size=7, rp_ratio=2.5, scale_dtype=torch.float32, rp_norm=True)],
 )
-def test_dict_round_trip_is_plain_json(config):
-    import json
-
+def test_dict_round_trip_is_plain_versioned_json(config):
     record = config.to_dict()
+    assert record["version"] == CONFIG_VERSION
     assert json.loads(json.dumps(record)) == record
     assert CompressionConfig.from_dict(record) == config
-    assert CompressionConfig.from_dict({}) == CompressionConfig()
 
 
-def test_from_dict_names_unknown_fields():
-    with pytest.raises(ValueError, match="unknown CompressionConfig field\\(s\\) bitz: expected some of bits"):
-        CompressionConfig.from_dict({"bitz": 2})
+def test_from_dict_names_unknown_and_missing_fields():
+    record = CompressionConfig().to_dict()
+    with pytest.raises(ValueError, match=r"unknown field\(s\) bitz; expected bits, block_size"):
+        CompressionConfig.from_dict({**record, "bitz": 2})
+    del record["check_finite"]
+    with pytest.raises(ValueError, match=r"version 1\): missing field\(s\) check_finite"):
+        CompressionConfig.from_dict(record)
     with pytest.raises(ValueError, match="bits must be one of"):
-        CompressionConfig.from_dict({"bits": 3})
+        CompressionConfig.from_dict({**CompressionConfig().to_dict(), "bits": 3})
+    with pytest.raises(ValueError, match="a mapping of its fields, got list"):
+        CompressionConfig.from_dict([2, 256])
+
+
+@pytest.mark.parametrize("version", [CONFIG_VERSION + 1, 99])
+def test_a_newer_version_is_refused_by_name(version):
+    with pytest.raises(ValueError, match=f"version {version} is newer than this iexact reads.*upgrade iexact"):
+        CompressionConfig.from_dict({**CompressionConfig().to_dict(), "version": version})
+
+
+@pytest.mark.parametrize("version", ["1", -1, 1.0, None, True])
+def test_a_malformed_version_is_refused(version):
+    with pytest.raises(ValueError, match="version .* is invalid: expected an integer >= 0"):
+        CompressionConfig.from_dict({**CompressionConfig().to_dict(), "version": version})
+
+
+def test_an_unversioned_record_is_upgraded_with_what_its_missing_fields_meant():
+    """A record from before versions (version 0) reads its missing later fields as
+    they were then (EXACT's shared projection, unprojected norm inputs, inputs
+    compressed), never as today's defaults, which differ."""
+    early = {"bits": 2, "block_size": 256, "rp_ratio": 8, "levels": "optimal", "scale_dtype": "bfloat16"}
+    config = CompressionConfig.from_dict(early)
+    assert (config.projection, config.rp_norm, config.reference_inputs, config.check_finite) == (
+        "shared", False, False, True)
+    assert config != CompressionConfig(rp_ratio=8)  # today's defaults would have said sketch, rp_norm, references
+    assert set(ADDED_SINCE_VERSION_0) | set(early) == set(CompressionConfig().to_dict()) - {"version"}
+    full = {key: value for key, value in CompressionConfig().to_dict().items() if key != "version"}
+    assert CompressionConfig.from_dict(full) == CompressionConfig()  # an unversioned record of every field
 
 
 def test_str_spells_out_the_config():

@@ -3,7 +3,7 @@
 from .analysis import GradientError, calibrate_, calibration_state, gradient_error, load_calibration_state_
 from .codec import compress, decompress
 from .config import PRESETS, CompressionConfig
-from .memory import MemoryReport, activation_memory
+from .memory import MemoryReport, activation_memory, format_bytes
 from .nn import compress_, configure_, register_handler
 from .planning import Plan, PlanError, plan_memory
 from .quant import PackedActivation
@@ -26,6 +26,7 @@ __all__ = [
     "compress_",
     "configure_",
     "decompress",
+    "format_bytes",
     "gradient_error",
     "load_calibration_state_",
     "plan_memory",

@@ -9,6 +9,7 @@ pair per block of ``block_size`` elements, rounded onto ``levels``.
 from __future__ import annotations
 
 import dataclasses
+import json
 import math
 from collections.abc import Mapping
 from itertools import pairwise
@@ -22,7 +23,20 @@ BlockSize = int | str
 ALLOWED_BITS = (1, 2, 4, 8)
 MAX_BLOCK_SIZE = 2**31 - 1  # block indices and in-block offsets are int32 in the kernels
 ALLOWED_LEVELS = ("uniform", "optimal", "calibrated")  # or an explicit tuple of 2**bits values
-ALLOWED_PROJECTIONS = ("shared", "per_row", "sketch")  # iexact.quant.projection.PROJECTIONS
+ALLOWED_PROJECTIONS = ("shared", "per_row", "sketch")  # what iexact.quant.projection builds
+CONFIG_VERSION = 1
+"""The version :meth:`CompressionConfig.to_dict` writes: 1 since records carry
+one, with the nine fields ``bits`` ... ``check_finite``. Adding or changing
+the meaning of a field raises it, and :meth:`CompressionConfig.from_dict`
+upgrades every older version explicitly."""
+
+ADDED_SINCE_VERSION_0: Mapping[str, Any] = MappingProxyType(
+    {"rp_norm": False, "projection": "shared", "reference_inputs": False, "check_finite": True}
+)
+"""Fields an unversioned record may lack, with what their absence meant when it
+was written: BatchNorm inputs unprojected, EXACT's shared projection, inputs
+compressed like every other tensor, the finite check on."""
+
 SCALE_DTYPES = {
     "bfloat16": torch.bfloat16,
     "float16": torch.float16,
@@ -142,6 +156,9 @@ class CompressionConfig:
                 raise _invalid(flag, getattr(self, flag), "True or False")
         if self.projection not in ALLOWED_PROJECTIONS:
             raise _invalid("projection", self.projection, 'one of "shared", "per_row", "sketch"')
+        # derived once, here: a compiled graph then reads them as attributes, never builds them
+        object.__setattr__(self, "_record_json", json.dumps(self.to_dict(), sort_keys=True))
+        object.__setattr__(self, "_unprojected", self if self.rp_ratio == 1 else dataclasses.replace(self, rp_ratio=1))
 
     def _check_explicit_levels(self) -> None:
         top = 2**self.bits - 1
@@ -159,13 +176,27 @@ class CompressionConfig:
             raise _invalid("levels", self.levels, f"{top + 1} increasing floats from 0 to {top} for {self.bits} bits")
         object.__setattr__(self, "levels", levels)
 
+    @property
+    def record_json(self) -> str:
+        """:meth:`to_dict` as JSON with sorted keys: how a config crosses a
+        ``torch.library`` operator's boundary (:mod:`iexact.ops.codec`)."""
+        return self._record_json
+
+    @property
+    def unprojected(self) -> CompressionConfig:
+        """This config without the projection (``rp_ratio=1``): how element-wise
+        tensors are stored (``self`` when it projects nothing)."""
+        return self._unprojected
+
     def block_elements(self, row_width: int) -> int:
         """Elements per block for rows of ``row_width`` (projected) elements."""
         return max(row_width, 1) if self.block_size == "row" else self.block_size
 
     def to_dict(self) -> dict[str, Any]:
-        """The fields as plain JSON values (``scale_dtype`` by name); :meth:`from_dict` inverts it."""
-        record = {field.name: getattr(self, field.name) for field in dataclasses.fields(self)}
+        """The fields as plain JSON values (``scale_dtype`` by name) and the
+        record's ``"version"`` (:data:`CONFIG_VERSION`); :meth:`from_dict` inverts it."""
+        record: dict[str, Any] = {"version": CONFIG_VERSION}
+        record.update((field.name, getattr(self, field.name)) for field in dataclasses.fields(self))
         record["scale_dtype"] = str(self.scale_dtype).removeprefix("torch.")
         if isinstance(self.levels, tuple):
             record["levels"] = list(self.levels)
@@ -173,18 +204,43 @@ class CompressionConfig:
 
     @classmethod
     def from_dict(cls, record: Mapping[str, Any]) -> CompressionConfig:
-        """The config :meth:`to_dict` wrote; missing fields take their defaults.
+        """The config :meth:`to_dict` wrote, of this version or an older one.
+
+        A record of version :data:`CONFIG_VERSION` names every field. One with
+        no ``"version"`` was written before records carried one (version 0):
+        its fields are this version's, less those added since, which are read
+        as what their absence meant then (:data:`ADDED_SINCE_VERSION_0`).
 
         Raises:
-            ValueError: an unknown field (named, with the known ones) or an invalid value.
+            ValueError: a version that is not an integer, or newer than this
+                iexact reads; an unknown or missing field (named, with the
+                expected ones); an invalid value.
         """
-        known = [field.name for field in dataclasses.fields(cls)]
-        unknown = sorted(set(record) - set(known))
-        if unknown:
+        if not isinstance(record, Mapping):
+            raise ValueError(f"a CompressionConfig record is a mapping of its fields, got {type(record).__name__}")
+        fields = dict(record)
+        version = fields.pop("version", 0)
+        if type(version) is not int or version < 0:
+            raise ValueError(f"CompressionConfig record version {version!r} is invalid: expected an integer >= 0")
+        if version > CONFIG_VERSION:
             raise ValueError(
-                f"unknown CompressionConfig field(s) {', '.join(unknown)}: expected some of {', '.join(known)}"
+                f"CompressionConfig record version {version} is newer than this iexact reads "
+                f"(up to {CONFIG_VERSION}): upgrade iexact to read it"
             )
-        return cls(**record)
+        if version == 0:
+            fields = {**ADDED_SINCE_VERSION_0, **fields}
+        known = [field.name for field in dataclasses.fields(cls)]
+        unknown, missing = sorted(set(fields) - set(known)), [name for name in known if name not in fields]
+        problems = [
+            f"{what} field(s) {', '.join(names)}"
+            for what, names in (("unknown", unknown), ("missing", missing))
+            if names
+        ]
+        if problems:
+            raise ValueError(
+                f"CompressionConfig record (version {version}): {'; '.join(problems)}; expected {', '.join(known)}"
+            )
+        return cls(**fields)
 
     def __str__(self) -> str:
         block = "one block per row" if self.block_size == "row" else f"blocks of {self.block_size}"

@@ -18,7 +18,7 @@ import torch
 from torch_geometric.nn.conv.gcn_conv import gcn_norm
 from torch_geometric.utils import is_torch_sparse_tensor
 
-from . import ops
+from .ops.graph import gcn_norm as traceable_gcn_norm
 
 CHUNK_ELEMENTS = 2**22  # gathered message elements per step: bounds the E x F temporary
 
@@ -150,11 +150,25 @@ def sparse_edges(adj_t: torch.Tensor) -> Edges:
 
 
 def gcn_normalized(
-    structure, edge_weight, num_nodes: int, improved: bool, self_loops: bool, flow: str, dtype: torch.dtype
+    structure,
+    edge_weight,
+    num_nodes: int,
+    improved: bool,
+    self_loops: bool,
+    flow: str,
+    dtype: torch.dtype,
+    traceable: bool = False,
 ):
     r"""GCN's :math:`\hat D^{-1/2} (A + (1 + \text{improved}) I) \hat D^{-1/2}`
-    (self-loops only with ``self_loops``): PyG's own ``gcn_norm`` on the plain graph."""
-    return gcn_norm(plain(structure), edge_weight, num_nodes, improved, self_loops, flow, dtype)
+    (self-loops only with ``self_loops``) as ``(structure, edge_weight)``.
+
+    PyG's own ``gcn_norm`` on the plain graph: differentiable in the edge
+    weights, and the form PyG's forward caches. With ``traceable`` (a plain
+    ``(2, E)`` edge index, normalized again in a compressed backward) the
+    ``iexact::gcn_norm`` operator instead, which adds self-loops without a
+    host sync (:func:`iexact.ops.graph.gcn_norm`)."""
+    normalize = traceable_gcn_norm if traceable else gcn_norm
+    return normalize(plain(structure), edge_weight, num_nodes, improved, self_loops, flow, dtype)
 
 
 def edges(structure: torch.Tensor, edge_weight: torch.Tensor | None, spec: GraphSpec, dtype: torch.dtype) -> Edges:
@@ -163,8 +177,9 @@ def edges(structure: torch.Tensor, edge_weight: torch.Tensor | None, spec: Graph
     structure = plain(structure)
     if spec.gcn is not None:
         improved, self_loops = spec.gcn
-        normalize = gcn_normalized if spec.sparse else ops.gcn_norm
-        structure, edge_weight = normalize(structure, edge_weight, spec.num_src, improved, self_loops, spec.flow, dtype)
+        structure, edge_weight = gcn_normalized(
+            structure, edge_weight, spec.num_src, improved, self_loops, spec.flow, dtype, traceable=not spec.sparse
+        )
     if spec.sparse:
         return sparse_edges(structure)
     source, target = (0, 1) if spec.flow == "source_to_target" else (1, 0)

@@ -18,6 +18,23 @@ import torch
 
 from .autograd import SavingFunction
 from .graph import plain
+from .nn import original_class
+
+BYTE_UNITS = (("GiB", 2**30), ("MiB", 2**20), ("KiB", 2**10), ("B", 1))
+
+
+def format_bytes(nbytes: float, unit: str | None = None, digits: int = 2, exact: bool = False) -> str:
+    """``nbytes`` as text in ``unit`` (``"B"``, ``"KiB"``, ``"MiB"`` or ``"GiB"``),
+    by default the largest that keeps the number at least 1, thousands separated
+    by commas: ``format_bytes(3 * 2**20)`` is ``"3.00 MiB"``; with ``exact``, the
+    byte count first: ``"3,145,728 B (3.00 MiB)"``."""
+    scales = dict(BYTE_UNITS)
+    if unit is None:
+        unit = next((name for name, scale in BYTE_UNITS if abs(nbytes) >= scale), "B")
+    if unit not in scales:
+        raise ValueError(f"unit={unit!r} is invalid: expected one of {', '.join(scales)}")
+    text = f"{nbytes:,.0f} B" if unit == "B" else f"{nbytes / scales[unit]:,.{digits}f} {unit}"
+    return f"{nbytes:,.0f} B ({text})" if exact and unit != "B" else text
 
 
 @dataclasses.dataclass(frozen=True)
@@ -84,7 +101,7 @@ class MemoryReport:
             )
         lines.append(f"{'total':<{width}}  {'':<{kinds}}  {self.compressed:>14,}  {self.uncompressed:>14,}")
         lines.append(
-            f"activation memory {self.total:,} B ({self.total / 2**20:.2f} MiB); "
+            f"activation memory {format_bytes(self.total, 'MiB', exact=True)}; "
             f"parameters, buffers and inputs also referenced: {self.held_elsewhere:,} B"
         )
         return "\n".join(lines)
@@ -209,13 +226,8 @@ def activation_memory(model: torch.nn.Module, *inputs, **kwargs) -> MemoryReport
         row = per_layer.setdefault(owner, [0, 0])
         row[0 if is_compressed else 1] += nbytes
         saved.append(SavedTensor(names[owner], shape, dtype, nbytes, is_compressed))
-    layers = tuple(LayerMemory(names[m], _kind(m), c, u) for m, (c, u) in per_layer.items())
+    layers = tuple(LayerMemory(names[m], original_class(m).__name__, c, u) for m, (c, u) in per_layer.items())
     return MemoryReport(layers, tuple(saved), held_elsewhere)
-
-
-def _kind(module: torch.nn.Module) -> str:
-    base = getattr(module, "iexact_base", None)
-    return base.__name__ if base is not None else type(module).__name__
 
 
 def allocator_growth(model: torch.nn.Module, *inputs, **kwargs) -> int:

@@ -45,12 +45,12 @@ from collections.abc import Callable, Sequence
 
 import torch
 
-from . import ops
 from .analysis import cuda_devices, gradient_error, observe_compressions
 from .codec import stored_bytes
 from .config import CompressionConfig
-from .memory import activation_memory
-from .nn import compress_, configure_, is_compressed, restore_
+from .memory import activation_memory, format_bytes
+from .nn import compress_, configure_, is_compressed, original_class, restore_
+from .ops.codec import decompress
 
 BITS = (1, 2, 4, 8)
 BLOCK_SIZES = (64, 256, 1024)
@@ -160,7 +160,7 @@ def _costs(model: torch.nn.Module, inputs, kwargs, names: dict) -> dict[str, lis
 
     def record(owners, x, seed, config, stored) -> None:
         owner = next((module for module in reversed(owners) if is_compressed(module)), model)
-        estimate = ops.decompress(stored)
+        estimate = decompress(stored)
         row = costs.setdefault(names[owner], [0, 0.0])
         row[0] += stored_bytes(x.shape, config)
         row[1] += torch.sub(estimate, x).square().sum(dtype=torch.float64).item()
@@ -211,10 +211,6 @@ def least_error_within(options: list[list[tuple[int, float]]], capacity: int) ->
         if not frontier:
             return None
     return frontier[-1][2]
-
-
-def _size(nbytes: int) -> str:
-    return f"{nbytes:,} B ({nbytes / 2**20:.2f} MiB)"
 
 
 def plan_memory(
@@ -278,7 +274,7 @@ def _plan(model, inputs, kwargs, loss_fn, budget, base, candidates, draws, seed)
     fp32_bytes = activation_memory(reference, *inputs, **kwargs).total
     compressed = compress_(copy.deepcopy(reference), base)
     names = {module: name or "(model)" for name, module in compressed.named_modules()}
-    kinds = {name: getattr(module, "iexact_base", type(module)).__name__ for module, name in names.items()}
+    kinds = {name: original_class(module).__name__ for module, name in names.items()}
     kept = {layer.name: layer.total for layer in activation_memory(compressed, *inputs, **kwargs).layers}
     converted = [name for module, name in names.items() if is_compressed(module)]
     observed = {}  # one observed forward per distinct config: the base is usually a candidate too
@@ -294,10 +290,10 @@ def _plan(model, inputs, kwargs, loss_fn, budget, base, candidates, draws, seed)
     smallest = sum(fixed.values()) + sum(min(nbytes for nbytes, _ in row) + others[name] for name, row in costs.items())
     if budget < smallest:  # before the sensitivities, the costly part
         raise PlanError(
-            f"no plan keeps the activations within {_size(budget)}: the smallest keeps "
-            f"{_size(smallest)}, {_size(sum(fixed.values()))} of it whatever the configs "
+            f"no plan keeps the activations within {format_bytes(budget, exact=True)}: the smallest keeps "
+            f"{format_bytes(smallest, exact=True)}, {format_bytes(sum(fixed.values()), exact=True)} of it whatever the configs "
             f"(sign bits, dropout's generator snapshots, tensors saved uncompressed); "
-            f"FP32 keeps {_size(fp32_bytes)}",
+            f"FP32 keeps {format_bytes(fp32_bytes, exact=True)}",
             smallest,
         )
     sensitivity = {

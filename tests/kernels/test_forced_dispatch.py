@@ -220,13 +220,19 @@ def test_no_host_sync_in_the_compressed_forward_and_backward(name, monkeypatch):
     (codec on the Triton path with shape-only kernels, GCN normalization), not
     their shape functions; only the dropout-mask operators keep theirs (torch's
     generator has no meta device)."""
-    from iexact import ops
+    from iexact.ops import codec as codec_ops
+    from iexact.ops import graph as graph_ops
 
     monkeypatch.setenv("TRITON_INTERPRET", "1")
     monkeypatch.setenv("IEXACT_KERNELS", "triton")
     _shape_only_kernels(monkeypatch, [])
-    for operator in ("_compress", "_decompress", "_transpose_products", "_gcn_norm"):
-        monkeypatch.setattr(ops, operator, getattr(ops, operator)._init_fn)
+    for module, operator in [
+        (codec_ops, "_compress"),
+        (codec_ops, "_decompress"),
+        (codec_ops, "_transpose_products"),
+        (graph_ops, "_gcn_norm"),
+    ]:
+        monkeypatch.setattr(module, operator, getattr(module, operator)._init_fn)
     data = load_dataset("synthetic:400,1600,24,4")
     torch.manual_seed(0)
     model = build_model(name, data.num_features, 4, layers=4 if name == "gcn2" else None)

@@ -2,8 +2,6 @@ r"""ReLU and LeakyReLU keep one bit per element (the sign of the input); ELU add
 
 from __future__ import annotations
 
-import dataclasses
-
 import torch
 
 from ..config import CompressionConfig
@@ -72,7 +70,7 @@ class CompressedELUFunction(SavingFunction):
         out = torch.nn.functional.elu(x, alpha)
         positive = x > 0
         negative_part = out.clamp(max=0)
-        save(ctx, pack_mask(positive), pack(negative_part, dataclasses.replace(config, rp_ratio=1), seeds))
+        save(ctx, pack_mask(positive), pack(negative_part, config.unprojected, seeds))
         ctx.shape, ctx.alpha = x.shape, alpha
         return out
 

@@ -131,7 +131,7 @@ class GATAttentionFunction(SavingFunction):
         weights, _ = _attention(source_score, target_score, src, dst, valid, spec.num_dst, negative_slope)
         mask, state = keep(weights, dropout, valid)
         dropped = weights if mask is None else weights * mask
-        elementwise = dataclasses.replace(config, rp_ratio=1)
+        elementwise = config.unprojected
         separate = pack(target, elementwise, seeds, argument=True) if spec.targets == "separate" else None
         save(
             ctx,

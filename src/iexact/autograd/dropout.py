@@ -4,7 +4,7 @@ from __future__ import annotations
 
 import torch
 
-from .. import ops
+from ..ops.dropout import dropout_keep, dropout_redraw
 from .saving import SavingFunction, load, save
 
 
@@ -19,7 +19,7 @@ def keep(
         return None, None
     if p == 1:
         return torch.zeros_like(like), None
-    return ops.dropout_keep(like, p, valid)
+    return dropout_keep(like, p, valid)
 
 
 def redraw(
@@ -30,7 +30,7 @@ def redraw(
         return None
     if p == 1:
         return torch.zeros_like(like)
-    return ops.dropout_redraw(state, like, p, valid)
+    return dropout_redraw(state, like, p, valid)
 
 
 class DropoutFunction(SavingFunction):

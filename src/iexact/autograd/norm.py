@@ -2,8 +2,6 @@ r"""Batch normalization keeping its normalized input compressed."""
 
 from __future__ import annotations
 
-import dataclasses
-
 import torch
 
 from .. import graph
@@ -14,7 +12,7 @@ from .saving import SavingFunction, load, pack, save, unpack
 
 def norm_config(config: CompressionConfig) -> CompressionConfig:
     """The config for normalization inputs: projected only when ``config.rp_norm``."""
-    return config if config.rp_norm else dataclasses.replace(config, rp_ratio=1)
+    return config if config.rp_norm else config.unprojected
 
 
 def _column_dots(a: torch.Tensor, b: torch.Tensor) -> torch.Tensor:

@@ -11,9 +11,9 @@ from __future__ import annotations
 
 import torch
 
-from .. import ops
 from ..config import CompressionConfig
-from ..ops import Stored
+from ..ops import codec as codec_ops
+from ..ops.codec import Stored
 from ..seeds import SeedStream
 
 
@@ -34,25 +34,25 @@ def pack(
     only its arguments may be referenced.)"""
     if argument and config.reference_inputs and x.is_leaf:
         return x
-    return ops.compress(x.detach(), config, None if seeds is None else seeds.state)
+    return codec_ops.compress(x.detach(), config, None if seeds is None else seeds.state)
 
 
 def unpack(stored: Stored | torch.Tensor) -> torch.Tensor:
     """The tensor :func:`pack` kept, decompressed if it was compressed."""
-    return ops.decompress(stored) if isinstance(stored, Stored) else stored.detach()
+    return codec_ops.decompress(stored) if isinstance(stored, Stored) else stored.detach()
 
 
 def products(stored: Stored | torch.Tensor, *lefts: torch.Tensor) -> list[torch.Tensor]:
     r""":math:`A_j^\top X` for what :func:`pack` kept of :math:`X` (see
     :func:`iexact.codec.transpose_products`), float32 :math:`(F_j, D)`."""
     if isinstance(stored, Stored):
-        return ops.transpose_products(stored, *lefts)
+        return codec_ops.transpose_products(stored, *lefts)
     rows = stored.detach().reshape(-1, stored.shape[-1]).float()
     return [left.float().t() @ rows for left in lefts]
 
 
 def save(ctx, *items) -> None:
-    """Save tensors, :class:`~iexact.ops.Stored` records and ``None`` for backward."""
+    """Save tensors, :class:`~iexact.ops.codec.Stored` records and ``None`` for backward."""
     tensors, layout = [], []
     for item in items:
         if isinstance(item, Stored):

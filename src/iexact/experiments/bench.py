@@ -28,7 +28,7 @@ import torch
 
 from ..codec import compress, decompress
 from ..config import PRESETS, CompressionConfig
-from ..memory import activation_memory, allocator_growth
+from ..memory import activation_memory, allocator_growth, format_bytes
 from ..nn import compress_
 from ..quant import rademacher
 from .experiment import CHECKPOINTING, FP32, Settings
@@ -49,10 +49,6 @@ def median_seconds(fn, repeats: int) -> float:
         sync()
         times.append(time.perf_counter() - start)
     return sorted(times)[len(times) // 2]
-
-
-def mib(nbytes: float) -> str:
-    return f"{nbytes / 2**20:,.2f} MiB"
 
 
 def where() -> str:
@@ -205,8 +201,8 @@ def memory_report(nodes: int, edges: int, features: int, device: torch.device) -
         baseline = baseline or report.total
         default_report = report if name == "default" else default_report
         lines.append(
-            f"| {name} | {mib(report.total)} | {baseline / report.total:.1f}x | {mib(report.compressed)} | "
-            f"{mib(report.uncompressed)} | {mib(allocator_growth(model, x, edge_index))} |"
+            f"| {name} | {format_bytes(report.total, 'MiB')} | {baseline / report.total:.1f}x | {format_bytes(report.compressed, 'MiB')} | "
+            f"{format_bytes(report.uncompressed, 'MiB')} | {format_bytes(allocator_growth(model, x, edge_index), 'MiB')} |"
         )
     return "\n".join(lines + ["", "Per layer, default config:", "", str(default_report)])
 
@@ -277,7 +273,7 @@ def gradient_report(data, model_name: str, draws: int, steps: int, device: torch
         "",
         "| config | gradient error | error of the mean | activation memory | vs FP32 | step time | vs FP32 |",
         "|---|---:|---:|---:|---:|---:|---:|",
-        f"| FP32 | 0 | 0 | {mib(fp32_bytes)} | 1.0× | {1e3 * fp32_seconds:.0f} ms | 1.00× |",
+        f"| FP32 | 0 | 0 | {format_bytes(fp32_bytes, 'MiB')} | 1.0× | {1e3 * fp32_seconds:.0f} ms | 1.00× |",
     ]
     for label, config in gradient_configs().items():
         error = gradient_error(fresh(None), data.x, data.edge_index, loss_fn=loss, config=config, draws=draws)
@@ -285,7 +281,7 @@ def gradient_report(data, model_name: str, draws: int, steps: int, device: torch
         kept = activation_memory(model, data.x, data.edge_index).total
         seconds = step_seconds(model)
         lines.append(
-            f"| {label} | {error.whole:.3f} | {error.of_mean:.3f} | {mib(kept)} | "
+            f"| {label} | {error.whole:.3f} | {error.of_mean:.3f} | {format_bytes(kept, 'MiB')} | "
             f"{fp32_bytes / kept:.1f}× | {1e3 * seconds:.0f} ms | {seconds / fp32_seconds:.2f}× |"
         )
     return "\n".join(lines)
@@ -404,8 +400,8 @@ def markdown_table(records: list[dict]) -> str:
         lines.append(
             f"| {record['label']} | {100 * accuracy['mean']:.1f} ± {100 * accuracy['std']:.1f} | "
             f"{'–' if gradient is None or 'whole' not in gradient else format(gradient['whole'], '.3f')} | "
-            f"{mib(memory['total'])} | {memory_ratio} | {mib(memory['allocator'])} | "
-            f"{mib(record['peak_memory']['bytes'])} | {1e3 * seconds:.1f} ms | {time_ratio} |"
+            f"{format_bytes(memory['total'], 'MiB')} | {memory_ratio} | {format_bytes(memory['allocator'], 'MiB')} | "
+            f"{format_bytes(record['peak_memory']['bytes'], 'MiB')} | {1e3 * seconds:.1f} ms | {time_ratio} |"
         )
     return "\n".join(lines)
 

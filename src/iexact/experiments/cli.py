@@ -14,6 +14,7 @@ from pathlib import Path
 import torch
 
 from ..config import PRESETS, CompressionConfig
+from ..memory import format_bytes
 from ..planning import PlanError, candidate_configs
 from ..seeds import SEED_LIMIT
 from . import bench, distributed
@@ -32,9 +33,9 @@ from .files import (
     write_json_atomically,
     write_text_atomically,
 )
-from .limits import apply_memory_limit, describe, is_out_of_memory, out_of_memory_message, parse_bytes
+from .limits import apply_memory_limit, is_out_of_memory, out_of_memory_message, parse_bytes
 from .models import MODELS, REFERENCE, build_model
-from .plan import MATCHED, PlanFileError, plan_record, read_plan, resolved, size_text
+from .plan import MATCHED, PlanFileError, plan_record, read_plan, resolved
 from .plan import summary as plan_summary
 from .progress import Progress
 from .train import Diverged
@@ -252,21 +253,22 @@ def _describe_record(record: dict) -> str:
         [
             f"test accuracy {100 * accuracy['mean']:.2f} ± {100 * accuracy['std']:.2f} % "
             f"(best validation epoch, {record['runs']} run{'s' if record['runs'] > 1 else ''})",
-            f"activation memory {bench.mib(memory['total'])} (compressed {bench.mib(memory['compressed'])}, "
-            f"uncompressed {bench.mib(memory['uncompressed'])}; allocator's count {bench.mib(memory['allocator'])})",
-            f"peak memory {bench.mib(record['peak_memory']['bytes'])} ({record['peak_memory']['kind']})"
+            f"activation memory {format_bytes(memory['total'], 'MiB')} (compressed {format_bytes(memory['compressed'], 'MiB')}, "
+            f"uncompressed {format_bytes(memory['uncompressed'], 'MiB')}; allocator's count {format_bytes(memory['allocator'], 'MiB')})",
+            f"peak memory {format_bytes(record['peak_memory']['bytes'], 'MiB')} ({record['peak_memory']['kind']})"
             + (
                 ""
                 if "memory_parts" not in record
                 else ": "
                 + ", ".join(
-                    f"{part.replace('_', ' ')} {bench.mib(nbytes)}" for part, nbytes in record["memory_parts"].items()
+                    f"{part.replace('_', ' ')} {format_bytes(nbytes, 'MiB')}"
+                    for part, nbytes in record["memory_parts"].items()
                 )
             )
             + (
                 ""
                 if record.get("peak_address_space") is None
-                else f"; peak address space {describe(record['peak_address_space'])} (what --memory-limit counts)"
+                else f"; peak address space {format_bytes(record['peak_address_space'], 'GiB')} (what --memory-limit counts)"
             ),
             f"median epoch time {1e3 * record['epoch_seconds_median']:.1f} ms ({record['threads']} threads)",
             *(
@@ -450,7 +452,7 @@ def _bench_train(args) -> int:
     table = bench.markdown_table(records) + "\n\nBest validation accuracy (%) so far:\n\n" + bench.curve_table(records)
     print(table)
     threads = next((record["threads"] for record in bench.completed(records)), args.threads)
-    limit = "" if args.memory_limit is None else f", memory limit {describe(args.memory_limit)}"
+    limit = "" if args.memory_limit is None else f", memory limit {format_bytes(args.memory_limit, 'GiB')}"
     heading = (
         f"{args.model} on {args.dataset}, {args.epochs} epochs x {args.runs} runs, {args.device}, "
         f"torch {torch.__version__}, {threads} threads{limit}\n\n"
@@ -543,7 +545,7 @@ def _plan(args) -> int:
     _check_work(settings, data, None, parser)
     print(
         f"dataset {args.dataset} ({data.num_nodes:,} nodes, {data.num_edges:,} edges), model {args.model}, "
-        f"activation budget {size_text(args.memory)}; measuring {len(candidate_configs(base))} configs per layer "
+        f"activation budget {format_bytes(args.memory)}; measuring {len(candidate_configs(base))} configs per layer "
         f"(device {args.device}, {torch.get_num_threads()} threads)",
         flush=True,
     )
@@ -588,7 +590,7 @@ def _bench_batch_size(args) -> int:
         f"dataset {args.dataset} ({data.num_nodes:,} nodes, {data.num_edges:,} edges), model {args.model}, "
         f"{batching.sampler} batches"
         + (f", fanout {','.join(map(str, batching.fanout))}" if batching.fanout else "")
-        + f", activation budget {size_text(args.memory)}, costliest of {args.samples} batches per size, "
+        + f", activation budget {format_bytes(args.memory)}, costliest of {args.samples} batches per size, "
         f"device {args.device}, {torch.get_num_threads()} threads",
         flush=True,
     )
@@ -596,7 +598,7 @@ def _bench_batch_size(args) -> int:
     for name, one in settings.items():
         results.append(largest_batch(name, one, data, args.device, args.memory, args.samples))
         print(f"{name}: {results[-1].batch_size:,}", flush=True)
-    print(batch_size_table(results, size_text(args.memory)))
+    print(batch_size_table(results, format_bytes(args.memory)))
     if args.json:
         _write_json(args.json, [dataclasses.asdict(result) for result in results])
         print(f"results written to {args.json}")

@@ -29,8 +29,9 @@ from __future__ import annotations
 import resource
 from pathlib import Path
 
+from ..memory import format_bytes
 from .data import parse_synthetic, synthetic_cache
-from .limits import describe, process_memory
+from .limits import process_memory
 from .models import REFERENCE
 from .validation import KNOWN
 
@@ -92,7 +93,7 @@ def available_bytes() -> tuple[int, str] | None:
     limit, _ = resource.getrlimit(resource.RLIMIT_AS)
     mapped = process_memory()
     if limit != resource.RLIM_INFINITY and mapped is not None:
-        candidates.append((max(limit - mapped[0], 0), f"left under the memory limit of {describe(limit)}"))
+        candidates.append((max(limit - mapped[0], 0), f"left under the memory limit of {format_bytes(limit, 'GiB')}"))
     return min(candidates) if candidates else None
 
 
@@ -103,7 +104,7 @@ def check_fits(parts: dict[str, int] | None, what: str, hints: list[str] | None 
     if parts is None or available is None or sum(parts.values()) <= available[0]:
         return
     listing = ", ".join(
-        f"{part.replace('_', ' ')} {_size(nbytes)}" for part, nbytes in parts.items() if nbytes >= 2**17
+        f"{part.replace('_', ' ')} {format_bytes(nbytes)}" for part, nbytes in parts.items() if nbytes >= 2**17
     )
     if hints is None:
         hints = (
@@ -112,10 +113,6 @@ def check_fits(parts: dict[str, int] | None, what: str, hints: list[str] | None 
             + ["a machine with more memory"]
         )
     raise NotEnoughMemory(
-        f"{what} needs at least {_size(sum(parts.values()))} ({listing}) but "
-        f"{_size(available[0])} is {available[1]}: try {', '.join(hints)}"
+        f"{what} needs at least {format_bytes(sum(parts.values()))} ({listing}) but "
+        f"{format_bytes(available[0])} is {available[1]}: try {', '.join(hints)}"
     )
-
-
-def _size(nbytes: int) -> str:
-    return describe(nbytes) if nbytes >= 2**30 else f"{nbytes / 2**20:,.1f} MiB"

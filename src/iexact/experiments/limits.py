@@ -15,6 +15,8 @@ import os
 import re
 import resource
 
+from ..memory import format_bytes
+
 _UNITS = {
     "": 1,
     "b": 1,
@@ -51,10 +53,6 @@ def parse_bytes(text: str) -> int:
     return value
 
 
-def describe(nbytes: int) -> str:
-    return f"{nbytes / 2**30:,.2f} GiB"
-
-
 def apply_memory_limit(nbytes: int) -> None:
     """Lower this process's address-space limit (``RLIMIT_AS``) to ``nbytes``.
 
@@ -65,12 +63,15 @@ def apply_memory_limit(nbytes: int) -> None:
     mapped = (process_memory() or (0, 0))[0]
     if nbytes <= mapped:
         raise ValueError(
-            f"a memory limit of {describe(nbytes)} is below the {describe(mapped)} this process "
+            f"a memory limit of {format_bytes(nbytes, 'GiB')} is below the {format_bytes(mapped, 'GiB')} this process "
             f"already maps (the interpreter and libraries): give more"
         )
     _, hard = resource.getrlimit(resource.RLIMIT_AS)
     if hard != resource.RLIM_INFINITY and nbytes > hard:
-        raise ValueError(f"a memory limit of {describe(nbytes)} is above this process's hard limit {describe(hard)}")
+        raise ValueError(
+            f"a memory limit of {format_bytes(nbytes, 'GiB')} is above this process's hard limit "
+            f"{format_bytes(hard, 'GiB')}"
+        )
     resource.setrlimit(resource.RLIMIT_AS, (nbytes, hard))
 
 
@@ -133,9 +134,13 @@ def out_of_memory_message(error: BaseException) -> str:
     text = str(error)
     wanted = re.search(r"tried to allocate ([0-9]+) bytes", text)
     if wanted:
-        detail = f"allocating {describe(int(wanted.group(1)))} more failed"
+        detail = f"allocating {format_bytes(int(wanted.group(1)), 'GiB')} more failed"
     else:
         detail = (text.strip().splitlines() or [type(error).__name__])[0]
     limit, _ = resource.getrlimit(resource.RLIMIT_AS)
-    where = "(the machine's memory)" if limit == resource.RLIM_INFINITY else f"under the limit of {describe(limit)}"
+    where = (
+        "(the machine's memory)"
+        if limit == resource.RLIM_INFINITY
+        else f"under the limit of {format_bytes(limit, 'GiB')}"
+    )
     return f"out of memory {where}: {detail}"

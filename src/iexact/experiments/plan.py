@@ -18,7 +18,7 @@ import torch
 
 from ..analysis import gradient_error
 from ..config import CompressionConfig
-from ..memory import activation_memory
+from ..memory import activation_memory, format_bytes
 from ..planning import plan_memory
 from .data import graph_of, num_classes
 from .experiment import Settings
@@ -104,14 +104,6 @@ def _config_text(config: dict) -> tuple[str, str, str]:
     return f"INT{config['bits']}", str(config["block_size"]), "none" if ratio == 1 else f"{ratio:g}"
 
 
-def size_text(nbytes: int) -> str:
-    """Bytes in the unit that reads best: B, KiB, MiB or GiB."""
-    for unit, scale in (("GiB", 2**30), ("MiB", 2**20), ("KiB", 2**10)):
-        if nbytes >= scale:
-            return f"{nbytes / scale:.2f} {unit}"
-    return f"{nbytes} B"
-
-
 def summary(record: dict, plan_path: str, data_arguments: list[str]) -> str:
     """The plan as a table, predicted beside measured, and the commands that
     train with it (``data_arguments``: ``--root`` and the like, as given)."""
@@ -131,9 +123,9 @@ def summary(record: dict, plan_path: str, data_arguments: list[str]) -> str:
     off = 100 * (predicted["bytes"] - measured["bytes"]) / max(measured["bytes"], 1)
     lines += [
         "",
-        f"activation memory: predicted {predicted['bytes']:,} B ({size_text(predicted['bytes'])}), measured "
-        f"{measured['bytes']:,} B ({off:+.2f} %); budget {size_text(record['budget'])}; FP32 keeps "
-        f"{size_text(record['fp32_bytes'])} ({record['fp32_bytes'] / max(measured['bytes'], 1):.1f}x more)",
+        f"activation memory: predicted {predicted['bytes']:,} B ({format_bytes(predicted['bytes'])}), measured "
+        f"{measured['bytes']:,} B ({off:+.2f} %); budget {format_bytes(record['budget'])}; FP32 keeps "
+        f"{format_bytes(record['fp32_bytes'])} ({record['fp32_bytes'] / max(measured['bytes'], 1):.1f}x more)",
         f"gradient error against FP32: predicted {predicted['gradient_error']:.3f}, measured "
         f"{measured['gradient_error']:.3f} (mean of {measured['draws']} draws, at initialization)",
     ]
@@ -150,7 +142,7 @@ def summary(record: dict, plan_path: str, data_arguments: list[str]) -> str:
         bits, block, ratio = _config_text(config)
         lines.append(
             f"the best single config for every layer ({bits}, blocks of {block}, projection {ratio}) "
-            f"keeps {size_text(uniform['bytes'])} with a predicted gradient error of "
+            f"keeps {format_bytes(uniform['bytes'])} with a predicted gradient error of "
             f"{uniform['gradient_error']:.3f}: "
             + shlex.join(
                 base

@@ -10,7 +10,7 @@ from torch_geometric.nn import MessagePassing
 
 from ..config import CompressionConfig
 from ..seeds import SeedStream
-from .handler import HANDLERS, CompressedModule, compressed_class
+from .handler import HANDLERS, CompressedModule, compressed_class, lazy_reason, original_class
 
 # modules that keep no activation of their own for backward
 _STATELESS = (torch.nn.Identity, torch.nn.Sequential, torch.nn.ModuleList, torch.nn.ModuleDict)
@@ -31,10 +31,6 @@ def is_compressed(module: torch.nn.Module) -> bool:
     return isinstance(module, CompressedModule)
 
 
-def _original_class(module: torch.nn.Module) -> type:
-    return module.iexact_base if isinstance(module, CompressedModule) else type(module)
-
-
 def compress_(
     model: torch.nn.Module,
     config: CompressionConfig,
@@ -43,11 +39,9 @@ def compress_(
     r"""Make ``model`` keep compressed activations for backward, in place.
 
     Every module whose class has a registered handler
-    (:func:`iexact.nn.register_handler`) is switched to a compressed subclass:
-    ``torch.nn.Linear``, PyG's ``Linear``, ``BatchNorm1d`` (and so PyG's
-    ``BatchNorm``, which wraps one), ``ReLU``, ``LeakyReLU``, ``ELU``,
-    ``Dropout``, and PyG's ``GCNConv``, ``SAGEConv``, ``GCN2Conv``,
-    ``GINConv`` and ``GATConv``. Parameter objects, names and
+    (:func:`iexact.nn.register_handler`; :data:`iexact.nn.HANDLERS` lists
+    them, and so does the documentation's table of modules) is switched to a
+    compressed subclass. Parameter objects, names and
     ``state_dict`` are unchanged, and an optimizer created before the call
     keeps working. Calling it again updates the config.
 
@@ -82,7 +76,7 @@ def compress_(
     owned: set[int] = set()  # ids of children computed by a converted conv
     skipped = []
     for name, module in model.named_modules():
-        base = _original_class(module)
+        base = original_class(module)
         if id(module) in owned:
             module.__class__ = base
             continue
@@ -93,7 +87,7 @@ def compress_(
             if _may_keep_activations(module):
                 skipped.append(f"{name or '<model>'} ({base.__name__})")
             continue
-        reason = handler.unsupported(module)
+        reason = handler.unsupported(module) or lazy_reason(module, handler)
         if reason is not None:
             module.__class__ = base
             skipped.append(f"{name or '<model>'} ({base.__name__}, {reason})")
@@ -108,6 +102,11 @@ def compress_(
             stacklevel=2,
         )
     return model
+
+
+def module_configs(model: torch.nn.Module) -> dict[str, CompressionConfig]:
+    """The config of every compressed module of ``model``, by name, in module order."""
+    return {name: module.iexact_config for name, module in model.named_modules() if is_compressed(module)}
 
 
 def configure_(model: torch.nn.Module, configs: Mapping[str, CompressionConfig]) -> torch.nn.Module:

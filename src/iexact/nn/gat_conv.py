@@ -8,7 +8,7 @@ from torch_geometric.nn import GATConv
 from ..autograd import AttentionSpec, CompressedLinearFunction, GATAttentionFunction, SharedInputLinearFunction
 from ..graph import is_sparse, plain
 from .aggregation import sparse_value_reason
-from .handler import CompressedModule, is_lazy, register_handler
+from .handler import CompressedModule, register_handler
 from .message_inputs import message_inputs, runs_stock
 
 
@@ -36,7 +36,7 @@ class GATConvHandler(CompressedModule):
     def unsupported(conv) -> str | None:
         if conv.edge_dim is not None:
             return "edge_dim (edge features in the attention)"
-        return "lazy (run one forward pass before compress_)" if is_lazy(*GATConvHandler.owned(conv)) else None
+        return None
 
     @staticmethod
     def owned(conv) -> list[torch.nn.Module]:

@@ -8,7 +8,7 @@ from torch_geometric.nn import GCNConv
 from ..autograd import CompressedLinearFunction
 from ..graph import gcn_normalized
 from .aggregation import aggregate, sparse_value_reason
-from .handler import CompressedModule, is_lazy, register_handler
+from .handler import CompressedModule, register_handler
 from .message_inputs import message_inputs, runs_stock
 
 
@@ -49,9 +49,7 @@ class GCNConvHandler(CompressedModule):
 
     @staticmethod
     def unsupported(conv) -> str | None:
-        if conv.aggr != "add":
-            return f"aggr={conv.aggr!r}"
-        return "lazy (run one forward pass before compress_)" if is_lazy(conv.lin) else None
+        return None if conv.aggr == "add" else f"aggr={conv.aggr!r}"
 
     @staticmethod
     def owned(conv) -> list[torch.nn.Module]:

@@ -65,6 +65,20 @@ def is_lazy(*linears: torch.nn.Module | None) -> bool:
     )
 
 
+def lazy_reason(module: torch.nn.Module, handler: type) -> str | None:
+    """Why ``module`` cannot be converted yet: a weight of its own or of a
+    child its ``handler`` computes (:meth:`CompressedModule.owned`) is still
+    uninitialized (lazy); ``None`` otherwise."""
+    if is_lazy(module, *handler.owned(module)):
+        return "lazy (run one forward pass before compress_)"
+    return None
+
+
+def original_class(module: torch.nn.Module) -> type:
+    """``module``'s class before :func:`iexact.compress_` converted it (its class when not converted)."""
+    return module.iexact_base if isinstance(module, CompressedModule) else type(module)
+
+
 def has_forward_hooks(*modules: torch.nn.Module) -> bool:
     """Whether forward (pre-)hooks would run around any of ``modules``: their
     own or the global ones (``torch.nn.modules.module.register_module_forward_hook``)."""
@@ -85,9 +99,8 @@ class CompressedModule:
 
     @staticmethod
     def unsupported(module) -> str | None:
-        """Why ``module``'s settings cannot be compressed, or ``None``."""
-        if is_lazy(module):
-            return "lazy: run one forward pass before compress_"
+        """Why ``module``'s settings cannot be compressed, or ``None``
+        (laziness is :func:`lazy_reason`'s to say, for every handler alike)."""
         return None
 
     @staticmethod

@@ -13,7 +13,7 @@ from ..autograd import (
 )
 from ..graph import GraphSpec, is_sparse, plain
 from .aggregation import aggregate, linear_aggregation, sparse_value_reason
-from .handler import CompressedModule, has_forward_hooks, is_lazy, register_handler
+from .handler import CompressedModule, has_forward_hooks, register_handler
 from .message_inputs import message_inputs, runs_stock
 
 
@@ -41,7 +41,7 @@ class SAGEConvHandler(CompressedModule):
             return f"aggr={conv.aggr!r} (only mean and sum are compressed)"
         if conv.normalize:
             return "normalize=True (the L2 normalization would keep its input uncompressed)"
-        return "lazy (run one forward pass before compress_)" if is_lazy(*SAGEConvHandler.owned(conv)) else None
+        return None
 
     @staticmethod
     def owned(conv) -> list[torch.nn.Module]:
