@@ -29,7 +29,8 @@ import torch
 from iexact import PRESETS, compress, decompress
 from iexact.experiments.bench import median_seconds, where
 from iexact.experiments.data import load_dataset
-from iexact.experiments.experiment import FP32, Settings, run_experiment
+from iexact.experiments.experiment import run_experiment
+from iexact.experiments.settings import RunKind, Settings
 from iexact.kernels import uses_triton
 from iexact.memory import format_bytes
 
@@ -68,10 +69,10 @@ def training_table(dataset: str, model: str, configs: list[str], epochs: int, de
         "|---|---:|---:|---:|---:|---:|---:|",
     ]
     baseline = None
-    for name in [FP32] + [c for c in configs if c != FP32]:
-        settings = Settings(
-            dataset=dataset, model=model, config_name=name, config=None if name == FP32 else PRESETS[name]
-        )
+    fp32 = RunKind.FP32.value
+    for name in [fp32] + [c for c in configs if c != fp32]:
+        kind, config = (RunKind.FP32, None) if name == fp32 else (RunKind.COMPRESSED, PRESETS[name])
+        settings = Settings(dataset=dataset, model=model, kind=kind, label=name, config=config)
         record = run_experiment(settings, data, device, epochs, 1)
         seconds, peak = record["epoch_seconds_median"], record["peak_memory"]["bytes"]
         baseline = baseline or (seconds, peak)

@@ -13,6 +13,8 @@ The rules, checked for every module of ``src/iexact`` by reading its imports:
 3. **quant's public face.** Above the codec, ``iexact.quant`` is read through
    ``iexact.quant.__all__`` only.
 4. **Every module has a floor.**
+5. **Short functions.** No function or method is longer than
+   :data:`LONGEST_FUNCTION` lines, docstring included.
 """
 
 import ast
@@ -86,6 +88,7 @@ def _imports(path: Path):
 
 
 MODULES = sorted(SOURCE.rglob("*.py"))
+LONGEST_FUNCTION = 60
 
 
 @pytest.mark.parametrize("path", MODULES, ids=lambda path: str(path.relative_to(SOURCE)))
@@ -121,3 +124,22 @@ def test_the_floor_rules_can_fail():
     assert _floor("iexact.ops") == _floor("iexact.ops.dropout")
     with pytest.raises(KeyError, match="no floor"):
         _floor("iexact.elsewhere")
+
+
+def _long_functions(source: str) -> list[str]:
+    return [
+        f"{node.name} ({node.end_lineno - node.lineno + 1} lines)"
+        for node in ast.walk(ast.parse(source))
+        if isinstance(node, (ast.FunctionDef, ast.AsyncFunctionDef))
+        and node.end_lineno - node.lineno + 1 > LONGEST_FUNCTION
+    ]
+
+
+@pytest.mark.parametrize("path", MODULES, ids=lambda path: str(path.relative_to(SOURCE)))
+def test_no_function_is_longer_than_sixty_lines(path):
+    assert not _long_functions(path.read_text())
+
+
+def test_a_long_function_is_seen():
+    body = "\n".join(f"    x{i} = {i}" for i in range(LONGEST_FUNCTION))
+    assert _long_functions(f"def short():\n    return 1\n\n\ndef long():\n{body}\n") == ["long (61 lines)"]

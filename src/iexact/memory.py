@@ -12,7 +12,9 @@ inputs) is reported apart, since it is not an activation.
 
 from __future__ import annotations
 
+import contextlib
 import dataclasses
+from collections.abc import Iterator
 
 import torch
 
@@ -181,38 +183,10 @@ def activation_memory(model: torch.nn.Module, *inputs, **kwargs) -> MemoryReport
         :class:`MemoryReport` with ``total``, ``compressed``,
         ``uncompressed``, per-layer rows, and ``print()``-able.
     """
+    if not isinstance(model, torch.nn.Module):
+        raise TypeError(f"model must be a torch.nn.Module, got {type(model).__name__}")
     names = {module: name or "(model)" for name, module in model.named_modules()}
-    running: list[torch.nn.Module] = []
-    recorded: dict[tuple, tuple[torch.nn.Module, int, tuple, torch.dtype]] = {}
-
-    def pack(tensor):
-        owner = running[-1] if running else model
-        for key, nbytes in _storages(tensor):
-            recorded.setdefault(key, (owner, nbytes, tuple(tensor.shape), tensor.dtype))
-        # an alias without grad_fn: a node saving its own output would otherwise form a
-        # reference cycle, and the measured graph would outlive this call until the next gc
-        return tensor.detach()
-
-    def enter(module, args):
-        running.append(module)
-
-    def leave(module, args, out):
-        running.pop()
-
-    handles = []
-    for module in names:
-        handles.append(module.register_forward_pre_hook(enter))
-        handles.append(module.register_forward_hook(leave))
-    was_training = model.training
-    model.train()
-    try:
-        with torch.enable_grad(), torch.autograd.graph.saved_tensors_hooks(pack, lambda tensor: tensor):
-            outputs = _tensors_in(model(*inputs, **kwargs), [])
-        compressed_keys = _compressed_storages(outputs)
-    finally:
-        for handle in handles:
-            handle.remove()
-        model.train(was_training)
+    recorded, compressed_keys = _saved_in_forward(model, inputs, kwargs)
     held_keys = {
         key for tensor in _held_by_model(model) + _tensors_in((inputs, kwargs), []) for key, _ in _storages(tensor)
     }
@@ -228,6 +202,54 @@ def activation_memory(model: torch.nn.Module, *inputs, **kwargs) -> MemoryReport
         saved.append(SavedTensor(names[owner], shape, dtype, nbytes, is_compressed))
     layers = tuple(LayerMemory(names[m], original_class(m).__name__, c, u) for m, (c, u) in per_layer.items())
     return MemoryReport(layers, tuple(saved), held_elsewhere)
+
+
+def _saved_in_forward(model: torch.nn.Module, inputs, kwargs) -> tuple[dict, set]:
+    """``(recorded, compressed keys)`` of one training forward: per storage key
+    the ``(innermost module, bytes, shape, dtype)`` of the first tensor saved in
+    it, and the keys iexact's Functions saved (:func:`_compressed_storages`)."""
+    recorded: dict[tuple, tuple[torch.nn.Module, int, tuple, torch.dtype]] = {}
+    was_training = model.training
+    model.train()
+    with running_modules(model) as running:
+
+        def pack(tensor):
+            owner = running[-1] if running else model
+            for key, nbytes in _storages(tensor):
+                recorded.setdefault(key, (owner, nbytes, tuple(tensor.shape), tensor.dtype))
+            # an alias without grad_fn: a node saving its own output would otherwise form a
+            # reference cycle, and the measured graph would outlive this call until the next gc
+            return tensor.detach()
+
+        try:
+            with torch.enable_grad(), torch.autograd.graph.saved_tensors_hooks(pack, lambda tensor: tensor):
+                outputs = _tensors_in(model(*inputs, **kwargs), [])
+        finally:
+            model.train(was_training)
+    return recorded, _compressed_storages(outputs)
+
+
+@contextlib.contextmanager
+def running_modules(model: torch.nn.Module) -> Iterator[list[torch.nn.Module]]:
+    """A list that holds, while the block runs, the stack of ``model``'s modules
+    whose forward is running (innermost last), kept by forward (pre-)hooks
+    that are removed on leaving the block."""
+    running: list[torch.nn.Module] = []
+
+    def enter(module, args) -> None:
+        running.append(module)
+
+    def leave(module, args, output) -> None:
+        running.pop()
+
+    handles = []
+    for module in model.modules():
+        handles += [module.register_forward_pre_hook(enter), module.register_forward_hook(leave)]
+    try:
+        yield running
+    finally:
+        for handle in handles:
+            handle.remove()
 
 
 def allocator_growth(model: torch.nn.Module, *inputs, **kwargs) -> int:

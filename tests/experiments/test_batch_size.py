@@ -9,7 +9,8 @@ from iexact.experiments.batch_size import _cost, largest_batch
 from iexact.experiments.batching import Batching
 from iexact.experiments.cli import main
 from iexact.experiments.data import load_dataset
-from iexact.experiments.experiment import Settings, prepare_model
+from iexact.experiments.models import prepare_model
+from iexact.experiments.settings import RunKind, Settings
 
 DATASET = "synthetic:1200,6000,16,4"
 
@@ -18,7 +19,8 @@ def _settings(config):
     return Settings(
         dataset=DATASET,
         model="sage",
-        config_name="x",
+        kind=RunKind.FP32 if config is None else RunKind.COMPRESSED,
+        label="x",
         config=config,
         hidden=32,
         batching=Batching(1, None, "random-node"),

@@ -10,6 +10,7 @@ import torch
 from iexact.experiments.checkpoint import CheckpointError, load_checkpoint
 from iexact.experiments.cli import main
 from iexact.experiments.data import load_dataset
+from iexact.experiments.settings import Settings
 
 TINY = ["--dataset", "synthetic:300,1200,16,4", "--epochs", "4", "--quiet", "--hidden", "16"]
 RECORD_KEYS = {
@@ -20,7 +21,8 @@ RECORD_KEYS = {
     "gradient_error",
     "dataset",
     "model",
-    "config_name",
+    "kind",
+    "label",
     "config",
     "layers",
     "hidden",
@@ -126,7 +128,7 @@ def test_resume_equals_an_uninterrupted_run(tmp_path):
     assert (
         main(common + ["--epochs", "6", "--checkpoint", str(part), "--resume", "--json", str(tmp_path / "r.json")]) == 0
     )
-    settings = torch.load(whole, weights_only=True)["settings"]
+    settings = Settings.from_dict(torch.load(whole, weights_only=True)["settings"])
     first, second = load_checkpoint(whole, settings), load_checkpoint(part, settings)
     assert first["run"] == second["run"] == 1
     for key, value in first["model"].items():
@@ -214,7 +216,7 @@ def test_bench_writes_table_json_and_plots(tmp_path, capsys):
     for plot in ("accuracy_vs_memory.png", "layer_memory.png"):
         assert (out / plot).read_bytes()[:4] == b"\x89PNG"
     children = sorted((out / "runs").glob("[0-9][0-9].json"))  # each child's record, kept as it finished
-    assert [json.loads(path.read_text())["config_name"] for path in children] == [r["config_name"] for r in records]
+    assert [json.loads(path.read_text())["label"] for path in children] == [r["label"] for r in records]
 
 
 def test_bench_train_compares_only_what_is_asked(tmp_path, capsys):
@@ -253,16 +255,26 @@ def test_calibrated_levels_are_fitted_saved_and_resumed(tmp_path):
             assert torch.equal(value, resumed["model"][key]), (stop, key)
 
 
-def test_a_checkpoint_from_before_plans_resumes(tmp_path):
-    """Checkpoints written before ``module_configs`` existed lack the key: it means no plan."""
-    checkpoint = tmp_path / "c.pt"
-    argv = ["train"] + TINY + ["--epochs", "2", "--checkpoint", str(checkpoint)]
-    assert main(argv) == 0
-    record = torch.load(checkpoint, weights_only=True)
-    del record["settings"]["module_configs"]
-    torch.save(record, checkpoint)
-    assert main(["train"] + TINY + ["--epochs", "3", "--checkpoint", str(checkpoint), "--resume"]) == 0
-    record["settings"]["module_configs"] = {"convs.1": {"bits": 4}}
-    torch.save(record, checkpoint)
-    with pytest.raises(CheckpointError, match="module_configs: checkpoint"):
-        load_checkpoint(checkpoint, {"module_configs": {}})
+def test_a_format_4_checkpoint_is_upgraded_and_resumes_as_it_would_have(tmp_path):
+    """iexact 0.1's checkpoint format 4 named the run by ``config_name``, kept
+    unversioned configs and, before plans, no ``module_configs``: it resumes,
+    and ends where a run of format 5 from the same state ends."""
+    old, new = tmp_path / "old.pt", tmp_path / "new.pt"
+    assert main(["train"] + TINY + ["--epochs", "2", "--checkpoint", str(new)]) == 0
+    record = torch.load(new, weights_only=True)
+    settings = record["settings"]
+    settings["config_name"] = settings.pop("label")
+    del settings["kind"], settings["config"]["version"], settings["module_configs"]
+    record["version"] = 4
+    torch.save(record, old)
+    later = ["--epochs", "3", "--resume"]
+    assert main(["train"] + TINY + later + ["--checkpoint", str(old)]) == 0
+    assert main(["train"] + TINY + later + ["--checkpoint", str(new)]) == 0
+    upgraded, current = torch.load(old, weights_only=True), torch.load(new, weights_only=True)
+    assert upgraded["version"] == current["version"] == 5 and upgraded["settings"] == current["settings"]
+    for key, value in current["model"].items():
+        assert torch.equal(value, upgraded["model"][key]), key
+    record["settings"]["config_name"] = "exact"  # the same checkpoint, of another preset's name
+    torch.save(record, old)
+    with pytest.raises(CheckpointError, match="label: checkpoint 'exact', now 'default'"):
+        load_checkpoint(old, Settings.from_dict(current["settings"]))

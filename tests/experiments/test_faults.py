@@ -83,7 +83,7 @@ def test_bench_keeps_every_finished_configuration_when_one_is_killed(tmp_path, c
 
     def run(command, **kwargs):
         job = json.loads(open(command[-2]).read())
-        if job["settings"]["config_name"] == "exact":
+        if job["settings"]["label"] == "exact()":
             command = [sys.executable, "-c", "import os, signal; os.kill(os.getpid(), signal.SIGKILL)"]
         return real_run(command, **kwargs)
 

@@ -8,7 +8,7 @@ import sys
 import pytest
 import torch
 
-from iexact.experiments import cli
+from iexact.experiments import job as jobs
 from iexact.experiments import data as datasets
 from iexact.experiments.cli import main
 from iexact.experiments.limits import is_out_of_memory, parse_bytes, peak_resident, restart_peak_resident
@@ -177,8 +177,8 @@ def test_a_graph_to_cache_is_built_outside_the_limit_then_trained_under_it(tmp_p
         events.append("build")
         return subprocess.CompletedProcess(command, main(command[3:]))
 
-    monkeypatch.setattr(cli.subprocess, "run", child)
-    monkeypatch.setattr(cli, "apply_memory_limit", lambda nbytes: events.append(nbytes))
+    monkeypatch.setattr(jobs.subprocess, "run", child)
+    monkeypatch.setattr(jobs, "apply_memory_limit", lambda nbytes: events.append(nbytes))
     train = [
         "train",
         "--dataset",
@@ -201,7 +201,7 @@ def test_a_graph_to_cache_is_built_outside_the_limit_then_trained_under_it(tmp_p
     assert cached.is_file() and f"cached at {cached}" in capsys.readouterr().out
     assert main(train) == 0 and events[2:] == [8 * 2**30]
     cached.unlink()
-    monkeypatch.setattr(cli.subprocess, "run", lambda command, check: subprocess.CompletedProcess(command, 1))
+    monkeypatch.setattr(jobs.subprocess, "run", lambda command, check: subprocess.CompletedProcess(command, 1))
     assert main(train) == 1
     assert "building synthetic:500,2000,8,3 failed" in capsys.readouterr().err
 

@@ -6,7 +6,7 @@ import pytest
 
 from iexact.config import CompressionConfig
 from iexact.experiments.cli import main
-from iexact.experiments.experiment import Settings
+from iexact.experiments.settings import Settings
 
 TINY = ["--dataset", "synthetic:300,1200,16,4", "--hidden", "16"]
 
@@ -39,7 +39,7 @@ def test_plan_writes_a_checked_plan_that_train_uses(planned, tmp_path, capsys):
     assert "the plan of" in capsys.readouterr().out
     run = json.loads(results.read_text())
     assert run["activation_memory"]["total"] == pytest.approx(record["predicted"]["bytes"], rel=0.05)
-    assert run["config_name"] == "plan" and run["module_configs"] == record["modules"]
+    assert run["kind"] == run["label"] == "plan" and run["module_configs"] == record["modules"]
     settings = Settings.from_dict({key: run[key] for key in Settings.__dataclass_fields__})
     assert dict(settings.module_configs) == {
         name: CompressionConfig.from_dict(config) for name, config in record["modules"].items()

@@ -8,6 +8,7 @@ from __future__ import annotations
 import torch
 from torch.utils._python_dispatch import TorchDispatchMode
 
+from ..memory import running_modules
 from ..nn import seed_streams
 from ..ops.codec import Stored, config_of
 from ..seeds import seed_at
@@ -41,27 +42,20 @@ def observe_compressions(model: torch.nn.Module, inputs, kwargs, record) -> None
     """One training forward of ``model`` (torch's generator, the seed streams and
     the buffers end where they were), each compressed tensor
     handed to ``record`` (:class:`_CompressCalls`) as it is compressed."""
-    owners, handles = [], []
-
-    def enter(module, args) -> None:
-        owners.append(module)
-
-    def leave(module, args, output) -> None:
-        owners.pop()
-
-    for module in model.modules():
-        handles += [module.register_forward_pre_hook(enter), module.register_forward_hook(leave)]
     devices = cuda_devices(inputs, kwargs)
     streams = [(stream, stream.get_state()) for stream in seed_streams(model)]
     buffers = [(buffer, buffer.clone()) for buffer in model.buffers()]  # BatchNorm's running statistics
     was_training = model.training
     model.train()
     try:
-        with torch.random.fork_rng(devices=devices), torch.enable_grad(), _CompressCalls(owners, record):
+        with (
+            running_modules(model) as owners,
+            torch.random.fork_rng(devices=devices),
+            torch.enable_grad(),
+            _CompressCalls(owners, record),
+        ):
             model(*inputs, **kwargs)
     finally:
-        for handle in handles:
-            handle.remove()
         for stream, state in streams:
             stream.set_state(state)
         with torch.no_grad():

@@ -32,8 +32,9 @@ from ..analysis import (
 from ..quant import clipped_normal_sigma
 from .checkpoint import load_checkpoint
 from .data import graph_of
-from .experiment import Settings, prepare_model
 from .files import write_json_atomically, write_text_atomically
+from .models import prepare_model
+from .settings import Settings
 from .train import TrainingState, labels_of, loss_function, train_epochs
 
 
@@ -46,7 +47,7 @@ def analysis_record(
     torch.manual_seed(settings.seed)
     model = prepare_model(settings, data, device)
     if checkpoint is not None:
-        saved = load_checkpoint(checkpoint, settings.to_dict())
+        saved = load_checkpoint(checkpoint, settings)
         model.load_state_dict(saved["model"])
         load_calibration_state_(model, saved.get("levels", {}))
         trained = "checkpoint"

@@ -19,7 +19,9 @@ import torch
 from ..memory import activation_memory
 from .batching import make_loader
 from .data import graph_of
-from .experiment import Settings, fork_rng, prepare_model
+from .measure import fork_rng
+from .models import prepare_model
+from .settings import Settings
 
 SMALLEST = 2  # batch normalization needs two rows in training
 

@@ -31,9 +31,9 @@ from ..config import PRESETS, CompressionConfig
 from ..memory import activation_memory, allocator_growth, format_bytes
 from ..nn import compress_
 from ..quant import rademacher
-from .experiment import CHECKPOINTING, FP32, Settings
 from .files import write_json_atomically
-from .job import DIVERGED, OUT_OF_MEMORY
+from .job import DIVERGED, OUT_OF_MEMORY, Job
+from .settings import RunKind
 
 
 def median_seconds(fn, repeats: int) -> float:
@@ -200,10 +200,9 @@ def memory_report(nodes: int, edges: int, features: int, device: torch.device) -
         report = activation_memory(model, x, edge_index)
         baseline = baseline or report.total
         default_report = report if name == "default" else default_report
-        lines.append(
-            f"| {name} | {format_bytes(report.total, 'MiB')} | {baseline / report.total:.1f}x | {format_bytes(report.compressed, 'MiB')} | "
-            f"{format_bytes(report.uncompressed, 'MiB')} | {format_bytes(allocator_growth(model, x, edge_index), 'MiB')} |"
-        )
+        allocator = allocator_growth(model, x, edge_index)
+        cells = [format_bytes(n, "MiB") for n in (report.total, report.compressed, report.uncompressed, allocator)]
+        lines.append(f"| {name} | {cells[0]} | {baseline / report.total:.1f}x | {' | '.join(cells[1:])} |")
     return "\n".join(lines + ["", "Per layer, default config:", "", str(default_report)])
 
 
@@ -303,71 +302,68 @@ TRAIN_CONFIGS = (
 )
 
 
-def training_configs(names, block_sizes) -> list[tuple[str, str, CompressionConfig | None]]:
-    """``(label, config_name, config)`` of each configuration ``iexact bench train``
+def training_configs(names, block_sizes) -> list[tuple[str, RunKind, CompressionConfig | None]]:
+    """``(label, kind, config)`` of each configuration ``iexact bench train``
     compares, in ``TRAIN_CONFIGS`` order; a configuration equal to one already
     listed runs once (and is said so)."""
     default = PRESETS["default"]
+    compressed = RunKind.COMPRESSED
     menu = {
-        "fp32": [("FP32", FP32, None)],
-        **{name: [(f"{name}()", name, PRESETS[name])] for name in ("exact", "iexact", "compact")},
-        "default": [("default", "default", default)],
+        "fp32": [("FP32", RunKind.FP32, None)],
+        **{name: [(f"{name}()", compressed, PRESETS[name])] for name in ("exact", "iexact", "compact")},
+        "default": [("default", compressed, default)],
         "blocks": [
-            (f"default, G={size}", "default", dataclasses.replace(default, block_size=size)) for size in block_sizes
+            (f"default, G={size}", compressed, dataclasses.replace(default, block_size=size)) for size in block_sizes
         ],
-        "uniform": [("default, uniform levels", "default", dataclasses.replace(default, levels="uniform"))],
-        "calibrated": [("default, calibrated levels", "default", dataclasses.replace(default, levels="calibrated"))],
-        "shared": [("default, shared projection", "default", dataclasses.replace(default, projection="shared"))],
-        "checkpoint": [("torch.utils.checkpoint", CHECKPOINTING, None)],
+        "uniform": [("default, uniform levels", compressed, dataclasses.replace(default, levels="uniform"))],
+        "calibrated": [("default, calibrated levels", compressed, dataclasses.replace(default, levels="calibrated"))],
+        "shared": [("default, shared projection", compressed, dataclasses.replace(default, projection="shared"))],
+        "checkpoint": [("torch.utils.checkpoint", RunKind.CHECKPOINTED, None)],
     }
-    distinct = []
+    distinct: list[tuple[str, RunKind, CompressionConfig | None]] = []
     for name in TRAIN_CONFIGS:
-        for label, config_name, config in menu[name] if name in names else []:
+        for label, kind, config in menu[name] if name in names else []:
             same = next((kept for kept, _, other in distinct if config is not None and other == config), None)
             if same is None:
-                distinct.append((label, config_name, config))
+                distinct.append((label, kind, config))
             else:
                 print(f"{label} is {same}: run once", flush=True)
     return distinct
 
 
-def run_training(settings: list[tuple[str, Settings]], job: dict, out: Path) -> list[dict]:
-    """Train each ``(label, settings)`` in a fresh ``python -m iexact.experiments.job``
-    process (so peak memory and timings are its own) and collect the records,
-    each written to ``out/runs/`` as it finishes. A configuration that runs
-    out of memory (under the job's ``memory_limit``) is recorded with an
-    ``out_of_memory`` message; one that diverges, crashes or is killed with a
-    ``failed`` message; the others go on either way."""
+def run_training(jobs: list[Job], out: Path) -> list[dict]:
+    """Run each job in a fresh ``python -m iexact.experiments.job`` process (so
+    peak memory and timings are its own) and collect the records, each written
+    to ``out/runs/`` as it finishes. A configuration that runs out of memory
+    (under the job's ``memory_limit``) is recorded with an ``out_of_memory``
+    message; one that diverges, crashes or is killed with a ``failed``
+    message; the others go on either way."""
     folder = out / "runs"
     folder.mkdir(parents=True, exist_ok=True)
     environment = {**os.environ, "KINETO_LOG_LEVEL": os.environ.get("KINETO_LOG_LEVEL", "6")}
-    records = []
-    for index, (label, one) in enumerate(settings):
-        job_path, result = folder / f"{index:02d}.job.json", folder / f"{index:02d}.json"
-        write_json_atomically(job_path, {**job, "settings": one.to_dict()})
-        result.unlink(missing_ok=True)  # a record of an earlier bench must not stand for this one
-        command = [sys.executable, "-m", "iexact.experiments.job", str(job_path), str(result)]
-        finished = subprocess.run(command, stdout=subprocess.DEVNULL, env=environment, check=False)
-        if finished.returncode in (OUT_OF_MEMORY, DIVERGED) and result.is_file():
-            record = {"label": label, **one.to_dict(), **json.loads(result.read_text())}
-            print(f"{label}: {record.get('out_of_memory') or record['failed']}", flush=True)
-        elif finished.returncode != 0 or not result.is_file():
-            status = (
-                f"killed by signal {-finished.returncode}"
-                if finished.returncode < 0
-                else f"exit status {finished.returncode}"
-            )
-            record = {
-                "label": label,
-                **one.to_dict(),
-                "failed": f"{status} (its output above; rerun alone: {' '.join(command)})",
-            }
-            print(f"{label}: failed, {record['failed']}", flush=True)
-            write_json_atomically(result, record)
-        else:
-            record = {"label": label, **json.loads(result.read_text())}
-        records.append(record)
-    return records
+    return [_run_child(job, folder / f"{index:02d}", environment) for index, job in enumerate(jobs)]
+
+
+def _run_child(job: Job, stem: Path, environment: dict) -> dict:
+    """The record of ``job`` run in a child process (job file ``stem.job.json``, result ``stem.json``)."""
+    job_path, result = stem.with_name(stem.name + ".job.json"), stem.with_name(stem.name + ".json")
+    write_json_atomically(job_path, job.to_dict())
+    result.unlink(missing_ok=True)  # a record of an earlier bench must not stand for this one
+    command = [sys.executable, "-m", "iexact.experiments.job", str(job_path), str(result)]
+    finished = subprocess.run(command, stdout=subprocess.DEVNULL, env=environment, check=False)
+    label, settings = job.settings.label, job.settings.to_dict()
+    if finished.returncode in (OUT_OF_MEMORY, DIVERGED) and result.is_file():
+        record = {**settings, **json.loads(result.read_text())}
+        print(f"{label}: {record.get('out_of_memory') or record['failed']}", flush=True)
+    elif finished.returncode != 0 or not result.is_file():
+        code = finished.returncode
+        status = f"killed by signal {-code}" if code < 0 else f"exit status {code}"
+        record = {**settings, "failed": f"{status} (its output above; rerun alone: {' '.join(command)})"}
+        print(f"{label}: failed, {record['failed']}", flush=True)
+        write_json_atomically(result, record)
+    else:
+        record = json.loads(result.read_text())
+    return record
 
 
 def completed(records: list[dict]) -> list[dict]:
@@ -378,7 +374,7 @@ def completed(records: list[dict]) -> list[dict]:
 def markdown_table(records: list[dict]) -> str:
     """The side-by-side table of ``iexact bench train``: one row per configuration,
     ratios against the FP32 row of the same run (if there is one)."""
-    fp32 = next((r for r in completed(records) if r["config_name"] == FP32), None)
+    fp32 = next((r for r in completed(records) if r["kind"] == RunKind.FP32.value), None)
     lines = [
         "| config | test accuracy (%) | gradient error | activation memory | vs FP32 | allocator's count | "
         "peak memory | epoch time | vs FP32 |",

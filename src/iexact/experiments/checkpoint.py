@@ -13,9 +13,12 @@ from pathlib import Path
 import torch
 
 from .files import write_atomically
+from .settings import Settings
 
 FORMAT = "iexact-checkpoint"
-VERSION = 4  # 2: the compressed modules' seed streams are saved; 3: as [key, counter] tensors; 4: epochs per run
+VERSION = 5  # 2: the compressed modules' seed streams are saved; 3: as [key, counter] tensors; 4: epochs per run;
+# 5: the settings name their run's kind and label, and their configs carry a version
+READABLE = (4, 5)  # version 4's settings are upgraded by Settings.from_dict
 
 _FIELDS = {
     "settings": dict,
@@ -57,13 +60,13 @@ def restore_rng_states(states: dict) -> None:
         torch.cuda.set_rng_state_all(states["cuda"])
 
 
-def save_checkpoint(path: str | Path, settings: dict, payload: dict) -> None:
+def save_checkpoint(path: str | Path, settings: Settings, payload: dict) -> None:
     """Write ``payload`` (model, optimizer, state, ...) with ``settings`` and the RNG states."""
-    record = {"format": FORMAT, "version": VERSION, "settings": settings, "rng": rng_states(), **payload}
+    record = {"format": FORMAT, "version": VERSION, "settings": settings.to_dict(), "rng": rng_states(), **payload}
     write_atomically(path, lambda file: torch.save(record, file))
 
 
-def load_checkpoint(path: str | Path, settings: dict) -> dict:
+def load_checkpoint(path: str | Path, settings: Settings) -> dict:
     """Read a checkpoint and check it was made with ``settings``.
 
     Raises:
@@ -81,17 +84,20 @@ def load_checkpoint(path: str | Path, settings: dict) -> dict:
         raise CheckpointError(f"checkpoint {path} is corrupt or not a torch file: {error}") from error
     if not isinstance(record, dict) or record.get("format") != FORMAT:
         raise CheckpointError(f"{path} is not an iexact checkpoint")
-    if record.get("version") != VERSION:
+    if record.get("version") not in READABLE:
         raise CheckpointError(
-            f"checkpoint {path} has format version {record.get('version')}, this iexact reads version {VERSION}"
+            f"checkpoint {path} has format version {record.get('version')}, this iexact reads versions "
+            f"{', '.join(map(str, READABLE))}"
         )
     _check_fields(record, path)
-    saved = record["settings"]
-    # a setting newer than the checkpoint is absent from it, which means its empty default
+    try:  # read as this version's settings: older records upgraded, absent settings their defaults
+        saved = Settings.from_dict(record["settings"]).to_dict()
+    except (TypeError, ValueError, KeyError) as error:
+        raise CheckpointError(f"checkpoint {path} is damaged: its settings are invalid ({error})") from None
     differences = [
         f"{key}: checkpoint {saved.get(key)!r}, now {value!r}"
-        for key, value in settings.items()
-        if saved.get(key) != value and not (key not in saved and value in (None, {}, []))
+        for key, value in settings.to_dict().items()
+        if saved.get(key) != value
     ]
     if differences:
         raise CheckpointError(

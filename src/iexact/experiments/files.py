@@ -15,8 +15,10 @@ import os
 import tempfile
 from pathlib import Path
 
+from .errors import UsageError
 
-class OutputError(ValueError):
+
+class OutputError(UsageError):
     """An output path that cannot or may not be written."""
 
 

@@ -11,6 +11,7 @@ name       model                                                        dropout
 =========  ===========================================================  =======
 
 All train with Adam (lr 0.01), gradient-norm clipping at 0.5, full batch.
+:func:`prepare_model` builds one as a run's :class:`~iexact.experiments.settings.Settings` say.
 """
 
 from __future__ import annotations
@@ -21,6 +22,10 @@ import torch
 import torch.utils.checkpoint
 from torch_geometric.nn import GCN2Conv, MessagePassing
 from torch_geometric.nn.models import GAT, GCN, GraphSAGE
+
+from ..nn import compress_, configure_
+from .data import num_classes
+from .settings import RunKind, Settings
 
 
 @dataclasses.dataclass(frozen=True)
@@ -132,4 +137,19 @@ def checkpoint_layers_(model: torch.nn.Module) -> torch.nn.Module:
         raise ValueError(f"{type(model).__name__} has no convs list to checkpoint")
     for index, conv in enumerate(convs):
         convs[index] = CheckpointedLayer(conv)
+    return model
+
+
+def prepare_model(settings: Settings, data, device: torch.device) -> torch.nn.Module:
+    """The reference model of ``settings`` for ``data`` on ``device``, compressed
+    (with a plan's per-module configs) or checkpointed as its kind says."""
+    model = build_model(
+        settings.model, data.num_features, num_classes(data), settings.layers, settings.hidden, settings.dropout
+    ).to(device)
+    if settings.batching is not None:
+        settings.batching.check_layers(message_passing_layers(model))
+    if settings.config is not None:
+        configure_(compress_(model, settings.config), dict(settings.module_configs))
+    elif settings.kind is RunKind.CHECKPOINTED:
+        checkpoint_layers_(model)
     return model

@@ -21,15 +21,16 @@ from ..config import CompressionConfig
 from ..memory import activation_memory, format_bytes
 from ..planning import plan_memory
 from .data import graph_of, num_classes
-from .experiment import Settings
+from .errors import UsageError
 from .models import REFERENCE, build_model
+from .settings import Settings
 from .train import labels_of, loss_function
 
 PLAN_FORMAT = "iexact-plan-1"
 MATCHED = ("dataset", "model", "layers", "hidden")  # what a plan is only valid for
 
 
-class PlanFileError(ValueError):
+class PlanFileError(UsageError):
     """A plan file that cannot be used (named, with the problem)."""
 
 

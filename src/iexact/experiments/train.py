@@ -146,16 +146,7 @@ def train_epochs(
         _synchronize(device)
         start = time.perf_counter()
         try:
-            if loader is None:
-                state.last_loss = training_step(model, optimizer, data.x, graph_of(data), labels, rows, grad_clip)
-            else:
-                losses = [
-                    training_step(
-                        model, optimizer, batch.x, batch.edge_index, labels_of(batch), batch_loss_rows(batch), grad_clip
-                    )
-                    for batch in _on(loader, device)
-                ]
-                state.last_loss = sum(losses) / max(len(losses), 1)
+            state.last_loss = _train_epoch(model, optimizer, data, labels, rows, grad_clip, loader)
         except Diverged as error:
             raise Diverged(f"diverged in epoch {state.epoch + 1}: {error} (is the learning rate too high?)") from error
         _synchronize(device)
@@ -171,6 +162,17 @@ def train_epochs(
         if after_epoch is not None:
             after_epoch(state)
     return state
+
+
+def _train_epoch(model, optimizer, data, labels, rows, grad_clip, loader) -> float:
+    """One epoch's steps (one full-batch step, or one per batch of ``loader``); the mean loss."""
+    if loader is None:
+        return training_step(model, optimizer, data.x, graph_of(data), labels, rows, grad_clip)
+    losses = [
+        training_step(model, optimizer, batch.x, batch.edge_index, labels_of(batch), batch_loss_rows(batch), grad_clip)
+        for batch in _on(loader, data.x.device)
+    ]
+    return sum(losses) / max(len(losses), 1)
 
 
 def _score(model: torch.nn.Module, data, labels: torch.Tensor) -> tuple[float, float]:

@@ -70,31 +70,17 @@ def compress_(
     Returns:
         ``model``.
     """
-    if not isinstance(config, CompressionConfig):
-        raise TypeError(f"config must be an iexact.CompressionConfig, got {type(config).__name__}")
+    _check_arguments(model, config, filter_fn)
     seeds = SeedStream.from_torch_seed()
     owned: set[int] = set()  # ids of children computed by a converted conv
     skipped = []
     for name, module in model.named_modules():
-        base = original_class(module)
         if id(module) in owned:
-            module.__class__ = base
-            continue
-        if filter_fn is not None and not filter_fn(module, name):
-            continue
-        handler = HANDLERS.get(base)
-        if handler is None:
-            if _may_keep_activations(module):
-                skipped.append(f"{name or '<model>'} ({base.__name__})")
-            continue
-        reason = handler.unsupported(module) or lazy_reason(module, handler)
-        if reason is not None:
-            module.__class__ = base
-            skipped.append(f"{name or '<model>'} ({base.__name__}, {reason})")
-            continue
-        module.__class__ = compressed_class(handler, base)
-        module.iexact_config, module.iexact_seeds = config, seeds
-        owned.update(id(child) for child in handler.owned(module))
+            module.__class__ = original_class(module)
+        elif filter_fn is None or filter_fn(module, name):
+            reason = _convert(module, config, seeds, owned)
+            if reason is not None:
+                skipped.append(f"{name or '<model>'} ({reason})")
     if skipped:
         warnings.warn(
             "iexact.compress_ left these modules uncompressed; their saved activations stay "
@@ -102,6 +88,33 @@ def compress_(
             stacklevel=2,
         )
     return model
+
+
+def _check_arguments(model, config, filter_fn) -> None:
+    if not isinstance(model, torch.nn.Module):
+        raise TypeError(f"model must be a torch.nn.Module, got {type(model).__name__}")
+    if not isinstance(config, CompressionConfig):
+        raise TypeError(f"config must be an iexact.CompressionConfig, got {type(config).__name__}")
+    if filter_fn is not None and not callable(filter_fn):
+        raise TypeError(f"filter_fn must be callable as filter_fn(module, name), got {type(filter_fn).__name__}")
+
+
+def _convert(module: torch.nn.Module, config: CompressionConfig, seeds: SeedStream, owned: set[int]) -> str | None:
+    """Switch ``module`` to its compressed class when a handler takes it as it
+    is set (adding the children the handler computes to ``owned``); otherwise
+    say why, if it may keep activations of its own (``None`` if not)."""
+    base = original_class(module)
+    handler = HANDLERS.get(base)
+    if handler is None:
+        return base.__name__ if _may_keep_activations(module) else None
+    reason = handler.unsupported(module) or lazy_reason(module, handler)
+    if reason is not None:
+        module.__class__ = base
+        return f"{base.__name__}, {reason}"
+    module.__class__ = compressed_class(handler, base)
+    module.iexact_config, module.iexact_seeds = config, seeds
+    owned.update(id(child) for child in handler.owned(module))
+    return None
 
 
 def module_configs(model: torch.nn.Module) -> dict[str, CompressionConfig]:

@@ -1,0 +1,239 @@
+"""``iexact bench {train,gradients,batch-size,memory,codec}``: benchmarks, FP32
+beside the compressed configurations in one run (the harness is
+:mod:`iexact.experiments.bench`)."""
+
+from __future__ import annotations
+
+import argparse
+import dataclasses
+import sys
+from pathlib import Path
+
+import torch
+
+from ...config import PRESETS
+from ...memory import format_bytes
+from .. import bench
+from ..batch_size import SMALLEST, batch_size_table, largest_batch
+from ..files import write_json_atomically, write_text_atomically
+from ..job import Job, load_data
+from ..settings import RunKind
+from . import arguments
+from .outputs import Output, add_outputs
+from .train import add_experiment_arguments, job_from
+
+
+def register(commands) -> None:
+    parser = commands.add_parser("bench", help="benchmarks, FP32 beside the compressed configurations")
+    kinds = parser.add_subparsers(dest="kind", required=True)
+    for add in (_add_train, _add_gradients, _add_batch_size, _add_memory, _add_codec):
+        add(kinds)
+
+
+# ---- bench train ---------------------------------------------------------------------------------
+
+
+def _add_train(kinds) -> None:
+    parser = kinds.add_parser(
+        "train",
+        help="train FP32, the presets, a block-size sweep, uniform levels, rp_norm and torch.utils.checkpoint "
+        "side by side",
+    )
+    add_experiment_arguments(parser)
+    parser.add_argument(
+        "--configs",
+        type=arguments.choices(bench.TRAIN_CONFIGS),
+        default=list(bench.TRAIN_CONFIGS),
+        help=f"configurations to compare (default: all of {','.join(bench.TRAIN_CONFIGS)})",
+    )
+    parser.add_argument(
+        "--block-sizes",
+        type=lambda text: [arguments.block_size(part) for part in text.split(",")],
+        default=[64, 128, 1024],
+        help="block sizes of the default config's sweep (default: 64,128,1024); a configuration equal to one "
+        "already listed runs once",
+    )
+    add_outputs(
+        parser,
+        Output(
+            "--out",
+            "folder for bench.md, bench.json, runs/ and plots",
+            "bench-results",
+            results=("bench.json", "bench.md"),
+        ),
+    )
+    parser.set_defaults(run=run_train, parser=parser, config=RunKind.FP32.value, interrupted=_train_interrupted)
+
+
+def run_train(args: argparse.Namespace) -> int:
+    """Each configuration trains in a fresh process, so peak memory (the
+    process's peak RSS on CPU) and timings are its own."""
+    base = arguments.settings_from(args)
+    jobs = [
+        job_from(args, base.variant(kind, label, config))
+        for label, kind, config in bench.training_configs(args.configs, args.block_sizes)
+    ]
+    data = load_data(jobs[0], hints=None)  # builds a synthetic cache once, for every child
+    print(
+        f"dataset {args.dataset} ({data.num_nodes:,} nodes, {data.num_edges:,} edges), model {args.model}, "
+        f"{args.epochs} epochs x {args.runs} runs, device {args.device}",
+        flush=True,
+    )
+    del data
+    out = Path(args.out)
+    records = bench.run_training(jobs, out)
+    table = bench.markdown_table(records) + "\n\nBest validation accuracy (%) so far:\n\n" + bench.curve_table(records)
+    print(table)
+    threads = next((record["threads"] for record in bench.completed(records)), args.threads)
+    limit = "" if args.memory_limit is None else f", memory limit {format_bytes(args.memory_limit, 'GiB')}"
+    heading = (
+        f"{args.model} on {args.dataset}, {args.epochs} epochs x {args.runs} runs, {args.device}, "
+        f"torch {torch.__version__}, {threads} threads{limit}\n\n"
+    )
+    write_text_atomically(out / "bench.md", heading + table + "\n")
+    write_json_atomically(out / "bench.json", records)
+    written = [out / "bench.md", out / "bench.json"]
+    try:
+        written += bench.write_plots(records, out)
+    except ImportError as error:
+        print(f"iexact bench: no plots: {error}", file=sys.stderr)
+    print("wrote " + ", ".join(str(path) for path in written))
+    failed = [record["label"] for record in records if "failed" in record]
+    if failed:
+        print(
+            f"iexact bench train: error: {', '.join(failed)} failed (see the table; the others are complete)",
+            file=sys.stderr,
+        )
+        return 1
+    return 0
+
+
+def _train_interrupted(args: argparse.Namespace, argv: list[str]) -> str:
+    return f"finished configurations are in {Path(args.out) / 'runs'}"
+
+
+# ---- bench batch-size ----------------------------------------------------------------------------
+
+
+def _add_batch_size(kinds) -> None:
+    parser = kinds.add_parser(
+        "batch-size", help="the largest mini-batch whose activations fit --memory, FP32 beside the compressed configs"
+    )
+    arguments.add_data(parser)
+    arguments.add_model(parser, dropout=False)
+    parser.add_argument(
+        "--memory", type=arguments.size, required=True, help="activation memory allowed per batch (e.g. 64MiB)"
+    )
+    arguments.add_batching(parser, batch_size=False)
+    configs = (RunKind.FP32.value, *PRESETS)
+    parser.add_argument(
+        "--configs",
+        type=arguments.choices(configs),
+        default=[RunKind.FP32.value, "default"],
+        help=f"configurations (default: fp32,default; any of {','.join(configs)})",
+    )
+    parser.add_argument(
+        "--samples",
+        type=arguments.positive_int,
+        default=3,
+        help="batches measured per batch size, the costliest counting (default: 3)",
+    )
+    arguments.add_seed(parser, "of the batches and the model")
+    arguments.add_runtime(parser, quiet=False)
+    add_outputs(parser, Output("--json", "write the results to this JSON file"))
+    # the batch size is what is searched: the settings' batching starts at the smallest
+    parser.set_defaults(run=run_batch_size, parser=parser, config=RunKind.FP32.value, batch_size=SMALLEST)
+
+
+def run_batch_size(args: argparse.Namespace) -> int:
+    """The largest batch size within ``--memory`` per configuration."""
+    base = arguments.settings_from(args)
+    settings = {
+        name: base if name == RunKind.FP32.value else base.variant(RunKind.COMPRESSED, name, PRESETS[name])
+        for name in args.configs
+    }
+    data = load_data(Job(base, 1, device=str(args.device), root=str(args.root), offline=args.offline))
+    batching = base.batching
+    fanout = f", fanout {','.join(map(str, batching.fanout))}" if batching.fanout else ""
+    print(
+        f"dataset {args.dataset} ({data.num_nodes:,} nodes, {data.num_edges:,} edges), model {args.model}, "
+        f"{batching.sampler} batches{fanout}, activation budget {format_bytes(args.memory)}, costliest of "
+        f"{args.samples} batches per size, device {args.device}, {torch.get_num_threads()} threads",
+        flush=True,
+    )
+    results = []
+    for name, one in settings.items():
+        results.append(largest_batch(name, one, data, args.device, args.memory, args.samples))
+        print(f"{name}: {results[-1].batch_size:,}", flush=True)
+    print(batch_size_table(results, format_bytes(args.memory)))
+    if args.json:
+        write_json_atomically(args.json, [dataclasses.asdict(result) for result in results])
+        print(f"results written to {args.json}")
+    return 0
+
+
+# ---- bench gradients, memory, codec ---------------------------------------------------------------
+
+
+def _add_gradients(kinds) -> None:
+    parser = kinds.add_parser(
+        "gradients",
+        help="gradient error, activation memory and step time of every projection / bits / levels idea against FP32",
+    )
+    arguments.add_data(parser)
+    arguments.add_model(parser, sizes=False, dropout=False)
+    arguments.add_seed(parser, "of synthetic graphs")
+    arguments.add_draws(parser)
+    parser.add_argument("--steps", type=arguments.positive_int, default=5, help="timed training steps (default: 5)")
+    arguments.add_runtime(parser, quiet=False)
+    parser.set_defaults(run=run_gradients, parser=parser, config=RunKind.FP32.value)
+
+
+def run_gradients(args: argparse.Namespace) -> int:
+    settings = arguments.settings_from(args)
+    data = load_data(Job(settings, 1, device=str(args.device), root=str(args.root), offline=args.offline))
+    print(bench.gradient_report(data, args.model, args.draws, args.steps, args.device))
+    return 0
+
+
+def _add_memory(kinds) -> None:
+    parser = kinds.add_parser("memory", help="activation memory of the stock GraphSAGE on an arxiv-shaped graph")
+    parser.add_argument(
+        "--nodes", type=arguments.positive_int, default=169_343, help="nodes (default: ogbn-arxiv's 169,343)"
+    )
+    parser.add_argument(
+        "--edges",
+        type=arguments.positive_int,
+        default=1_166_243,
+        help="random edges before making them undirected (default: 1,166,243)",
+    )
+    parser.add_argument("--features", type=arguments.positive_int, default=128, help="features (default: 128)")
+    arguments.add_runtime(parser, quiet=False)
+    parser.set_defaults(
+        run=lambda args: _print(bench.memory_report(args.nodes, args.edges, args.features, args.device)), parser=parser
+    )
+
+
+def _add_codec(kinds) -> None:
+    parser = kinds.add_parser("codec", help="compress one ogbn-arxiv-shaped activation with every preset")
+    parser.add_argument(
+        "--rows", type=arguments.positive_int, default=169_343, help="rows N (default: ogbn-arxiv's 169,343)"
+    )
+    parser.add_argument("--width", type=arguments.positive_int, default=128, help="features D (default: 128)")
+    parser.add_argument("--repeats", type=arguments.positive_int, default=5, help="timed runs per entry (default: 5)")
+    arguments.add_seed(parser, "of the data and the compression")
+    parser.add_argument(
+        "--sweep",
+        action="store_true",
+        help="also the round-trip throughput over bits x block x levels against a straightforward PyTorch version",
+    )
+    arguments.add_runtime(parser, device_flag=False, quiet=False)
+    parser.set_defaults(
+        run=lambda args: _print(bench.codec_report(args.rows, args.width, args.repeats, args.seed, args.sweep)),
+        parser=parser,
+    )
+
+
+def _print(text: str) -> int:
+    print(text)
+    return 0

@@ -1,0 +1,73 @@
+"""``iexact plan``: the bits, block size and projection per layer that fit an
+activation-memory budget with the least predicted gradient error."""
+
+from __future__ import annotations
+
+import argparse
+
+import torch
+
+from ...config import PRESETS
+from ...memory import format_bytes
+from ...planning import PlanError, candidate_configs
+from ..errors import UsageError
+from ..files import write_json_atomically
+from ..job import Job, load_data
+from ..plan import plan_record, summary
+from . import arguments
+from .outputs import Output, add_outputs
+
+
+def register(commands) -> None:
+    parser = commands.add_parser(
+        "plan",
+        help="the bits, block size and projection per layer that fit an activation-memory budget with the least "
+        "predicted gradient error",
+    )
+    arguments.add_data(parser)
+    arguments.add_model(parser)
+    parser.add_argument(
+        "--memory",
+        type=arguments.size,
+        required=True,
+        help="activation memory allowed, as activation_memory counts it (e.g. 64MiB, 2GB, 500000)",
+    )
+    arguments.add_compression(
+        parser,
+        tuple(PRESETS),
+        "preset whose levels, projection kind, scale dtype and rp_norm the plan keeps (default: default)",
+        exclude=arguments.PLANNED_FIELDS,
+    )
+    arguments.add_seed(parser, "of the model and of synthetic graphs")
+    arguments.add_draws(parser)
+    arguments.add_runtime(parser, quiet=False)
+    add_outputs(parser, Output("--out", "plan file to write (default: plan.json)", "plan.json"))
+    parser.set_defaults(run=run, parser=parser)
+
+
+def run(args: argparse.Namespace) -> int:
+    """Plan the compression within ``--memory``, check it, and write the plan file."""
+    settings = arguments.settings_from(args)  # the base config: the fields the plan keeps
+    # the sensitivities are measured against FP32 gradients: FP32 must fit once
+    data = load_data(
+        Job(settings, 1, device=str(args.device), root=str(args.root), offline=args.offline),
+        fp32=True,
+        hints=["a machine with more memory"],
+    )
+    print(
+        f"dataset {args.dataset} ({data.num_nodes:,} nodes, {data.num_edges:,} edges), model {args.model}, "
+        f"activation budget {format_bytes(args.memory)}; measuring {len(candidate_configs(settings.config))} "
+        f"configs per layer (device {args.device}, {torch.get_num_threads()} threads)",
+        flush=True,
+    )
+    try:
+        record = plan_record(settings, data, args.device, args.memory, args.draws)
+    except PlanError:
+        raise
+    except ValueError as error:  # a model that compresses nothing
+        raise UsageError(str(error)) from None
+    write_json_atomically(args.out, record)
+    given = ["--root", args.root] if args.root != "data" else []
+    print(summary(record, args.out, given + (["--offline"] if args.offline else [])))
+    print(f"plan written to {args.out}")
+    return 0
