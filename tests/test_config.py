@@ -107,7 +107,11 @@ def test_an_unversioned_record_is_upgraded_with_what_its_missing_fields_meant():
     early = {"bits": 2, "block_size": 256, "rp_ratio": 8, "levels": "optimal", "scale_dtype": "bfloat16"}
     config = CompressionConfig.from_dict(early)
     assert (config.projection, config.rp_norm, config.reference_inputs, config.check_finite) == (
-        "shared", False, False, True)
+        "shared",
+        False,
+        False,
+        True,
+    )
     assert config != CompressionConfig(rp_ratio=8)  # today's defaults would have said sketch, rp_norm, references
     assert set(ADDED_SINCE_VERSION_0) | set(early) == set(CompressionConfig().to_dict()) - {"version"}
     full = {key: value for key, value in CompressionConfig().to_dict().items() if key != "version"}

@@ -248,7 +248,7 @@ def transpose_products(packed: PackedActivation, *lefts: torch.Tensor) -> list[t
         - **input:** ``packed`` of :math:`(N, D)` rows (leading dims flattened), each :math:`A_j` :math:`(N, F_j)`
         - **output:** one float32 :math:`(F_j, D)` per :math:`A_j`
     """
-    lefts = [left.float() for left in lefts]
+    floats = [left.float() for left in lefts]
     projection = _projection(packed)
     if projection is None or projection.kind == "shared":
         stored = torch.empty(
@@ -256,12 +256,12 @@ def transpose_products(packed: PackedActivation, *lefts: torch.Tensor) -> list[t
         )
         for first_row, z in _stored_chunks(packed):
             stored[first_row : first_row + z.shape[0]] = z
-        products = [left.t() @ stored for left in lefts]
+        products = [left.t() @ stored for left in floats]
         return products if projection is None else [product @ projection.transpose for product in products]
-    products = [left.new_zeros(left.shape[1], packed.width) for left in lefts]
+    products = [left.new_zeros(left.shape[1], packed.width) for left in floats]
     for first_row, z in _stored_chunks(packed):
         restored = projection.inverse(z, first_row)
-        for product, left in zip(products, lefts, strict=True):
+        for product, left in zip(products, floats, strict=True):
             product.addmm_(left[first_row : first_row + z.shape[0]].t(), restored)
     return products
 

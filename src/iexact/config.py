@@ -14,7 +14,7 @@ import math
 from collections.abc import Mapping
 from itertools import pairwise
 from types import MappingProxyType
-from typing import Any
+from typing import TYPE_CHECKING, Any
 
 import torch
 
@@ -122,6 +122,9 @@ class CompressionConfig:
     projection: str = "sketch"
     reference_inputs: bool = True
     check_finite: bool = True
+    if TYPE_CHECKING:  # set in __post_init__, not fields (declared here for the type checker only)
+        _record_json: str = dataclasses.field(init=False)
+        _unprojected: CompressionConfig = dataclasses.field(init=False)
 
     def __post_init__(self) -> None:
         if type(self.bits) is not int or self.bits not in ALLOWED_BITS:
@@ -190,7 +193,7 @@ class CompressionConfig:
 
     def block_elements(self, row_width: int) -> int:
         """Elements per block for rows of ``row_width`` (projected) elements."""
-        return max(row_width, 1) if self.block_size == "row" else self.block_size
+        return max(row_width, 1) if isinstance(self.block_size, str) else self.block_size
 
     def to_dict(self) -> dict[str, Any]:
         """The fields as plain JSON values (``scale_dtype`` by name) and the

@@ -91,13 +91,25 @@ class Edges:
             raise ValueError("Edges needs both indices, or one index and the other side's pointers")
 
     @property
+    def _given_index(self) -> torch.Tensor:
+        """``src``, or ``dst`` where ``src`` is given by pointers (one of them always is an index)."""
+        index = self.dst if self.src is None else self.src
+        assert index is not None  # __post_init__: at most one side is given by pointers
+        return index
+
+    @property
+    def _pointers(self) -> torch.Tensor:
+        assert self.pointers is not None  # asked only for a side without an index
+        return self.pointers
+
+    @property
     def count(self) -> int:
         """:math:`E`."""
-        return (self.dst if self.src is None else self.src).numel()
+        return self._given_index.numel()
 
     @property
     def device(self) -> torch.device:
-        return (self.dst if self.src is None else self.src).device
+        return self._given_index.device
 
     def chunks(self, width: int):
         """``(src, dst, weight)`` of consecutive edge slices (:func:`edge_chunks` for ``width``-element messages)."""
@@ -116,14 +128,14 @@ class Edges:
         """Incoming edges per target node, at least 1 (an empty neighbourhood's mean is 0).
         (A scatter rather than ``bincount``: its output shape is known before the data.)"""
         if self.dst is None:
-            return self.pointers.diff().clamp_(min=1)
+            return self._pointers.diff().clamp_(min=1)
         counts = torch.zeros(num_dst, dtype=torch.int64, device=self.dst.device)
         for _, dst, _ in self.chunks(1):
             counts.index_add_(0, dst, torch.ones_like(dst))
         return counts.clamp_(min=1)
 
     def _index(self, index: torch.Tensor | None, part: slice) -> torch.Tensor:
-        return index[part] if index is not None else expand_pointers(self.pointers, part, self.count)
+        return index[part] if index is not None else expand_pointers(self._pointers, part, self.count)
 
 
 def expand_pointers(pointers: torch.Tensor, part: slice, count: int) -> torch.Tensor:

@@ -151,7 +151,8 @@ def _held_by_model(model: torch.nn.Module) -> list:
 
 def _compressed_storages(outputs: list) -> set:
     """Storage keys saved by iexact's Functions anywhere in the graph behind ``outputs``."""
-    keys, seen = set(), set()
+    keys: set[tuple] = set()
+    seen: set = set()
     stack = [t.grad_fn for t in outputs if t.grad_fn is not None]
     while stack:
         node = stack.pop()

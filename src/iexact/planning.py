@@ -305,6 +305,7 @@ def _plan(model, inputs, kwargs, loss_fn, budget, base, candidates, draws, seed)
         [(nbytes + others[name], sensitivity[name] * noise) for nbytes, noise in row] for name, row in costs.items()
     ]
     picks = least_error_within(options, budget - sum(fixed.values()))
+    assert picks is not None  # the budget holds the smallest choice of every module
     modules = tuple(
         ModulePlan(name, kinds[name], candidates[pick], *options[index][pick])
         for index, (name, pick) in enumerate(zip(at_base, picks, strict=True))

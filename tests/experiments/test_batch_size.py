@@ -34,9 +34,13 @@ def test_the_batch_found_fits_and_a_larger_one_does_not(config, budget, device):
     found = largest_batch("x", settings, data, device, budget, samples=2)
     model = prepare_model(settings, data, device)
     assert 0 < found.batch_size < found.limit == data.num_nodes
-    assert _cost(model, settings, data, device, found.batch_size, 2)[0] == found.activation_bytes <= budget
+    assert (
+        _cost(model, settings.batching, settings.seed, data, device, found.batch_size, 2)[0]
+        == found.activation_bytes
+        <= budget
+    )
     larger = int(found.batch_size * 1.02) + 2
-    assert _cost(model, settings, data, device, larger, 2)[0] > budget
+    assert _cost(model, settings.batching, settings.seed, data, device, larger, 2)[0] > budget
 
 
 def test_compression_takes_larger_batches_and_a_tiny_budget_none(device):

@@ -8,8 +8,8 @@ import sys
 import pytest
 import torch
 
-from iexact.experiments import job as jobs
 from iexact.experiments import data as datasets
+from iexact.experiments import job as jobs
 from iexact.experiments.cli import main
 from iexact.experiments.limits import is_out_of_memory, parse_bytes, peak_resident, restart_peak_resident
 

@@ -15,7 +15,7 @@ import torch
 
 from ..codec import normalized_values, stored_sizes
 from ..config import CompressionConfig
-from ..nn import configure_, is_compressed, module_configs
+from ..nn import CompressedModule, configure_, is_compressed, module_configs
 from ..quant import fit_levels, levels_for
 from .observe import observe_compressions
 
@@ -45,7 +45,7 @@ def calibrate_(model: torch.nn.Module, *inputs, **kwargs) -> dict[str, tuple[flo
         the fitted levels by module name.
     """
     names = {module: name for name, module in model.named_modules()}
-    observed: dict[torch.nn.Module, list] = {}
+    observed: dict[CompressedModule, list] = {}
 
     def record(owners, x, seed, config, stored) -> None:
         owner = next((m for m in reversed(owners) if is_compressed(m)), None)

@@ -135,7 +135,7 @@ def analyze_activations(
         u = normalized_values(x, config, seed)
         top = 2**config.bits - 1
         block_size = stored_sizes(x.shape, config)[1]
-        variance = {}
+        variance: dict[str, dict] = {}
         for kind in ("uniform", "optimal"):
             levels = levels_for(kind, config.bits, block_size)
             variance[kind] = {

@@ -27,7 +27,8 @@ class CompressedReLUFunction(SavingFunction):
 
     @staticmethod
     def backward(ctx, grad_out: torch.Tensor):
-        positive = unpack_mask(*load(ctx), ctx.shape)
+        (packed,) = load(ctx)
+        positive = unpack_mask(packed, ctx.shape)
         return torch.where(positive, grad_out, 0.0)
 
 
@@ -47,7 +48,8 @@ class CompressedLeakyReLUFunction(SavingFunction):
 
     @staticmethod
     def backward(ctx, grad_out: torch.Tensor):
-        positive = unpack_mask(*load(ctx), ctx.shape)
+        (packed,) = load(ctx)
+        positive = unpack_mask(packed, ctx.shape)
         return torch.where(positive, grad_out, grad_out * ctx.slope), None
 
 

@@ -30,6 +30,7 @@ def redraw(
         return None
     if p == 1:
         return torch.zeros_like(like)
+    assert state is not None  # keep() took a snapshot for 0 < p < 1
     return dropout_redraw(state, like, p, valid)
 
 
@@ -66,4 +67,5 @@ class DropoutFunction(SavingFunction):
             else torch.empty_strided(*layout[:2], dtype=layout[2], device=grad_out.device)
         )
         mask = redraw(like, ctx.p, state)
+        assert mask is not None  # p > 0
         return (mask.mul_(grad_out) if mask.dtype == grad_out.dtype else grad_out * mask.to(grad_out.dtype)), None

@@ -95,7 +95,7 @@ class SharedInputLinearFunction(SavingFunction):
                 grad_x.addmm_(g, w.to(g.dtype))  # in place: one (N, D) buffer for the sum
             grad_x = grad_x.view(*grads[0].shape[:-1], grad_x.shape[-1])
         wanted = [j for j in range(len(weights)) if ctx.needs_input_grad[3 + j]]
-        grad_ws = [None] * len(weights)
+        grad_ws: list[torch.Tensor | None] = [None] * len(weights)
         if packed is not None and wanted:
             wanted_products = products(packed, *(grads[j].reshape(-1, grads[j].shape[-1]) for j in wanted))
             for j, product in zip(wanted, wanted_products, strict=True):

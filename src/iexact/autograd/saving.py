@@ -53,7 +53,8 @@ def products(stored: Stored | torch.Tensor, *lefts: torch.Tensor) -> list[torch.
 
 def save(ctx, *items) -> None:
     """Save tensors, :class:`~iexact.ops.codec.Stored` records and ``None`` for backward."""
-    tensors, layout = [], []
+    tensors: list[torch.Tensor] = []
+    layout: list[tuple[int, Stored | None]] = []
     for item in items:
         if isinstance(item, Stored):
             held = item.tensors

@@ -63,7 +63,7 @@ def analysis_record(
             None if after_epoch is None else (lambda state: after_epoch(0, state)),
         )
         trained = f"{epochs} epochs"
-    if settings.config.levels == "calibrated" and not calibration_state(model):
+    if settings.config is not None and settings.config.levels == "calibrated" and not calibration_state(model):
         calibrate_(model, data.x, graph_of(data))
     analyses = analyze_activations(model, data.x, graph_of(data))
     labels, rows = labels_of(data), data.train_mask.nonzero().view(-1)

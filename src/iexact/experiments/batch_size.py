@@ -17,7 +17,7 @@ import itertools
 import torch
 
 from ..memory import activation_memory
-from .batching import make_loader
+from .batching import Batching, make_loader
 from .data import graph_of
 from .measure import fork_rng
 from .models import prepare_model
@@ -38,12 +38,12 @@ class LargestBatch:
     probes: int  # batch sizes measured
 
 
-def _cost(model, settings: Settings, data, device, batch_size: int, samples: int) -> tuple[int, int]:
+def _cost(model, batching: Batching, seed: int, data, device, batch_size: int, samples: int) -> tuple[int, int]:
     """``(bytes, nodes)`` of the costliest of the first ``samples`` batches of ``batch_size``."""
-    batching = dataclasses.replace(settings.batching, batch_size=batch_size)
+    batching = dataclasses.replace(batching, batch_size=batch_size)
     worst = (0, 0)
     with fork_rng(device):
-        torch.manual_seed(settings.seed)
+        torch.manual_seed(seed)
         for batch in itertools.islice(make_loader(data, batching), samples):
             batch = batch.to(device)
             nbytes = activation_memory(model, batch.x, graph_of(batch)).total
@@ -56,7 +56,10 @@ def largest_batch(
 ) -> LargestBatch:
     """The largest batch size of ``settings`` (its ``batching`` says the sampler
     and fanout) whose activations fit ``budget`` bytes."""
-    limit = int(data.train_mask.sum()) if settings.batching.sampler == "neighbor" else data.num_nodes
+    batching = settings.batching
+    if batching is None:
+        raise ValueError("largest_batch searches mini-batch sizes: give settings with a batching")
+    limit = int(data.train_mask.sum()) if batching.sampler == "neighbor" else data.num_nodes
     with fork_rng(device):
         torch.manual_seed(settings.seed)
         model = prepare_model(settings, data, device)
@@ -66,7 +69,7 @@ def largest_batch(
     def fits(batch_size: int) -> bool:
         nonlocal probes
         probes += 1
-        measured[batch_size] = _cost(model, settings, data, device, batch_size, samples)
+        measured[batch_size] = _cost(model, batching, settings.seed, data, device, batch_size, samples)
         return measured[batch_size][0] <= budget
 
     smallest = min(SMALLEST, limit)

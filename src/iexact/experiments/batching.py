@@ -26,10 +26,11 @@ from __future__ import annotations
 
 import dataclasses
 import math
+from typing import cast
 
 import torch
 import torch_geometric.typing
-from torch.utils.data import DistributedSampler
+from torch.utils.data import Dataset, DistributedSampler
 from torch_geometric.loader import NeighborLoader, RandomNodeLoader
 
 SAMPLERS = ("neighbor", "random-node")
@@ -125,7 +126,8 @@ def share_sampler(
         raise ValueError(
             f"{count} nodes cannot be shared by {world_size} ranks: every rank needs at least one; use fewer processes"
         )
-    return DistributedSampler(range(count), num_replicas=world_size, rank=rank, shuffle=shuffle, seed=seed)
+    items = cast(Dataset, range(count))  # the sampler reads only the length and draws indices
+    return DistributedSampler(items, num_replicas=world_size, rank=rank, shuffle=shuffle, seed=seed)
 
 
 def make_loader(data, batching: Batching, shards: tuple[int, int] | None = None, seed: int = 0):
@@ -140,7 +142,7 @@ def make_loader(data, batching: Batching, shards: tuple[int, int] | None = None,
         sampler = share_sampler(train_nodes.numel(), shards, seed)
         return NeighborLoader(
             data,
-            num_neighbors=list(batching.fanout),
+            num_neighbors=list(batching.fanout or ()),  # Batching: a neighbor sampler has a fanout
             batch_size=batching.batch_size,
             input_nodes=train_nodes,
             shuffle=sampler is None,

@@ -308,7 +308,7 @@ def training_configs(names, block_sizes) -> list[tuple[str, RunKind, Compression
     listed runs once (and is said so)."""
     default = PRESETS["default"]
     compressed = RunKind.COMPRESSED
-    menu = {
+    menu: dict[str, list[tuple[str, RunKind, CompressionConfig | None]]] = {
         "fp32": [("FP32", RunKind.FP32, None)],
         **{name: [(f"{name}()", compressed, PRESETS[name])] for name in ("exact", "iexact", "compact")},
         "default": [("default", compressed, default)],

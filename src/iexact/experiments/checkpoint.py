@@ -48,7 +48,7 @@ class CheckpointError(ValueError):
 
 def rng_states() -> dict:
     """torch's CPU and CUDA generator states."""
-    states = {"cpu": torch.get_rng_state()}
+    states: dict[str, torch.Tensor | list[torch.Tensor]] = {"cpu": torch.get_rng_state()}
     if torch.cuda.is_available():
         states["cuda"] = torch.cuda.get_rng_state_all()
     return states

@@ -44,7 +44,8 @@ def main(argv: list[str] | None = None) -> int:
         check_outputs(args)
         return args.run(args)
     except UsageError as error:
-        args.parser.error(str(error))
+        parser: argparse.ArgumentParser = args.parser
+        parser.error(str(error))
     except KeyboardInterrupt:
         interrupted = getattr(args, "interrupted", None)
         left = "nothing was written" if interrupted is None else interrupted(args, argv)

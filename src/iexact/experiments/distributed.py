@@ -155,4 +155,5 @@ def train_share(train_mask: torch.Tensor, ranks: Ranks) -> torch.Tensor:
     :func:`~iexact.experiments.batching.share_sampler`, of equal size on every rank."""
     nodes = train_mask.nonzero().view(-1)
     share = share_sampler(nodes.numel(), ranks.shards, shuffle=False)
+    assert share is not None  # sharded: ranks.shards is given
     return nodes[torch.tensor(list(share), dtype=torch.long)]

@@ -84,7 +84,7 @@ def remove_stale_temporaries(path: str | Path) -> list[Path]:
     """Remove the temporaries that :func:`write_atomically` left beside ``path``
     in processes that are gone (killed mid-write); returns what was removed."""
     path = Path(path)
-    removed = []
+    removed: list[Path] = []
     if not path.parent.is_dir():
         return removed
     for temporary in path.parent.glob(f".{path.name}.*.tmp"):

@@ -12,12 +12,13 @@ class Progress:
 
     def __init__(self, label: str, epochs: int, runs: int, enabled: bool = True):
         self.label, self.epochs, self.runs, self.enabled = label, epochs, runs, enabled
-        self.bar, self.run = None, None
+        self.bar: tqdm | None = None
+        self.run: int | None = None
 
     def __call__(self, run: int, state: TrainingState) -> None:
         if not self.enabled:
             return
-        if run != self.run:
+        if run != self.run or self.bar is None:
             self.close()
             self.run = run
             self.bar = tqdm(

@@ -4,6 +4,7 @@ from __future__ import annotations
 
 import warnings
 from collections.abc import Callable, Mapping
+from typing import TypeGuard, cast
 
 import torch
 from torch_geometric.nn import MessagePassing
@@ -26,7 +27,7 @@ def _may_keep_activations(module: torch.nn.Module) -> bool:
     return not any(module.children()) and any(True for _ in module.parameters(recurse=False))
 
 
-def is_compressed(module: torch.nn.Module) -> bool:
+def is_compressed(module: torch.nn.Module) -> TypeGuard[CompressedModule]:
     """Whether ``module`` was converted by :func:`compress_`."""
     return isinstance(module, CompressedModule)
 
@@ -112,7 +113,8 @@ def _convert(module: torch.nn.Module, config: CompressionConfig, seeds: SeedStre
         module.__class__ = base
         return f"{base.__name__}, {reason}"
     module.__class__ = compressed_class(handler, base)
-    module.iexact_config, module.iexact_seeds = config, seeds
+    converted = cast(CompressedModule, module)
+    converted.iexact_config, converted.iexact_seeds = config, seeds
     owned.update(id(child) for child in handler.owned(module))
     return None
 
@@ -149,7 +151,7 @@ def restore_(model: torch.nn.Module) -> torch.nn.Module:
     """Undo :func:`compress_` in place: every converted module gets its own class
     back (parameters, buffers and hooks were never touched). Returns ``model``."""
     for module in model.modules():
-        if is_compressed(module):
+        if isinstance(module, CompressedModule):
             base = module.iexact_base
             del module.iexact_config, module.iexact_seeds
             module.__class__ = base

@@ -22,9 +22,9 @@ users register their own the same way::
 
 from __future__ import annotations
 
-import functools
 from collections.abc import Mapping
 from types import MappingProxyType
+from typing import TYPE_CHECKING
 
 import torch
 from torch_geometric.nn import MessagePassing
@@ -32,9 +32,10 @@ from torch_geometric.nn import MessagePassing
 from ..config import CompressionConfig
 from ..seeds import SeedStream
 
-_HANDLERS: dict[type, type] = {}
-HANDLERS: Mapping[type, type] = MappingProxyType(_HANDLERS)
+_HANDLERS: dict[type[torch.nn.Module], type[CompressedModule]] = {}
+HANDLERS: Mapping[type[torch.nn.Module], type[CompressedModule]] = MappingProxyType(_HANDLERS)
 """Read-only view of the registry: module class -> handler class."""
+_CLASSES: dict[tuple[type, type], type[torch.nn.Module]] = {}  # compressed_class's, by (handler, base)
 
 
 def register_handler(*module_classes: type):
@@ -46,7 +47,7 @@ def register_handler(*module_classes: type):
     ):
         raise TypeError(f"register_handler takes torch.nn.Module classes, got {module_classes!r}")
 
-    def decorate(handler: type) -> type:
+    def decorate(handler: type[CompressedModule]) -> type[CompressedModule]:
         if not (isinstance(handler, type) and issubclass(handler, CompressedModule)):
             raise TypeError(f"a handler must subclass iexact.nn.CompressedModule, got {handler!r}")
         for cls in module_classes:
@@ -65,7 +66,7 @@ def is_lazy(*linears: torch.nn.Module | None) -> bool:
     )
 
 
-def lazy_reason(module: torch.nn.Module, handler: type) -> str | None:
+def lazy_reason(module: torch.nn.Module, handler: type[CompressedModule]) -> str | None:
     """Why ``module`` cannot be converted yet: a weight of its own or of a
     child its ``handler`` computes (:meth:`CompressedModule.owned`) is still
     uninitialized (lazy); ``None`` otherwise."""
@@ -74,7 +75,7 @@ def lazy_reason(module: torch.nn.Module, handler: type) -> str | None:
     return None
 
 
-def original_class(module: torch.nn.Module) -> type:
+def original_class(module: torch.nn.Module) -> type[torch.nn.Module]:
     """``module``'s class before :func:`iexact.compress_` converted it (its class when not converted)."""
     return module.iexact_base if isinstance(module, CompressedModule) else type(module)
 
@@ -89,7 +90,14 @@ def has_forward_hooks(*modules: torch.nn.Module) -> bool:
     return any(module._forward_hooks or module._forward_pre_hooks for module in modules)
 
 
-class CompressedModule:
+# the handlers are mixins of torch.nn.Module subclasses: checked as modules, built as plain classes
+if TYPE_CHECKING:
+    _ModuleBase = torch.nn.Module
+else:
+    _ModuleBase = object
+
+
+class CompressedModule(_ModuleBase):
     """Base of every handler: the module's :class:`CompressionConfig`, its
     :class:`~iexact.seeds.SeedStream` and its class before conversion."""
 
@@ -132,7 +140,7 @@ class CompressedModule:
         return f"{own}, iexact={self.iexact_config}" if own else f"iexact={self.iexact_config}"
 
 
-def _new_compressed(handler: type, base: type):
+def _new_compressed(handler: type[CompressedModule], base: type[torch.nn.Module]) -> torch.nn.Module:
     """An empty instance of ``compressed_class(handler, base)`` for unpickling."""
     cls = compressed_class(handler, base)
     return cls.__new__(cls)
@@ -146,11 +154,14 @@ def _keep_base_templates(self, raise_on_error: bool = False) -> None:
     inherits its base's."""
 
 
-@functools.cache
-def compressed_class(handler: type, base: type) -> type:
-    """The subclass of ``base`` with ``handler``'s forward (one per pair, cached)."""
-    name = f"Compressed{base.__name__}"
-    namespace = {"__module__": "iexact.nn", "__qualname__": name, "iexact_base": base}
-    if issubclass(base, MessagePassing):
-        namespace["_set_jittable_templates"] = _keep_base_templates
-    return type(name, (handler, base), namespace)
+def compressed_class(handler: type, base: type) -> type[torch.nn.Module]:
+    """The subclass of ``base`` with ``handler``'s forward: one class per pair
+    (kept in :data:`_CLASSES`), so converted modules of one class share it."""
+    made = _CLASSES.get((handler, base))
+    if made is None:
+        name = f"Compressed{base.__name__}"
+        namespace = {"__module__": "iexact.nn", "__qualname__": name, "iexact_base": base}
+        if issubclass(base, MessagePassing):
+            namespace["_set_jittable_templates"] = _keep_base_templates
+        made = _CLASSES.setdefault((handler, base), type(name, (handler, base), namespace))
+    return made

@@ -121,9 +121,9 @@ class PackedActivation:
         the seed as a 0-dim int64 tensor (so ``sum(t.nbytes) == nbytes``).
         :meth:`from_tensors` inverts it."""
         held = (self.codes, self.mins, self.steps)
-        if self.projected_width is not None:
-            held += (torch.tensor(self.seed, dtype=torch.int64),)
-        return held
+        if self.projected_width is None:
+            return held
+        return (*held, torch.tensor(self.seed, dtype=torch.int64))
 
     def layout(self) -> dict:
         """The non-tensor fields (shape, dtype, bits, block size, levels, width)."""

@@ -70,7 +70,7 @@ def _bucketized_position(u: torch.Tensor, levels: tuple[float, ...]) -> torch.Te
     return (u - table[index]).mul_(slopes[index]).add_(index)
 
 
-def draw_rounding_noise(numel: int, generator: torch.Generator, device) -> torch.Tensor:
+def draw_rounding_noise(numel: int, generator: torch.Generator | None, device) -> torch.Tensor:
     r"""``numel`` uniform 16-bit integers (int16 view of 64-bit draws).
 
     They stand for the offsets :math:`(r + 2^{15} + 1/2) / 2^{16} \in (0, 1)`,

@@ -5,6 +5,7 @@ from __future__ import annotations
 
 import argparse
 import sys
+from pathlib import Path
 
 from ...config import PRESETS
 from ..analyze import analysis_record, summary, write_report
@@ -52,6 +53,6 @@ def run(args: argparse.Namespace) -> int:
         written = write_report(record, analyses, args.out)
     except ImportError as error:
         print(f"iexact analyze: no figures: {error}", file=sys.stderr)
-        written = [f"{args.out}/analyze.json", f"{args.out}/analyze.md"]
+        written = [Path(args.out) / "analyze.json", Path(args.out) / "analyze.md"]
     print("wrote " + ", ".join(str(path) for path in written))
     return 0

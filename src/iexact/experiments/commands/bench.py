@@ -154,6 +154,7 @@ def run_batch_size(args: argparse.Namespace) -> int:
     }
     data = load_data(Job(base, 1, device=str(args.device), root=str(args.root), offline=args.offline))
     batching = base.batching
+    assert batching is not None  # the parser's default batch size
     fanout = f", fanout {','.join(map(str, batching.fanout))}" if batching.fanout else ""
     print(
         f"dataset {args.dataset} ({data.num_nodes:,} nodes, {data.num_edges:,} edges), model {args.model}, "

@@ -47,7 +47,9 @@ def register(commands) -> None:
 
 def run(args: argparse.Namespace) -> int:
     """Plan the compression within ``--memory``, check it, and write the plan file."""
-    settings = arguments.settings_from(args)  # the base config: the fields the plan keeps
+    settings = arguments.settings_from(args)
+    base = settings.config  # the fields the plan keeps
+    assert base is not None  # --config names a preset
     # the sensitivities are measured against FP32 gradients: FP32 must fit once
     data = load_data(
         Job(settings, 1, device=str(args.device), root=str(args.root), offline=args.offline),
@@ -56,7 +58,7 @@ def run(args: argparse.Namespace) -> int:
     )
     print(
         f"dataset {args.dataset} ({data.num_nodes:,} nodes, {data.num_edges:,} edges), model {args.model}, "
-        f"activation budget {format_bytes(args.memory)}; measuring {len(candidate_configs(settings.config))} "
+        f"activation budget {format_bytes(args.memory)}; measuring {len(candidate_configs(base))} "
         f"configs per layer (device {args.device}, {torch.get_num_threads()} threads)",
         flush=True,
     )
