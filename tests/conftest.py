@@ -18,3 +18,15 @@ DEVICES = ["cpu"] + (["cuda"] if torch.cuda.is_available() else [])
 def device(request):
     """Every device present: CPU always, CUDA when there is one."""
     return torch.device(request.param)
+
+
+@pytest.fixture(autouse=True)
+def _restore_the_address_space_limit():
+    """A command run in this process with ``--memory-limit`` lowers its soft
+    ``RLIMIT_AS`` for good; the next test gets the limit back (the hard
+    limit is never lowered, so the soft one can be raised again)."""
+    import resource
+
+    limits = resource.getrlimit(resource.RLIMIT_AS)
+    yield
+    resource.setrlimit(resource.RLIMIT_AS, limits)

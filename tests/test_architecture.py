@@ -15,6 +15,10 @@ The rules, checked for every module of ``src/iexact`` by reading its imports:
 4. **Every module has a floor.**
 5. **Short functions.** No function or method is longer than
    :data:`LONGEST_FUNCTION` lines, docstring included.
+6. **Tests mirror the source.** ``tests/<package>/test_<module>.py`` tests
+   ``src/iexact/<package>/<module>.py`` (``test_<package>.py`` a package's
+   ``__init__``); only the suites that span the package (``tests/integration/``,
+   this file and ``tests/test_docs.py``) stand apart.
 """
 
 import ast
@@ -143,3 +147,23 @@ def test_no_function_is_longer_than_sixty_lines(path):
 def test_a_long_function_is_seen():
     body = "\n".join(f"    x{i} = {i}" for i in range(LONGEST_FUNCTION))
     assert _long_functions(f"def short():\n    return 1\n\n\ndef long():\n{body}\n") == ["long (61 lines)"]
+
+
+TESTS = Path(__file__).resolve().parent
+SPANNING = {"test_architecture.py", "test_docs.py"}  # and everything under tests/integration/
+
+
+def _tested_module(test: Path) -> Path | None:
+    """The source file a test file mirrors, or ``None`` for one that spans the package."""
+    relative = test.relative_to(TESTS)
+    if relative.parts[0] == "integration" or relative.name in SPANNING:
+        return None
+    name = relative.name.removeprefix("test_").removesuffix(".py")
+    folder = SOURCE.joinpath(*relative.parts[:-1])
+    return folder / "__init__.py" if folder.name == name else folder / f"{name}.py"
+
+
+@pytest.mark.parametrize("test", sorted(TESTS.rglob("test_*.py")), ids=lambda path: str(path.relative_to(TESTS)))
+def test_tests_mirror_the_source(test):
+    module = _tested_module(test)
+    assert module is None or module.is_file(), f"{test.relative_to(TESTS)} mirrors no module ({module})"

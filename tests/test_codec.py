@@ -4,8 +4,10 @@ import math
 import pytest
 import torch
 
+import iexact
 from iexact import CompressionConfig, PackedActivation, compress, decompress
-from iexact.quant.projection import PROJECTIONS, Projection, projected_width
+from iexact.config import ALLOWED_PROJECTIONS as PROJECTIONS
+from iexact.quant.projection import Projection, projected_width
 
 
 def _mean_and_standard_error(x, config, draws, device):
@@ -304,3 +306,21 @@ def test_compress_keeps_no_autograd_graph_and_refuses_non_tensors():
     numpy = pytest.importorskip("numpy")
     with pytest.raises(TypeError, match="got numpy.ndarray: convert it first"):
         compress(numpy.ones((3, 4), dtype=numpy.float32), CompressionConfig())
+
+
+def test_normalized_values_are_what_compress_rounds():
+    """Decoding the codes of compress lands within one level gap of u, and the
+    mean decoded level equals u (over draws)."""
+    from iexact.codec import normalized_values
+
+    x = torch.randn(64, 32, generator=torch.Generator().manual_seed(0))
+    config = CompressionConfig(bits=2, block_size=64, rp_ratio=1, levels="uniform", scale_dtype=torch.float32)
+    u = normalized_values(x, config, seed=0)
+    assert u.shape == (x.numel(),) and 0 <= u.min() and u.max() <= 3 + 1e-5
+    blocks = u.view(-1, 64)
+    assert torch.allclose(blocks.min(1).values, torch.zeros(32), atol=1e-5)
+    assert torch.allclose(blocks.max(1).values, torch.full((32,), 3.0), atol=1e-4)
+    packed = iexact.compress(x, config, seed=0)
+    scale = (packed.steps / 3).repeat_interleave(64)
+    decoded = (iexact.decompress(packed).view(-1) - packed.mins.repeat_interleave(64)) / scale
+    assert ((decoded - u).abs() <= 1 + 1e-4).all()

@@ -155,3 +155,8 @@ def test_allocator_agrees_for_every_compressed_reference_model(name):
     report = iexact.activation_memory(model, x, edge_index)
     assert report.uncompressed == 0
     assert allocator_growth(model, x, edge_index) == report.total
+
+
+def test_a_model_that_is_no_module_is_named():
+    with pytest.raises(TypeError, match="model must be a torch.nn.Module, got function"):
+        iexact.activation_memory(lambda x: x, torch.randn(3, 2))

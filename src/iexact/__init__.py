@@ -8,7 +8,7 @@ from .nn import compress_, configure_, register_handler
 from .planning import Plan, PlanError, plan_memory
 from .quant import PackedActivation
 
-__version__ = "0.1.0"
+__version__ = "0.2.0"
 
 __all__ = [
     "PRESETS",

@@ -23,7 +23,7 @@ BlockSize = int | str
 ALLOWED_BITS = (1, 2, 4, 8)
 MAX_BLOCK_SIZE = 2**31 - 1  # block indices and in-block offsets are int32 in the kernels
 ALLOWED_LEVELS = ("uniform", "optimal", "calibrated")  # or an explicit tuple of 2**bits values
-ALLOWED_PROJECTIONS = ("shared", "per_row", "sketch")  # what iexact.quant.projection builds
+ALLOWED_PROJECTIONS = ("shared", "per_row", "sketch")  # the kinds iexact.quant.projection builds
 CONFIG_VERSION = 1
 """The version :meth:`CompressionConfig.to_dict` writes: 1 since records carry
 one, with the nine fields ``bits`` ... ``check_finite``. Adding or changing
@@ -270,16 +270,6 @@ class CompressionConfig:
     def iexact(cls) -> CompressionConfig:
         """Block-wise EXACT (Eliassen & Selvan, 2023): INT2, blocks of 1024, projection 8, optimal levels."""
         return PRESETS["iexact"]
-
-    @classmethod
-    def default(cls) -> CompressionConfig:
-        """The library default (see the README's preset table for the measurement)."""
-        return PRESETS["default"]
-
-    @classmethod
-    def compact(cls) -> CompressionConfig:
-        """The default with projection 8: ``rp_norm`` and a row-wise projection at 100x and more."""
-        return PRESETS["compact"]
 
     @classmethod
     def preset(cls, name: str) -> CompressionConfig:

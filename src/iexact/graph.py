@@ -18,7 +18,7 @@ import torch
 from torch_geometric.nn.conv.gcn_conv import gcn_norm
 from torch_geometric.utils import is_torch_sparse_tensor
 
-from .ops.graph import gcn_norm as traceable_gcn_norm
+from .ops import graph as graph_ops
 
 CHUNK_ELEMENTS = 2**22  # gathered message elements per step: bounds the E x F temporary
 
@@ -179,7 +179,7 @@ def gcn_normalized(
     ``(2, E)`` edge index, normalized again in a compressed backward) the
     ``iexact::gcn_norm`` operator instead, which adds self-loops without a
     host sync (:func:`iexact.ops.graph.gcn_norm`)."""
-    normalize = traceable_gcn_norm if traceable else gcn_norm
+    normalize = graph_ops.gcn_norm if traceable else gcn_norm
     return normalize(plain(structure), edge_weight, num_nodes, improved, self_loops, flow, dtype)
 
 
@@ -249,13 +249,7 @@ def spmm(
     """
     rows = x.reshape(x.shape[0], math.prod(x.shape[1:]))
     if into is not None:
-        _accumulate(
-            into.view(num_dst, rows.shape[1]),
-            rows,
-            edges,
-            transpose=False,
-            factor=_target_factor(edges, num_dst, reduce, scale, rows.dtype),
-        )
+        _accumulate_scaled(into.view(num_dst, rows.shape[1]), rows, edges, False, num_dst, reduce, scale)
         return into
     out = x.new_zeros(num_dst, *x.shape[1:])  # returned whole, not as a view: callers may add to it in place
     flat = _accumulate(out.view(num_dst, rows.shape[1]), rows, edges, transpose=False, factor=None)
@@ -287,13 +281,7 @@ def spmm_adjoint(
     """
     rows = grad.reshape(grad.shape[0], math.prod(grad.shape[1:]))
     out = grad.new_zeros(num_src, *grad.shape[1:]) if into is None else into
-    _accumulate(
-        out.view(num_src, rows.shape[1]),
-        rows,
-        edges,
-        transpose=True,
-        factor=_target_factor(edges, num_dst, reduce, scale, rows.dtype),
-    )
+    _accumulate_scaled(out.view(num_src, rows.shape[1]), rows, edges, True, num_dst, reduce, scale)
     return out
 
 
@@ -323,6 +311,13 @@ def _target_factor(edges: Edges, num_dst: int, reduce: str, scale: float, dtype:
     if reduce == "mean":
         return edges.in_degree(num_dst).to(dtype).reciprocal_().mul_(scale)
     return None if scale == 1.0 else torch.full((num_dst,), scale, dtype=dtype, device=edges.device)
+
+
+def _accumulate_scaled(
+    out: torch.Tensor, rows: torch.Tensor, edges: Edges, transpose: bool, num_dst: int, reduce: str, scale: float
+) -> torch.Tensor:
+    """:func:`_accumulate` with each message scaled by its target's :math:`s / c_t` (:func:`_target_factor`)."""
+    return _accumulate(out, rows, edges, transpose, _target_factor(edges, num_dst, reduce, scale, rows.dtype))
 
 
 def _accumulate(

@@ -178,7 +178,8 @@ def activation_memory(model: torch.nn.Module, *inputs, **kwargs) -> MemoryReport
 
     Args:
         model (torch.nn.Module): the model.
-        *inputs, **kwargs: what to call it with.
+        *inputs: the positional arguments to call it with.
+        **kwargs: the keyword arguments to call it with.
 
     Returns:
         :class:`MemoryReport` with ``total``, ``compressed``,

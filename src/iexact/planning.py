@@ -233,7 +233,8 @@ def plan_memory(
 
     Args:
         model (torch.nn.Module): the model.
-        *inputs, **kwargs: one batch, what to call it with.
+        *inputs: one batch, the positional arguments to call it with.
+        **kwargs: the keyword arguments to call it with.
         loss_fn (callable): output -> scalar loss (for the gradient error).
         budget (int): activation memory allowed, in bytes, as
             :func:`iexact.activation_memory` counts it.

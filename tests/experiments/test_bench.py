@@ -1,9 +1,14 @@
 """``iexact bench codec`` and ``iexact bench memory``: the codec and memory benchmarks."""
 
+import json
+import subprocess
+import sys
+
 import pytest
 import torch
 
 from iexact import PRESETS
+from iexact.experiments import bench
 from iexact.experiments.bench import codec_report, memory_configs, preset_rows
 from iexact.experiments.cli import main
 
@@ -32,22 +37,30 @@ def test_codec_sweep_adds_the_throughput_table():
     assert sum(line.startswith("| 2 | 64 |") for line in report.splitlines()) == 2  # uniform and optimal
 
 
-def test_memory_table_lists_every_config(capsys):
-    assert main(["bench", "memory", "--nodes", "200", "--edges", "800", "--features", "16"]) == 0
+def test_memory_table_lists_every_config_with_its_ratio_to_fp32(capsys):
+    """Large enough that the MiB printed with two decimals give the ratio to 1 %."""
+    assert main(["bench", "memory", "--nodes", "20000", "--edges", "60000", "--features", "16"]) == 0
     out = capsys.readouterr().out
-    rows = {line.split(" | ")[0].lstrip("| "): line for line in out.splitlines() if line.startswith("| ")}
-    assert set(memory_configs()) <= set(rows)
-    assert "| FP32 |" in rows["FP32"] + "|" and " 1.0x " in rows["FP32"]
+    cells = {
+        line.split(" | ")[0].lstrip("| "): line.strip("| ").split(" | ")
+        for line in out.splitlines()
+        if line.startswith("| ") and "MiB" in line
+    }
+    assert list(cells) == list(memory_configs())
+    fp32 = float(cells["FP32"][1].removesuffix(" MiB"))
+    for name, row in cells.items():
+        total, ratio = float(row[1].removesuffix(" MiB")), float(row[2].removesuffix("x"))
+        assert ratio == pytest.approx(fp32 / total, rel=0.01), name
+        assert name == "FP32" or ratio > 5
+    assert "Per layer, default config:" in out
 
 
-@pytest.mark.parametrize(
-    "argv", [["bench", "codec", "--rows", "0"], ["bench", "codec", "--width", "-3"], ["bench"], ["presets"]]
-)
-def test_bad_arguments_exit_with_usage(argv, capsys):
+@pytest.mark.parametrize("argv", [["bench", "codec", "--rows", "0"], ["bench", "codec", "--width", "-3"]])
+def test_a_size_below_one_is_refused_by_name(argv, capsys):
     with pytest.raises(SystemExit) as info:
         main(argv)
     assert info.value.code == 2
-    assert "usage: iexact" in capsys.readouterr().err
+    assert f"{argv[2]}: must be a positive integer" in capsys.readouterr().err
 
 
 def test_gradient_table_lists_every_idea(capsys):
@@ -98,3 +111,31 @@ def test_the_gpu_benchmark_script_runs(tmp_path):
     if not torch.cuda.is_available():
         refused = subprocess.run([sys.executable, str(script)], capture_output=True, text=True, timeout=300)
         assert refused.returncode == 2 and "no CUDA device here" in refused.stderr
+
+
+TINY = ["--dataset", "synthetic:300,1200,16,4", "--epochs", "3", "--quiet", "--hidden", "16"]
+
+
+def test_bench_keeps_every_finished_configuration_when_one_is_killed(tmp_path, capsys, monkeypatch):
+    """The second child is killed (SIGKILL): the first and third are in the table,
+    in bench.json and in runs/, the killed one is named, and the exit status is 1."""
+    real_run = subprocess.run
+
+    def run(command, **kwargs):
+        job = json.loads(open(command[-2]).read())
+        if job["settings"]["label"] == "exact()":
+            command = [sys.executable, "-c", "import os, signal; os.kill(os.getpid(), signal.SIGKILL)"]
+        return real_run(command, **kwargs)
+
+    monkeypatch.setattr(bench.subprocess, "run", run)
+    out = tmp_path / "bench"
+    assert main(["bench", "train"] + TINY + ["--configs", "fp32,exact,default", "--out", str(out)]) == 1
+    captured = capsys.readouterr()
+    assert "exact(): failed, killed by signal 9" in captured.out
+    assert "exact() failed (see the table; the others are complete)" in captured.err
+    records = json.loads((out / "bench.json").read_text())
+    assert [r["label"] for r in records] == ["FP32", "exact()", "default"]
+    assert "failed" in records[1] and "test_accuracy" in records[0] and "test_accuracy" in records[2]
+    table = (out / "bench.md").read_text()
+    assert "| exact() | failed: killed by signal 9" in table and "| default | " in table
+    assert json.loads((out / "runs" / "01.json").read_text())["failed"].startswith("killed by signal 9")

@@ -2,7 +2,10 @@
 
 import json
 import shutil
+import signal
+import subprocess
 import sys
+import time
 
 import pytest
 import torch
@@ -87,7 +90,7 @@ def test_fp32_and_explicit_flags(tmp_path):
 
 
 def test_train_on_cora_offline(tmp_path, capsys):
-    from tests.accuracy.test_cora import SHARED_DATA
+    from tests.integration.test_cora import SHARED_DATA
 
     raw = SHARED_DATA / "Cora" / "raw"
     if not raw.is_dir():
@@ -278,3 +281,50 @@ def test_a_format_4_checkpoint_is_upgraded_and_resumes_as_it_would_have(tmp_path
     torch.save(record, old)
     with pytest.raises(CheckpointError, match="label: checkpoint 'exact', now 'default'"):
         load_checkpoint(old, Settings.from_dict(current["settings"]))
+
+
+TINY = ["--dataset", "synthetic:300,1200,16,4", "--epochs", "3", "--quiet", "--hidden", "16"]
+
+
+def test_ctrl_c_says_how_to_resume_and_the_resume_works(tmp_path):
+    checkpoint = tmp_path / "c.pt"
+    argv = (
+        ["train"]
+        + TINY[:2]
+        + [
+            "--quiet",
+            "--hidden",
+            "16",
+            "--epochs",
+            "100000",
+            "--checkpoint",
+            str(checkpoint),
+            "--save-every",
+            "1",
+            "--threads",
+            "1",
+        ]
+    )
+    # SIGINT as a terminal delivers it, even where this run's shell started it in the background
+    # (which ignores SIGINT, and the ignoring is inherited)
+    child = subprocess.Popen(
+        [sys.executable, "-m", "iexact"] + argv,
+        stderr=subprocess.PIPE,
+        text=True,
+        stdout=subprocess.DEVNULL,
+        preexec_fn=lambda: signal.signal(signal.SIGINT, signal.SIG_DFL),
+    )
+    deadline = time.monotonic() + 120
+    while not checkpoint.exists() and time.monotonic() < deadline and child.poll() is None:
+        time.sleep(0.2)
+    child.send_signal(signal.SIGINT)
+    _, error = child.communicate(timeout=60)
+    assert child.returncode == 130
+    lines = error.strip().splitlines()
+    assert lines[-1].startswith("iexact train: interrupted; resume with: iexact train ") and "Traceback" not in error
+    assert lines[-1].endswith("--resume")
+    saved = torch.load(checkpoint, weights_only=True)
+    assert saved["state"]["epoch"] >= 1
+    resumed = lines[-1].split("resume with: iexact ", 1)[1].split()
+    resumed[resumed.index("--epochs") + 1] = str(saved["state"]["epoch"] + 1)
+    assert main(resumed) == 0

@@ -124,7 +124,8 @@ def analyze_activations(
 
     Args:
         model (torch.nn.Module): a model converted by :func:`iexact.compress_`.
-        *inputs, **kwargs: what to call it with.
+        *inputs: the positional arguments to call it with.
+        **kwargs: the keyword arguments to call it with.
         sample_size (int, optional): normalized values kept per tensor. (default: :obj:`20000`)
     """
     names = {module: name for name, module in model.named_modules()}

@@ -57,6 +57,22 @@ def _gradients(model: torch.nn.Module, inputs, kwargs, loss_fn, seed: int) -> di
     return {name: p.grad.detach().double().flatten() for name, p in model.named_parameters() if p.grad is not None}
 
 
+def _check_arguments(model, loss_fn, config, draws) -> None:
+    if not isinstance(model, torch.nn.Module):
+        raise TypeError(f"model must be a torch.nn.Module, got {type(model).__name__}")
+    if not callable(loss_fn):
+        raise TypeError(f"loss_fn must be callable as loss_fn(output), got {type(loss_fn).__name__}")
+    if config is not None and not isinstance(config, CompressionConfig):
+        raise TypeError(f"config must be an iexact.CompressionConfig or None, got {type(config).__name__}")
+    if isinstance(draws, bool) or not isinstance(draws, int) or draws < 1:
+        raise ValueError(f"draws={draws!r} is invalid: draws must be an integer >= 1")
+    if config is None and not any(is_compressed(module) for module in model.modules()):
+        raise ValueError(
+            "gradient_error(config=None) measures the model as compressed, but no module of it "
+            "is: pass the config to measure"
+        )
+
+
 def gradient_error(
     model: torch.nn.Module,
     *inputs,
@@ -77,7 +93,8 @@ def gradient_error(
 
     Args:
         model (torch.nn.Module): the model (compressed or not).
-        *inputs, **kwargs: what to call it with.
+        *inputs: the positional arguments to call it with.
+        **kwargs: the keyword arguments to call it with.
         loss_fn (callable): output -> scalar loss.
         config (CompressionConfig, optional): the compression to measure;
             ``None`` measures ``model`` as it is compressed (each module with
@@ -90,13 +107,7 @@ def gradient_error(
     Returns:
         :class:`GradientError`.
     """
-    if draws < 1:
-        raise ValueError(f"draws={draws!r} is invalid: draws must be >= 1")
-    if config is None and not any(is_compressed(module) for module in model.modules()):
-        raise ValueError(
-            "gradient_error(config=None) measures the model as compressed, but no module of it "
-            "is: pass the config to measure"
-        )
+    _check_arguments(model, loss_fn, config, draws)
     reference = restore_(copy.deepcopy(model)).train()
     compressed = copy.deepcopy(model).train() if config is None else compress_(copy.deepcopy(reference), config)
     devices = cuda_devices(inputs, kwargs)
@@ -104,6 +115,11 @@ def gradient_error(
         exact = _gradients(reference, inputs, kwargs, loss_fn, seed)
         samples = [_gradients(compressed, inputs, kwargs, loss_fn, seed) for _ in range(draws)]
     names = [name for name, grad in exact.items() if grad.norm() > 0]
+    if not names:
+        raise ValueError(
+            "gradient_error: the FP32 loss has no nonzero gradient to compare with (is the loss NaN, or "
+            "independent of the parameters?)"
+        )
     whole_exact = torch.cat([exact[name] for name in names])
 
     def relative(estimate: torch.Tensor, truth: torch.Tensor) -> float:

@@ -36,9 +36,9 @@ class RowChunkedSAGEFunction(SavingFunction):
     Eager only (each slice reads its edge range from the host): callers use
     :class:`~iexact.autograd.AggregateFunction` under ``torch.compile``.
 
-    Args:
-        root: :math:`X_t`, or ``None`` for :math:`X_s` itself (stored once).
-        weight_r: :math:`W_r`, or ``None`` for no root term.
+    Forward arguments beside the tensors of the formulas:
+        ``root`` is :math:`X_t`, or ``None`` for :math:`X_s` itself (stored
+        once); ``weight_r`` is :math:`W_r`, or ``None`` for no root term.
 
     Stores: :math:`X_s` compressed (and :math:`X_t` when it is another
     tensor), references to the weights and to ``adj_t`` (the caller's).

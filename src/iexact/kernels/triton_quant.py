@@ -35,6 +35,16 @@ _MODE_UNIFORM, _MODE_HINGE, _MODE_SEARCH = 0, 1, 2
 
 
 @triton.jit
+def _byte_slots(BITS: tl.constexpr, BYTES: tl.constexpr):
+    """This program's ``BYTES`` bytes of packed codes, each code's slot in its
+    byte, and the code's element index: ``(byte, slot, index)``."""
+    PER_BYTE: tl.constexpr = 8 // BITS
+    byte = tl.program_id(0) * BYTES + tl.arange(0, BYTES)
+    slot = tl.arange(0, PER_BYTE)
+    return byte, slot, byte[:, None] * PER_BYTE + slot[None, :]
+
+
+@triton.jit
 def _quantize_pack_kernel(
     z_ptr,
     gain_ptr,
@@ -56,11 +66,8 @@ def _quantize_pack_kernel(
     HAS_NOISE: tl.constexpr,
     BYTES: tl.constexpr,
 ):
-    PER_BYTE: tl.constexpr = 8 // BITS
     TOP: tl.constexpr = (1 << BITS) - 1
-    byte = tl.program_id(0) * BYTES + tl.arange(0, BYTES)
-    slot = tl.arange(0, PER_BYTE)
-    index = byte[:, None] * PER_BYTE + slot[None, :]
+    byte, slot, index = _byte_slots(BITS, BYTES)
     valid = index < numel
     z = tl.load(z_ptr + index, mask=valid, other=0.0)
     block = index // block_size
@@ -85,7 +92,7 @@ def _quantize_pack_kernel(
     code = tl.minimum(v.to(tl.int32), TOP)  # v >= 0: truncation is floor
     code = tl.where(valid, code, 0)
     packed = tl.sum(code << (slot[None, :] * BITS), axis=1)
-    tl.store(out_ptr + byte, packed.to(tl.uint8), mask=byte * PER_BYTE < numel)
+    tl.store(out_ptr + byte, packed.to(tl.uint8), mask=byte * (8 // BITS) < numel)
 
 
 @triton.jit
@@ -100,13 +107,10 @@ def _unpack_dequantize_kernel(
     BITS: tl.constexpr,
     BYTES: tl.constexpr,
 ):
-    PER_BYTE: tl.constexpr = 8 // BITS
     TOP: tl.constexpr = (1 << BITS) - 1
-    byte = tl.program_id(0) * BYTES + tl.arange(0, BYTES)
-    slot = tl.arange(0, PER_BYTE)
-    index = byte[:, None] * PER_BYTE + slot[None, :]
+    byte, slot, index = _byte_slots(BITS, BYTES)
     valid = index < numel
-    packed = tl.load(codes_ptr + byte, mask=byte * PER_BYTE < numel, other=0).to(tl.int32)
+    packed = tl.load(codes_ptr + byte, mask=byte * (8 // BITS) < numel, other=0).to(tl.int32)
     code = (packed[:, None] >> (slot[None, :] * BITS)) & TOP
     level = tl.load(levels_ptr + code, mask=valid, other=0.0)
     block = index // block_size

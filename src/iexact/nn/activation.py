@@ -8,31 +8,37 @@ from ..autograd import CompressedELUFunction, CompressedLeakyReLUFunction, Compr
 from .handler import CompressedModule, register_handler
 
 
-@register_handler(torch.nn.ReLU)
-class ReLUHandler(CompressedModule):
-    r""":math:`\max(x, 0)`. Stores: :math:`\lceil n / 8 \rceil` bytes of signs."""
+class ElementwiseHandler(CompressedModule):
+    """An element-wise activation: the module's own forward, but for
+    :meth:`compressed` in compressed training."""
 
     def forward(self, input):
-        if not self._compressing():
-            return super().forward(input)
+        return self.compressed(input) if self._compressing() else super().forward(input)
+
+    def compressed(self, input: torch.Tensor) -> torch.Tensor:
+        """The activation of ``input`` through its compressed autograd Function."""
+        raise NotImplementedError(f"{type(self).__name__} defines no compressed forward")
+
+
+@register_handler(torch.nn.ReLU)
+class ReLUHandler(ElementwiseHandler):
+    r""":math:`\max(x, 0)`. Stores: :math:`\lceil n / 8 \rceil` bytes of signs."""
+
+    def compressed(self, input):
         return CompressedReLUFunction.apply(input)
 
 
 @register_handler(torch.nn.LeakyReLU)
-class LeakyReLUHandler(CompressedModule):
+class LeakyReLUHandler(ElementwiseHandler):
     r"""LeakyReLU. Stores: :math:`\lceil n / 8 \rceil` bytes of signs."""
 
-    def forward(self, input):
-        if not self._compressing():
-            return super().forward(input)
+    def compressed(self, input):
         return CompressedLeakyReLUFunction.apply(input, self.negative_slope)
 
 
 @register_handler(torch.nn.ELU)
-class ELUHandler(CompressedModule):
+class ELUHandler(ElementwiseHandler):
     r"""ELU. Stores: :math:`\lceil n / 8 \rceil` bytes of signs and :math:`\min(y, 0)` compressed."""
 
-    def forward(self, input):
-        if not self._compressing():
-            return super().forward(input)
+    def compressed(self, input):
         return CompressedELUFunction.apply(input, self.alpha, self.iexact_config, self.iexact_seeds)

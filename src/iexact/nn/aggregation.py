@@ -4,10 +4,8 @@ from __future__ import annotations
 
 import torch
 
-from ..autograd import AggregateFunction
-from ..config import CompressionConfig
+from ..autograd import AggregateFunction, CompressedLinearFunction, SharedInputLinearFunction
 from ..graph import GraphSpec, is_sparse
-from ..seeds import SeedStream
 from .message_inputs import MessageInputs
 
 _REDUCE = {"add": "sum", "sum": "sum", "mean": "mean"}
@@ -19,26 +17,28 @@ def linear_aggregation(conv) -> str | None:
 
 
 def aggregate(
-    x,
+    conv,
+    x: torch.Tensor,
     structure,
-    edge_weight,
-    reduce: str,
-    flow: str,
+    edge_weight: torch.Tensor | None,
     inputs: MessageInputs,
     *,
-    config: CompressionConfig,
-    seeds: SeedStream,
     gcn: tuple[bool, bool] | None = None,
     scale: float = 1.0,
     root: torch.Tensor | None = None,
 ) -> torch.Tensor:
-    r""":math:`A X` (plus ``root``) along ``inputs.node_dim`` (a static-graph
-    batch :math:`(B, N, F)` aggregates along :math:`N`) through
-    :class:`~iexact.autograd.AggregateFunction`, which keeps nothing unless
-    ``edge_weight`` needs a gradient. A ``root`` the conv made itself (and
-    nothing else holds) is summed into in place: :math:`A X + R` then costs
-    no buffer beyond :math:`R`."""
-    spec = GraphSpec(inputs.num_src, inputs.num_dst, reduce, flow, gcn, scale, is_sparse(structure))
+    r""":math:`A X` (plus ``root``) as ``conv`` aggregates (its sum or mean and
+    its ``flow``), along ``inputs.node_dim`` (a static-graph batch
+    :math:`(B, N, F)` aggregates along :math:`N`), through
+    :class:`~iexact.autograd.AggregateFunction` with the conv's config and
+    seed stream: it keeps nothing unless ``edge_weight`` needs a gradient.
+    ``gcn`` normalizes on the fly, ``scale`` multiplies (GCNII's
+    :math:`1 - \alpha`). A ``root`` the conv made itself (and nothing else
+    holds) is summed into in place: :math:`A X + R` then costs no buffer
+    beyond :math:`R`."""
+    reduce = linear_aggregation(conv)
+    assert reduce is not None  # the handlers refuse other aggregations (unsupported)
+    spec = GraphSpec(inputs.num_src, inputs.num_dst, reduce, conv.flow, gcn, scale, is_sparse(structure))
     node_dim = inputs.node_dim
     # (a compiled graph plans its own buffers, and Dynamo traces no mark_dirty in a Function's forward)
     fold = (
@@ -49,9 +49,39 @@ def aggregate(
         and not torch.compiler.is_compiling()
     )
     rows = x.movedim(node_dim, 0) if node_dim else x
+    config, seeds = conv.iexact_config, conv.iexact_seeds
     out = AggregateFunction.apply(rows, edge_weight, structure, spec, config, seeds, root if fold else None)
     out = out.movedim(0, node_dim) if node_dim else out
     return out if root is None or fold else out + root
+
+
+def aggregated_linear(
+    conv,
+    source: torch.Tensor,
+    root: torch.Tensor | None,
+    weights: tuple[torch.Tensor, torch.Tensor],
+    structure,
+    edge_weight: torch.Tensor | None,
+    inputs: MessageInputs,
+) -> torch.Tensor:
+    r""":math:`A (X_s W_n^\top) + X_t W_r^\top` for ``weights`` :math:`(W_n,
+    W_r)`, without biases: a linear map before the aggregation and one on the
+    root, as SAGE and GraphConv compute :math:`W_n (A X_s) + W_r X_t`
+    (aggregation is linear, so :math:`W_n` moves inside it). When the root is
+    the source itself (``root is source``) it is compressed once for both maps
+    (:class:`~iexact.autograd.SharedInputLinearFunction`); ``root`` ``None``
+    drops the root term.
+
+    Stores: :math:`X_s` compressed, and :math:`X_t` when it is another tensor.
+    """
+    config, seeds = conv.iexact_config, conv.iexact_seeds
+    neighbour_weight, root_weight = weights
+    if root is source:
+        neighbour, out_root = SharedInputLinearFunction.apply(source, config, seeds, neighbour_weight, root_weight)
+    else:
+        neighbour = CompressedLinearFunction.apply(source, neighbour_weight, None, config, seeds)
+        out_root = None if root is None else CompressedLinearFunction.apply(root, root_weight, None, config, seeds)
+    return aggregate(conv, neighbour, structure, edge_weight, inputs, root=out_root)
 
 
 def sparse_value_reason(structure, edge_weight) -> str | None:

@@ -40,9 +40,7 @@ class GCN2ConvHandler(CompressedModule):
         inputs = message_inputs(self, x, edge_index)
         structure, weight, gcn = gcn_graph(self, x, edge_index, edge_weight, improved=False)
         # constant factors go through aggregation, add(alpha=) and lerp, which keep no scalar tensors
-        smoothed = aggregate(
-            x, structure, weight, "sum", self.flow, inputs, config=config, seeds=seeds, gcn=gcn, scale=1 - alpha
-        )
+        smoothed = aggregate(self, x, structure, weight, inputs, gcn=gcn, scale=1 - alpha)
         initial = x_0[: smoothed.size(0)]
         if self.weight2 is None:
             mixed = torch.add(smoothed, initial, alpha=alpha)

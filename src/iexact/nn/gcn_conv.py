@@ -65,5 +65,5 @@ class GCNConvHandler(CompressedModule):
         inputs = message_inputs(self, x, edge_index)
         structure, weight, gcn = gcn_graph(self, x, edge_index, edge_weight, self.improved)
         projected = CompressedLinearFunction.apply(x, self.lin.weight, self.lin.bias, config, seeds)
-        out = aggregate(projected, structure, weight, "sum", self.flow, inputs, gcn=gcn, config=config, seeds=seeds)
+        out = aggregate(self, projected, structure, weight, inputs, gcn=gcn)
         return out if self.bias is None else out.add_(self.bias)  # in place: out is this conv's own buffer

@@ -33,15 +33,5 @@ class GINConvHandler(CompressedModule):
         config, seeds = self.iexact_config, self.iexact_seeds
         inputs = message_inputs(self, (x, x) if isinstance(x, torch.Tensor) else x, edge_index, size)
         root = None if inputs.root is None else EpsScaleFunction.apply(inputs.root, self.eps, config, seeds)
-        out = aggregate(
-            inputs.source,
-            edge_index,
-            None,
-            linear_aggregation(self),
-            self.flow,
-            inputs,
-            config=config,
-            seeds=seeds,
-            root=root,
-        )
+        out = aggregate(self, inputs.source, edge_index, None, inputs, root=root)
         return self.nn(out)

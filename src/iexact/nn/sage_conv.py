@@ -5,14 +5,9 @@ from __future__ import annotations
 import torch
 from torch_geometric.nn import SAGEConv
 
-from ..autograd import (
-    CompressedLinearFunction,
-    CompressedReLUFunction,
-    RowChunkedSAGEFunction,
-    SharedInputLinearFunction,
-)
+from ..autograd import CompressedLinearFunction, CompressedReLUFunction, RowChunkedSAGEFunction
 from ..graph import GraphSpec, is_sparse, plain
-from .aggregation import aggregate, linear_aggregation, sparse_value_reason
+from .aggregation import aggregated_linear, linear_aggregation, sparse_value_reason
 from .handler import CompressedModule, has_forward_hooks, register_handler
 from .message_inputs import message_inputs, runs_stock
 
@@ -76,27 +71,8 @@ class SAGEConvHandler(CompressedModule):
                 seeds,
             )
         else:
-            if root is source:
-                neighbour, out_root = SharedInputLinearFunction.apply(
-                    source, config, seeds, self.lin_l.weight, self.lin_r.weight
-                )
-            else:
-                neighbour = CompressedLinearFunction.apply(source, self.lin_l.weight, None, config, seeds)
-                out_root = (
-                    None
-                    if root is None
-                    else CompressedLinearFunction.apply(root, self.lin_r.weight, None, config, seeds)
-                )
-            out = aggregate(
-                neighbour,
-                edge_index,
-                None,
-                linear_aggregation(self),
-                self.flow,
-                inputs,
-                config=config,
-                seeds=seeds,
-                root=out_root,
+            out = aggregated_linear(
+                self, source, root, (self.lin_l.weight, self.lin_r.weight), edge_index, None, inputs
             )
         for bias in (self.lin_r.bias if root is not None else None, self.lin_l.bias):
             if bias is not None:

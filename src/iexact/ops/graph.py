@@ -44,7 +44,7 @@ def _padded_self_loops(
 
 
 @torch.library.custom_op("iexact::gcn_norm", mutates_args=())
-def _gcn_norm(
+def gcn_norm(
     edge_index: Tensor,
     edge_weight: Tensor | None,
     num_nodes: int,
@@ -53,6 +53,9 @@ def _gcn_norm(
     flow: str,
     dtype: torch.dtype,
 ) -> list[Tensor]:
+    r"""PyG's ``gcn_norm`` of a plain ``(2, E)`` ``edge_index`` (not differentiable):
+    ``[edge_index, weight]`` of :math:`\hat D^{-1/2} \hat A \hat D^{-1/2}`; with
+    self-loops, :math:`E + N` edges (the graph's own loops kept with weight 0)."""
     if not self_loops:
         index, weight = pyg_gcn_norm(edge_index, edge_weight, num_nodes, improved, self_loops, flow, dtype)
         return [_fresh(index, edge_index), weight if edge_weight is None else _fresh(weight, edge_weight)]
@@ -62,23 +65,7 @@ def _gcn_norm(
     return list(pyg_gcn_norm(index, weight, num_nodes, improved, False, flow, dtype))
 
 
-@_gcn_norm.register_fake
+@gcn_norm.register_fake
 def _(edge_index, edge_weight, num_nodes, improved, self_loops, flow, dtype):
     count = edge_index.shape[1] + (num_nodes if self_loops else 0)
     return [edge_index.new_empty(2, count), edge_index.new_empty(count, dtype=dtype)]
-
-
-def gcn_norm(
-    edge_index: Tensor,
-    edge_weight: Tensor | None,
-    num_nodes: int,
-    improved: bool,
-    self_loops: bool,
-    flow: str,
-    dtype: torch.dtype,
-) -> tuple[Tensor, Tensor]:
-    r"""PyG's ``gcn_norm`` of a plain ``(2, E)`` ``edge_index`` (not differentiable):
-    ``(edge_index, weight)`` of :math:`\hat D^{-1/2} \hat A \hat D^{-1/2}`; with
-    self-loops, :math:`E + N` edges (the graph's own loops kept with weight 0)."""
-    index, weight = _gcn_norm(edge_index, edge_weight, num_nodes, improved, self_loops, flow, dtype)
-    return index, weight

@@ -30,9 +30,8 @@ import math
 
 import torch
 
+from ..config import ALLOWED_PROJECTIONS
 from ..seeds import row_signs
-
-PROJECTIONS = ("shared", "per_row", "sketch")
 
 
 def projected_width(width: int, rp_ratio: float) -> int | None:
@@ -81,8 +80,8 @@ class Projection:
     """
 
     def __init__(self, kind: str, width: int, k: int, seed: int, device: torch.device):
-        if kind not in PROJECTIONS:
-            raise ValueError(f"projection={kind!r} is invalid: expected one of {', '.join(PROJECTIONS)}")
+        if kind not in ALLOWED_PROJECTIONS:
+            raise ValueError(f"projection={kind!r} is invalid: expected one of {', '.join(ALLOWED_PROJECTIONS)}")
         self.kind, self.width, self.k, self.seed, self.device = kind, width, k, seed, device
         if kind == "sketch":
             self.grid, self.bucket = sketch_buckets(width, k, seed, device)

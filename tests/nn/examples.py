@@ -1,0 +1,67 @@
+"""The modules every handler is checked on, gathered from the handlers' own test files.
+
+Each module ``iexact.nn.<name>`` that registers a handler has its test file
+``tests/nn/test_<name>.py``, whose ``EXAMPLES`` list the instances the
+shared checks run (``tests/nn/test_handler.py``: gradients against the
+uncompressed twin for every graph form, unbiasedness at INT2;
+``tests/nn/test_message_inputs.py``: every PyG input form of a conv). A
+handler is added with its file and its test file; nothing here names it.
+"""
+
+from __future__ import annotations
+
+import dataclasses
+import importlib
+from collections.abc import Callable
+
+import torch
+from torch_geometric.nn import MessagePassing
+
+from iexact.nn import HANDLERS
+
+
+@dataclasses.dataclass(frozen=True)
+class Example:
+    """A module to check: ``build(features)`` makes it for ``features`` input
+    channels; ``inputs`` says how it is called: ``"x"`` (features only),
+    ``"graph"`` (``x, graph``) or ``"graph2"`` (``x, x_0, graph``, as
+    GCN2Conv); ``unbiased`` is ``False`` for one whose gradient is exact (the
+    check of unbiasedness then has nothing to measure)."""
+
+    name: str
+    build: Callable[[int], torch.nn.Module]
+    inputs: str = "graph"
+    unbiased: bool = True
+
+    def __str__(self) -> str:
+        return self.name
+
+    def call(self, module: torch.nn.Module, x: torch.Tensor, graph=None, **kwargs):
+        """``module`` called as this example says, ``x_0`` (``graph2``) made from ``x``."""
+        if self.inputs == "x":
+            return module(x)
+        if self.inputs == "graph2":
+            return module(x, x.detach() * 0.5, graph, **kwargs)
+        return module(x, graph, **kwargs)
+
+
+def handler_modules() -> list[str]:
+    """The modules of ``iexact.nn`` that register a handler (users' own handlers aside)."""
+    return sorted({handler.__module__ for handler in HANDLERS.values() if handler.__module__.startswith("iexact.nn.")})
+
+
+def examples() -> list[Example]:
+    """Every handler test file's ``EXAMPLES``, in module order.
+
+    Raises:
+        AttributeError: a handler's test file without ``EXAMPLES``.
+    """
+    found = []
+    for module in handler_modules():
+        found += importlib.import_module(f"tests.nn.test_{module.rsplit('.', 1)[1]}").EXAMPLES
+    return found
+
+
+def conv_examples() -> list[Example]:
+    """The examples that are message-passing layers."""
+    return [example for example in examples() if isinstance(example.build(6), MessagePassing)]

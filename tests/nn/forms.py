@@ -1,0 +1,67 @@
+"""Helpers of the input-form checks: a converted module run against its stock twin on the same inputs.
+
+:func:`compare` runs the converted module (8 bits, so gradients are near
+exact) and an unconverted copy in training mode: outputs must be equal and
+gradients aligned, and the module must either compress silently or run PyG's
+own forward with one warning naming why.
+"""
+
+import copy
+import warnings
+
+import torch
+import torch.nn.functional as F
+
+import iexact
+from iexact import CompressionConfig
+
+EIGHT_BITS = CompressionConfig(bits=8, block_size=64, rp_ratio=1)
+N, F_IN, F_OUT = 20, 6, 5
+
+
+def edges(num_src=N, num_dst=N, count=60, seed=0):
+    generator = torch.Generator().manual_seed(seed)
+    return torch.stack(
+        [
+            torch.randint(0, num_src, (count,), generator=generator),
+            torch.randint(0, num_dst, (count,), generator=generator),
+        ]
+    )
+
+
+def features(*shape, seed=1):
+    return torch.randn(*shape, generator=torch.Generator().manual_seed(seed)).requires_grad_()
+
+
+def compare(factory, run, inputs, warns: str | None = None):
+    """Run ``run(module, *inputs)`` on the converted module and on its twin and compare."""
+    torch.manual_seed(0)
+    module = factory()
+    twin = copy.deepcopy(module)
+    iexact.compress_(module, EIGHT_BITS)
+    results = []
+    for layer in (module, twin):
+        leaves = [
+            t.detach().clone().requires_grad_() if isinstance(t, torch.Tensor) and t.requires_grad else t
+            for t in inputs
+        ]
+        with warnings.catch_warnings(record=True) as caught:
+            warnings.simplefilter("always")
+            torch.manual_seed(1)
+            out = run(layer, *leaves)
+        grad = torch.randn(out.shape, generator=torch.Generator().manual_seed(2))
+        out.backward(grad)
+        ours = [str(w.message) for w in caught if "iexact" in str(w.message)]
+        grads = [t.grad for t in leaves if isinstance(t, torch.Tensor) and t.requires_grad]
+        results.append((out.detach(), grads + [p.grad for p in layer.parameters()], ours))
+    (out, grads, ours), (expected, expected_grads, _) = results
+    torch.testing.assert_close(out, expected, rtol=1e-4, atol=1e-5)
+    for a, b in zip(grads, expected_grads, strict=True):
+        assert (a is None) == (b is None)
+        if b is not None and b.norm() > 1e-5:
+            assert F.cosine_similarity(a.flatten().double(), b.flatten().double(), dim=0) > 0.999
+    if warns is None:
+        assert ours == []
+    else:
+        assert len(ours) == 1 and warns in ours[0], ours
+    return out

@@ -1,0 +1,23 @@
+"""``Dropout``: a snapshot of torch's generator, the mask redrawn in backward."""
+
+import torch
+
+import iexact
+
+from .examples import Example
+
+EXAMPLES = [Example("Dropout", lambda channels: torch.nn.Dropout(0.3), "x", unbiased=False)]  # the mask is exact
+
+
+def test_dropout_keeps_a_generator_snapshot_and_backward_reuses_its_mask(device):
+    dropout = iexact.compress_(torch.nn.Dropout(0.3), iexact.CompressionConfig())
+    x = torch.rand(400, 30, device=device).add_(0.5).requires_grad_()
+    out = dropout(x)
+    kept = out != 0
+    assert 0.6 < kept.float().mean().item() < 0.8
+    torch.testing.assert_close(out[kept], x[kept] / 0.7)
+    out.backward(torch.ones_like(out))
+    torch.testing.assert_close(x.grad, kept.float() / 0.7)
+    report = iexact.activation_memory(dropout, x)
+    snapshot = torch.get_rng_state() if device.type == "cpu" else torch.cuda.get_rng_state(device)
+    assert report.total == snapshot.nbytes and report.uncompressed == 0

@@ -1,0 +1,35 @@
+"""``GINConv``: nothing of its own but with ``train_eps``; its network converted module by module."""
+
+import pytest
+import torch
+from torch_geometric import EdgeIndex
+from torch_geometric.nn import MLP, GINConv
+
+from .examples import Example
+from .forms import F_IN, F_OUT, N, compare, edges, features
+
+EXAMPLES = [
+    Example("GINConv train_eps", lambda channels: GINConv(MLP([channels, 16, 7], norm="batch_norm"), train_eps=True)),
+    Example("GINConv linear", lambda channels: GINConv(torch.nn.Linear(channels, 5), train_eps=True)),
+]
+
+
+def test_static_graphs():
+    """x of shape (B, N, F) with node_dim=-2 aggregates along N."""
+    build = lambda: GINConv(torch.nn.Linear(F_IN, F_OUT), train_eps=True)  # noqa: E731
+    out = compare(build, lambda conv, x: conv(x, edges()), [features(3, N, F_IN)])
+    assert out.shape == (3, N, F_OUT)
+
+
+@pytest.mark.parametrize("graph_form", ["tensor", "EdgeIndex", "size"])
+def test_bipartite_inputs(graph_form):
+    edge_index = edges(12, 5)
+    graph = EdgeIndex(edge_index, sparse_size=(12, 5)) if graph_form == "EdgeIndex" else edge_index
+    kwargs = {"size": (12, 5)} if graph_form == "size" else {}
+    x_dst = None if graph_form != "tensor" else features(5, F_IN, seed=3)
+    out = compare(
+        lambda: GINConv(torch.nn.Linear(F_IN, F_OUT), train_eps=True),
+        lambda conv, x_src, x_dst: conv((x_src, x_dst), graph, **kwargs),
+        [features(12, F_IN), x_dst],
+    )
+    assert out.shape == (5, F_OUT)
