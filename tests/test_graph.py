@@ -40,8 +40,10 @@ def test_spmm_of_every_form_equals_the_dense_product(form, reduce):
     edges = graph.edges(structure, edge_weight, spec, torch.float32)
     x = torch.randn(NODES, 5, dtype=torch.float64)
     dense = 0.5 * _dense(edge_index, weight, NODES, reduce)
-    torch.testing.assert_close(graph.spmm(x, edges, NODES, reduce, scale=0.5), dense @ x)
-    torch.testing.assert_close(graph.spmm_adjoint(x, edges, NODES, NODES, reduce, scale=0.5), dense.T @ x)
+    torch.testing.assert_close(graph.spmm(x, edges, graph.GraphSpec(NODES, NODES, reduce, scale=0.5)), dense @ x)
+    torch.testing.assert_close(
+        graph.spmm_adjoint(x, edges, graph.GraphSpec(NODES, NODES, reduce, scale=0.5)), dense.T @ x
+    )
 
 
 @pytest.mark.parametrize("layout", ["csr", "csc"])
@@ -61,8 +63,8 @@ def test_a_compressed_index_is_expanded_one_chunk_at_a_time(layout, monkeypatch)
     assert torch.equal(torch.cat([part[1] for part in chunked]), dst)
     x = torch.randn(NODES, 3, dtype=torch.float64)
     dense = _dense(edge_index, torch.ones(200), NODES, "mean")
-    torch.testing.assert_close(graph.spmm(x, edges, NODES, "mean"), dense @ x)
-    torch.testing.assert_close(graph.spmm_adjoint(x, edges, NODES, NODES, "mean"), dense.T @ x)
+    torch.testing.assert_close(graph.spmm(x, edges, graph.GraphSpec(NODES, NODES, "mean")), dense @ x)
+    torch.testing.assert_close(graph.spmm_adjoint(x, edges, graph.GraphSpec(NODES, NODES, "mean")), dense.T @ x)
 
 
 def test_flow_target_to_source_reverses_the_edges():
@@ -79,7 +81,9 @@ def test_edge_chunks_cover_every_edge_once(monkeypatch):
     assert torch.equal(covered, torch.arange(1000)) and len(parts) == 167  # 6 edges of width 10 per chunk
     x, edge_index = torch.randn(NODES, 10, dtype=torch.float64), _edge_index()
     expected = _dense(edge_index, torch.ones(200), NODES, "sum") @ x
-    torch.testing.assert_close(graph.spmm(x, graph.Edges(edge_index[0], edge_index[1]), NODES), expected)
+    torch.testing.assert_close(
+        graph.spmm(x, graph.Edges(edge_index[0], edge_index[1]), graph.GraphSpec(NODES, NODES)), expected
+    )
 
 
 def test_attention_edges_rebuild_self_loops_as_gat_does():

@@ -229,16 +229,10 @@ def edge_chunks(num_edges: int, width: int):
     return (slice(start, start + step) for start in range(0, num_edges, step))
 
 
-def spmm(
-    x: torch.Tensor,
-    edges: Edges,
-    num_dst: int,
-    reduce: str = "sum",
-    scale: float = 1.0,
-    into: torch.Tensor | None = None,
-) -> torch.Tensor:
-    r""":math:`Y = R + s A X`: :math:`Y_t = R_t + \frac{s}{c_t} \sum_{e: s \to t} w_e X_{s(e)}`,
-    with :math:`c_t` the in-degree for ``"mean"`` and 1 for ``"sum"``,
+def spmm(x: torch.Tensor, edges: Edges, spec: GraphSpec, into: torch.Tensor | None = None) -> torch.Tensor:
+    r""":math:`Y = R + s A X`: :math:`Y_t = R_t + \frac{s}{c_t} \sum_{e: s \to t} w_e X_{s(e)}`
+    for :math:`N_t` = ``spec.num_dst`` targets, :math:`s` = ``spec.scale``,
+    with :math:`c_t` the in-degree for ``spec.reduce`` ``"mean"`` and 1 for ``"sum"``,
     :math:`w_e = 1` without weights, and :math:`R` = ``into`` (accumulated
     in place and returned, so the sum needs no second :math:`(N_t, F)`
     buffer) or 0.
@@ -247,6 +241,7 @@ def spmm(
         - **input:** :math:`X` :math:`(N_s, *)`, ``into`` :math:`(N_t, *)` contiguous
         - **output:** :math:`(N_t, *)`
     """
+    num_dst, reduce, scale = spec.num_dst, spec.reduce, spec.scale
     rows = x.reshape(x.shape[0], math.prod(x.shape[1:]))
     if into is not None:
         _accumulate_scaled(into.view(num_dst, rows.shape[1]), rows, edges, False, num_dst, reduce, scale)
@@ -260,15 +255,7 @@ def spmm(
     return out
 
 
-def spmm_adjoint(
-    grad: torch.Tensor,
-    edges: Edges,
-    num_src: int,
-    num_dst: int,
-    reduce: str = "sum",
-    scale: float = 1.0,
-    into: torch.Tensor | None = None,
-) -> torch.Tensor:
+def spmm_adjoint(grad: torch.Tensor, edges: Edges, spec: GraphSpec, into: torch.Tensor | None = None) -> torch.Tensor:
     r""":math:`R + (s A)^\top G` for the :math:`s A` of :func:`spmm`:
     :math:`Z_v = R_v + s \sum_{e: v \to t} \frac{w_e}{c_t} G_t`, with :math:`R`
     = ``into`` (accumulated in place and returned) or 0. The factor
@@ -280,8 +267,8 @@ def spmm_adjoint(
         - **output:** :math:`(N_s, *)`
     """
     rows = grad.reshape(grad.shape[0], math.prod(grad.shape[1:]))
-    out = grad.new_zeros(num_src, *grad.shape[1:]) if into is None else into
-    _accumulate_scaled(out.view(num_src, rows.shape[1]), rows, edges, True, num_dst, reduce, scale)
+    out = grad.new_zeros(spec.num_src, *grad.shape[1:]) if into is None else into
+    _accumulate_scaled(out.view(spec.num_src, rows.shape[1]), rows, edges, True, spec.num_dst, spec.reduce, spec.scale)
     return out
 
 

@@ -57,7 +57,7 @@ class AggregateFunction(SavingFunction):
         save(ctx, structure, edge_weight, packed)
         if into is not None:
             ctx.mark_dirty(into)
-        return spmm(x, graph, spec.num_dst, spec.reduce, spec.scale, into)
+        return spmm(x, graph, spec, into)
 
     @staticmethod
     def backward(ctx, grad_out):
@@ -66,7 +66,7 @@ class AggregateFunction(SavingFunction):
         graph = edges(structure, edge_weight, spec, ctx.x_dtype)
         grad_x = grad_weight = None
         if ctx.needs_input_grad[0]:
-            grad_x = spmm_adjoint(grad_out, graph, spec.num_src, spec.num_dst, spec.reduce, spec.scale)
+            grad_x = spmm_adjoint(grad_out, graph, spec)
         if packed is not None and ctx.needs_input_grad[1]:
             grad_y = grad_out.flatten(1) * spec.scale
             if spec.reduce == "mean":

@@ -2,6 +2,8 @@ r"""GraphSAGE's two linear maps and its aggregation over a CSR adjacency, target
 
 from __future__ import annotations
 
+import dataclasses
+
 import torch
 
 from ..config import CompressionConfig
@@ -97,15 +99,8 @@ class RowChunkedSAGEFunction(SavingFunction):
             else:
                 grad_source = grad_out @ weight_r.to(grad_out.dtype)
             for rows, edges in csr_row_chunks(adj_t, max(weight_l.shape)):
-                spmm_adjoint(
-                    grad_out[rows] @ weight_l.to(grad_out.dtype),
-                    edges,
-                    spec.num_src,
-                    rows.stop - rows.start,
-                    spec.reduce,
-                    spec.scale,
-                    into=grad_source,
-                )
+                sliced = dataclasses.replace(spec, num_dst=rows.stop - rows.start)
+                spmm_adjoint(grad_out[rows] @ weight_l.to(grad_out.dtype), edges, sliced, into=grad_source)
         return grad_source, grad_root, grad_l, grad_r, None, None, None, None
 
 
@@ -113,4 +108,4 @@ def _aggregated_slices(x: torch.Tensor, adj_t: torch.Tensor, spec: GraphSpec, we
     r"""``(rows, A_c X)`` per slice of target rows, slices bounded for the
     wider of :math:`W_l`'s two sides (the buffers :math:`A_c X` and its product)."""
     for rows, edges in csr_row_chunks(adj_t, max(weight_l.shape)):
-        yield rows, spmm(x, edges, rows.stop - rows.start, spec.reduce, spec.scale)
+        yield rows, spmm(x, edges, dataclasses.replace(spec, num_dst=rows.stop - rows.start))
