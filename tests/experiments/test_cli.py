@@ -10,7 +10,7 @@ import time
 import pytest
 import torch
 
-from iexact.experiments.checkpoint import CheckpointError, load_checkpoint
+from iexact.experiments.checkpoint import CheckpointError, load_checkpoint, read_record
 from iexact.experiments.cli import main
 from iexact.experiments.data import load_dataset
 from iexact.experiments.settings import Settings
@@ -131,7 +131,7 @@ def test_resume_equals_an_uninterrupted_run(tmp_path):
     assert (
         main(common + ["--epochs", "6", "--checkpoint", str(part), "--resume", "--json", str(tmp_path / "r.json")]) == 0
     )
-    settings = Settings.from_dict(torch.load(whole, weights_only=True)["settings"])
+    settings = Settings.from_dict(read_record(whole)["settings"])
     first, second = load_checkpoint(whole, settings), load_checkpoint(part, settings)
     assert first["run"] == second["run"] == 1
     for key, value in first["model"].items():
@@ -146,7 +146,7 @@ def test_bad_checkpoints_are_refused(tmp_path, capsys):
     assert "lr: checkpoint 0.01, now 0.5" in capsys.readouterr().err
     path.write_bytes(path.read_bytes()[:100])  # truncated
     assert main(["train"] + TINY + ["--checkpoint", str(path), "--resume"]) == 1
-    assert "corrupt" in capsys.readouterr().err
+    assert "is damaged" in capsys.readouterr().err
     assert main(["train"] + TINY + ["--checkpoint", str(tmp_path / "none.pt"), "--resume"]) == 1
     assert "does not exist" in capsys.readouterr().err
 
@@ -245,14 +245,14 @@ def test_calibrated_levels_are_fitted_saved_and_resumed(tmp_path):
     common = ["train", "--dataset", "synthetic:300,1200,16,4", "--hidden", "16", "--quiet", "--levels", "calibrated"]
     whole = tmp_path / "whole.pt"
     assert main(common + ["--epochs", "7", "--checkpoint", str(whole)]) == 0
-    saved = torch.load(whole, weights_only=True)
+    saved = read_record(whole)
     assert set(saved["levels"]) == {"norms.0.module", "convs.1", "norms.1.module", "convs.2"}
     assert all(len(levels) == 4 and levels != [0.0, 1.0, 2.0, 3.0] for levels in saved["levels"].values())
     for stop in (2, 5):  # before and after the calibration
         part = tmp_path / f"part{stop}.pt"
         assert main(common + ["--epochs", str(stop), "--checkpoint", str(part)]) == 0
         assert main(common + ["--epochs", "7", "--checkpoint", str(part), "--resume"]) == 0
-        resumed = torch.load(part, weights_only=True)
+        resumed = read_record(part)
         assert resumed["levels"] == saved["levels"]
         for key, value in saved["model"].items():
             assert torch.equal(value, resumed["model"][key]), (stop, key)
@@ -264,7 +264,7 @@ def test_a_format_4_checkpoint_is_upgraded_and_resumes_as_it_would_have(tmp_path
     and ends where a run of format 5 from the same state ends."""
     old, new = tmp_path / "old.pt", tmp_path / "new.pt"
     assert main(["train"] + TINY + ["--epochs", "2", "--checkpoint", str(new)]) == 0
-    record = torch.load(new, weights_only=True)
+    record = read_record(new)
     settings = record["settings"]
     settings["config_name"] = settings.pop("label")
     del settings["kind"], settings["config"]["version"], settings["module_configs"]
@@ -273,8 +273,8 @@ def test_a_format_4_checkpoint_is_upgraded_and_resumes_as_it_would_have(tmp_path
     later = ["--epochs", "3", "--resume"]
     assert main(["train"] + TINY + later + ["--checkpoint", str(old)]) == 0
     assert main(["train"] + TINY + later + ["--checkpoint", str(new)]) == 0
-    upgraded, current = torch.load(old, weights_only=True), torch.load(new, weights_only=True)
-    assert upgraded["version"] == current["version"] == 5 and upgraded["settings"] == current["settings"]
+    upgraded, current = read_record(old), read_record(new)
+    assert upgraded["version"] == current["version"] == 6 and upgraded["settings"] == current["settings"]
     for key, value in current["model"].items():
         assert torch.equal(value, upgraded["model"][key]), key
     record["settings"]["config_name"] = "exact"  # the same checkpoint, of another preset's name
@@ -323,7 +323,7 @@ def test_ctrl_c_says_how_to_resume_and_the_resume_works(tmp_path):
     lines = error.strip().splitlines()
     assert lines[-1].startswith("iexact train: interrupted; resume with: iexact train ") and "Traceback" not in error
     assert lines[-1].endswith("--resume")
-    saved = torch.load(checkpoint, weights_only=True)
+    saved = read_record(checkpoint)
     assert saved["state"]["epoch"] >= 1
     resumed = lines[-1].split("resume with: iexact ", 1)[1].split()
     resumed[resumed.index("--epochs") + 1] = str(saved["state"]["epoch"] + 1)

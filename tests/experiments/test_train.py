@@ -3,6 +3,7 @@
 import pytest
 import torch
 
+from iexact.experiments.checkpoint import read_record
 from iexact.experiments.cli import main
 
 TINY = ["--dataset", "synthetic:300,1200,16,4", "--epochs", "3", "--quiet", "--hidden", "16"]
@@ -34,5 +35,5 @@ def test_divergence_stops_the_run_with_one_line(config, tmp_path, capsys):
     assert len(error) == 1 and "run 1 diverged in epoch" in error[0] and "learning rate too high" in error[0]
     if checkpoint.exists():  # the last state saved is a finite one
         assert "keeps the last state saved" in error[0]
-        state = torch.load(checkpoint, weights_only=True)["model"]
+        state = read_record(checkpoint)["model"]
         assert all(torch.isfinite(value).all() for value in state.values() if value.is_floating_point())
