@@ -62,9 +62,9 @@ def _planetoid_files(folder, name):
 def small_shapes(monkeypatch):
     """The generated files' shapes stand for the published ones, which the loader checks."""
     for name, shape in {
-        "pubmed": KnownShape(650, 6, 3, (20, 500, 50)),
-        "flickr": KnownShape(40, 5, 3),
-        "yelp": KnownShape(40, 5, 4),
+        "pubmed": KnownShape(650, 6, 3, None, (20, 500, 50)),  # edges: as many as the random lists give
+        "flickr": KnownShape(40, 5, 3, None),
+        "yelp": KnownShape(40, 5, 4, None),
     }.items():
         monkeypatch.setitem(KNOWN, name, shape)
 
@@ -238,3 +238,53 @@ def test_check_dataset_compares_published_shapes():
     data.x = data.x[:, :100]
     with pytest.raises(DatasetError, match="100 features where cora has 1,433"):
         check_dataset("cora", data)
+
+
+@pytest.fixture
+def cora_copy(tmp_path):
+    """Cora's raw files copied where a test may edit them."""
+    import shutil
+
+    from tests.integration.test_cora import SHARED_DATA
+
+    raw = SHARED_DATA / "Cora" / "raw"
+    if not raw.is_dir():
+        pytest.skip(f"Cora is not at {raw}")
+    shutil.copytree(raw, tmp_path / "Cora" / "raw")
+    return tmp_path
+
+
+@pytest.mark.parametrize(
+    "edit, message",
+    [
+        (
+            lambda graph: {node: [node] for node in graph},
+            r"\b0 edges where cora has 10,556",
+        ),
+        (
+            lambda graph: {node: ([] if node % 2 else near) for node, near in graph.items()},
+            "edges where cora has 10,556",
+        ),
+    ],
+    ids=["self-loops only", "half the adjacency lists"],
+)
+def test_a_published_graph_is_checked_for_its_edges(cora_copy, edit, message):
+    """Cora's graph file edited: loaded and trained before, it is now refused, naming the edges."""
+    path = cora_copy / "Cora" / "raw" / "ind.cora.graph"
+    with open(path, "rb") as file:
+        graph = pickle.load(file, encoding="latin1")
+    with open(path, "wb") as file:
+        pickle.dump(edit(graph), file)
+    with pytest.raises(DatasetError, match=message):
+        load_dataset("cora", cora_copy, download=False)
+
+
+def test_the_published_cora_loads_with_its_edges(cora_copy):
+    assert load_dataset("cora", cora_copy, download=False).num_edges == KNOWN["cora"].edges
+
+
+def test_a_graph_of_self_loops_only_is_refused():
+    data = contextual_sbm(parse_synthetic("synthetic:60,200,4,3"))
+    data.edge_index = torch.arange(60).repeat(2, 1)
+    with pytest.raises(DatasetError, match="every edge is a self-loop"):
+        check_dataset("synthetic", data)

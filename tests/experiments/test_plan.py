@@ -103,6 +103,49 @@ def test_train_refuses_a_plan_made_for_another_run(planned, tmp_path, capsys):
     broken = json.loads(planned.read_text())
     broken["modules"]["convs.1"]["bits"] = 3
     not_a_plan.write_text(json.dumps(broken))
-    assert "invalid iexact plan file: ValueError: CompressionConfig.bits=3" in refused(
+    assert "invalid iexact plan file: CompressionConfig.bits=3" in refused(
         "--model", "gcn", "--hidden", "16", "--plan", str(not_a_plan)
     )
+
+
+@pytest.mark.parametrize(
+    "damage, message, code",
+    [
+        (lambda path, record: path.unlink(), "does not exist (write one with iexact plan)", 1),
+        (lambda path, record: (path.unlink(), path.mkdir()), "is a directory, not a plan file", 2),
+        (lambda path, record: path.write_bytes(b"\x80\x81binary"), "it is not JSON", 2),
+        (lambda path, record: path.write_text("{"), "it is not JSON", 2),
+        (lambda path, record: path.write_text("null"), "is no iexact plan file", 2),
+        (
+            lambda path, record: _write(path, {**record, "format": "iexact-plan-2"}),
+            "this iexact reads 'iexact-plan-1'",
+            2,
+        ),
+        (lambda path, record: _write(path, {**record, "base": None}), "missing or malformed base (dict)", 2),
+        (lambda path, record: _write(path, {k: v for k, v in record.items() if k != "modules"}), "modules (dict)", 2),
+        (lambda path, record: _write(path, {**record, "layers": "3"}), "missing or malformed layers (int)", 2),
+        (
+            lambda path, record: _write(path, {**record, "modules": {"convs.9": record["base"]}}),
+            "configures convs.9, which gcn with 3 layers does not compress (it compresses ",
+            2,
+        ),
+    ],
+    ids=["missing", "directory", "binary", "truncated", "null", "newer", "base", "modules", "layers", "module name"],
+)
+def test_a_bad_plan_file_is_named_before_any_data_loads(planned, tmp_path, capsys, damage, message, code):
+    path = tmp_path / "plan.json"
+    record = json.loads(planned.read_text())
+    _write(path, record)
+    damage(path, record)
+    argv = ["train", "--dataset", TINY[1], "--model", "gcn", "--hidden", "16", "--epochs", "1", "--quiet"]
+    try:
+        status = main(argv + ["--plan", str(path)])
+    except SystemExit as exit_:
+        status = exit_.code
+    error = capsys.readouterr().err
+    assert status == code and message in error and "Traceback" not in error
+    assert "dataset synthetic" not in capsys.readouterr().out  # refused before the data loaded
+
+
+def _write(path, record):
+    path.write_text(json.dumps(record))

@@ -20,6 +20,7 @@ import hashlib
 import io
 import math
 from pathlib import Path
+from typing import TypeGuard
 
 import torch
 
@@ -161,11 +162,11 @@ def _damaged(path: Path, what: str) -> CheckpointError:
     return CheckpointError(f"checkpoint {path} is damaged: {what}")
 
 
-def _is_int(value) -> bool:
+def _is_int(value) -> TypeGuard[int]:
     return isinstance(value, int) and not isinstance(value, bool)
 
 
-def _is_number(value) -> bool:
+def _is_number(value) -> TypeGuard[int | float]:
     return isinstance(value, (int, float)) and not isinstance(value, bool)
 
 
@@ -210,13 +211,13 @@ def _check_finished(run, index: int, path: Path) -> None:
     where = f"finished run {index + 1}"
     if not isinstance(run, dict):
         raise _damaged(path, f"{where} holds {type(run).__name__} where dict belongs")
-    epochs = run.get("epochs")
+    epochs, seed, best_epoch = run.get("epochs"), run.get("seed"), run.get("best_epoch")
     if not _is_int(epochs) or epochs < 1:
         raise _damaged(path, f"{where} has no valid field 'epochs' (an integer >= 1)")
     checks = {
-        "run": _is_int(run.get("run")) and run.get("run") == index,
-        "seed": _is_int(run.get("seed")) and 0 <= run.get("seed") < SEED_LIMIT,
-        "best_epoch": _is_int(run.get("best_epoch")) and 0 <= run.get("best_epoch") < epochs,
+        "run": run.get("run") == index and _is_int(run.get("run")),
+        "seed": _is_int(seed) and 0 <= seed < SEED_LIMIT,
+        "best_epoch": _is_int(best_epoch) and 0 <= best_epoch < epochs,
         "val_accuracy": _fractions([run.get("val_accuracy")], 1),
         "test_accuracy": _fractions([run.get("test_accuracy")], 1),
         "epoch_seconds": _durations(run.get("epoch_seconds"), epochs),

@@ -396,7 +396,8 @@ def _load_ogb(key: str, root: Path, download: bool) -> Data:
     for part, field in (("train", "train_mask"), ("valid", "val_mask"), ("test", "test_mask")):
         masks[field] = torch.zeros(n, dtype=torch.bool)
         masks[field][split[part]] = True
+    published = data.edge_index.size(1)
     edge_index = to_undirected(data.edge_index, num_nodes=n)
     data = Data(x=data.x, edge_index=edge_index, y=data.y.view(-1), **masks)
-    check_dataset(key, data)
+    check_dataset(key, data, published)
     return data

@@ -12,6 +12,7 @@ from __future__ import annotations
 
 import json
 import shlex
+import warnings
 from pathlib import Path
 
 import torch
@@ -19,6 +20,7 @@ import torch
 from ..analysis import gradient_error
 from ..config import CompressionConfig
 from ..memory import activation_memory, format_bytes
+from ..nn import compress_, module_configs
 from ..planning import plan_memory
 from .data import graph_of, num_classes
 from .errors import UsageError
@@ -161,22 +163,60 @@ def summary(record: dict, plan_path: str, data_arguments: list[str]) -> str:
 
 
 def read_plan(path: str) -> tuple[dict, CompressionConfig, dict[str, CompressionConfig]]:
-    """``(matched fields, base config, configs by module name)`` of a plan file.
+    """``(matched fields, base config, configs by module name)`` of a plan file,
+    its schema checked: the format (:data:`PLAN_FORMAT`; a newer one named),
+    the fields of :data:`MATCHED`, the base config and one config per module.
 
     Raises:
         FileNotFoundError: no such file.
-        PlanFileError: not a plan file, or an invalid one (the problem named).
+        PlanFileError: a directory, not JSON, or not a valid plan file (the problem named).
     """
-    try:
-        record = json.loads(Path(path).read_text())
-    except json.JSONDecodeError as error:
-        raise PlanFileError(f"{path} is no iexact plan file: {error}") from None
-    if not isinstance(record, dict) or record.get("format") != PLAN_FORMAT:
+    record = _plan_json(Path(path))
+    version = record.get("format") if isinstance(record, dict) else None
+    if isinstance(version, str) and version.startswith("iexact-plan-") and version != PLAN_FORMAT:
+        raise PlanFileError(f"{path} is a plan file of format {version!r}; this iexact reads {PLAN_FORMAT!r}")
+    if version != PLAN_FORMAT:
         raise PlanFileError(f"{path} is no iexact plan file (format {PLAN_FORMAT}): write one with iexact plan")
+    kinds = {"dataset": str, "model": str, "layers": int, "hidden": int, "base": dict, "modules": dict}
+    wrong = [f"{field} ({kind.__name__})" for field, kind in kinds.items() if not isinstance(record.get(field), kind)]
+    if wrong:
+        raise PlanFileError(f"{path} is an invalid iexact plan file: missing or malformed {', '.join(wrong)}")
     try:
-        matched = {field: record[field] for field in MATCHED}
         base = CompressionConfig.from_dict(record["base"])
         modules = {str(name): CompressionConfig.from_dict(config) for name, config in record["modules"].items()}
-    except (KeyError, TypeError, AttributeError, ValueError) as error:
-        raise PlanFileError(f"{path} is an invalid iexact plan file: {type(error).__name__}: {error}") from None
-    return matched, base, modules
+    except ValueError as error:
+        raise PlanFileError(f"{path} is an invalid iexact plan file: {error}") from None
+    return {field: record[field] for field in MATCHED}, base, modules
+
+
+def _plan_json(path: Path):
+    if not path.exists():
+        raise FileNotFoundError(f"plan file {path} does not exist (write one with iexact plan)")
+    if path.is_dir():
+        raise PlanFileError(f"{path} is a directory, not a plan file")
+    try:
+        return json.loads(path.read_text(encoding="utf-8"))
+    except (UnicodeDecodeError, json.JSONDecodeError):
+        raise PlanFileError(f"{path} is no iexact plan file: it is not JSON (write one with iexact plan)") from None
+    except OSError as error:
+        raise PlanFileError(f"plan file {path} cannot be read: {error.strerror}") from None
+
+
+def check_plan_modules(path: str, matched: dict, base: CompressionConfig, modules: dict) -> None:
+    """Refuse, before any data loads, a plan naming modules the reference model
+    it was made for does not compress (the model built with placeholder
+    channel counts: module names do not depend on them).
+
+    Raises:
+        PlanFileError: the unknown names, with the model's compressed modules.
+    """
+    model = build_model(matched["model"], 1, 2, matched["layers"], matched["hidden"])
+    with warnings.catch_warnings():
+        warnings.simplefilter("ignore")  # the model's unconverted modules are not this check's business
+        compressed = module_configs(compress_(model, base))
+    unknown = sorted(set(modules) - set(compressed))
+    if unknown:
+        raise PlanFileError(
+            f"{path} configures {', '.join(unknown)}, which {matched['model']} with {matched['layers']} layers does "
+            f"not compress (it compresses {', '.join(compressed)}): plan this run again with iexact plan"
+        )

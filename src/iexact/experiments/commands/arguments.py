@@ -26,7 +26,7 @@ from ..data import GRAPH_LAYOUTS
 from ..errors import UsageError
 from ..limits import parse_bytes
 from ..models import MODELS
-from ..plan import MATCHED, read_plan, resolved
+from ..plan import MATCHED, check_plan_modules, read_plan, resolved
 from ..settings import RunKind, Settings
 
 FP32, CHECKPOINT = RunKind.FP32.value, RunKind.CHECKPOINTED.value  # the --config names of the uncompressed kinds
@@ -308,6 +308,7 @@ def _planned(args) -> tuple[CompressionConfig, dict[str, CompressionConfig]]:
     ]
     if differing:
         raise UsageError(f"{args.plan} was made for {', '.join(differing)}: plan this run with iexact plan")
+    check_plan_modules(args.plan, matched, base, modules)
     return base, modules
 
 
