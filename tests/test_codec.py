@@ -289,11 +289,24 @@ def test_an_inconsistent_packed_activation_is_refused_on_construction(change, me
         PackedActivation(**{**fields, **change(fields)})
 
 
-def test_negative_steps_are_refused_by_decompress():
+@pytest.mark.parametrize(
+    "field, value, message",
+    [
+        ("steps", -1.0, "steps are block ranges, never negative"),
+        ("steps", float("nan"), "PackedActivation.steps is invalid: it holds NaN or Inf"),
+        ("steps", float("inf"), "PackedActivation.steps is invalid: it holds NaN or Inf"),
+        ("mins", float("nan"), "PackedActivation.mins is invalid: it holds NaN or Inf"),
+        ("mins", float("-inf"), "PackedActivation.mins is invalid: it holds NaN or Inf"),
+    ],
+)
+def test_damaged_scales_are_refused_by_decompress(field, value, message):
     fields = _packed_fields()
-    packed = PackedActivation(**{**fields, "steps": -fields["steps"]})
-    with pytest.raises(ValueError, match="steps are block ranges, never negative"):
+    damaged = fields[field].clone()
+    damaged[-1] = value
+    packed = PackedActivation(**{**fields, field: damaged})
+    with pytest.raises(ValueError, match=message):
         decompress(packed)
+    assert decompress(packed, check=False).shape == packed.shape  # unchecked: decoded as it is
 
 
 def test_compress_keeps_no_autograd_graph_and_refuses_non_tensors():

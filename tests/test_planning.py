@@ -120,9 +120,17 @@ def test_candidates_bad_budgets_and_explicit_levels():
     assert len(candidate_configs(CompressionConfig(block_size="row"))) == 49
     data, loss = _graph(150)
     model = _model("gcn", data)
-    for budget, match in ((-1, "budget must be"), (1.5, "budget must be")):
-        with pytest.raises(ValueError, match=match):
+    for budget in (-1, 1.5, 1e30):
+        with pytest.raises(ValueError, match="budget must be a whole number of bytes"):
             iexact.plan_memory(model, data.x, data.edge_index, loss_fn=loss, budget=budget)
+    for arguments, message in (
+        ({"base": "default"}, "base must be an iexact.CompressionConfig"),
+        ({"loss_fn": None}, "loss_fn must be callable"),
+    ):
+        with pytest.raises(TypeError, match=message):
+            iexact.plan_memory(model, data.x, data.edge_index, **{"loss_fn": loss, "budget": 10**6, **arguments})
+    with pytest.raises(TypeError, match="model must be a torch.nn.Module"):
+        iexact.plan_memory("gcn", data.x, loss_fn=loss, budget=10**6)
     with pytest.raises(ValueError, match="explicit levels fix"):
         iexact.plan_memory(
             model, data.x, data.edge_index, loss_fn=loss, budget=10**6, base=CompressionConfig(levels=(0, 1, 2, 3))

@@ -256,18 +256,30 @@ def plan_memory(
             ``model`` compresses nothing.
     """
     base = CompressionConfig() if base is None else base
+    _check_arguments(model, loss_fn, budget, base)
+    candidates = candidate_configs(base) if candidates is None else list(candidates)
+    if not candidates or not all(isinstance(config, CompressionConfig) for config in candidates):
+        raise ValueError("candidates must be a non-empty sequence of iexact.CompressionConfig")
+    with torch.random.fork_rng(devices=cuda_devices(inputs, kwargs)):  # dropout draws in every forward
+        return _plan(model, inputs, kwargs, loss_fn, budget, base, candidates, draws, seed)
+
+
+def _check_arguments(model, loss_fn, budget, base) -> None:
+    if not isinstance(model, torch.nn.Module):
+        raise TypeError(f"model must be a torch.nn.Module, got {type(model).__name__}")
+    if not callable(loss_fn):
+        raise TypeError(f"loss_fn must be callable as loss_fn(output), got {type(loss_fn).__name__}")
+    if not isinstance(base, CompressionConfig):
+        raise TypeError(
+            f"base must be an iexact.CompressionConfig (iexact.PRESETS[name] for a preset), got {type(base).__name__}"
+        )
     if isinstance(base.levels, tuple):
         raise ValueError(
             "plan_memory varies the bits, which explicit levels fix: give the base config "
             "levels by kind (uniform, optimal or calibrated)"
         )
     if isinstance(budget, bool) or not isinstance(budget, int) or budget < 0:
-        raise ValueError(f"budget={budget!r} is invalid: budget must be a number of bytes >= 0")
-    candidates = candidate_configs(base) if candidates is None else list(candidates)
-    if not candidates or not all(isinstance(config, CompressionConfig) for config in candidates):
-        raise ValueError("candidates must be a non-empty sequence of iexact.CompressionConfig")
-    with torch.random.fork_rng(devices=cuda_devices(inputs, kwargs)):  # dropout draws in every forward
-        return _plan(model, inputs, kwargs, loss_fn, budget, base, candidates, draws, seed)
+        raise ValueError(f"budget={budget!r} is invalid: budget must be a whole number of bytes (an int) >= 0")
 
 
 def _plan(model, inputs, kwargs, loss_fn, budget, base, candidates, draws, seed) -> Plan:

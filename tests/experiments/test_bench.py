@@ -1,6 +1,7 @@
 """``iexact bench codec`` and ``iexact bench memory``: the codec and memory benchmarks."""
 
 import json
+import os
 import subprocess
 import sys
 
@@ -139,3 +140,45 @@ def test_bench_keeps_every_finished_configuration_when_one_is_killed(tmp_path, c
     table = (out / "bench.md").read_text()
     assert "| exact() | failed: killed by signal 9" in table and "| default | " in table
     assert json.loads((out / "runs" / "01.json").read_text())["failed"].startswith("killed by signal 9")
+
+
+def test_ctrl_c_during_bench_train_stops_every_process_with_one_line(tmp_path):
+    """SIGINT to the whole process group, as a terminal sends it, while the first
+    child trains: the parent says what it kept, no process prints a traceback."""
+    import signal
+    import time
+
+    out = tmp_path / "bench"
+    argv = [
+        "bench",
+        "train",
+        "--dataset",
+        "synthetic:300,1200,16,4",
+        "--hidden",
+        "16",
+        "--epochs",
+        "100000",
+        "--configs",
+        "fp32,default",
+        "--quiet",
+        "--threads",
+        "1",
+        "--out",
+        str(out),
+    ]
+    parent = subprocess.Popen(
+        [sys.executable, "-m", "iexact", *argv],
+        stderr=subprocess.PIPE,
+        stdout=subprocess.DEVNULL,
+        text=True,
+        start_new_session=True,  # its own process group, as a terminal's foreground job
+        preexec_fn=lambda: signal.signal(signal.SIGINT, signal.SIG_DFL),
+    )
+    deadline = time.monotonic() + 120
+    while not (out / "runs" / "00.job.json").exists() and time.monotonic() < deadline and parent.poll() is None:
+        time.sleep(0.2)
+    time.sleep(3)  # the child is importing or training
+    os.killpg(parent.pid, signal.SIGINT)
+    _, error = parent.communicate(timeout=60)
+    assert parent.returncode == 130 and "Traceback" not in error, error
+    assert error.strip().splitlines()[-1] == f"iexact bench: interrupted; finished configurations are in {out / 'runs'}"

@@ -247,9 +247,12 @@ def test_a_non_finite_input_without_the_check_reaches_the_output_as_nan():
     x = torch.randn(64, 32)
     x[3, 5] = float("nan")
     config = iexact.CompressionConfig(check_finite=False, rp_ratio=1, block_size=64)
-    restored = codec.decompress(codec.compress(x, config, seed=0))
+    packed = codec.compress(x, config, seed=0)
+    restored = codec.decompress(packed, check=False)  # as training decompresses (iexact.ops.codec)
     flat = restored.view(-1)  # x[3, 5] is element 101, in block 1
     assert flat[64:128].isnan().all() and flat[:64].isfinite().all() and flat[128:].isfinite().all()
+    with pytest.raises(ValueError, match="PackedActivation.steps is invalid: it holds NaN or Inf"):
+        codec.decompress(packed)  # checked: the damaged block is named
     with pytest.raises(ValueError, match="NaN or Inf"):
         codec.compress(x, dataclasses.replace(config, check_finite=True), seed=0)
 

@@ -263,3 +263,13 @@ def test_a_lazy_module_is_named_until_its_first_forward(build, call):
 def test_wrong_argument_types_are_named(arguments, message):
     with pytest.raises(TypeError, match=message):
         iexact.compress_(*arguments)
+
+
+def test_configure_and_calibrate_name_wrong_argument_types():
+    model = iexact.compress_(torch.nn.Linear(4, 2), CompressionConfig())
+    with pytest.raises(TypeError, match="configs must map module names to configs, got list"):
+        iexact.configure_(model, [CompressionConfig()])
+    with pytest.raises(TypeError, match="model must be a torch.nn.Module, got str"):
+        iexact.configure_("model", {})
+    with pytest.raises(TypeError, match="model must be a torch.nn.Module, got str"):
+        iexact.calibrate_("model", torch.randn(3, 4))

@@ -44,6 +44,8 @@ def calibrate_(model: torch.nn.Module, *inputs, **kwargs) -> dict[str, tuple[flo
     Returns:
         the fitted levels by module name.
     """
+    if not isinstance(model, torch.nn.Module):
+        raise TypeError(f"model must be a torch.nn.Module, got {type(model).__name__}")
     names = {module: name for name, module in model.named_modules()}
     observed: dict[CompressedModule, list] = {}
 

@@ -18,6 +18,7 @@ import dataclasses
 import json
 import math
 import os
+import signal
 import subprocess
 import sys
 import time
@@ -344,13 +345,21 @@ def run_training(jobs: list[Job], out: Path) -> list[dict]:
     return [_run_child(job, folder / f"{index:02d}", environment) for index, job in enumerate(jobs)]
 
 
+def _ignore_interrupts() -> None:
+    """In a child, before it runs Python: ignore SIGINT (Python then leaves it ignored)."""
+    signal.signal(signal.SIGINT, signal.SIG_IGN)
+
+
 def _run_child(job: Job, stem: Path, environment: dict) -> dict:
     """The record of ``job`` run in a child process (job file ``stem.job.json``, result ``stem.json``)."""
     job_path, result = stem.with_name(stem.name + ".job.json"), stem.with_name(stem.name + ".json")
     write_json_atomically(job_path, job.to_dict())
     result.unlink(missing_ok=True)  # a record of an earlier bench must not stand for this one
     command = [sys.executable, "-m", "iexact.experiments.job", str(job_path), str(result)]
-    finished = subprocess.run(command, stdout=subprocess.DEVNULL, env=environment, check=False)
+    # Ctrl-C is the parent's to handle: it kills the child (subprocess.run does) and says what was kept
+    finished = subprocess.run(
+        command, stdout=subprocess.DEVNULL, env=environment, check=False, preexec_fn=_ignore_interrupts
+    )
     label, settings = job.settings.label, job.settings.to_dict()
     if finished.returncode in (OUT_OF_MEMORY, DIVERGED) and result.is_file():
         record = {**settings, **json.loads(result.read_text())}

@@ -16,10 +16,10 @@ from .commands.outputs import check_outputs
 from .errors import UsageError
 from .estimate import NotEnoughMemory
 from .limits import is_out_of_memory, out_of_memory_message
-from .train import Diverged
+from .train import TrainingFailed
 from .validation import DatasetError
 
-FAILURES = (CheckpointError, DatasetError, FileNotFoundError, ImportError, Diverged, NotEnoughMemory, PlanError)
+FAILURES = (CheckpointError, DatasetError, FileNotFoundError, ImportError, TrainingFailed, NotEnoughMemory, PlanError)
 """What stops a command with one line and exit status 1 (the data, a file or the run, not the arguments)."""
 
 
@@ -28,7 +28,18 @@ def build_parser() -> argparse.ArgumentParser:
     commands = parser.add_subparsers(dest="command", required=True)
     for command in COMMANDS:
         command.register(commands)
+    _no_abbreviations(parser)
     return parser
+
+
+def _no_abbreviations(parser: argparse.ArgumentParser) -> None:
+    """A flag is spelled out on every parser (``--epoch`` is no ``--epochs``,
+    ``--config`` no ``--configs``): argparse would otherwise take any prefix."""
+    parser.allow_abbrev = False
+    for action in parser._actions:
+        if isinstance(action, argparse._SubParsersAction):
+            for sub in action.choices.values():
+                _no_abbreviations(sub)
 
 
 def main(argv: list[str] | None = None) -> int:

@@ -35,7 +35,7 @@ from .measure import (
 from .models import prepare_model
 from .records import result_record
 from .settings import Settings
-from .train import Diverged, TrainingState, train_epochs
+from .train import TrainingFailed, TrainingState, train_epochs
 
 
 def run_experiment(
@@ -182,9 +182,9 @@ class _Run:
                 rows,
                 self.before_epoch,
             )
-        except Diverged as error:
+        except TrainingFailed as error:
             kept = self.checkpoint is not None and Path(self.checkpoint).is_file()
-            raise Diverged(
+            raise type(error)(
                 f"run {self.run + 1} {error}" + (f"; {self.checkpoint} keeps the last state saved" if kept else "")
             ) from error
         return state

@@ -33,11 +33,12 @@ from .limits import apply_memory_limit, is_out_of_memory, out_of_memory_message
 from .models import REFERENCE, build_model
 from .progress import Progress
 from .settings import Settings
-from .train import Diverged
+from .train import TrainingFailed
 from .validation import DatasetError
 
 OUT_OF_MEMORY = 3  # the exit status of a job that ran out of memory (its result says where)
-DIVERGED = 4  # the exit status of a job whose training diverged (its result says where)
+DIVERGED = 4  # the exit status of a job whose training failed, diverged say (its result says where)
+INTERRUPTED = 130  # the exit status of a job stopped by Ctrl-C (SIGINT): no result
 
 
 @dataclasses.dataclass(frozen=True)
@@ -149,9 +150,15 @@ def check_work(settings: Settings, data, ranks: Ranks | None = None) -> None:
         UsageError: the problem, named.
     """
     try:
-        build_model(
+        model = build_model(
             settings.model, data.num_features, num_classes(data), settings.layers, settings.hidden, settings.dropout
         )
+        normalized = any(isinstance(module, torch.nn.modules.batchnorm._BatchNorm) for module in model.modules())
+        if settings.batching is not None and settings.batching.batch_size < 2 and normalized:
+            raise ValueError(
+                f"--batch-size {settings.batching.batch_size} makes batches of one node, and {settings.model}'s "
+                f"batch normalization needs 2 or more in training: use --batch-size 2 or more"
+            )
         if settings.batching is not None and settings.graph != "edge_index":
             raise ValueError(
                 f"--graph {settings.graph} trains full batch: PyG's loaders sample an edge_index; "
@@ -203,15 +210,18 @@ def _prepare_outside_limit(job: Job) -> None:
 def main(argv: list[str] | None = None) -> int:
     """Run the job file ``argv[0]`` and write its record to ``argv[1]``; an
     allocation failure writes ``{"out_of_memory": message, "memory_limit":
-    bytes}`` and exits with :data:`OUT_OF_MEMORY`, a diverged training
-    ``{"failed": message}`` with :data:`DIVERGED`."""
+    bytes}`` and exits with :data:`OUT_OF_MEMORY`, a failed training (diverged,
+    a batch too small) ``{"failed": message}`` with :data:`DIVERGED`; Ctrl-C
+    exits with 130 and writes nothing (the parent says what was kept)."""
     job_path, result_path = sys.argv[1:] if argv is None else argv
     with open(job_path) as file:
         job = Job.from_dict(json.load(file))
     status = 0
     try:
         record = run_job(job)
-    except Diverged as error:
+    except KeyboardInterrupt:
+        return INTERRUPTED
+    except TrainingFailed as error:
         record, status = {"failed": str(error)}, DIVERGED
     except NotEnoughMemory as error:
         record, status = {"out_of_memory": str(error), "memory_limit": job.memory_limit}, OUT_OF_MEMORY

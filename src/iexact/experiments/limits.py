@@ -44,9 +44,14 @@ def parse_bytes(text: str) -> int:
         ValueError: not a positive size.
     """
     match = re.fullmatch(r"\s*([0-9]*\.?[0-9]+)\s*([a-zA-Z]*)\s*", text)
-    unit = match.group(2).lower() if match else None
-    if match is None or unit not in _UNITS:
+    if match is None:
         raise ValueError(f"{text!r} is not a size: use a number of bytes or one with a unit, e.g. 8GiB, 500MiB, 2G")
+    unit = match.group(2).lower()
+    if unit not in _UNITS:
+        units = "K, M, G, T, KiB, MiB, GiB, TiB, KB, MB, GB, TB"
+        raise ValueError(
+            f"{text!r} is not a size this reads: its unit {match.group(2)!r} is none of {units} (or none for bytes)"
+        )
     value = int(float(match.group(1)) * _UNITS[unit])
     if value < 1:
         raise ValueError(f"{text!r} is not a positive size")

@@ -34,8 +34,16 @@ class TrainingState:
     rank_spread: list[float] = dataclasses.field(default_factory=list)  # data-parallel runs only
 
 
-class Diverged(RuntimeError):
+class TrainingFailed(RuntimeError):
+    """Training stopped by what the data and settings lead to (named in the message)."""
+
+
+class Diverged(TrainingFailed):
     """Training stopped: the loss, or an activation to compress, is NaN or Inf."""
+
+
+class BatchTooSmall(TrainingFailed):
+    """Training stopped: batch normalization met a batch of one node."""
 
 
 @dataclasses.dataclass(frozen=True)
@@ -92,6 +100,13 @@ def training_step(
         out = model(x, edge_index)
     except NonFiniteError as error:
         raise Diverged(f"the activations are not finite: {error}") from error
+    except ValueError as error:
+        if "Expected more than 1 value per channel when training" not in str(error):
+            raise
+        raise BatchTooSmall(
+            f"a batch of {x.size(0)} node(s) reached batch normalization, which needs 2 or more in training: "
+            f"use a larger --batch-size"
+        ) from None
     loss = loss_function(out[rows], labels[rows]) if rows.numel() else out.sum() * 0
     del out  # the logits: backward reads none of them, and (N, C) would stay alive through it
     value = loss.item()
@@ -149,6 +164,8 @@ def train_epochs(
             state.last_loss = _train_epoch(model, optimizer, data, labels, rows, grad_clip, loader)
         except Diverged as error:
             raise Diverged(f"diverged in epoch {state.epoch + 1}: {error} (is the learning rate too high?)") from error
+        except BatchTooSmall as error:
+            raise BatchTooSmall(f"stopped in epoch {state.epoch + 1}: {error}") from None
         _synchronize(device)
         state.epoch_seconds.append(time.perf_counter() - start)
         if isinstance(model, DistributedDataParallel):

@@ -55,9 +55,23 @@ def check_dataset(name: str, data, published_edges: int | None = None) -> None:
     Reads every feature and edge once (``isfinite``, min and max): seconds on
     ogbn-products, nothing beside its training.
     """
-    problems = []
-    n = data.num_nodes
-    x, y = data.x, data.y
+    problems = _node_problems(data)
+    sizes, split_problems = _split_problems(data)
+    problems += split_problems + _edge_problems(data)
+    known = KNOWN.get(name.lower())
+    if known is not None:
+        problems += _published_problems(name, known, data, sizes, published_edges)
+    if problems:
+        raise DatasetError(
+            f"dataset {name!r} does not hold what it should: "
+            + "; ".join(problems)
+            + ". Its files are damaged or not the official release: replace them"
+        )
+
+
+def _node_problems(data) -> list[str]:
+    """Features: floats, one row a node, finite; labels: one per node, none negative."""
+    problems, n, x, y = [], data.num_nodes, data.x, data.y
     if x.dim() != 2 or x.size(0) != n or not x.is_floating_point():
         problems.append(f"features are {x.dtype} {tuple(x.shape)}, not floats of {n:,} rows")
     elif not bool(torch.isfinite(x).all()):
@@ -66,7 +80,12 @@ def check_dataset(name: str, data, published_edges: int | None = None) -> None:
         problems.append(f"labels cover {y.size(0):,} nodes, not {n:,}")
     elif y.dim() == 1 and y.numel() and int(y.min()) < 0:
         problems.append(f"labels include {int(y.min())}, below 0")
-    sizes = []
+    return problems
+
+
+def _split_problems(data) -> tuple[list[int], list[str]]:
+    """``(sizes, problems)`` of the three masks: boolean, one entry a node, not empty, disjoint."""
+    problems, sizes, n = [], [], data.num_nodes
     for part in ("train_mask", "val_mask", "test_mask"):
         mask = data[part]
         if mask.dtype != torch.bool or mask.shape != (n,):
@@ -79,35 +98,44 @@ def check_dataset(name: str, data, published_edges: int | None = None) -> None:
         (data.train_mask & (data.val_mask | data.test_mask)).any() | (data.val_mask & data.test_mask).any()
     ):
         problems.append("the train, validation and test splits overlap")
-    if "edge_index" in data:
-        edges = data.edge_index
-        if edges.dim() != 2 or edges.size(0) != 2 or edges.is_floating_point():
-            problems.append(f"edge_index is {edges.dtype} {tuple(edges.shape)}, not integers of shape (2, E)")
-        elif edges.numel():
-            low, high = int(edges.min()), int(edges.max())
-            if low < 0 or high >= n:
-                problems.append(f"edge_index holds node {low if low < 0 else high}, outside 0..{n - 1}")
-            if not bool((edges[0] != edges[1]).any()):
-                problems.append("every edge is a self-loop")
-    known = KNOWN.get(name.lower())
-    if known is not None:
-        classes = y.size(1) if y.dim() == 2 else (int(y.max()) + 1 if y.numel() else 0)
-        edge_count = data.edge_index.size(1) if published_edges is None and "edge_index" in data else published_edges
-        found = {"nodes": n, "features": x.size(-1), "classes": classes, "edges": edge_count}
-        for field, value in found.items():
-            if getattr(known, field) is not None and value != getattr(known, field):
-                problems.append(f"{value:,} {field} where {name} has {getattr(known, field):,}")
-        if known.split is not None and len(sizes) == 3 and tuple(sizes) != known.split:
-            problems.append(
-                f"train / validation / test splits of {' / '.join(f'{s:,}' for s in sizes)} nodes "
-                f"where {name} has {' / '.join(f'{s:,}' for s in known.split)}"
-            )
-    if problems:
-        raise DatasetError(
-            f"dataset {name!r} does not hold what it should: "
-            + "; ".join(problems)
-            + ". Its files are damaged or not the official release: replace them"
+    return sizes, problems
+
+
+def _edge_problems(data) -> list[str]:
+    """An edge index of integers, within the nodes, not of self-loops only."""
+    if "edge_index" not in data:
+        return []
+    edges, n = data.edge_index, data.num_nodes
+    if edges.dim() != 2 or edges.size(0) != 2 or edges.is_floating_point():
+        return [f"edge_index is {edges.dtype} {tuple(edges.shape)}, not integers of shape (2, E)"]
+    if not edges.numel():
+        return []
+    problems = []
+    low, high = int(edges.min()), int(edges.max())
+    if low < 0 or high >= n:
+        problems.append(f"edge_index holds node {low if low < 0 else high}, outside 0..{n - 1}")
+    if not bool((edges[0] != edges[1]).any()):
+        problems.append("every edge is a self-loop")
+    return problems
+
+
+def _published_problems(name: str, known: KnownShape, data, sizes: list[int], published_edges) -> list[str]:
+    """What differs from the published shape: nodes, features, classes, edges, split sizes."""
+    y = data.y
+    classes = y.size(1) if y.dim() == 2 else (int(y.max()) + 1 if y.numel() else 0)
+    edges = data.edge_index.size(1) if published_edges is None and "edge_index" in data else published_edges
+    found = {"nodes": data.num_nodes, "features": data.x.size(-1), "classes": classes, "edges": edges}
+    problems = [
+        f"{value:,} {field} where {name} has {getattr(known, field):,}"
+        for field, value in found.items()
+        if getattr(known, field) is not None and value != getattr(known, field)
+    ]
+    if known.split is not None and len(sizes) == 3 and tuple(sizes) != known.split:
+        problems.append(
+            f"train / validation / test splits of {' / '.join(f'{s:,}' for s in sizes)} nodes "
+            f"where {name} has {' / '.join(f'{s:,}' for s in known.split)}"
         )
+    return problems
 
 
 def raw_fingerprint(folder: Path, files: list[str]) -> dict[str, str]:

@@ -134,6 +134,10 @@ def configure_(model: torch.nn.Module, configs: Mapping[str, CompressionConfig])
             compressed ones are named).
         TypeError: a value that is no :class:`CompressionConfig`.
     """
+    if not isinstance(model, torch.nn.Module):
+        raise TypeError(f"model must be a torch.nn.Module, got {type(model).__name__}")
+    if not isinstance(configs, Mapping):
+        raise TypeError(f"configs must map module names to configs, got {type(configs).__name__}")
     modules = dict(model.named_modules())
     for name, config in configs.items():
         module = modules.get(name)

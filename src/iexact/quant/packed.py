@@ -94,9 +94,18 @@ class PackedActivation:
                 )
 
     def check_values(self) -> None:
-        """Raise ``ValueError`` when a step is negative (one read from the device)."""
-        if bool((self.steps < 0).any()):
+        """Raise ``ValueError`` when a step is negative, or a step or minimum is
+        NaN or Inf (one read from the device)."""
+        negative, bad_steps, bad_mins = torch.stack(
+            [(self.steps < 0).any(), ~torch.isfinite(self.steps).all(), ~torch.isfinite(self.mins).all()]
+        ).tolist()
+        if negative:
             raise ValueError("PackedActivation.steps is invalid: steps are block ranges, never negative")
+        if bad_steps or bad_mins:
+            field = "steps" if bad_steps else "mins"
+            raise ValueError(
+                f"PackedActivation.{field} is invalid: it holds NaN or Inf, so every element decodes to NaN"
+            )
 
     @property
     def width(self) -> int:

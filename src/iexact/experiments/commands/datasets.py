@@ -7,6 +7,8 @@ import argparse
 from ..data import DATASETS, GRAPH_LAYOUTS, load_prepared, synthetic_cache
 from ..errors import UsageError
 from ..estimate import check_fits, least_bytes
+from ..files import check_writable
+from ..validation import DatasetError
 from . import arguments
 
 
@@ -34,12 +36,16 @@ def run(args: argparse.Namespace) -> int:
         return 0
     name = args.prepare
     try:  # the data and the build alone: no model, no activations
+        path = synthetic_cache(name, args.root, args.seed, args.graph)
+        if path is not None:  # the cache is this command's output: probed before the build
+            check_writable(path, "--root")
         parts = least_bytes(name, "sage", None, None, True, False, args.graph, args.root, args.seed)
         check_fits(parts, f"building {name}", ["a machine with more memory"])
         data = load_prepared(name, args.root, download=not args.offline, seed=args.seed, layout=args.graph)
-        path = synthetic_cache(name, args.root, args.seed, args.graph)
     except ValueError as error:
         raise UsageError(str(error)) from None
+    if path is not None and not path.is_file():
+        raise DatasetError(f"{name} was built but could not be cached at {path} (the warning above says why)")
     if path is not None:
         where = f"cached at {path}"
     elif name.lower().startswith("synthetic"):
