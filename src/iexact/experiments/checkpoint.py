@@ -205,6 +205,11 @@ def _check_fields(record: dict, path: Path) -> None:
         raise _damaged(path, "its field 'seed_streams' holds non-tensors")
 
 
+def _first_wrong(**checks: bool) -> str | None:
+    """The first field whose check failed, or ``None``."""
+    return next((field for field, ok in checks.items() if not ok), None)
+
+
 def _check_finished(run, index: int, path: Path) -> None:
     """A finished run: its index, seed, epochs (at least one), best epoch among
     them, accuracies in [0, 1], and one time and validation score per epoch."""
@@ -214,18 +219,17 @@ def _check_finished(run, index: int, path: Path) -> None:
     epochs, seed, best_epoch = run.get("epochs"), run.get("seed"), run.get("best_epoch")
     if not _is_int(epochs) or epochs < 1:
         raise _damaged(path, f"{where} has no valid field 'epochs' (an integer >= 1)")
-    checks = {
-        "run": run.get("run") == index and _is_int(run.get("run")),
-        "seed": _is_int(seed) and 0 <= seed < SEED_LIMIT,
-        "best_epoch": _is_int(best_epoch) and 0 <= best_epoch < epochs,
-        "val_accuracy": _fractions([run.get("val_accuracy")], 1),
-        "test_accuracy": _fractions([run.get("test_accuracy")], 1),
-        "epoch_seconds": _durations(run.get("epoch_seconds"), epochs),
-        "val_history": _fractions(run.get("val_history"), epochs),
-    }
-    wrong = [field for field, ok in checks.items() if not ok]
-    if wrong:
-        raise _damaged(path, f"{where} has no valid field {wrong[0]!r} (for {epochs} epochs)")
+    wrong = _first_wrong(
+        run=run.get("run") == index and _is_int(run.get("run")),
+        seed=_is_int(seed) and 0 <= seed < SEED_LIMIT,
+        best_epoch=_is_int(best_epoch) and 0 <= best_epoch < epochs,
+        val_accuracy=_fractions([run.get("val_accuracy")], 1),
+        test_accuracy=_fractions([run.get("test_accuracy")], 1),
+        epoch_seconds=_durations(run.get("epoch_seconds"), epochs),
+        val_history=_fractions(run.get("val_history"), epochs),
+    )
+    if wrong is not None:
+        raise _damaged(path, f"{where} has no valid field {wrong!r} (for {epochs} epochs)")
 
 
 def _check_state(state: dict, path: Path) -> None:
@@ -235,13 +239,12 @@ def _check_state(state: dict, path: Path) -> None:
     if not _is_int(epoch) or epoch < 0:
         raise _damaged(path, "its field 'state.epoch' is not an integer >= 0")
     best_epoch, best_val = state.get("best_epoch"), state.get("best_val")
-    checks = {
-        "best_epoch": _is_int(best_epoch) and -1 <= best_epoch < max(epoch, 1) and (best_epoch >= 0) == (epoch > 0),
-        "best_val": _is_number(best_val) and (best_val == -1 or 0 <= best_val <= 1),
-        "test_at_best": _fractions([state.get("test_at_best")], 1),
-        "epoch_seconds": _durations(state.get("epoch_seconds"), epoch),
-        "val_history": _fractions(state.get("val_history"), epoch),
-    }
-    wrong = [field for field, ok in checks.items() if not ok]
-    if wrong:
-        raise _damaged(path, f"its field 'state.{wrong[0]}' is out of range or of the wrong type (for {epoch} epochs)")
+    wrong = _first_wrong(
+        best_epoch=_is_int(best_epoch) and -1 <= best_epoch < max(epoch, 1) and (best_epoch >= 0) == (epoch > 0),
+        best_val=_is_number(best_val) and (best_val == -1 or 0 <= best_val <= 1),
+        test_at_best=_fractions([state.get("test_at_best")], 1),
+        epoch_seconds=_durations(state.get("epoch_seconds"), epoch),
+        val_history=_fractions(state.get("val_history"), epoch),
+    )
+    if wrong is not None:
+        raise _damaged(path, f"its field 'state.{wrong}' is out of range or of the wrong type (for {epoch} epochs)")
