@@ -328,3 +328,19 @@ def test_ctrl_c_says_how_to_resume_and_the_resume_works(tmp_path):
     resumed = lines[-1].split("resume with: iexact ", 1)[1].split()
     resumed[resumed.index("--epochs") + 1] = str(saved["state"]["epoch"] + 1)
     assert main(resumed) == 0
+
+
+def test_a_result_that_cannot_be_written_is_a_failure_not_a_success(tmp_path, capsys, monkeypatch):
+    """The disk fills up as the run ends: one line and exit status 1, never 0."""
+    import errno
+
+    from iexact.experiments.commands import train
+
+    def full(path, record):
+        raise OSError(errno.ENOSPC, "No space left on device", str(path))
+
+    monkeypatch.setattr(train, "write_json_atomically", full)
+    path = tmp_path / "r.json"
+    assert main(["train"] + TINY + ["--epochs", "1", "--json", str(path)]) == 1
+    error = capsys.readouterr().err
+    assert error == f"iexact train: error: No space left on device: {path}\n" and not path.exists()

@@ -19,8 +19,9 @@ from .limits import is_out_of_memory, out_of_memory_message
 from .train import TrainingFailed
 from .validation import DatasetError
 
-FAILURES = (CheckpointError, DatasetError, FileNotFoundError, ImportError, TrainingFailed, NotEnoughMemory, PlanError)
-"""What stops a command with one line and exit status 1 (the data, a file or the run, not the arguments)."""
+FAILURES = (CheckpointError, DatasetError, ImportError, TrainingFailed, NotEnoughMemory, PlanError)
+"""What stops a command with one line and exit status 1 (the data, a file or the run, not the arguments);
+so does an ``OSError`` (a file missing, or one that could not be written: never reported as success)."""
 
 
 def build_parser() -> argparse.ArgumentParser:
@@ -64,6 +65,10 @@ def main(argv: list[str] | None = None) -> int:
         return 130
     except FAILURES as error:
         print(f"iexact {args.command}: error: {error}", file=sys.stderr)
+        return 1
+    except OSError as error:  # ours carry a sentence; the system's a reason and a file
+        told = str(error) if error.strerror is None else f"{error.strerror}: {error.filename}"
+        print(f"iexact {args.command}: error: {told}", file=sys.stderr)
         return 1
     except (MemoryError, RuntimeError) as error:
         if not is_out_of_memory(error):
