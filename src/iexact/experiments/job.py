@@ -108,11 +108,14 @@ def run_job(job: Job, ranks: Ranks | None = None, announce: Callable[[object], N
         distributed.stop()
 
 
-def load_data(job: Job, ranks: Ranks | None = None, fp32: bool = False, hints: list[str] | None = None):
+def load_data(
+    job: Job, ranks: Ranks | None = None, fp32: bool = False, hints: list[str] | None = None, data_only: bool = False
+):
     """The job's data on its device, after the estimate of what the run needs
     (:func:`~iexact.experiments.estimate.check_fits`; with ``fp32``, of the
-    run uncompressed, suggesting ``hints``), checked against the settings
-    (:func:`check_work`).
+    run uncompressed, suggesting ``hints``; with ``data_only``, of the data
+    alone, for a process that trains nothing itself), checked against the
+    settings (:func:`check_work`).
 
     Raises:
         UsageError: an unknown or malformed dataset name, or settings the data cannot take.
@@ -125,8 +128,8 @@ def load_data(job: Job, ranks: Ranks | None = None, fp32: bool = False, hints: l
             settings.model,
             settings.hidden,
             settings.layers,
-            settings.kind.compressed and not fp32,
-            settings.batching is None,
+            data_only or (settings.kind.compressed and not fp32),
+            settings.batching is None and not data_only,
             settings.graph,
             job.root,
             settings.seed,

@@ -328,8 +328,8 @@ def settings_from(args) -> Settings:
     """The :class:`Settings` of a run as the command's arguments describe it
     (what a command lacks takes the settings' default)."""
     kind, config, modules = compression_from(args)
-    optional = {name: getattr(args, name) for name in ("layers", "hidden", "dropout", "lr", "weight_decay",
-                                                       "grad_clip", "graph") if hasattr(args, name)}  # fmt: skip
+    fields = ("layers", "hidden", "dropout", "lr", "weight_decay", "grad_clip", "graph")
+    optional = {name: getattr(args, name) for name in fields if hasattr(args, name)}
     return Settings(
         dataset=args.dataset,
         model=args.model,

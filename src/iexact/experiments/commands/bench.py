@@ -73,7 +73,7 @@ def run_train(args: argparse.Namespace) -> int:
         job_from(args, base.variant(kind, label, config))
         for label, kind, config in bench.training_configs(args.configs, args.block_sizes)
     ]
-    data = load_data(jobs[0], hints=None)  # builds a synthetic cache once, for every child
+    data = load_data(jobs[0], data_only=True)  # builds a synthetic cache once, for every child
     print(
         f"dataset {args.dataset} ({data.num_nodes:,} nodes, {data.num_edges:,} edges), model {args.model}, "
         f"{args.epochs} epochs x {args.runs} runs, device {args.device}",
