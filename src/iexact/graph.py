@@ -272,25 +272,54 @@ def spmm_adjoint(grad: torch.Tensor, edges: Edges, spec: GraphSpec, into: torch.
     return out
 
 
+def rows_per_slice(width: int) -> int:
+    """Rows of a :math:`(\\text{rows}, \\text{width})` slice holding at most
+    :data:`CHUNK_ELEMENTS` elements (at least one row)."""
+    return max(1, CHUNK_ELEMENTS // max(width, 1))
+
+
+def _row_ranges(adj_t: torch.Tensor, width: int):
+    """``(rows, first, last)`` per slice of :func:`rows_per_slice` target rows
+    of a CSR :math:`A^\\top`: the slice and its edges' range. Two host reads
+    per slice (its first and last edge); not for ``torch.compile``."""
+    pointers = adj_t.crow_indices()
+    num_rows, step = pointers.numel() - 1, rows_per_slice(width)
+    for start in range(0, num_rows, step):
+        stop = min(start + step, num_rows)
+        yield slice(start, stop), int(pointers[start]), int(pointers[stop])
+
+
 def csr_row_chunks(adj_t: torch.Tensor, width: int):
     r"""``(rows, edges)`` of a CSR :math:`A^\top` (targets by sources), a slice
     of consecutive target rows at a time: ``edges`` are those rows' edges as
     :class:`Edges` whose targets count from the slice's first row, so
-    :func:`spmm` of them is the slice's rows of :math:`A X`. A slice holds at
-    most :data:`CHUNK_ELEMENTS` / ``width`` rows, bounding a
-    :math:`(\text{rows}, \text{width})` buffer per slice. Two host reads
-    per slice (its first and last edge); not for ``torch.compile``.
+    :func:`spmm` of them is the slice's rows of :math:`A X`. A slice holds
+    :func:`rows_per_slice` rows, bounding a :math:`(\text{rows},
+    \text{width})` buffer per slice.
     """
     pointers, columns, values = adj_t.crow_indices(), adj_t.col_indices(), adj_t.values()
-    num_rows = pointers.numel() - 1
-    step = max(1, CHUNK_ELEMENTS // max(width, 1))
-    for start in range(0, num_rows, step):
-        stop = min(start + step, num_rows)
-        first, last = int(pointers[start]), int(pointers[stop])
+    for rows, first, last in _row_ranges(adj_t, width):
         yield (
-            slice(start, stop),
-            Edges(columns[first:last], None, values[first:last], pointers[start : stop + 1] - first),
+            rows,
+            Edges(columns[first:last], None, values[first:last], pointers[rows.start : rows.stop + 1] - first),
         )
+
+
+def csr_row_blocks(adj_t: torch.Tensor, width: int):
+    r"""``(rows, A_c)`` of a CSR :math:`A^\top`, as :func:`csr_row_chunks` cuts
+    it, each slice a ``torch.sparse`` CSR tensor of its own (shape ``(rows,
+    N_s)``, its indices and values views of ``adj_t``'s): what PyG's ``spmm``
+    takes, so a slice's product is the one PyG computes for those rows."""
+    pointers, columns, values = adj_t.crow_indices(), adj_t.col_indices(), adj_t.values()
+    for rows, first, last in _row_ranges(adj_t, width):
+        block = torch.sparse_csr_tensor(
+            pointers[rows.start : rows.stop + 1] - first,
+            columns[first:last],
+            values[first:last],
+            size=(rows.stop - rows.start, adj_t.size(1)),
+            check_invariants=False,
+        )
+        yield rows, block
 
 
 def _target_factor(edges: Edges, num_dst: int, reduce: str, scale: float, dtype: torch.dtype):

@@ -77,8 +77,13 @@ SAGE_FORMS = {
 
 
 @pytest.mark.parametrize("form", SAGE_FORMS)
-@pytest.mark.parametrize("graph_form", ["edge_index", "csr"])
-def test_sage_without_autograd_gives_pygs_output_bit_for_bit(form, graph_form):
+@pytest.mark.parametrize("graph_form", ["edge_index", "csr", "csr by row slices"])
+def test_sage_without_autograd_gives_pygs_output_bit_for_bit(form, graph_form, monkeypatch):
+    """Every form, both graph forms; on CSR also with 4 target rows per slice."""
+    from iexact import graph as graph_module
+
+    if graph_form == "csr by row slices":
+        monkeypatch.setattr(graph_module, "CHUNK_ELEMENTS", 4 * max(F_IN, F_OUT))
     factory, inputs = SAGE_FORMS[form]
     torch.manual_seed(0)
     conv = factory()

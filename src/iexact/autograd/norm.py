@@ -18,7 +18,7 @@ def norm_config(config: CompressionConfig) -> CompressionConfig:
 def _column_dots(a: torch.Tensor, b: torch.Tensor) -> torch.Tensor:
     r""":math:`\sum_i a_{ic} b_{ic}` per column :math:`c`, :math:`(C,)` for :math:`(N, C)`
     inputs, summed over row chunks: no :math:`N \times C` product temporary."""
-    rows = max(1, graph.CHUNK_ELEMENTS // max(a.shape[1], 1))
+    rows = graph.rows_per_slice(a.shape[1])
     total = a.new_zeros(a.shape[1])
     for start in range(0, a.shape[0], rows):
         total += (a[start : start + rows] * b[start : start + rows]).sum(0)

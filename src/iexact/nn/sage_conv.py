@@ -2,14 +2,17 @@ r"""``SAGEConv`` storing its input once for both linear maps."""
 
 from __future__ import annotations
 
+from typing import cast
+
 import torch
-from torch_geometric.nn import SAGEConv
+from torch_geometric.nn import Linear, SAGEConv
+from torch_geometric.utils import spmm
 
 from ..autograd import CompressedLinearFunction, CompressedReLUFunction, RowChunkedSAGEFunction
-from ..graph import GraphSpec, is_sparse, plain
+from ..graph import GraphSpec, csr_row_blocks, is_sparse, plain, rows_per_slice
 from .aggregation import aggregated_linear, linear_aggregation, sparse_value_reason
 from .handler import CompressedModule, has_forward_hooks, register_handler
-from .message_inputs import message_inputs, runs_stock
+from .message_inputs import message_inputs, runs_stock, stock_reason
 
 
 @register_handler(SAGEConv)
@@ -84,6 +87,8 @@ class SAGEConvHandler(CompressedModule):
         Without autograd the root term is added into ``lin_l``'s output in
         place: the same sums bit for bit, one :math:`N \times F` buffer
         fewer (a full-batch ``eval()`` pass on a large graph peaks there).
+        On a ``torch.sparse`` CSR graph the targets go a slice of rows at a
+        time (:meth:`_row_sliced`), one more :math:`N \times F` fewer.
         Hooks on the linear maps could keep ``lin_l``'s output, so with any
         set PyG's forward runs as it is."""
         if torch.is_grad_enabled() or self.normalize or not self.root_weight or has_forward_hooks(*self.owned(self)):
@@ -91,8 +96,48 @@ class SAGEConvHandler(CompressedModule):
         pair = (x, x) if isinstance(x, torch.Tensor) else tuple(x)
         if self.project:
             pair = (self.lin(pair[0]).relu(), pair[1])
+        if pair[1] is not None and _row_sliced_eval(self, pair, edge_index, size):
+            return self._row_sliced(pair, plain(edge_index))
         out = self.lin_l(self.propagate(edge_index, x=pair, size=size))
         return out if pair[1] is None else out.add_(self.lin_r(pair[1]))
+
+    def _row_sliced(self, pair, adj_t: torch.Tensor) -> torch.Tensor:
+        r""":math:`Y = \mathrm{lin}_r(X_t)`, then :math:`Y_c \mathrel{+}=
+        \mathrm{lin}_l(A_c X_s)` for slices :math:`c` of target rows,
+        :math:`A_c X_s` by PyG's own ``spmm`` (:func:`~iexact.graph.csr_row_blocks`):
+        the pass holds :math:`X_s`, :math:`Y` and one slice, where PyG's holds
+        :math:`X_s`, :math:`A X_s` and :math:`Y`. Each row is summed as PyG
+        sums it; a slice's linear map may round differently from the whole's
+        (a few ulp)."""
+        source, target = pair
+        lin_l, lin_r = cast(Linear, self.lin_l), cast(Linear, self.lin_r)
+        out = lin_r(target)
+        for rows, block in csr_row_blocks(adj_t, _slice_width(self, source)):
+            out[rows] += lin_l(spmm(block, source, reduce=self.aggr))
+        return out
+
+
+def _slice_width(conv, source: torch.Tensor) -> int:
+    """Columns of a row slice's widest buffer: :math:`A_c X_s` or its image."""
+    return max(source.size(-1), conv.lin_l.out_channels)
+
+
+def _row_sliced_eval(conv, pair, structure, size) -> bool:
+    """Whether an evaluation of ``conv`` goes by row slices: a ``torch.sparse``
+    CSR graph of more target rows than one slice takes, nothing acting inside
+    ``propagate``, node-major 2-D features, no ``size`` beyond the graph's
+    own, eager."""
+    structure = plain(structure)
+    return (
+        is_sparse(structure)
+        and structure.layout == torch.sparse_csr
+        and size is None
+        and pair[0].dim() == 2
+        and conv.node_dim in (0, -2)
+        and structure.size(0) > rows_per_slice(_slice_width(conv, pair[0]))
+        and stock_reason(conv, pair, structure) is None
+        and not torch.compiler.is_compiling()
+    )
 
 
 def _row_chunked(structure, inputs, root, weight) -> bool:
