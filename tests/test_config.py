@@ -123,10 +123,10 @@ def test_str_spells_out_the_config():
         "INT2, one block per row, shared projection 8, uniform levels, bfloat16 scales, inputs compressed too"
     )
     assert str(CompressionConfig(bits=4, rp_ratio=1, rp_norm=False)) == (
-        "INT4, blocks of 256, no projection, optimal levels, bfloat16 scales"
+        "INT4, blocks of 128, no projection, optimal levels, bfloat16 scales"
     )
     assert str(CompressionConfig()) == (
-        "INT2, blocks of 256, sketch projection 4, optimal levels, bfloat16 scales, projected norm inputs"
+        "INT2, blocks of 128, sketch projection 4, optimal levels, bfloat16 scales, projected norm inputs"
     )
 
 

@@ -115,9 +115,9 @@ def test_the_knapsack_is_solved_exactly():
 def test_candidates_bad_budgets_and_explicit_levels():
     base = CompressionConfig(levels="uniform", projection="shared")
     grid = candidate_configs(base)
-    assert grid[0] == base and len(grid) == len(set(grid)) == 48
+    assert grid[0] == base and len(grid) == len(set(grid)) == 64
     assert all(config.levels == "uniform" and config.projection == "shared" for config in grid)
-    assert len(candidate_configs(CompressionConfig(block_size="row"))) == 49
+    assert len(candidate_configs(CompressionConfig(block_size="row"))) == 65
     data, loss = _graph(150)
     model = _model("gcn", data)
     for budget in (-1, 1.5, 1e30):

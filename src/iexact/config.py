@@ -69,7 +69,7 @@ class CompressionConfig:
             (default: :obj:`2`)
         block_size (int or str, optional): elements per quantization block
             :math:`G`, or ``"row"`` for one block per (projected) row as in
-            EXACT. (default: :obj:`256`)
+            EXACT. (default: :obj:`128`)
         rp_ratio (float, optional): random-projection ratio :math:`R \ge 1`;
             ``1`` disables the projection. (default: :obj:`4`)
         levels (str or tuple, optional): ``"uniform"`` (:math:`\ell_i = i`),
@@ -114,7 +114,7 @@ class CompressionConfig:
     """
 
     bits: int = 2
-    block_size: BlockSize = 256
+    block_size: BlockSize = 128
     rp_ratio: float = 4
     levels: str | tuple[float, ...] = "optimal"
     scale_dtype: torch.dtype = torch.bfloat16

@@ -5,7 +5,8 @@ r"""Activation memory: the bytes autograd holds for backward, per layer.
 op saves, and attributes each to the innermost module running when it was
 saved. Each storage counts once. Storage saved by iexact's own Functions
 (:class:`~iexact.autograd.SavingFunction`: packed codes, scales, bit masks,
-seeds) is *compressed*; anything else is *uncompressed*; storage the model
+seeds) and the codes of the saved-tensor fallback (:mod:`iexact.nn.fallback`)
+are *compressed*; anything else is *uncompressed*; storage the model
 or the caller already holds (parameters, buffers, module caches, the
 inputs) is reported apart, since it is not an activation.
 """
@@ -21,6 +22,7 @@ import torch
 from .autograd import SavingFunction
 from .graph import plain
 from .nn import original_class
+from .nn.fallback import COMPRESSED_CODES
 
 BYTE_UNITS = (("GiB", 2**30), ("MiB", 2**20), ("KiB", 2**10), ("B", 1))
 
@@ -211,6 +213,7 @@ def _saved_in_forward(model: torch.nn.Module, inputs, kwargs) -> tuple[dict, set
     the ``(innermost module, bytes, shape, dtype)`` of the first tensor saved in
     it, and the keys iexact's Functions saved (:func:`_compressed_storages`)."""
     recorded: dict[tuple, tuple[torch.nn.Module, int, tuple, torch.dtype]] = {}
+    generic: set[tuple] = set()  # the codes the saved-tensor fallback keeps
     was_training = model.training
     model.train()
     with running_modules(model) as running:
@@ -219,6 +222,8 @@ def _saved_in_forward(model: torch.nn.Module, inputs, kwargs) -> tuple[dict, set
             owner = running[-1] if running else model
             for key, nbytes in _storages(tensor):
                 recorded.setdefault(key, (owner, nbytes, tuple(tensor.shape), tensor.dtype))
+                if COMPRESSED_CODES.get():
+                    generic.add(key)
             # an alias without grad_fn: a node saving its own output would otherwise form a
             # reference cycle, and the measured graph would outlive this call until the next gc
             return tensor.detach()
@@ -228,14 +233,16 @@ def _saved_in_forward(model: torch.nn.Module, inputs, kwargs) -> tuple[dict, set
                 outputs = _tensors_in(model(*inputs, **kwargs), [])
         finally:
             model.train(was_training)
-    return recorded, _compressed_storages(outputs)
+    return recorded, _compressed_storages(outputs) | generic
 
 
 @contextlib.contextmanager
 def running_modules(model: torch.nn.Module) -> Iterator[list[torch.nn.Module]]:
     """A list that holds, while the block runs, the stack of ``model``'s modules
     whose forward is running (innermost last), kept by forward (pre-)hooks
-    that are removed on leaving the block."""
+    that are removed on leaving the block. They only observe: a converted
+    module runs as it would without them (see
+    :func:`~iexact.nn.handler.has_forward_hooks`)."""
     running: list[torch.nn.Module] = []
 
     def enter(module, args) -> None:
@@ -244,6 +251,7 @@ def running_modules(model: torch.nn.Module) -> Iterator[list[torch.nn.Module]]:
     def leave(module, args, output) -> None:
         running.pop()
 
+    enter.iexact_observer = leave.iexact_observer = True  # type: ignore[attr-defined]  # see has_forward_hooks
     handles = []
     for module in model.modules():
         handles += [module.register_forward_pre_hook(enter), module.register_forward_hook(leave)]

@@ -53,7 +53,7 @@ from .nn import compress_, configure_, is_compressed, original_class, restore_
 from .ops.codec import decompress
 
 BITS = (1, 2, 4, 8)
-BLOCK_SIZES = (64, 256, 1024)
+BLOCK_SIZES = (64, 128, 256, 1024)
 RP_RATIOS = (1, 2, 4, 8)
 
 

@@ -20,7 +20,7 @@ def test_analyze_writes_the_report_and_figures(tmp_path, capsys):
     assert layers == ["norms.0.module", "convs.1", "norms.1.module", "convs.2"]
     for a in record["activations"]:
         assert set(a["fits"]) == {"uniform", "normal", "clipped_normal"}
-        assert set(a["variance"]) == {"uniform", "optimal", "calibrated"} and a["block_size"] == 256
+        assert set(a["variance"]) == {"uniform", "optimal", "calibrated"} and a["block_size"] == 128
     assert set(record["gradient_error"]["per_parameter"]) >= {"convs.0.lin_l.weight", "convs.2.lin_r.weight"}
     assert (out / "analyze.md").read_text().startswith("# sage on synthetic:300,1200,16,4")
     for figure in ("histograms.png", "variance.png", "gradient_error.png"):

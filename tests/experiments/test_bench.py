@@ -12,6 +12,7 @@ from iexact import PRESETS
 from iexact.experiments import bench
 from iexact.experiments.bench import codec_report, memory_configs, preset_rows
 from iexact.experiments.cli import main
+from iexact.experiments.zoo import zoo
 
 
 def test_codec_table_printed(capsys):
@@ -54,6 +55,18 @@ def test_memory_table_lists_every_config_with_its_ratio_to_fp32(capsys):
         assert ratio == pytest.approx(fp32 / total, rel=0.01), name
         assert name == "FP32" or ratio > 5
     assert "Per layer, default config:" in out
+
+
+def test_every_model_family_is_compressed_and_its_gradient_measured(capsys):
+    argv = ["bench", "memory", "--models", "--nodes", "300", "--edges", "1500", "--draws", "1", "--threads", "1"]
+    assert main(argv) == 0
+    rows = [line.strip("| ").split(" | ") for line in capsys.readouterr().out.splitlines() if line.startswith("| ")]
+    by_name = {row[0]: row for row in rows[1:]}
+    assert list(by_name) == list(zoo(16, 16, 2, torch.zeros(2, 1, dtype=torch.long)))
+    for name, (_, _, _, ratio, _, error, of_mean, _) in by_name.items():
+        assert float(ratio.removesuffix("×")) > 1.5, name  # each keeps less than FP32
+        assert 0 < float(of_mean) <= float(error) < 5, name
+    assert by_name["GCN"][-1] == "–" and by_name["GAT(v2=True) (GATv2Conv)"][-1] == "GATv2Conv"
 
 
 @pytest.mark.parametrize("argv", [["bench", "codec", "--rows", "0"], ["bench", "codec", "--width", "-3"]])
@@ -182,3 +195,21 @@ def test_ctrl_c_during_bench_train_stops_every_process_with_one_line(tmp_path):
     _, error = parent.communicate(timeout=60)
     assert parent.returncode == 130 and "Traceback" not in error, error
     assert error.strip().splitlines()[-1] == f"iexact bench: interrupted; finished configurations are in {out / 'runs'}"
+
+
+def test_a_record_without_the_allocators_count_is_tabled_by_its_accounted_bytes():
+    """Under --memory-limit the profiler behind the allocator's count may not fit (allocator None)."""
+
+    def record(kind, total, allocator):
+        return {
+            "label": kind,
+            "kind": kind,
+            "activation_memory": {"total": total, "allocator": allocator},
+            "epoch_seconds_median": 1.0,
+            "test_accuracy": {"mean": 0.5, "std": 0.0},
+            "peak_memory": {"bytes": 2**30},
+            "gradient_error": None,
+        }
+
+    table = bench.markdown_table([record("fp32", 100 * 2**20, 100 * 2**20), record("compressed", 2**20, None)])
+    assert "| compressed | 50.0 ± 0.0 | – | 1.00 MiB | 100.0× less | not measured |" in table

@@ -48,6 +48,7 @@ RECORD_KEYS = {
     "memory_parts",
     "run_epochs",
     "peak_address_space",
+    "memory_floor",
 }
 
 
@@ -61,7 +62,7 @@ def test_train_writes_the_documented_json(model, tmp_path, capsys):
     assert "test accuracy" in capsys.readouterr().out
     record = json.loads(path.read_text())
     assert set(record) == RECORD_KEYS
-    assert record["config"]["bits"] == 2 and record["config"]["block_size"] == 256
+    assert record["config"]["bits"] == 2 and record["config"]["block_size"] == 128
     runs, test_nodes = record["test_accuracy"]["runs"], 60  # 20 % of 300 nodes
     assert len(runs) == 2 and record["test_accuracy"]["mean"] == pytest.approx(sum(runs) / 2)
     assert all(abs(score * test_nodes - round(score * test_nodes)) < 1e-6 for score in runs)
@@ -77,6 +78,11 @@ def test_train_writes_the_documented_json(model, tmp_path, capsys):
     assert sum(parts.values()) == record["peak_memory"]["bytes"]
     if sys.platform == "linux":  # VmPeak: the whole process's mapped peak, above what it ever held resident
         assert record["peak_address_space"] >= record["peak_memory"]["bytes"]
+        floor = record["memory_floor"]
+        assert floor["dataset"] == parts["graph"] + parts["features"] + parts["labels_and_masks"]
+        assert floor["two_layer_tensors"] == 2 * 4 * 300 * 16
+        assert floor["total"] == floor["dataset"] + floor["runtime"] + floor["two_layer_tensors"]
+        assert floor["runtime"] > 2**20 and floor["total"] <= record["peak_address_space"]
 
 
 def test_fp32_and_explicit_flags(tmp_path):
@@ -188,12 +194,12 @@ def test_bench_writes_table_json_and_plots(tmp_path, capsys):
         main(
             ["bench", "train"]
             + TINY[:-2]
-            + ["--epochs", "2", "--hidden", "16", "--block-sizes", "64,1024,256", "--out", str(out)]
+            + ["--epochs", "2", "--hidden", "16", "--block-sizes", "64,1024,128", "--out", str(out)]
         )
         == 0
     )
     printed = capsys.readouterr().out
-    assert "default, G=256 is default: run once" in printed
+    assert "default, G=128 is default: run once" in printed
     table = (out / "bench.md").read_text()
     labels = [
         "FP32",

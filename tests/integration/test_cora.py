@@ -44,7 +44,8 @@ MODELS = {
 }
 
 
-@pytest.mark.parametrize("name", sorted(MODELS))
+# GraphSAGE reads Cora's 1,433 features with two linear maps (80 s on 2 threads): slow; GCN runs in CI
+@pytest.mark.parametrize("name", ["GCN", pytest.param("GraphSAGE", marks=pytest.mark.slow)])
 def test_int2_matches_fp32_accuracy_on_cora(cora, name):
     fp32 = _mean_test_accuracy(cora, MODELS[name], None)
     int2 = _mean_test_accuracy(cora, MODELS[name], iexact.CompressionConfig())

@@ -18,6 +18,7 @@ from torch_geometric.utils import to_torch_csr_tensor
 
 import iexact
 from iexact import graph
+from iexact.quant import bitmask
 
 NODES, EDGES, FEATURES, HIDDEN, CLASSES = 20000, 400000, 16, 64, 5
 CHUNK = 2**17  # gathered elements per edge chunk in these tests: 2,048 edges, a tenth of N x F
@@ -100,6 +101,7 @@ def _model(compressed: bool):
 
 def test_compressed_sage_step_holds_at_most_two_full_width_tensors(monkeypatch):
     monkeypatch.setattr(graph, "CHUNK_ELEMENTS", CHUNK)
+    monkeypatch.setattr(bitmask, "SELECT_CHUNK", CHUNK)  # the kept ReLU signs, packed a slice at a time
     x, adj_t, labels = _data()
     unit = NODES * HIDDEN * 4
     # two edge chunks of gathered float messages, two row slices (A_c X and its product with a weight)
@@ -118,6 +120,7 @@ def test_compressed_sage_step_holds_at_most_two_full_width_tensors(monkeypatch):
 
 def test_a_csr_graph_is_never_expanded_to_an_edge_index(monkeypatch):
     monkeypatch.setattr(graph, "CHUNK_ELEMENTS", CHUNK)
+    monkeypatch.setattr(bitmask, "SELECT_CHUNK", CHUNK)
     x, adj_t, labels = _data()
     indices = [
         numel

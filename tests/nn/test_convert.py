@@ -11,6 +11,7 @@ from torch_geometric.nn.models import GAT, GCN, GraphSAGE
 import iexact
 from iexact import CompressionConfig
 from iexact.nn import is_compressed
+from iexact.nn.fallback import FallbackHandler
 
 
 def _graph(nodes=60, edges=240, features=16, seed=0):
@@ -162,14 +163,18 @@ def test_users_register_their_own_handlers():
 
 
 def test_unconverted_modules_are_named_in_a_warning():
-    model = GraphSAGE(16, 32, num_layers=2, out_channels=4, norm="layer_norm", act="gelu", aggr="max")
+    model = GraphSAGE(16, 32, num_layers=2, out_channels=4, norm="layer_norm", act="hardswish", aggr="max")
     with pytest.warns(UserWarning) as caught:
         iexact.compress_(model, CompressionConfig())
     message = str(caught[0].message)
-    for expected in ("convs.0 (SAGEConv, aggr='max'", "norms.0 (LayerNorm)", "act (GELU)"):
+    assert "saved-tensor fallback" in message and "full precision" not in message
+    for expected in ("convs.0 (SAGEConv, aggr='max'", "norms.0 (LayerNorm, mode='graph'", "act (Hardswish)"):
         assert expected in message
-    assert is_compressed(model.convs[0].lin_l)  # its linear children still are
-    assert not is_compressed(model.convs[0])
+    assert is_compressed(model.convs[0].lin_l)  # its linear children still are, by their handler
+    assert isinstance(model.convs[0], FallbackHandler)
+    with pytest.warns(UserWarning, match="stay full precision: convs.0 \\(SAGEConv"):
+        iexact.compress_(model, CompressionConfig(), fallback=None)
+    assert not is_compressed(model.convs[0]) and is_compressed(model.convs[0].lin_l)
     with warnings.catch_warnings():
         warnings.simplefilter("error")
         iexact.compress_(_models()[0], CompressionConfig())

@@ -1,12 +1,17 @@
 """``Dropout``: a snapshot of torch's generator, the mask redrawn in backward."""
 
 import torch
+from torch_geometric.nn.models import GraphSAGE
 
 import iexact
 
 from .examples import Example
 
-EXAMPLES = [Example("Dropout", lambda channels: torch.nn.Dropout(0.3), "x", unbiased=False)]  # the mask is exact
+EXAMPLES = [
+    Example("Dropout", lambda channels: torch.nn.Dropout(0.3), "x", unbiased=False),  # the mask is exact
+    # its dropout keeps the ReLU's signs (iexact.nn.fusion)
+    Example("GraphSAGE, ReLU into dropout", lambda channels: GraphSAGE(channels, 16, 2, 7, dropout=0.5)),
+]
 
 
 def test_dropout_keeps_a_generator_snapshot_and_backward_reuses_its_mask(device):

@@ -3,7 +3,9 @@
 import pytest
 import torch
 from torch_geometric import EdgeIndex
-from torch_geometric.nn import MLP, GINConv
+from torch_geometric.nn import GIN, MLP, GINConv
+
+import iexact
 
 from .examples import Example
 from .forms import F_IN, F_OUT, N, compare, edges, features
@@ -33,3 +35,16 @@ def test_bipartite_inputs(graph_form):
         [features(12, F_IN), x_dst],
     )
     assert out.shape == (5, F_OUT)
+
+
+def test_the_first_layers_aggregation_is_compressed_not_kept_by_reference():
+    """In the first layer the aggregation of data.x needs no gradient: its MLP's first linear map
+    kept it by reference (a full-precision N x D tensor nothing else holds); it keeps it compressed."""
+    torch.manual_seed(0)
+    model = GIN(F_IN, 16, num_layers=2, out_channels=F_OUT)
+    x, edge_index = features(200, F_IN).detach(), edges(200, 200, count=800)
+    iexact.compress_(model, iexact.CompressionConfig())
+    report = iexact.activation_memory(model, x, edge_index)
+    first = [saved for saved in report.saved if saved.layer == "convs.0.nn.lins.0"]
+    assert first and all(saved.dtype != torch.float32 for saved in first)  # codes and scales only
+    assert sum(saved.nbytes for saved in first) < x.nbytes // 8

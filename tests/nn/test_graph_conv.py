@@ -8,6 +8,7 @@ from torch_geometric.utils import to_torch_csr_tensor
 
 import iexact
 from iexact import CompressionConfig
+from iexact.nn.fallback import FallbackHandler
 
 from .examples import Example
 from .forms import F_IN, F_OUT, N, compare, edges, features
@@ -65,7 +66,7 @@ def test_bipartite_inputs(graph_form):
     assert out.shape == (5, F_OUT)
 
 
-def test_max_aggregation_is_left_uncompressed_and_named():
-    with pytest.warns(UserWarning, match=r"GraphConv, aggr='max'"):
+def test_max_aggregation_takes_the_fallback_and_is_named():
+    with pytest.warns(UserWarning, match=r"saved-tensor fallback .*GraphConv, aggr='max'"):
         conv = iexact.compress_(GraphConv(F_IN, F_OUT, aggr="max"), CompressionConfig())
-    assert not iexact.nn.is_compressed(conv)
+    assert isinstance(conv, FallbackHandler)

@@ -22,3 +22,35 @@ def test_masks_packed_chunk_by_chunk_are_the_same_bytes(monkeypatch):
     monkeypatch.setattr(bitmask, "MASK_CHUNK", 16)  # 63 elements: three whole chunks and one of 15
     assert torch.equal(pack_mask(mask), whole)
     assert torch.equal(unpack_mask(whole, mask.shape), mask)
+
+
+@pytest.mark.parametrize("numel", [0, 1, 63, 64, 1000])
+@pytest.mark.parametrize("chunk", [16, 2**20])
+def test_selected_bits_round_trip_in_their_count_of_bits(numel, chunk, monkeypatch, device):
+    from iexact.quant import bitmask, pack_selected, selected_capacity, unpack_selected
+
+    monkeypatch.setattr(bitmask, "SELECT_CHUNK", chunk)
+    generator = torch.Generator().manual_seed(numel)
+    bits, selected = (torch.rand(2, numel, generator=generator) > 0.5).to(device)
+    packed = pack_selected(bits, selected, selected_capacity(numel, 0.5))
+    assert torch.equal(unpack_selected(packed, selected), bits & selected)
+    # exactly the selected bits, in order: the same bytes as packing bits[selected] alone
+    dense = pack_mask(bits[selected])
+    assert torch.equal(packed[: dense.numel()], dense) and not packed[dense.numel() :].any()
+
+
+def test_selected_capacity_is_eight_binomial_deviations_above_the_mean():
+    from iexact.quant import selected_capacity
+
+    n = 21_676_544  # a 169,343 x 128 hidden layer of the arxiv-shaped graph
+    # n / 2 + ceil(8 sqrt(n / 4)) + 64 = 10,838,272 + 18,624 + 64 bits, 0.09 % above the mean
+    assert selected_capacity(n, 0.5) == 10_856_960
+    assert selected_capacity(10, 0.5) == 16 and selected_capacity(0, 0.5) == 0  # never above n, rounded to bytes
+    assert selected_capacity(1000, 1.0) == 1000
+
+
+def test_more_selected_than_the_capacity_is_refused():
+    from iexact.quant import pack_selected
+
+    with pytest.raises(RuntimeError, match="more elements selected than their packed bits hold"):
+        pack_selected(torch.ones(100, dtype=torch.bool), torch.ones(100, dtype=torch.bool), 64)

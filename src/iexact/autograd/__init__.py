@@ -1,27 +1,45 @@
 """One ``torch.autograd.Function`` per op: forward packs what backward needs, backward unpacks it."""
 
-from .activation import CompressedELUFunction, CompressedLeakyReLUFunction, CompressedReLUFunction
+from .activation import (
+    CompressedELUFunction,
+    CompressedLeakyReLUFunction,
+    CompressedPReLUFunction,
+    CompressedReLUFunction,
+    CompressedSmoothFunction,
+)
+from .activation_dropout import (
+    ActivationDerivativeFunction,
+    ActivationDropoutFunction,
+    DeferredActivationFunction,
+)
 from .aggregate import AggregateFunction
 from .attention import AttentionSpec, GATAttentionFunction
 from .dropout import DropoutFunction
 from .linear import CompressedLinearFunction, SharedInputLinearFunction
-from .norm import CompressedBatchNormFunction
+from .norm import CompressedBatchNormFunction, CompressedLayerNormFunction
 from .sage import RowChunkedSAGEFunction
-from .saving import SavingFunction
+from .saving import SavingFunction, mark_intermediate
 from .scale import EpsScaleFunction
 
 __all__ = [
+    "ActivationDerivativeFunction",
+    "ActivationDropoutFunction",
+    "DeferredActivationFunction",
     "AggregateFunction",
     "AttentionSpec",
     "CompressedBatchNormFunction",
     "CompressedELUFunction",
+    "CompressedLayerNormFunction",
     "CompressedLeakyReLUFunction",
     "CompressedLinearFunction",
+    "CompressedPReLUFunction",
     "CompressedReLUFunction",
+    "CompressedSmoothFunction",
     "DropoutFunction",
     "EpsScaleFunction",
     "GATAttentionFunction",
     "RowChunkedSAGEFunction",
     "SavingFunction",
+    "mark_intermediate",
     "SharedInputLinearFunction",
 ]

@@ -34,6 +34,16 @@ def redraw(
     return dropout_redraw(state, like, p, valid)
 
 
+def mask_like(grad_out: torch.Tensor, layout: tuple) -> torch.Tensor:
+    """A tensor laid out as forward's mask (``(shape, stride, dtype)``), for
+    :func:`redraw`: ``grad_out`` itself where it is, so that no buffer is
+    allocated only to carry the layout (the mask is drawn into one of its own)."""
+    shape, stride, dtype = layout
+    if (grad_out.shape, grad_out.stride(), grad_out.dtype) == layout:
+        return grad_out
+    return torch.empty_strided(shape, stride, dtype=dtype, device=grad_out.device)
+
+
 class DropoutFunction(SavingFunction):
     r""":math:`y = x \cdot m / (1 - p)`, :math:`m_i \sim \text{Bernoulli}(1 - p)`,
     drawn from torch's default generator exactly as ``torch.nn.functional.dropout``
@@ -59,13 +69,6 @@ class DropoutFunction(SavingFunction):
         (state,) = load(ctx)
         if ctx.p == 0:
             return grad_out, None
-        layout = ctx.layout
-        # the mask is drawn in the layout of forward's; grad_out gives it when laid out alike
-        like = (
-            grad_out
-            if (grad_out.shape, grad_out.stride(), grad_out.dtype) == layout
-            else torch.empty_strided(*layout[:2], dtype=layout[2], device=grad_out.device)
-        )
-        mask = redraw(like, ctx.p, state)
+        mask = redraw(mask_like(grad_out, ctx.layout), ctx.p, state)
         assert mask is not None  # p > 0
         return (mask.mul_(grad_out) if mask.dtype == grad_out.dtype else grad_out * mask.to(grad_out.dtype)), None

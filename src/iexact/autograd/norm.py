@@ -2,6 +2,8 @@ r"""Batch normalization keeping its normalized input compressed."""
 
 from __future__ import annotations
 
+import math
+
 import torch
 
 from .. import graph
@@ -90,3 +92,71 @@ class CompressedBatchNormFunction(SavingFunction):
         grad_weight = grad_weight.to(weight.dtype) if weight is not None and ctx.needs_input_grad[1] else None
         grad_bias = grad_bias.to(grad_out.dtype) if ctx.needs_input_grad[2] else None
         return grad_x, grad_weight, grad_bias, None, None, None
+
+
+class CompressedLayerNormFunction(SavingFunction):
+    r"""Layer normalization over the last dimensions of :math:`X` (``width``
+    elements per row, :math:`M` rows), with PyG's and torch's values:
+
+    .. math::
+        \hat X = (X - \mu_r) / \sqrt{\sigma_r^2 + \epsilon}, \quad
+        Y = \gamma \hat X + \beta \quad \text{(per row } r\text{)}.
+
+    Backward, with :math:`g = \gamma\, dY` and row means :math:`\langle\cdot\rangle`:
+
+    .. math::
+        d\gamma = \textstyle\sum_r dY_r \hat X_r, \quad d\beta = \sum_r dY_r, \quad
+        dX = \frac{1}{\sqrt{\sigma_r^2+\epsilon}}\Big(g - \langle g \rangle
+        - \hat X \langle g \hat X \rangle\Big).
+
+    The last term is quadratic in :math:`\hat X` and its mean runs over one
+    row (tens of elements, not the :math:`N` rows of batch normalization), so
+    one compressed copy would bias it by :math:`g_i \mathrm{Var}_i / D`:
+    two copies compressed with independent seeds enter its two factors
+    (the first also :math:`d\gamma`), each re-centred per row (the exact rows
+    have mean 0), so :math:`dX` is unbiased and sums to 0 per row as it does
+    without compression. Never projected: :math:`dX` needs :math:`\hat X`
+    element by element.
+
+    Stores: :math:`\hat X` compressed twice (``config.unprojected``) and
+    :math:`1/\sqrt{\sigma_r^2+\epsilon}` (:math:`4M` bytes).
+
+    Shapes:
+        - **input:** :math:`X` :math:`(*, \text{normalized\_shape})`,
+          :math:`\gamma, \beta` ``normalized_shape`` or ``None``
+        - **output:** :math:`Y` shaped as :math:`X`
+    """
+
+    @staticmethod
+    def forward(
+        ctx, x, weight, bias, normalized_shape: tuple, eps: float, config: CompressionConfig, seeds: SeedStream | None
+    ):
+        out = torch.nn.functional.layer_norm(x, normalized_shape, weight, bias, eps)
+        rows = x.detach().reshape(-1, math.prod(normalized_shape)).float()
+        var, mean = torch.var_mean(rows, dim=1, keepdim=True, unbiased=False)
+        invstd = torch.rsqrt(var + eps)
+        normalized = (rows - mean).mul_(invstd)
+        elementwise = config.unprojected
+        save(ctx, weight, pack(normalized, elementwise, seeds), pack(normalized, elementwise, seeds), invstd)
+        ctx.shape, ctx.normalized_shape = x.shape, tuple(normalized_shape)
+        return out
+
+    @staticmethod
+    def backward(ctx, grad_out):
+        weight, first, second, invstd = load(ctx)
+        grad32 = grad_out.reshape(invstd.shape[0], -1).float()
+        outer, inner = (_row_centred(unpack(packed).float()) for packed in (first, second))
+        grad_weight = _column_dots(grad32, outer)
+        grad_bias = grad32.sum(0)
+        g = grad32 if weight is None else grad32 * weight.reshape(1, -1).float()
+        projection = (g * inner).mean(1, keepdim=True)
+        grad_x = outer.mul_(projection.neg_()).add_(g).sub_(g.mean(1, keepdim=True)).mul_(invstd)
+        grad_x = grad_x.reshape(ctx.shape).to(grad_out.dtype) if ctx.needs_input_grad[0] else None
+        grad_weight = grad_weight.reshape(ctx.normalized_shape).to(weight.dtype) if ctx.needs_input_grad[1] else None
+        grad_bias = grad_bias.reshape(ctx.normalized_shape).to(grad_out.dtype) if ctx.needs_input_grad[2] else None
+        return grad_x, grad_weight, grad_bias, None, None, None, None
+
+
+def _row_centred(rows: torch.Tensor) -> torch.Tensor:
+    """``rows`` less each row's mean, in place."""
+    return rows.sub_(rows.mean(1, keepdim=True))

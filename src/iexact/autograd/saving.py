@@ -22,17 +22,30 @@ class SavingFunction(torch.autograd.Function):
     (or references to tensors the model already holds: parameters, inputs)."""
 
 
+INTERMEDIATE = "iexact_intermediate"  # the attribute :func:`mark_intermediate` sets
+
+
+def mark_intermediate(x: torch.Tensor) -> torch.Tensor:
+    """Mark ``x``, a tensor a handler computed, as one no caller holds, so
+    that :func:`pack` never keeps it by reference: made from inputs that need
+    no gradient (GIN's aggregation of ``data.x``), it has no ``grad_fn`` and
+    would look like the caller's own leaf. Returns ``x``."""
+    setattr(x, INTERMEDIATE, True)
+    return x
+
+
 def pack(
     x: torch.Tensor, config: CompressionConfig, seeds: SeedStream | None, argument: bool = False
 ) -> Stored | torch.Tensor:
     """What backward keeps of ``x``: ``x`` itself when it is an ``argument`` of
     the Function that is a leaf the caller holds anyway (an input such as
     ``data.x``: no op of the graph made it, so a reference costs no bytes and
-    adds no noise) and ``config.reference_inputs``; otherwise ``x``
-    compressed, seeded from ``seeds`` (torch's global generator when ``None``).
-    (Inside a Function's forward every tensor it computes looks like a leaf:
-    only its arguments may be referenced.)"""
-    if argument and config.reference_inputs and x.is_leaf:
+    adds no noise; not one a handler marked with :func:`mark_intermediate`)
+    and ``config.reference_inputs``; otherwise ``x`` compressed, seeded from
+    ``seeds`` (torch's global generator when ``None``). (Inside a Function's
+    forward every tensor it computes looks like a leaf: only its arguments may
+    be referenced.)"""
+    if argument and config.reference_inputs and x.is_leaf and not getattr(x, INTERMEDIATE, False):
         return x
     return codec_ops.compress(x.detach(), config, None if seeds is None else seeds.state)
 

@@ -109,7 +109,7 @@ def throughput_rows(x: torch.Tensor, repeats: int) -> list[dict]:
     decompressing into a fresh tensor and into a reused one."""
     gigabytes, out, rows = x.nbytes / 1e9, torch.empty_like(x), []
     for bits in (1, 2, 4, 8):
-        for block_size in ("row", 64, 256, 1024):
+        for block_size in ("row", 64, 128, 256, 1024):
             for levels in ("uniform", "optimal") if bits > 1 else ("uniform",):  # 1 bit: no interior level
                 config = CompressionConfig(bits=bits, block_size=block_size, rp_ratio=8, levels=levels)
                 packed = compress(x, config, seed=0)
@@ -169,10 +169,12 @@ def codec_report(rows: int, width: int, repeats: int, seed: int, sweep: bool) ->
 
 
 def memory_configs() -> dict[str, CompressionConfig | None]:
-    """FP32, every preset, and the default without ``rp_norm``, by label."""
+    """FP32, every preset, the default without ``rp_norm`` and with blocks of 64 and 256, by label."""
     configs: dict[str, CompressionConfig | None] = {"FP32": None}
     configs.update({name if name == "default" else f"{name}()": config for name, config in PRESETS.items()})
     configs["default, rp_norm=False"] = dataclasses.replace(PRESETS["default"], rp_norm=False)
+    for block_size in (64, 256):
+        configs[f"default, G={block_size}"] = dataclasses.replace(PRESETS["default"], block_size=block_size)
     return configs
 
 
@@ -229,6 +231,7 @@ def gradient_configs() -> dict[str, CompressionConfig]:
         "per_row RP 4, rp_norm": dataclasses.replace(default, projection="per_row"),
         "default (sketch RP 4, rp_norm)": default,
         "default, uniform levels": dataclasses.replace(default, levels="uniform"),
+        "default, G=256": dataclasses.replace(default, block_size=256),
         "default, G=1024": dataclasses.replace(default, block_size=1024),
         "compact() (sketch RP 8, rp_norm)": PRESETS["compact"],
         "shared RP 8, rp_norm": dataclasses.replace(default, projection="shared", rp_ratio=8),
@@ -380,6 +383,16 @@ def completed(records: list[dict]) -> list[dict]:
     return [record for record in records if "out_of_memory" not in record and "failed" not in record]
 
 
+def _counted(memory: dict) -> int:
+    """A record's activation memory as the allocator counted it, or as accounted
+    where the allocator's count could not be measured (``None`` under a limit)."""
+    return memory["total"] if memory["allocator"] is None else memory["allocator"]
+
+
+def _allocator_cell(nbytes: int | None) -> str:
+    return "not measured" if nbytes is None else format_bytes(nbytes, "MiB")
+
+
 def markdown_table(records: list[dict]) -> str:
     """The side-by-side table of ``iexact bench train``: one row per configuration,
     ratios against the FP32 row of the same run (if there is one)."""
@@ -398,14 +411,13 @@ def markdown_table(records: list[dict]) -> str:
         accuracy = record["test_accuracy"]
         memory_ratio = time_ratio = "–"
         if fp32 is not None:
-            measured = max(memory["allocator"], 1)
-            memory_ratio = f"{fp32['activation_memory']['allocator'] / measured:.1f}× less"
+            memory_ratio = f"{_counted(fp32['activation_memory']) / max(_counted(memory), 1):.1f}× less"
             time_ratio = f"{seconds / fp32['epoch_seconds_median']:.2f}×"
         gradient = record.get("gradient_error")
         lines.append(
             f"| {record['label']} | {100 * accuracy['mean']:.1f} ± {100 * accuracy['std']:.1f} | "
             f"{'–' if gradient is None or 'whole' not in gradient else format(gradient['whole'], '.3f')} | "
-            f"{format_bytes(memory['total'], 'MiB')} | {memory_ratio} | {format_bytes(memory['allocator'], 'MiB')} | "
+            f"{format_bytes(memory['total'], 'MiB')} | {memory_ratio} | {_allocator_cell(memory['allocator'])} | "
             f"{format_bytes(record['peak_memory']['bytes'], 'MiB')} | {1e3 * seconds:.1f} ms | {time_ratio} |"
         )
     return "\n".join(lines)
@@ -451,7 +463,7 @@ def write_plots(records: list[dict], folder) -> list[Path]:
     figure = Figure(figsize=(6, 4), layout="tight")
     axes = figure.add_subplot()
     for record in records:
-        memory = max(record["activation_memory"]["allocator"], 1) / 2**20
+        memory = max(_counted(record["activation_memory"]), 1) / 2**20
         axes.errorbar(
             memory,
             100 * record["test_accuracy"]["mean"],

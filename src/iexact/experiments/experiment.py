@@ -26,13 +26,14 @@ from .limits import is_out_of_memory, out_of_memory_message, peak_address_space,
 from .measure import (
     measure_gradient_error,
     measure_memory,
+    memory_floor,
     memory_parts,
     peak_memory,
     restart_peak_memory,
     sample_batch,
     storage_bytes,
 )
-from .models import prepare_model
+from .models import hidden_width, prepare_model
 from .records import result_record
 from .settings import Settings
 from .train import TrainingFailed, TrainingState, train_epochs
@@ -78,6 +79,8 @@ def run_experiment(
     if not main:
         return None
     record = _measured_record(settings, data, device, epochs, runs, finished, restarted, ranks)
+    mapped = None if held_before is None or record["peak_address_space"] is None else held_before[0]
+    record["memory_floor"] = None if mapped is None else memory_floor(data, hidden_width(settings), mapped)
     if last is not None:
         dataset = storage_bytes(data[key] for key in data.keys())
         runtime = 0 if held_before is None else max(held_before[1] - dataset, 0)

@@ -16,7 +16,7 @@ from ..analysis import gradient_error
 from ..memory import activation_memory, allocator_growth
 from .batching import batch_loss_rows, make_loader
 from .data import graph_of
-from .limits import peak_resident, restart_peak_resident
+from .limits import is_out_of_memory, peak_resident, restart_peak_resident
 from .models import prepare_model
 from .settings import Settings
 from .train import labels_of, loss_function
@@ -44,7 +44,7 @@ def measure_memory(settings: Settings, data, device: torch.device) -> dict:
     with fork_rng(device):
         model = prepare_model(settings, data, device)
         report = activation_memory(model, batch.x, graph_of(batch))
-        grown = allocator_growth(model, batch.x, graph_of(batch))
+        grown = _allocator_count(model, batch)
     return {
         "total": report.total,
         "compressed": report.compressed,
@@ -55,6 +55,18 @@ def measure_memory(settings: Settings, data, device: torch.device) -> dict:
             for layer in report.layers
         ],
     }
+
+
+def _allocator_count(model, batch) -> int | None:
+    """:func:`~iexact.memory.allocator_growth` of one training forward, or ``None``
+    where it does not fit: on CPU the profiler behind it holds a record of every
+    op, which a run at the edge of ``--memory-limit`` may not have room for."""
+    try:
+        return allocator_growth(model, batch.x, graph_of(batch))
+    except (MemoryError, RuntimeError) as error:
+        if not is_out_of_memory(error):
+            raise
+        return None
 
 
 def measure_gradient_error(settings: Settings, data, device: torch.device, draws: int = 4) -> dict | None:
@@ -138,3 +150,20 @@ def memory_parts(
     parts["runtime"] = min(runtime, max(peak - sum(parts.values()), 0))
     parts["other"] = max(peak - sum(parts.values()), 0)
     return parts
+
+
+def memory_floor(data, hidden: int, mapped_before: int) -> dict:
+    r"""The least address space a full-graph run at hidden width :math:`H`
+    needs, in bytes: ``dataset`` (its tensors), ``runtime`` (what the process
+    mapped before training beyond them: interpreter, libraries, allocator)
+    and ``two_layer_tensors``, :math:`2 \cdot 4 N H`: a layer's input and
+    output, alive together in every step and every full-graph evaluation.
+    The kept activations, parameters and optimizer state come on top, so a
+    run's peak address space is at least ``total``."""
+    dataset = storage_bytes(data[key] for key in data.keys())
+    parts = {
+        "dataset": dataset,
+        "runtime": max(mapped_before - dataset, 0),
+        "two_layer_tensors": 2 * 4 * data.num_nodes * hidden,
+    }
+    return {**parts, "total": sum(parts.values())}

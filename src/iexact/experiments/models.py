@@ -140,6 +140,11 @@ def checkpoint_layers_(model: torch.nn.Module) -> torch.nn.Module:
     return model
 
 
+def hidden_width(settings: Settings) -> int:
+    """The hidden width of ``settings``' model: its ``hidden``, or the reference model's."""
+    return REFERENCE[settings.model].hidden if settings.hidden is None else settings.hidden
+
+
 def prepare_model(settings: Settings, data, device: torch.device) -> torch.nn.Module:
     """The reference model of ``settings`` for ``data`` on ``device``, compressed
     (with a plan's per-module configs) or checkpointed as its kind says."""

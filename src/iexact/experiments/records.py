@@ -57,6 +57,12 @@ def _mib(nbytes: int) -> str:
     return format_bytes(nbytes, "MiB")
 
 
+def _allocator_count(nbytes: int | None) -> str:
+    if nbytes is None:
+        return "allocator's count not measured: its profiler ran out of memory under the limit"
+    return f"allocator's count {_mib(nbytes)}"
+
+
 def _peak_line(record: dict) -> str:
     peak = record["peak_memory"]
     line = f"peak memory {_mib(peak['bytes'])} ({peak['kind']})"
@@ -66,6 +72,18 @@ def _peak_line(record: dict) -> str:
         space = format_bytes(record["peak_address_space"], "GiB")
         line += f"; peak address space {space} (what --memory-limit counts)"
     return line
+
+
+def _floor_line(record: dict) -> list[str]:
+    floor = record.get("memory_floor")
+    if floor is None:
+        return []
+    parts = ", ".join(
+        f"{label} {format_bytes(floor[part])}"
+        for part, label in (("dataset", "dataset"), ("runtime", "runtime"), ("two_layer_tensors", "two N × hidden"))
+    )
+    ratio = record["peak_address_space"] / floor["total"]
+    return [f"floor {format_bytes(floor['total'])} ({parts}); the peak address space is {ratio:.2f}× it"]
 
 
 def _gradient_line(error: dict | None) -> list[str]:
@@ -84,8 +102,9 @@ def describe(record: dict) -> str:
             f"test accuracy {100 * accuracy['mean']:.2f} ± {100 * accuracy['std']:.2f} % "
             f"(best validation epoch, {runs} run{'s' if runs > 1 else ''})",
             f"activation memory {_mib(memory['total'])} (compressed {_mib(memory['compressed'])}, "
-            f"uncompressed {_mib(memory['uncompressed'])}; allocator's count {_mib(memory['allocator'])})",
+            f"uncompressed {_mib(memory['uncompressed'])}; {_allocator_count(memory['allocator'])})",
             _peak_line(record),
+            *_floor_line(record),
             f"median epoch time {1e3 * record['epoch_seconds_median']:.1f} ms ({record['threads']} threads)",
             *_gradient_line(record["gradient_error"]),
         ]

@@ -11,7 +11,9 @@ from torch_geometric.nn import MessagePassing
 
 from ..config import CompressionConfig
 from ..seeds import SeedStream
-from .handler import HANDLERS, CompressedModule, compressed_class, lazy_reason, original_class
+from .fallback import DEFAULT_FALLBACK, FallbackHandler
+from .fusion import link_activations_, unlink_activations_
+from .handler import HANDLERS, CompressedModule, compressed_class, is_lazy, lazy_reason, original_class
 
 # modules that keep no activation of their own for backward
 _STATELESS = (torch.nn.Identity, torch.nn.Sequential, torch.nn.ModuleList, torch.nn.ModuleDict)
@@ -36,6 +38,7 @@ def compress_(
     model: torch.nn.Module,
     config: CompressionConfig,
     filter_fn: Callable[[torch.nn.Module, str], bool] | None = None,
+    fallback: CompressionConfig | None = DEFAULT_FALLBACK,
 ) -> torch.nn.Module:
     r"""Make ``model`` keep compressed activations for backward, in place.
 
@@ -57,45 +60,73 @@ def compress_(
     GINConv's ``nn`` is a network of its own and is always converted module
     by module.
 
-    A supported module in a setting that is not compressed (say
-    ``SAGEConv(aggr="max")``) and any other module that may save activations
-    (a message-passing layer, an activation, a leaf holding parameters) are
-    named in one warning.
+    **The fallback.** A module in a setting its handler does not compress
+    (``SAGEConv(aggr="max")``) or with no handler that may save activations
+    of its own (a message-passing layer, an activation, a leaf holding
+    parameters) keeps what autograd saves for it compressed with
+    ``fallback`` (:mod:`iexact.nn.fallback`); ``torch.compile`` runs it
+    eagerly between graphs. One warning names these modules, and those left full precision.
 
     Args:
         model (torch.nn.Module): the model, changed in place.
         config (CompressionConfig): how to compress.
         filter_fn (callable, optional): ``filter_fn(module, name)`` returns
             ``False`` to leave a module as it is. (default: :obj:`None`)
+        fallback (CompressionConfig, optional): the config of the saved-tensor
+            fallback; ``None`` turns it off. (default: 8 bits, no projection)
 
     Returns:
         ``model``.
     """
-    _check_arguments(model, config, filter_fn)
+    _check_arguments(model, config, filter_fn, fallback)
     seeds = SeedStream.from_torch_seed()
     owned: set[int] = set()  # ids of children computed by a converted conv
-    skipped = []
+    generic: list[str] = []  # modules the fallback takes, described
+    skipped: list[str] = []
     for name, module in model.named_modules():
         if id(module) in owned:
             module.__class__ = original_class(module)
         elif filter_fn is None or filter_fn(module, name):
             reason = _convert(module, config, seeds, owned)
             if reason is not None:
-                skipped.append(f"{name or '<model>'} ({reason})")
-    if skipped:
-        warnings.warn(
-            "iexact.compress_ left these modules uncompressed; their saved activations stay "
-            "full precision: " + ", ".join(skipped),
-            stacklevel=2,
-        )
+                (generic if _fall_back(module, fallback, seeds) else skipped).append(f"{name or '<model>'} ({reason})")
+    link_activations_(model)
+    _warn(generic, skipped, fallback)
     return model
 
 
-def _check_arguments(model, config, filter_fn) -> None:
+def _fall_back(module: torch.nn.Module, fallback: CompressionConfig | None, seeds: SeedStream) -> bool:
+    """Give ``module`` the saved-tensor fallback, unless it is off or the module
+    lazy (until its first forward); ``False`` when it stays as it is."""
+    if fallback is not None and not is_lazy(*module.modules()):
+        _switch(module, FallbackHandler, fallback, seeds)
+        return True
+    module.__class__ = original_class(module)  # a fallback module of an earlier call too
+    return False
+
+
+def _warn(generic: list[str], skipped: list[str], fallback: CompressionConfig | None) -> None:
+    """One warning naming the modules the fallback compresses and those left full precision."""
+    parts = []
+    if generic:
+        parts.append(
+            f"these modules keep what autograd saves for them compressed by the saved-tensor fallback "
+            f"({fallback}; values a backward compares kept exact; torch.compile runs them eagerly, "
+            f"fallback=None turns it off): " + ", ".join(generic)
+        )
+    if skipped:
+        parts.append("these modules' saved activations stay full precision: " + ", ".join(skipped))
+    if parts:
+        warnings.warn("iexact.compress_: " + "; ".join(parts), stacklevel=3)
+
+
+def _check_arguments(model, config, filter_fn, fallback) -> None:
     if not isinstance(model, torch.nn.Module):
         raise TypeError(f"model must be a torch.nn.Module, got {type(model).__name__}")
     if not isinstance(config, CompressionConfig):
         raise TypeError(f"config must be an iexact.CompressionConfig, got {type(config).__name__}")
+    if fallback is not None and not isinstance(fallback, CompressionConfig):
+        raise TypeError(f"fallback must be an iexact.CompressionConfig or None, got {type(fallback).__name__}")
     if filter_fn is not None and not callable(filter_fn):
         raise TypeError(f"filter_fn must be callable as filter_fn(module, name), got {type(filter_fn).__name__}")
 
@@ -112,11 +143,16 @@ def _convert(module: torch.nn.Module, config: CompressionConfig, seeds: SeedStre
     if reason is not None:
         module.__class__ = base
         return f"{base.__name__}, {reason}"
-    module.__class__ = compressed_class(handler, base)
-    converted = cast(CompressedModule, module)
-    converted.iexact_config, converted.iexact_seeds = config, seeds
+    _switch(module, handler, config, seeds)
     owned.update(id(child) for child in handler.owned(module))
     return None
+
+
+def _switch(module: torch.nn.Module, handler: type[CompressedModule], config: CompressionConfig, seeds: SeedStream):
+    """Give ``module`` the compressed class of ``handler`` and its base, with ``config`` and ``seeds``."""
+    module.__class__ = compressed_class(handler, original_class(module))
+    converted = cast(CompressedModule, module)
+    converted.iexact_config, converted.iexact_seeds = config, seeds
 
 
 def module_configs(model: torch.nn.Module) -> dict[str, CompressionConfig]:
@@ -154,6 +190,7 @@ def configure_(model: torch.nn.Module, configs: Mapping[str, CompressionConfig])
 def restore_(model: torch.nn.Module) -> torch.nn.Module:
     """Undo :func:`compress_` in place: every converted module gets its own class
     back (parameters, buffers and hooks were never touched). Returns ``model``."""
+    unlink_activations_(model)
     for module in model.modules():
         if isinstance(module, CompressedModule):
             base = module.iexact_base

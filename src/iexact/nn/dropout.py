@@ -4,7 +4,8 @@ from __future__ import annotations
 
 import torch
 
-from ..autograd import DropoutFunction
+from ..autograd import ActivationDerivativeFunction, ActivationDropoutFunction, DropoutFunction
+from ..autograd.activation_dropout import claim
 from .handler import CompressedModule, register_handler
 
 
@@ -13,10 +14,17 @@ class DropoutHandler(CompressedModule):
     """Dropout whose mask is torch's own (the same draw from the default
     generator) and is redrawn in backward (see :class:`~iexact.autograd.DropoutFunction`).
 
-    Stores: the generator snapshot, no per-element state.
+    Stores: the generator snapshot, no per-element state; after an activation
+    that left it its derivative (:class:`~iexact.nn.activation.SignHandler`),
+    the signs of the elements it keeps.
     """
 
     def forward(self, input):
+        slope = None if torch.compiler.is_compiling() or not torch.is_grad_enabled() else claim(input)
+        if slope is not None:
+            if self._compressing() and 0 < self.p < 1:
+                return ActivationDropoutFunction.apply(input, self.p, slope)
+            input = ActivationDerivativeFunction.apply(input, slope)
         if not self._compressing() or self.p == 0:
             return super().forward(input)
         return DropoutFunction.apply(input, self.p)

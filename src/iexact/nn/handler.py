@@ -82,12 +82,15 @@ def original_class(module: torch.nn.Module) -> type[torch.nn.Module]:
 
 def has_forward_hooks(*modules: torch.nn.Module) -> bool:
     """Whether forward (pre-)hooks would run around any of ``modules``: their
-    own or the global ones (``torch.nn.modules.module.register_module_forward_hook``)."""
+    own or the global ones (``torch.nn.modules.module.register_module_forward_hook``),
+    but for iexact's own observers (marked ``iexact_observer``, such as
+    :func:`~iexact.memory.running_modules`'), which neither keep nor change a tensor."""
     from torch.nn.modules import module as torch_module
 
-    if torch_module._global_forward_hooks or torch_module._global_forward_pre_hooks:
-        return True
-    return any(module._forward_hooks or module._forward_pre_hooks for module in modules)
+    hooks = [*torch_module._global_forward_hooks.values(), *torch_module._global_forward_pre_hooks.values()]
+    for module in modules:
+        hooks += [*module._forward_hooks.values(), *module._forward_pre_hooks.values()]
+    return any(not getattr(hook, "iexact_observer", False) for hook in hooks)
 
 
 # the handlers are mixins of torch.nn.Module subclasses: checked as modules, built as plain classes

@@ -5,7 +5,7 @@ pure-PyTorch reference quantizer, bit masks and the stored form.
 above the kernel dispatch (:mod:`iexact.kernels`), which imports from here.
 """
 
-from .bitmask import pack_mask, unpack_mask
+from .bitmask import pack_mask, pack_selected, selected_capacity, selected_parts, unpack_mask, unpack_selected
 from .levels import clipped_normal_sigma, expected_variance, fit_levels, levels_for, optimal_levels, uniform_levels
 from .packed import PackedActivation
 from .projection import projected_width, rademacher
@@ -18,8 +18,12 @@ __all__ = [
     "levels_for",
     "optimal_levels",
     "pack_mask",
+    "pack_selected",
     "projected_width",
     "rademacher",
+    "selected_capacity",
+    "selected_parts",
     "uniform_levels",
     "unpack_mask",
+    "unpack_selected",
 ]

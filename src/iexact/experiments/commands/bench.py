@@ -13,11 +13,13 @@ import torch
 
 from ...config import PRESETS
 from ...memory import format_bytes
+from ...nn.fallback import DEFAULT_FALLBACK
 from .. import bench
 from ..batch_size import SMALLEST, batch_size_table, largest_batch
 from ..files import write_json_atomically, write_text_atomically
 from ..job import Job, load_data
 from ..settings import RunKind
+from ..zoo import zoo_report
 from . import arguments
 from .outputs import Output, add_outputs
 from .train import add_experiment_arguments, job_from
@@ -49,8 +51,8 @@ def _add_train(kinds) -> None:
     parser.add_argument(
         "--block-sizes",
         type=lambda text: [arguments.block_size(part) for part in text.split(",")],
-        default=[64, 128, 1024],
-        help="block sizes of the default config's sweep (default: 64,128,1024); a configuration equal to one "
+        default=[64, 256, 1024],
+        help="block sizes of the default config's sweep (default: 64,256,1024); a configuration equal to one "
         "already listed runs once",
     )
     add_outputs(
@@ -198,21 +200,48 @@ def run_gradients(args: argparse.Namespace) -> int:
 
 
 def _add_memory(kinds) -> None:
-    parser = kinds.add_parser("memory", help="activation memory of the stock GraphSAGE on an arxiv-shaped graph")
+    parser = kinds.add_parser(
+        "memory",
+        help="activation memory of the stock GraphSAGE on an arxiv-shaped graph, or with --models of every "
+        "model family",
+    )
     parser.add_argument(
-        "--nodes", type=arguments.positive_int, default=169_343, help="nodes (default: ogbn-arxiv's 169,343)"
+        "--models",
+        action="store_true",
+        help="every model family people train (PyG's models and a stack of each conv, 3 layers of 64) on a "
+        "random graph of 2,000 nodes and 16,000 edges: FP32 beside the default, the gradient error and what "
+        "the saved-tensor fallback compresses",
+    )
+    parser.add_argument(
+        "--nodes", type=arguments.positive_int, help="nodes (default: ogbn-arxiv's 169,343; 2,000 with --models)"
     )
     parser.add_argument(
         "--edges",
         type=arguments.positive_int,
-        default=1_166_243,
-        help="random edges before making them undirected (default: 1,166,243)",
+        help="random edges (default: 1,166,243, then made undirected; 16,000 with --models)",
     )
-    parser.add_argument("--features", type=arguments.positive_int, default=128, help="features (default: 128)")
+    parser.add_argument("--features", type=arguments.positive_int, help="features (default: 128; 64 with --models)")
+    parser.add_argument(
+        "--draws", type=arguments.positive_int, default=8, help="gradient-error draws with --models (default: 8)"
+    )
+    parser.add_argument(
+        "--fallback-bits",
+        type=int,
+        choices=(1, 2, 4, 8),
+        default=DEFAULT_FALLBACK.bits,
+        help=f"bits of the saved-tensor fallback with --models (default: {DEFAULT_FALLBACK.bits})",
+    )
     arguments.add_runtime(parser, quiet=False)
-    parser.set_defaults(
-        run=lambda args: _print(bench.memory_report(args.nodes, args.edges, args.features, args.device)), parser=parser
-    )
+    parser.set_defaults(run=_run_memory, parser=parser)
+
+
+def _run_memory(args: argparse.Namespace) -> int:
+    if args.models:
+        nodes, edges, features = args.nodes or 2_000, args.edges or 16_000, args.features or 64
+        fallback = dataclasses.replace(DEFAULT_FALLBACK, bits=args.fallback_bits)
+        return _print(zoo_report((nodes, edges, features), 64, args.draws, PRESETS["default"], fallback, args.device))
+    nodes, edges, features = args.nodes or 169_343, args.edges or 1_166_243, args.features or 128
+    return _print(bench.memory_report(nodes, edges, features, args.device))
 
 
 def _add_codec(kinds) -> None:

@@ -1,0 +1,183 @@
+r"""Every model family people train today, for ``iexact bench memory --models``.
+
+Each is built with 3 layers of ``hidden`` channels on a random graph
+(``nodes`` nodes, ``edges`` random directed edges, ``features`` features,
+16-dimensional edge features for the layers that read them): PyG's own
+model classes where PyG has one (``GCN``, ``GraphSAGE``, ``GAT``, ``GAT(v2=True)``,
+``GIN``, ``PNA``, ``EdgeCNN``), otherwise a :class:`Stack` of one conv class
+with ReLU (or the named norm and activation) and dropout 0.5 between layers.
+:func:`zoo_report` measures each with FP32 beside the default config.
+"""
+
+from __future__ import annotations
+
+import statistics
+import warnings
+from collections.abc import Callable
+from typing import Any
+
+import torch
+from torch_geometric.nn import (
+    ChebConv,
+    GENConv,
+    GINEConv,
+    GPSConv,
+    GraphConv,
+    ResGatedGraphConv,
+    TransformerConv,
+)
+from torch_geometric.nn.models import GAT, GCN, GIN, PNA, EdgeCNN, GraphSAGE
+from torch_geometric.utils import degree
+
+from ..analysis import gradient_error
+from ..config import CompressionConfig
+from ..memory import activation_memory, format_bytes
+from ..nn import compress_, original_class
+from ..nn.fallback import FallbackHandler
+
+EDGE_DIM = 16
+
+
+class Stack(torch.nn.Module):
+    """``convs``, each but the last followed by ``norm(hidden)`` (if any), ``act``
+    and dropout 0.5; ``edge_attr`` passed to every conv when ``edges_featured``."""
+
+    def __init__(self, convs: list, hidden: int, norm, act: torch.nn.Module, edges_featured: bool = False):
+        super().__init__()
+        self.convs = torch.nn.ModuleList(convs)
+        self.norms = None if norm is None else torch.nn.ModuleList([norm(hidden) for _ in convs[:-1]])
+        self.act, self.dropout, self.edges_featured = act, torch.nn.Dropout(0.5), edges_featured
+
+    def forward(self, x, edge_index, edge_attr=None):
+        for i, conv in enumerate(self.convs):
+            x = conv(x, edge_index, edge_attr) if self.edges_featured else conv(x, edge_index)
+            if i < len(self.convs) - 1:
+                x = self.dropout(self.act(x if self.norms is None else self.norms[i](x)))
+        return x
+
+
+def _gine(channels_in: int, channels_out: int) -> GINEConv:
+    mlp = torch.nn.Sequential(
+        torch.nn.Linear(channels_in, channels_out), torch.nn.ReLU(), torch.nn.Linear(channels_out, channels_out)
+    )
+    return GINEConv(mlp, edge_dim=EDGE_DIM)
+
+
+class _GPSLayer(torch.nn.Module):
+    """GPSConv (GINEConv beside 4-head attention) reading the edge features, as PyG's GPS example does."""
+
+    def __init__(self, channels: int):
+        super().__init__()
+        self.gps = GPSConv(channels, _gine(channels, channels), heads=4, attn_type="multihead")
+
+    def forward(self, x, edge_index, edge_attr):
+        return self.gps(x, edge_index, edge_attr=edge_attr)
+
+
+def zoo(features: int, hidden: int, classes: int, edge_index: torch.Tensor) -> dict[str, Callable[[], tuple]]:
+    """Builders of each model, by name: ``build()`` returns ``(model, reads edge features)``."""
+    widths = [(features, hidden), (hidden, hidden), (hidden, classes)]
+    histogram = torch.bincount(degree(edge_index[1], dtype=torch.long))
+    relu = torch.nn.ReLU
+    return {
+        "GCN": lambda: (GCN(features, hidden, 3, classes, dropout=0.5), False),
+        "GraphSAGE": lambda: (GraphSAGE(features, hidden, 3, classes, dropout=0.5), False),
+        "GAT": lambda: (GAT(features, hidden, 3, classes, dropout=0.5, heads=4), False),
+        "GAT(v2=True) (GATv2Conv)": lambda: (GAT(features, hidden, 3, classes, dropout=0.5, heads=4, v2=True), False),
+        "TransformerConv + LayerNorm + GELU": lambda: (
+            Stack(
+                [TransformerConv(i, o // 4, heads=4) for i, o in widths[:-1]] + [TransformerConv(hidden, classes)],
+                hidden,
+                torch.nn.LayerNorm,
+                torch.nn.GELU(),
+            ),
+            False,
+        ),
+        "GENConv (softmax) + LayerNorm": lambda: (
+            Stack([GENConv(i, o, aggr="softmax", learn_t=True) for i, o in widths], hidden, torch.nn.LayerNorm, relu()),
+            False,
+        ),
+        "ResGatedGraphConv": lambda: (Stack([ResGatedGraphConv(i, o) for i, o in widths], hidden, None, relu()), False),
+        "GINEConv with edge_attr": lambda: (Stack([_gine(i, o) for i, o in widths], hidden, None, relu(), True), True),
+        "GPSConv (GINEConv + attention)": lambda: (
+            Stack([_gine(features, hidden), _GPSLayer(hidden), _gine(hidden, classes)], hidden, None, relu(), True),
+            True,
+        ),
+        "PNA (mean/max/std, amplification)": lambda: (
+            PNA(
+                features,
+                hidden,
+                3,
+                classes,
+                aggregators=["mean", "max", "std"],
+                scalers=["identity", "amplification"],
+                deg=histogram,
+                dropout=0.5,
+            ),
+            False,
+        ),
+        "EdgeCNN (EdgeConv)": lambda: (EdgeCNN(features, hidden, 3, classes, dropout=0.5), False),
+        "ChebConv (K=3)": lambda: (Stack([ChebConv(i, o, K=3) for i, o in widths], hidden, None, relu()), False),
+        "GIN": lambda: (GIN(features, hidden, 3, classes, dropout=0.5), False),
+        "GraphConv": lambda: (Stack([GraphConv(i, o) for i, o in widths], hidden, None, relu()), False),
+    }
+
+
+def zoo_report(
+    graph: tuple[int, int, int],
+    hidden: int,
+    draws: int,
+    config: CompressionConfig,
+    fallback: CompressionConfig,
+    device: torch.device,
+) -> str:
+    r"""Per model family, on a random graph of ``(nodes, edges, features)``:
+    activation memory in FP32 and with ``config`` (and ``fallback`` for the
+    saved-tensor fallback), their ratio, what stays uncompressed, the
+    modules the fallback compresses, and the whole-gradient relative error at
+    initialization over ``draws`` draws with the error of their mean (the bias
+    left); as Markdown."""
+    nodes, edges, features = graph
+    generator = torch.Generator().manual_seed(0)
+    edge_index = torch.randint(0, nodes, (2, edges), generator=generator).to(device)
+    x = torch.randn(nodes, features, generator=generator).to(device)
+    edge_attr = torch.randn(edges, EDGE_DIM, generator=generator).to(device)
+    classes = 8
+    labels = torch.randint(0, classes, (nodes,), generator=generator).to(device)
+    lines = [
+        f"{nodes:,} nodes, {edges:,} random edges, {features} features ({EDGE_DIM} per edge where read); "
+        f"3 layers of {hidden}; {config}; the fallback {fallback}; gradient error over {draws} draws",
+        "",
+        "| model | FP32 | compressed | ratio | of it uncompressed | gradient error | error of the mean "
+        "| through the fallback |",
+        "|---|---:|---:|---:|---:|---:|---:|---|",
+    ]
+    ratios = []
+    for name, build in zoo(features, hidden, classes, edge_index).items():
+        torch.manual_seed(0)
+        model, featured = build()
+        model = model.to(device)
+        kwargs: dict[str, Any] = {"edge_attr": edge_attr} if featured else {}
+        fp32 = activation_memory(model, x, edge_index, **kwargs)
+        with warnings.catch_warnings():
+            warnings.simplefilter("ignore")  # the table names what the warning would
+            compress_(model, config, fallback=fallback)
+        report = activation_memory(model, x, edge_index, **kwargs)
+        error = gradient_error(
+            model,
+            x,
+            edge_index,
+            loss_fn=lambda out: torch.nn.functional.cross_entropy(out, labels),
+            draws=draws,
+            **kwargs,
+        )
+        generic = {original_class(m).__name__ for m in model.modules() if isinstance(m, FallbackHandler)}
+        ratio = fp32.total / report.total
+        ratios.append(ratio)
+        kept = report.uncompressed / report.total
+        lines.append(
+            f"| {name} | {format_bytes(fp32.total, 'MiB')} | {format_bytes(report.total, 'MiB')} | {ratio:.1f}× "
+            f"| {100 * kept:.0f} % | {error.whole:.3f} | {error.of_mean:.3f} | {', '.join(sorted(generic)) or '–'} |"
+        )
+    lines += ["", f"Median ratio {statistics.median(ratios):.1f}×, smallest {min(ratios):.1f}×."]
+    return "\n".join(lines)
