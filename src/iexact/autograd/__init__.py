@@ -20,6 +20,7 @@ from .norm import CompressedBatchNormFunction, CompressedLayerNormFunction
 from .sage import RowChunkedSAGEFunction
 from .saving import SavingFunction, mark_intermediate
 from .scale import EpsScaleFunction
+from .scatter import ScatterExtremumFunction
 
 __all__ = [
     "ActivationDerivativeFunction",
@@ -40,6 +41,7 @@ __all__ = [
     "GATAttentionFunction",
     "RowChunkedSAGEFunction",
     "SavingFunction",
+    "ScatterExtremumFunction",
     "mark_intermediate",
     "SharedInputLinearFunction",
 ]

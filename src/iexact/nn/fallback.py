@@ -18,7 +18,10 @@ once; the rest is kept as autograd keeps it:
   those would move the gradient to other elements, not perturb it. The call
   is known from a ``TorchFunctionMode`` around the forward, which sees each
   torch call the module's Python code makes (:data:`COMPARING`). Of those,
-  ReLU and LeakyReLU read only the sign: one bit per element (:data:`SIGN_ONLY`);
+  ReLU and LeakyReLU read only the sign: one bit per element (:data:`SIGN_ONLY`),
+  and the scatter maximum and minimum of PyG's max and min aggregation run
+  as :class:`~iexact.autograd.ScatterExtremumFunction`, which keeps one bit
+  per element saying where the extremum is;
 - a tensor holding NaN or Inf (it cannot be quantized).
 
 The hooks chain to those active around the forward (such as
@@ -40,6 +43,7 @@ import weakref
 import torch
 from torch.overrides import TorchFunctionMode
 
+from ..autograd import ScatterExtremumFunction
 from ..codec import NonFiniteError
 from ..config import CompressionConfig
 from ..ops import codec as codec_ops
@@ -98,6 +102,9 @@ class _Calls(TorchFunctionMode):
             out = func(*args, **kwargs)
             self.codes.update(_storage_key(part) for part in out)
             return out
+        extremum = _scatter_extremum(func, args, kwargs)
+        if extremum is not None:
+            return extremum
         if not compares(func, args, kwargs):
             return func(*args, **kwargs)
         self.comparing = func.__name__
@@ -105,6 +112,29 @@ class _Calls(TorchFunctionMode):
             return func(*args, **kwargs)
         finally:
             self.comparing = None
+
+
+def _scatter_extremum(func, args: tuple, kwargs: dict) -> torch.Tensor | None:
+    """``scatter_reduce`` (or ``scatter_reduce_``) to a maximum or minimum without
+    ``include_self``, as PyG's max and min aggregations call it, through
+    :class:`~iexact.autograd.ScatterExtremumFunction` (one bit per source
+    element kept, torch's gradient bit for bit); ``None`` for any other call."""
+    name = getattr(func, "__name__", "")
+    if name not in ("scatter_reduce", "scatter_reduce_") or len(args) < 4:
+        return None
+    out, dim, index, src = args[:4]
+    reduce = kwargs.get("reduce", args[4] if len(args) > 4 else None)
+    include_self = kwargs.get("include_self", args[5] if len(args) > 5 else True)
+    if (
+        reduce not in ("amax", "amin")
+        or include_self
+        or not torch.is_grad_enabled()
+        or not isinstance(src, torch.Tensor)
+        or not src.requires_grad
+        or out.requires_grad
+    ):
+        return None
+    return ScatterExtremumFunction.apply(out if name.endswith("_") else out.clone(), dim, index, src, reduce)
 
 
 class _Saved:
