@@ -11,7 +11,13 @@ import torch
 from iexact.experiments import data as datasets
 from iexact.experiments import job as jobs
 from iexact.experiments.cli import main
-from iexact.experiments.limits import is_out_of_memory, parse_bytes, peak_resident, restart_peak_resident
+from iexact.experiments.limits import (
+    is_out_of_memory,
+    parse_bytes,
+    peak_resident,
+    process_memory,
+    restart_peak_resident,
+)
 
 # FP32 peaks at 3.0 GiB of address space here, the compressed run at 1.8 GiB (without torch-sparse mapped)
 LIMITED = [
@@ -66,8 +72,10 @@ def test_the_peak_resident_set_restarts_after_loading():
     assert restart_peak_resident()
     restarted = peak_resident()
     assert restarted <= before - 96 * 2**20
+    # against what is resident just before: the kernel may reclaim cold pages after the restart
+    resident = process_memory()[1]
     trained = torch.ones(96 * 2**20 // 4)
-    assert peak_resident() >= restarted + 64 * 2**20
+    assert peak_resident() >= resident + 64 * 2**20
     del trained
 
 
