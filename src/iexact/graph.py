@@ -62,6 +62,38 @@ def plain(structure: torch.Tensor) -> torch.Tensor:
     return as_tensor() if callable(as_tensor) else structure
 
 
+def storages(tensor: torch.Tensor) -> list[tuple[tuple, int]]:
+    """``(key, nbytes)`` of each storage behind ``tensor``, the key ``(device,
+    address)`` (a sparse tensor has several: its indices and values)."""
+    tensor = plain(tensor)
+    if tensor.layout == torch.sparse_coo:
+        parts = [tensor._indices(), tensor._values()]
+    elif tensor.layout in (torch.sparse_csr, torch.sparse_bsr):
+        parts = [tensor.crow_indices(), tensor.col_indices(), tensor.values()]
+    elif tensor.layout in (torch.sparse_csc, torch.sparse_bsc):
+        parts = [tensor.ccol_indices(), tensor.row_indices(), tensor.values()]
+    else:
+        storage = tensor.untyped_storage()
+        return [((storage.device, storage.data_ptr()), storage.nbytes())]
+    return [entry for part in parts for entry in storages(part)]
+
+
+def tensors_in(obj, found: list | None = None) -> list:
+    """Every tensor in ``obj`` (tensors, lists, tuples, dicts and PyG ``Data``), appended to ``found``."""
+    found = [] if found is None else found
+    if isinstance(obj, torch.Tensor):
+        found.append(obj)
+    elif isinstance(obj, (list, tuple)):
+        for item in obj:
+            tensors_in(item, found)
+    elif isinstance(obj, dict):
+        for item in obj.values():
+            tensors_in(item, found)
+    elif callable(getattr(obj, "to_dict", None)):
+        tensors_in(obj.to_dict(), found)
+    return found
+
+
 def is_sparse(structure) -> bool:
     """Whether ``structure`` is a ``torch.sparse`` adjacency rather than an edge index."""
     return is_torch_sparse_tensor(plain(structure))

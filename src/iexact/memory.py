@@ -20,7 +20,7 @@ from collections.abc import Iterator
 import torch
 
 from .autograd import SavingFunction
-from .graph import plain
+from .graph import storages, tensors_in
 from .nn import original_class
 from .nn.fallback import COMPRESSED_CODES
 
@@ -111,47 +111,17 @@ class MemoryReport:
         return "\n".join(lines)
 
 
-def _storages(tensor: torch.Tensor) -> list[tuple[tuple, int]]:
-    """``(key, nbytes)`` of each storage behind ``tensor`` (sparse tensors have several)."""
-    tensor = plain(tensor)
-    if tensor.layout == torch.sparse_coo:
-        parts = [tensor._indices(), tensor._values()]
-    elif tensor.layout in (torch.sparse_csr, torch.sparse_bsr):
-        parts = [tensor.crow_indices(), tensor.col_indices(), tensor.values()]
-    elif tensor.layout in (torch.sparse_csc, torch.sparse_bsc):
-        parts = [tensor.ccol_indices(), tensor.row_indices(), tensor.values()]
-    else:
-        storage = tensor.untyped_storage()
-        return [((storage.device, storage.data_ptr()), storage.nbytes())]
-    return [entry for part in parts for entry in _storages(part)]
-
-
-def _tensors_in(obj, found: list) -> list:
-    """Every tensor in ``obj``: tensors, lists, tuples, dicts and PyG ``Data``."""
-    if isinstance(obj, torch.Tensor):
-        found.append(obj)
-    elif isinstance(obj, (list, tuple)):
-        for item in obj:
-            _tensors_in(item, found)
-    elif isinstance(obj, dict):
-        for item in obj.values():
-            _tensors_in(item, found)
-    elif callable(getattr(obj, "to_dict", None)):
-        _tensors_in(obj.to_dict(), found)
-    return found
-
-
 def _held_by_model(model: torch.nn.Module) -> list:
     """Parameters, buffers and tensors modules keep as attributes (caches)."""
     held = list(model.parameters()) + list(model.buffers())
     for module in model.modules():
         for value in vars(module).values():
             if isinstance(value, (torch.Tensor, tuple, list)):
-                _tensors_in(value, held)
+                tensors_in(value, held)
     return held
 
 
-def _compressed_storages(outputs: list) -> set:
+def _compressedstorages(outputs: list) -> set:
     """Storage keys saved by iexact's Functions anywhere in the graph behind ``outputs``."""
     keys: set[tuple] = set()
     seen: set = set()
@@ -164,7 +134,7 @@ def _compressed_storages(outputs: list) -> set:
         forward_cls = getattr(type(node), "_forward_cls", None)
         if isinstance(forward_cls, type) and issubclass(forward_cls, SavingFunction):
             for tensor in node.saved_tensors:
-                keys.update(key for key, _ in _storages(tensor))
+                keys.update(key for key, _ in storages(tensor))
         stack.extend(next_node for next_node, _ in node.next_functions)
     return keys
 
@@ -192,7 +162,7 @@ def activation_memory(model: torch.nn.Module, *inputs, **kwargs) -> MemoryReport
     names = {module: name or "(model)" for name, module in model.named_modules()}
     recorded, compressed_keys = _saved_in_forward(model, inputs, kwargs)
     held_keys = {
-        key for tensor in _held_by_model(model) + _tensors_in((inputs, kwargs), []) for key, _ in _storages(tensor)
+        key for tensor in _held_by_model(model) + tensors_in((inputs, kwargs), []) for key, _ in storages(tensor)
     }
     per_layer: dict[torch.nn.Module, list[int]] = {}
     saved, held_elsewhere = [], 0
@@ -220,7 +190,7 @@ def _saved_in_forward(model: torch.nn.Module, inputs, kwargs) -> tuple[dict, set
 
         def pack(tensor):
             owner = running[-1] if running else model
-            for key, nbytes in _storages(tensor):
+            for key, nbytes in storages(tensor):
                 recorded.setdefault(key, (owner, nbytes, tuple(tensor.shape), tensor.dtype))
                 if COMPRESSED_CODES.get():
                     generic.add(key)
@@ -230,10 +200,10 @@ def _saved_in_forward(model: torch.nn.Module, inputs, kwargs) -> tuple[dict, set
 
         try:
             with torch.enable_grad(), torch.autograd.graph.saved_tensors_hooks(pack, lambda tensor: tensor):
-                outputs = _tensors_in(model(*inputs, **kwargs), [])
+                outputs = tensors_in(model(*inputs, **kwargs), [])
         finally:
             model.train(was_training)
-    return recorded, _compressed_storages(outputs) | generic
+    return recorded, _compressedstorages(outputs) | generic
 
 
 @contextlib.contextmanager
@@ -273,7 +243,7 @@ def allocator_growth(model: torch.nn.Module, *inputs, **kwargs) -> int:
     On CPU the profiler's Kineto backend prints two ``USDT`` lines per start
     unless the environment sets ``KINETO_LOG_LEVEL=6``; the library leaves the
     environment to its owner (the ``iexact`` command sets it for its own process)."""
-    tensors = _tensors_in((inputs, kwargs), [])
+    tensors = tensors_in((inputs, kwargs), [])
     on_cuda = any(t.is_cuda for t in tensors)
     was_training = model.training
     model.train()
@@ -282,13 +252,13 @@ def allocator_growth(model: torch.nn.Module, *inputs, **kwargs) -> int:
             if on_cuda:
                 torch.cuda.synchronize()
                 before = torch.cuda.memory_allocated()
-                out = _tensors_in(model(*inputs, **kwargs), [])
+                out = tensors_in(model(*inputs, **kwargs), [])
                 torch.cuda.synchronize()
                 grown = torch.cuda.memory_allocated() - before
             else:
                 activities = [torch.profiler.ProfilerActivity.CPU]
                 with torch.profiler.profile(activities=activities, profile_memory=True) as profile:
-                    out = _tensors_in(model(*inputs, **kwargs), [])
+                    out = tensors_in(model(*inputs, **kwargs), [])
                 grown = sum(event.self_cpu_memory_usage for event in profile.events())
     finally:
         model.train(was_training)

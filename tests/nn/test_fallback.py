@@ -8,6 +8,7 @@ import pytest
 import torch
 from torch_geometric.nn import MessagePassing, SAGEConv
 from torch_geometric.nn.models import GAT
+from torch_geometric.utils import to_torch_csr_tensor
 
 import iexact
 from iexact import CompressionConfig
@@ -159,6 +160,9 @@ def test_unsupported_settings_of_a_handled_conv_take_the_fallback_and_none_turns
         iexact.compress_(conv, CompressionConfig())
     assert isinstance(conv, FallbackHandler) and is_compressed(conv.lin_l)
     conv(_x(), edge_index).sum().backward()
+    adjacency = to_torch_csr_tensor(edge_index, size=(N, N)).t()  # a sparse input: its storages are held too
+    torch.testing.assert_close(conv(_x(), adjacency), conv(_x(), edge_index), rtol=1e-5, atol=1e-5)
+    conv(_x(), adjacency).sum().backward()
     with pytest.warns(UserWarning, match=r"stay full precision: <model> \(SAGEConv, aggr='max'"):
         iexact.compress_(conv, CompressionConfig(), fallback=None)
     assert not is_compressed(conv) and type(conv) is SAGEConv

@@ -46,6 +46,7 @@ from torch.overrides import TorchFunctionMode
 from ..autograd import ScatterExtremumFunction
 from ..codec import NonFiniteError
 from ..config import CompressionConfig
+from ..graph import storages, tensors_in
 from ..ops import codec as codec_ops
 from ..quant import pack_mask, unpack_mask
 from .handler import CompressedModule
@@ -81,8 +82,13 @@ def compares(func, args: tuple, kwargs: dict) -> bool:
     if name in COMPARING:
         return True
     if name.rstrip("_") in ("scatter_reduce", "index_reduce"):
-        return kwargs.get("reduce", args[4] if len(args) > 4 else None) in _COMPARING_REDUCTIONS
+        return _reduction(args, kwargs) in _COMPARING_REDUCTIONS
     return False
+
+
+def _reduction(args: tuple, kwargs: dict) -> str | None:
+    """The ``reduce`` of a ``scatter_reduce``/``index_reduce`` call (``self, dim, index, src, reduce``)."""
+    return kwargs.get("reduce", args[4] if len(args) > 4 else None)
 
 
 class _Calls(TorchFunctionMode):
@@ -123,7 +129,7 @@ def _scatter_extremum(func, args: tuple, kwargs: dict) -> torch.Tensor | None:
     if name not in ("scatter_reduce", "scatter_reduce_") or len(args) < 4:
         return None
     out, dim, index, src = args[:4]
-    reduce = kwargs.get("reduce", args[4] if len(args) > 4 else None)
+    reduce = _reduction(args, kwargs)
     include_self = kwargs.get("include_self", args[5] if len(args) > 5 else True)
     if (
         reduce not in ("amax", "amin")
@@ -145,8 +151,8 @@ class _Saved:
     def __init__(self, module: CompressedModule, inputs: tuple, calls: _Calls):
         self.config, self.seeds, self.calls = module.iexact_config, module.iexact_seeds, calls
         held = [*module.parameters(), *module.buffers()]
-        held += [t for t in _tensors(inputs) if t.grad_fn is None]
-        self.held = {_storage_key(t) for t in held}
+        held += [t for t in tensors_in(inputs) if t.grad_fn is None]
+        self.held = {key for tensor in held for key, _ in storages(tensor)}
         self.outer = torch._C._autograd._top_saved_tensors_default_hooks(False)
         # each view compressed once: (storage, offset, shape, stride, version) -> (the tensor, weakly; its record)
         self.packed: dict[tuple, tuple[weakref.ref, tuple]] = {}
@@ -206,19 +212,10 @@ class _Saved:
         return packed if self.outer is None else self.outer[1](packed)
 
 
-def _tensors(values) -> list[torch.Tensor]:
-    """The tensors among ``values``, tuples and lists opened (a bipartite ``(x_src, x_dst)``)."""
-    found: list[torch.Tensor] = []
-    for value in values:
-        if isinstance(value, torch.Tensor):
-            found.append(value)
-        elif isinstance(value, (tuple, list)):
-            found += _tensors(value)
-    return found
-
-
 def _storage_key(tensor: torch.Tensor) -> tuple:
-    return (tensor.device, tensor.untyped_storage().data_ptr())
+    """The key of a strided ``tensor``'s storage, as :func:`iexact.graph.storages` gives it."""
+    ((key, _),) = storages(tensor)
+    return key
 
 
 def _dense(shape, stride) -> bool:

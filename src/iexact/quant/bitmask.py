@@ -96,12 +96,11 @@ def pack_selected(bits: torch.Tensor, selected: torch.Tensor, capacity: int) -> 
     """
     packed = torch.zeros(capacity // 8, dtype=torch.uint8, device=bits.device)
     flat_bits, last_byte = bits.reshape(-1), max(capacity // 8 - 1, 0)
-    count = torch.zeros((), dtype=torch.int64, device=bits.device)
     for part, chosen, places in _places(selected):
         values = (_set(flat_bits[part]) & chosen).to(torch.uint8) << (places & 7).to(torch.uint8)
         packed.index_add_(0, (places >> 3).clamp_(0, last_byte), values)  # distinct bits of a byte: the sum is their OR
-        count = places[-1] + 1
-    torch._assert_async(count <= capacity, "iexact: more elements selected than their packed bits hold")
+        # places only grow: the last part's last place is the count less one
+        torch._assert_async(places[-1] < capacity, "iexact: more elements selected than their packed bits hold")
     return packed
 
 
