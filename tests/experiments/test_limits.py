@@ -10,6 +10,7 @@ import torch
 
 from iexact.experiments import data as datasets
 from iexact.experiments import job as jobs
+from iexact.experiments import limits
 from iexact.experiments.cli import main
 from iexact.experiments.limits import (
     is_out_of_memory,
@@ -18,6 +19,7 @@ from iexact.experiments.limits import (
     process_memory,
     restart_peak_resident,
 )
+from iexact.experiments.measure import peak_memory, restart_peak_memory
 
 # FP32 peaks at 3.0 GiB of address space here, the compressed run at 1.8 GiB (without torch-sparse mapped)
 LIMITED = [
@@ -69,7 +71,8 @@ def test_the_peak_resident_set_restarts_after_loading():
     loaded = torch.ones(128 * 2**20 // 4)  # 128 MiB touched, then freed
     del loaded
     before = peak_resident()
-    assert restart_peak_resident()
+    if not restart_peak_resident():
+        pytest.skip("this kernel keeps the peak resident set through clear_refs (tested by the next test)")
     restarted = peak_resident()
     assert restarted <= before - 96 * 2**20
     # against what is resident just before: the kernel may reclaim cold pages after the restart
@@ -77,6 +80,19 @@ def test_the_peak_resident_set_restarts_after_loading():
     trained = torch.ones(96 * 2**20 // 4)
     assert peak_resident() >= resident + 64 * 2**20
     del trained
+
+
+@pytest.mark.skipif(not sys.platform.startswith("linux"), reason="Linux's clear_refs")
+def test_a_reset_the_kernel_ignores_is_reported_as_no_reset(monkeypatch):
+    """Some sandboxes accept the write to clear_refs and keep the old peak: the
+    restart then says it did not happen, and the peak is labelled the process's whole life's."""
+    status = {"VmHWM": 900 * 2**20, "VmRSS": 700 * 2**20}
+    monkeypatch.setattr(limits, "_status_bytes", status.get)
+    assert not restart_peak_resident()
+    assert not restart_peak_memory(torch.device("cpu"))
+    assert peak_memory(torch.device("cpu"), restarted=False)[1] == "cpu_peak_rss_process"
+    status["VmHWM"] = status["VmRSS"] + 2**20  # a reset that took: the peak is what is resident now
+    assert restart_peak_resident()
 
 
 def test_under_a_limit_fp32_stops_with_one_line_and_compressed_trains(tmp_path):

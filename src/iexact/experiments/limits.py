@@ -91,17 +91,24 @@ def process_memory() -> tuple[int, int] | None:
         return None
 
 
+# what the resident set may grow by between the reset and reading it back
+_RESET_SLACK = 4 * 2**20
+
+
 def restart_peak_resident() -> bool:
     """Restart this process's peak resident set (Linux ``VmHWM``) from what it
     holds now (``/proc/self/clear_refs``), so that :func:`peak_resident`
     leaves out what came before (building or loading the data); ``False``
-    where the system offers no such reset."""
+    where the system offers no such reset or ignores it (some sandboxes accept
+    the write and keep the old peak: a reset that took leaves the peak within
+    :data:`_RESET_SLACK` of what is resident now)."""
     try:
         with open("/proc/self/clear_refs", "w") as file:
             file.write("5")
-        return True
     except OSError:
         return False
+    peak, resident = _status_bytes("VmHWM"), _status_bytes("VmRSS")
+    return peak is not None and resident is not None and peak <= resident + _RESET_SLACK
 
 
 def peak_resident() -> int | None:
