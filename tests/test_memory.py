@@ -145,7 +145,7 @@ def test_allocator_agrees_with_the_accounting(config):
     assert allocator_growth(model, x, edge_index) == report.total
 
 
-@pytest.mark.parametrize("name", ["gcn", "sage", "gcn2", "gat"])
+@pytest.mark.parametrize("name", ["gcn", "sage", "gcn2", "gat", "gatv2", "transformer"])
 def test_allocator_agrees_for_every_compressed_reference_model(name):
     from iexact.experiments.models import build_model
 

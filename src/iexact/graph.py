@@ -394,3 +394,65 @@ def edge_dots(a: torch.Tensor, b: torch.Tensor, src: torch.Tensor, dst: torch.Te
     for part in edge_chunks(src.numel(), math.prod(a.shape[1:])):
         out[part] = (a.index_select(0, dst[part]) * b.index_select(0, src[part])).sum(-1)
     return out
+
+
+@dataclasses.dataclass(frozen=True)
+class LaplacianSpec:
+    r"""ChebConv's scaled Laplacian :math:`\tilde L = 2 L / \lambda_{max} - I`
+    of a ``(2, E)`` edge index over ``num_nodes`` nodes: ``normalization``
+    ``None`` (:math:`L = D - W`), ``"sym"`` (:math:`I - D^{-1/2} W D^{-1/2}`)
+    or ``"rw"`` (:math:`I - D^{-1} W`), degrees summed over ``edge_index[0]``,
+    self-loops of the graph left out, PyG's ``flow``; ``lambda_max`` where
+    the caller gave it as a number (a tensor is passed beside the graph)."""
+
+    num_nodes: int
+    normalization: str | None
+    flow: str = "source_to_target"
+    lambda_max: float | None = None
+
+
+def scaled_laplacian(
+    structure: torch.Tensor,
+    edge_weight: torch.Tensor | None,
+    lambda_max: torch.Tensor | None,
+    spec: LaplacianSpec,
+    dtype: torch.dtype,
+) -> tuple[Edges, torch.Tensor]:
+    r"""``(edges, diagonal)`` of :math:`\tilde L` as ChebConv applies it,
+    :math:`(\tilde L X)_t = d_t X_t + \sum_{e: s \to t} w_e X_s`: the same
+    values as PyG's ``get_laplacian`` and ``ChebConv.__norm__``, with the
+    graph's self-loops weighted 0 in place rather than removed and the
+    diagonal kept as a vector rather than appended as edges, so that no
+    shape depends on the data (no host sync) and no :math:`(2, E + N)`
+    index is built. :math:`\lambda_{max}` is ``lambda_max``, else
+    ``spec.lambda_max``, else twice the largest entry of :math:`L`.
+
+    Shapes:
+        - **input:** ``structure`` :math:`(2, E)`, ``edge_weight`` :math:`(E,)`,
+          ``lambda_max`` a scalar tensor or ``None``
+        - **output:** edge weights :math:`(E,)`, ``diagonal`` :math:`(N,)`
+    """
+    row, col = plain(structure)
+    weight = torch.ones(row.numel(), dtype=dtype, device=row.device) if edge_weight is None else edge_weight.to(dtype)
+    loop = row == col
+    weight = weight.masked_fill(loop, 0)
+    degree = weight.new_zeros(spec.num_nodes).index_add_(0, row, weight)
+    if spec.normalization == "sym":
+        root = degree.pow(-0.5).masked_fill_(degree == 0, 0)
+        entries = -(root.index_select(0, row) * weight * root.index_select(0, col))
+        diagonal = torch.ones_like(degree)
+    elif spec.normalization == "rw":
+        entries = -(degree.reciprocal().masked_fill_(degree == 0, 0).index_select(0, row) * weight)
+        diagonal = torch.ones_like(degree)
+    else:
+        entries, diagonal = -weight, degree
+    if lambda_max is None and spec.lambda_max is not None:
+        lambda_max = torch.tensor(spec.lambda_max, dtype=dtype, device=row.device)
+    if lambda_max is None:
+        lambda_max = 2.0 * torch.cat([diagonal, entries.masked_fill(loop, float("-inf"))]).max()
+    entries = ((2.0 * entries) / lambda_max).masked_fill_(loop, 0)
+    diagonal = (2.0 * diagonal) / lambda_max
+    entries.masked_fill_(entries == float("inf"), 0)
+    diagonal.masked_fill_(diagonal == float("inf"), 0).sub_(1)
+    src, dst = (row, col) if spec.flow == "source_to_target" else (col, row)
+    return Edges(src, dst, entries), diagonal

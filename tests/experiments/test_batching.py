@@ -38,7 +38,7 @@ def test_ranks_draw_disjoint_equal_shares_that_reshuffle_each_epoch(data):
     assert list(loaders[0].sampler) != first
 
 
-@pytest.mark.parametrize("model", ["gcn", "sage", "gcn2", "gat"])
+@pytest.mark.parametrize("model", ["gcn", "sage", "gcn2", "gat", "gatv2", "transformer"])
 def test_every_reference_model_trains_on_random_node_batches(model, tmp_path):
     path = tmp_path / "out.json"
     argv = TINY + ["--model", model, "--batch-size", "200", "--sampler", "random-node", "--json", str(path)]

@@ -52,7 +52,7 @@ RECORD_KEYS = {
 }
 
 
-@pytest.mark.parametrize("model", ["gcn", "sage", "gcn2", "gat"])
+@pytest.mark.parametrize("model", ["gcn", "sage", "gcn2", "gat", "gatv2", "transformer"])
 def test_train_writes_the_documented_json(model, tmp_path, capsys):
     path = tmp_path / "out.json"
     argv = TINY + ["--model", model, "--runs", "2", "--json", str(path)]

@@ -12,11 +12,11 @@ import copy
 import pytest
 import torch
 import torch.nn.functional as F
-from torch_geometric.nn import GAT, GCN, GIN, GraphSAGE
+from torch_geometric.nn import GAT, GCN, GIN, ChebConv, GraphSAGE, Sequential
 
 import iexact
 from iexact import CompressionConfig
-from iexact.experiments.models import GCNII
+from iexact.experiments.models import GCNII, GraphTransformer
 
 NODES, FEATURES, CLASSES = 120, 16, 4
 MODELS = {
@@ -24,6 +24,16 @@ MODELS = {
     "GraphSAGE": lambda: GraphSAGE(FEATURES, 32, 2, CLASSES, dropout=0.5, norm="batch_norm"),
     "GIN": lambda: GIN(FEATURES, 32, 2, CLASSES, dropout=0.5, norm="batch_norm"),
     "GAT": lambda: GAT(FEATURES, 16, 2, CLASSES, heads=2, dropout=0.5, norm="batch_norm"),
+    "GATv2": lambda: GAT(FEATURES, 16, 2, CLASSES, heads=2, dropout=0.5, v2=True),
+    "ChebConv": lambda: Sequential(
+        "x, edge_index",
+        [
+            (ChebConv(FEATURES, 32, K=3), "x, edge_index -> x"),
+            torch.nn.ReLU(),
+            (ChebConv(32, CLASSES, K=3), "x, edge_index -> x"),
+        ],
+    ),
+    "Transformer": lambda: GraphTransformer(FEATURES, 16, 2, CLASSES, heads=2, dropout=0.5, norm="batch_norm"),
     "GCNII": lambda: GCNII(FEATURES, 32, 2, CLASSES, dropout=0.5),
 }
 

@@ -26,12 +26,14 @@ class Example:
     channels; ``inputs`` says how it is called: ``"x"`` (features only),
     ``"graph"`` (``x, graph``) or ``"graph2"`` (``x, x_0, graph``, as
     GCN2Conv); ``unbiased`` is ``False`` for one whose gradient is exact (the
-    check of unbiasedness then has nothing to measure)."""
+    check of unbiasedness then has nothing to measure); ``graphs`` the graph
+    forms the stock module takes (ChebConv refuses a ``torch.sparse`` adjacency)."""
 
     name: str
     build: Callable[[int], torch.nn.Module]
     inputs: str = "graph"
     unbiased: bool = True
+    graphs: tuple[str, ...] = ("edge_index", "EdgeIndex", "csr", "coo")
 
     def __str__(self) -> str:
         return self.name

@@ -170,15 +170,18 @@ def test_unsupported_settings_of_a_handled_conv_take_the_fallback_and_none_turns
         iexact.compress_(conv, CompressionConfig(), fallback=8)
 
 
-def test_a_stock_gatv2_keeps_several_times_less_and_trains():
+def test_a_stock_gatv2_reading_edge_features_keeps_several_times_less_and_trains():
+    """GATv2Conv's handler leaves edge features in the attention to the fallback."""
     x, edge_index = _x(), torch.randint(0, N, (2, 8 * N), generator=torch.Generator().manual_seed(2))
-    stock, converted = _twins(lambda: GAT(D, 32, num_layers=2, out_channels=4, v2=True))
-    fp32, report = iexact.activation_memory(stock, x, edge_index), iexact.activation_memory(converted, x, edge_index)
+    edge_attr = torch.randn(edge_index.shape[1], 3, generator=torch.Generator().manual_seed(3))
+    stock, converted = _twins(lambda: GAT(D, 32, num_layers=2, out_channels=4, v2=True, edge_dim=3))
+    fp32 = iexact.activation_memory(stock, x, edge_index, edge_attr=edge_attr)
+    report = iexact.activation_memory(converted, x, edge_index, edge_attr=edge_attr)
     assert fp32.total > 3 * report.total
     torch.manual_seed(1)
-    stock_out = stock(x, edge_index)
+    stock_out = stock(x, edge_index, edge_attr=edge_attr)
     torch.manual_seed(1)
-    converted_out = converted(x, edge_index)
+    converted_out = converted(x, edge_index, edge_attr=edge_attr)
     assert torch.equal(stock_out, converted_out)
     converted_out.square().mean().backward()
     assert all(p.grad is not None and p.grad.isfinite().all() for p in converted.parameters())

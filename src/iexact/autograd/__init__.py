@@ -14,6 +14,8 @@ from .activation_dropout import (
 )
 from .aggregate import AggregateFunction
 from .attention import AttentionSpec, GATAttentionFunction
+from .attention_v2 import GATv2AttentionFunction
+from .chebyshev import ChebyshevFunction
 from .dropout import DropoutFunction
 from .linear import CompressedLinearFunction, SharedInputLinearFunction
 from .norm import CompressedBatchNormFunction, CompressedLayerNormFunction
@@ -21,6 +23,7 @@ from .sage import RowChunkedSAGEFunction
 from .saving import SavingFunction, mark_intermediate
 from .scale import EpsScaleFunction
 from .scatter import ScatterExtremumFunction
+from .transformer import GateFunction, TransformerAttentionFunction
 
 __all__ = [
     "ActivationDerivativeFunction",
@@ -28,6 +31,7 @@ __all__ = [
     "DeferredActivationFunction",
     "AggregateFunction",
     "AttentionSpec",
+    "ChebyshevFunction",
     "CompressedBatchNormFunction",
     "CompressedELUFunction",
     "CompressedLayerNormFunction",
@@ -39,9 +43,12 @@ __all__ = [
     "DropoutFunction",
     "EpsScaleFunction",
     "GATAttentionFunction",
+    "GATv2AttentionFunction",
+    "GateFunction",
     "RowChunkedSAGEFunction",
     "SavingFunction",
     "ScatterExtremumFunction",
     "mark_intermediate",
     "SharedInputLinearFunction",
+    "TransformerAttentionFunction",
 ]

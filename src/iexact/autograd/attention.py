@@ -34,7 +34,7 @@ class AttentionSpec:
         return attention_edges(structure, min(self.num_src, self.num_dst), self.flow, self.self_loops, self.sparse)
 
 
-def _weighted_sum(x, src, dst, weight, num_dst):
+def weighted_sum(x, src, dst, weight, num_dst):
     r""":math:`Y_{t,h} = \sum_{e: s \to t} w_{e,h} X_{s,h}` for :math:`X` :math:`(N, H, C)` and
     :math:`w` :math:`(E, H)`."""
     out = x.new_zeros(num_dst, *x.shape[1:])
@@ -43,7 +43,7 @@ def _weighted_sum(x, src, dst, weight, num_dst):
     return out
 
 
-def _segment_softmax(logits, dst, num_nodes):
+def segment_softmax(logits, dst, num_nodes):
     """Softmax of ``logits`` :math:`(E, H)` over the edges into each target node."""
     peak = logits.new_full((num_nodes, logits.shape[1]), float("-inf"))
     peak.scatter_reduce_(0, dst.unsqueeze(1).expand_as(logits), logits, "amax", include_self=True)
@@ -63,7 +63,7 @@ def _attention(source_score, target_score, src, dst, valid, num_nodes: int, nega
     logits = torch.where(positive, logits, logits * negative_slope)
     if valid is not None:
         logits = logits.masked_fill(~valid.unsqueeze(1), float("-inf"))
-    return _segment_softmax(logits, dst, num_nodes), positive
+    return segment_softmax(logits, dst, num_nodes), positive
 
 
 class GATAttentionFunction(SavingFunction):
@@ -146,7 +146,7 @@ class GATAttentionFunction(SavingFunction):
             state,
         )
         ctx.spec, ctx.slope, ctx.dropout = spec, negative_slope, dropout
-        return _weighted_sum(source, src, dst, dropped, spec.num_dst)
+        return weighted_sum(source, src, dst, dropped, spec.num_dst)
 
     @staticmethod
     def backward(ctx, grad_out):
@@ -157,7 +157,7 @@ class GATAttentionFunction(SavingFunction):
         weights = weights.to(grad_out.dtype)
         mask = redraw(weights, ctx.dropout, state, valid)
         dropped = weights * mask if mask is not None else weights
-        grad_source = _weighted_sum(grad_out, dst, src, dropped, spec.num_src)
+        grad_source = weighted_sum(grad_out, dst, src, dropped, spec.num_src)
         grad_dropped = edge_dots(grad_out, unpack(first).to(grad_out.dtype), src, dst)
         grad_weights = grad_dropped * mask if mask is not None else grad_dropped
         weighted = weights * grad_weights

@@ -1,14 +1,16 @@
 r"""The reference models (the papers' ogbn-arxiv settings), built from stock PyG modules.
 
-=========  ===========================================================  =======
-name       model                                                        dropout
-=========  ===========================================================  =======
-``gcn``    ``GCN``: 3 layers, hidden 128, BatchNorm, ReLU                0.5
-``sage``   ``GraphSAGE``: 3 layers, hidden 128, BatchNorm, ReLU          0.5
-``gcn2``   GCNII: linear in, 16 ``GCN2Conv`` layers of 256                0.1
-           (:math:`\alpha = 0.5`, :math:`\theta = 0.5`), ReLU, linear out
-``gat``    ``GAT``: 3 layers, hidden 128 (4 heads of 32), BatchNorm, ReLU 0.5
-=========  ===========================================================  =======
+===============  =================================================================  =======
+name             model                                                              dropout
+===============  =================================================================  =======
+``gcn``          ``GCN``: 3 layers, hidden 128, BatchNorm, ReLU                     0.5
+``sage``         ``GraphSAGE``: 3 layers, hidden 128, BatchNorm, ReLU               0.5
+``gcn2``         GCNII: linear in, 16 ``GCN2Conv`` layers of 256                    0.1
+                 (:math:`\alpha = 0.5`, :math:`\theta = 0.5`), ReLU, linear out
+``gat``          ``GAT``: 3 layers, hidden 128 (4 heads of 32), BatchNorm, ReLU     0.5
+``gatv2``        ``GAT(v2=True)`` (``GATv2Conv``), sized as ``gat``                 0.5
+``transformer``  :class:`GraphTransformer` (``TransformerConv``), sized as ``gat``  0.5
+===============  =================================================================  =======
 
 All train with Adam (lr 0.01), gradient-norm clipping at 0.5, full batch.
 :func:`prepare_model` builds one as a run's :class:`~iexact.experiments.settings.Settings` say.
@@ -20,8 +22,9 @@ import dataclasses
 
 import torch
 import torch.utils.checkpoint
-from torch_geometric.nn import GCN2Conv, MessagePassing
+from torch_geometric.nn import GCN2Conv, MessagePassing, TransformerConv
 from torch_geometric.nn.models import GAT, GCN, GraphSAGE
+from torch_geometric.nn.models.basic_gnn import BasicGNN
 
 from ..nn import compress_, configure_
 from .data import num_classes
@@ -42,6 +45,8 @@ REFERENCE = {
     "sage": ModelSpec(3, 128, 0.5),
     "gcn2": ModelSpec(16, 256, 0.1),
     "gat": ModelSpec(3, 128, 0.5),
+    "gatv2": ModelSpec(3, 128, 0.5),
+    "transformer": ModelSpec(3, 128, 0.5),
 }
 MODELS = tuple(REFERENCE)
 
@@ -80,6 +85,25 @@ class GCNII(torch.nn.Module):
         return self.lin_out(self.dropout(x))
 
 
+class GraphTransformer(BasicGNN):
+    r"""PyG's ``BasicGNN`` stack of ``TransformerConv`` layers (Shi et al., 2021):
+    norm, activation, dropout and jumping knowledge as ``GAT`` has them; hidden
+    layers concatenate ``heads`` heads of ``hidden / heads`` channels, the
+    last averages its heads; attention dropout is the model's dropout."""
+
+    supports_edge_weight = False
+    supports_edge_attr = True
+    supports_norm_batch = True
+
+    def init_conv(self, in_channels, out_channels: int, **kwargs) -> MessagePassing:
+        heads = kwargs.pop("heads", 1)
+        concat = not getattr(self, "_is_conv_to_out", False)
+        if concat and out_channels % heads:
+            raise ValueError(f"out_channels={out_channels} must be a multiple of heads={heads} for TransformerConv")
+        channels = out_channels // heads if concat else out_channels
+        return TransformerConv(in_channels, channels, heads=heads, concat=concat, dropout=self.dropout.p, **kwargs)
+
+
 def build_model(
     name: str,
     in_channels: int,
@@ -88,7 +112,7 @@ def build_model(
     hidden: int | None = None,
     dropout: float | None = None,
 ) -> torch.nn.Module:
-    """The reference model ``name`` (``gcn``, ``sage``, ``gcn2``, ``gat``); ``layers``,
+    """The reference model ``name`` (``gcn``, ``sage``, ``gcn2``, ``gat``, ``gatv2``, ``transformer``); ``layers``,
     ``hidden`` and ``dropout`` override the reference values."""
     if name not in REFERENCE:
         raise ValueError(f"unknown model {name!r}: expected one of {', '.join(MODELS)}")
@@ -103,10 +127,12 @@ def build_model(
     if name == "gcn2":
         return GCNII(in_channels, hidden, layers, out_channels, dropout)
     common = dict(num_layers=layers, out_channels=out_channels, dropout=dropout, norm="batch")
-    if name == "gat":
+    if name in ("gat", "gatv2", "transformer"):
         if hidden % 4:
-            raise ValueError(f"hidden={hidden} must be a multiple of the 4 attention heads for gat")
-        return GAT(in_channels, hidden, heads=4, **common)
+            raise ValueError(f"hidden={hidden} must be a multiple of the 4 attention heads for {name}")
+        if name == "transformer":
+            return GraphTransformer(in_channels, hidden, heads=4, **common)
+        return GAT(in_channels, hidden, heads=4, v2=name == "gatv2", **common)
     return {"gcn": GCN, "sage": GraphSAGE}[name](in_channels, hidden, **common)
 
 

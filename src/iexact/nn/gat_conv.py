@@ -5,10 +5,11 @@ from __future__ import annotations
 import torch
 from torch_geometric.nn import GATConv
 
-from ..autograd import AttentionSpec, CompressedLinearFunction, GATAttentionFunction, SharedInputLinearFunction
+from ..autograd import AttentionSpec, GATAttentionFunction
 from ..graph import is_sparse, plain
 from .aggregation import sparse_value_reason
 from .handler import CompressedModule, register_handler
+from .linear import shared_input_linears
 from .message_inputs import message_inputs, runs_stock
 
 
@@ -59,23 +60,6 @@ class GATConvHandler(CompressedModule):
             return f"the graph's size ({inputs.num_src}, {inputs.num_dst}) is not square over x's {x.size(0)} nodes"
         return sparse_value_reason(edge_index, None)
 
-    def _linear(self, x, *modules):
-        """``module(x)`` for each module given (``None`` for ``None``), from one compressed copy of ``x``."""
-        present = [module for module in modules if module is not None]
-        if len(present) == 1:
-            module = present[0]
-            outputs = iter(
-                [CompressedLinearFunction.apply(x, module.weight, module.bias, self.iexact_config, self.iexact_seeds)]
-            )
-        else:
-            products = SharedInputLinearFunction.apply(
-                x, self.iexact_config, self.iexact_seeds, *(module.weight for module in present)
-            )
-            outputs = iter(
-                y if module.bias is None else y + module.bias for y, module in zip(products, present, strict=True)
-            )
-        return [None if module is None else next(outputs) for module in modules]
-
     def _per_head(self, features):
         return None if features is None else features.view(-1, self.heads, self.out_channels)
 
@@ -86,18 +70,18 @@ class GATConvHandler(CompressedModule):
             return super().forward(x, edge_index, edge_attr, size, return_attention_weights)
         inputs = message_inputs(self, x, edge_index, size)
         if isinstance(x, torch.Tensor) and self.lin is not None:
-            source, residual = self._linear(x, self.lin, self.res)
+            source, residual = shared_input_linears(self, x, self.lin, self.res)
             target, targets = None, "shared"
         elif isinstance(x, torch.Tensor):
-            source, target, residual = self._linear(x, self.lin_src, self.lin_dst, self.res)
+            source, target, residual = shared_input_linears(self, x, self.lin_src, self.lin_dst, self.res)
             targets = "separate"
         else:
             x_src, x_dst = x
-            (source,) = self._linear(x_src, self.lin if self.lin is not None else self.lin_src)
+            (source,) = shared_input_linears(self, x_src, self.lin if self.lin is not None else self.lin_src)
             target, residual = (
                 (None, None)
                 if x_dst is None
-                else self._linear(x_dst, self.lin if self.lin is not None else self.lin_dst, self.res)
+                else shared_input_linears(self, x_dst, self.lin if self.lin is not None else self.lin_dst, self.res)
             )
             targets = "none" if x_dst is None else "separate"
         spec = AttentionSpec(

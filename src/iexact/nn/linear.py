@@ -5,8 +5,26 @@ from __future__ import annotations
 import torch
 from torch_geometric.nn.dense.linear import Linear as PyGLinear
 
-from ..autograd import CompressedLinearFunction
+from ..autograd import CompressedLinearFunction, SharedInputLinearFunction
 from .handler import CompressedModule, register_handler
+
+
+def shared_input_linears(handler: CompressedModule, x: torch.Tensor, *modules: torch.nn.Module | None) -> list:
+    r""":math:`x W_j^\top + b_j` for each of ``modules`` a conv computes itself
+    (``None`` for ``None``), from one compressed copy of ``x`` for all of them
+    (:class:`~iexact.autograd.SharedInputLinearFunction`), with ``handler``'s
+    config and seeds."""
+    present = [module for module in modules if module is not None]
+    config, seeds = handler.iexact_config, handler.iexact_seeds
+    if len(present) == 1:
+        (module,) = present
+        outputs = iter([CompressedLinearFunction.apply(x, module.weight, module.bias, config, seeds)])
+    else:
+        products = SharedInputLinearFunction.apply(x, config, seeds, *(module.weight for module in present))
+        outputs = iter(
+            y if module.bias is None else y + module.bias for y, module in zip(products, present, strict=True)
+        )
+    return [None if module is None else next(outputs) for module in modules]
 
 
 @register_handler(torch.nn.Linear)

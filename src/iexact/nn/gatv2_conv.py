@@ -1,0 +1,100 @@
+r"""``GATv2Conv`` keeping compressed features, attention weights and sign bits."""
+
+from __future__ import annotations
+
+import torch
+from torch_geometric.nn import GATv2Conv
+
+from ..autograd import AttentionSpec, GATv2AttentionFunction, mark_intermediate
+from ..graph import is_sparse, plain
+from .aggregation import sparse_value_reason
+from .handler import CompressedModule, register_handler
+from .linear import shared_input_linears
+from .message_inputs import message_inputs, runs_stock
+
+
+@register_handler(GATv2Conv)
+class GATv2ConvHandler(CompressedModule):
+    r""":math:`X'_i = \sum_{j \in \mathcal N(i) \cup \{i\}} \alpha_{ij} \Theta_s X_j`
+    (plus the residual :math:`R X_i` with ``residual=True``) with GATv2's
+    attention :math:`\alpha_{ij} = \mathrm{softmax}_j\, a^\top \mathrm{LeakyReLU}(\Theta_s X_j + \Theta_t X_i)`,
+    through :class:`~iexact.autograd.GATv2AttentionFunction`. The conv
+    computes ``lin_l``, ``lin_r`` and ``res`` itself, each input compressed
+    once for all the maps that read it.
+
+    Inputs as GATv2Conv takes them: a tensor :math:`X` (``lin_l`` and
+    ``lin_r``, one map with ``share_weights=True``) or a bipartite pair
+    :math:`(X_s, X_t)`, with self-loops for the first :math:`\min(N_s, N_t)` nodes.
+
+    Stores: each input compressed once, the source features compressed twice
+    and separate target features once, the attention weights (float32, one
+    per edge and head), one sign bit per edge, head and channel, the dropout
+    generator snapshot. Edge features (``edge_dim``),
+    ``return_attention_weights`` and a pair under ``flow="target_to_source"``
+    take the module's own path.
+    """
+
+    @staticmethod
+    def unsupported(conv) -> str | None:
+        if conv.edge_dim is not None:
+            return "edge_dim (edge features in the attention)"
+        return None
+
+    @staticmethod
+    def owned(conv) -> list[torch.nn.Module]:
+        return [module for module in dict.fromkeys((conv.lin_l, conv.lin_r, conv.res)) if module is not None]
+
+    def _stock_reason(self, x, edge_index, edge_attr, return_attention_weights) -> str | None:
+        """Why this call takes GATv2Conv's own forward (which raises PyG's errors for malformed input)."""
+        pair = isinstance(x, (tuple, list))
+        if pair and (len(x) != 2 or x[0] is None or x[1] is None):
+            return "the input pair is not (x_source, x_target)"
+        if not all(isinstance(side, torch.Tensor) and side.dim() == 2 for side in (x if pair else (x,))):
+            return "the input is not one or two (N, F) matrices"
+        if edge_attr is not None or return_attention_weights:
+            return "edge_attr or return_attention_weights is given"
+        if pair and self.flow != "source_to_target":
+            return 'a bipartite pair is given with flow="target_to_source"'
+        inputs = message_inputs(self, x, edge_index)
+        if not pair and not inputs.num_src == inputs.num_dst == x.size(0):
+            return f"the graph's size ({inputs.num_src}, {inputs.num_dst}) is not square over x's {x.size(0)} nodes"
+        return sparse_value_reason(edge_index, None)
+
+    def _per_head(self, features):
+        """``features`` :math:`(N, H C)` as :math:`(N, H, C)`, marked as no caller's (see :func:`mark_intermediate`)."""
+        return None if features is None else mark_intermediate(features.view(-1, self.heads, self.out_channels))
+
+    def forward(self, x, edge_index, edge_attr=None, return_attention_weights=None):
+        if not self._compressing() or runs_stock(
+            self, x, edge_index, self._stock_reason(x, edge_index, edge_attr, return_attention_weights)
+        ):
+            return super().forward(x, edge_index, edge_attr, return_attention_weights)
+        inputs = message_inputs(self, x, edge_index)
+        if isinstance(x, torch.Tensor) and self.share_weights:
+            source, residual = shared_input_linears(self, x, self.lin_l, self.res)
+            target, targets = None, "shared"
+        elif isinstance(x, torch.Tensor):
+            source, target, residual = shared_input_linears(self, x, self.lin_l, self.lin_r, self.res)
+            targets = "separate"
+        else:
+            (source,) = shared_input_linears(self, x[0], self.lin_l)
+            target, residual = shared_input_linears(self, x[1], self.lin_r, self.res)
+            targets = "separate"
+        spec = AttentionSpec(
+            inputs.num_src, inputs.num_dst, self.flow, self.add_self_loops, is_sparse(edge_index), targets
+        )
+        out = GATv2AttentionFunction.apply(
+            self._per_head(source),
+            self._per_head(target),
+            self.att,
+            plain(edge_index),
+            spec,
+            self.negative_slope,
+            self.dropout,
+            self.iexact_config,
+            self.iexact_seeds,
+        )
+        out = out.reshape(-1, self.heads * self.out_channels) if self.concat else out.mean(dim=1)
+        if residual is not None:
+            out = out + residual
+        return out if self.bias is None else out + self.bias
