@@ -17,6 +17,7 @@ from .attention import AttentionSpec, GATAttentionFunction
 from .attention_v2 import GATv2AttentionFunction
 from .chebyshev import ChebyshevFunction
 from .dropout import DropoutFunction
+from .gated import GatedMessageFunction
 from .linear import CompressedLinearFunction, SharedInputLinearFunction
 from .norm import CompressedBatchNormFunction, CompressedLayerNormFunction
 from .sage import RowChunkedSAGEFunction
@@ -45,6 +46,7 @@ __all__ = [
     "GATAttentionFunction",
     "GATv2AttentionFunction",
     "GateFunction",
+    "GatedMessageFunction",
     "RowChunkedSAGEFunction",
     "SavingFunction",
     "ScatterExtremumFunction",

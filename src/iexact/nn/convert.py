@@ -2,6 +2,8 @@ r"""``compress_``: convert a model's modules in place."""
 
 from __future__ import annotations
 
+import copy
+import inspect
 import warnings
 from collections.abc import Callable, Mapping
 from typing import TypeGuard, cast
@@ -79,6 +81,7 @@ def compress_(
         ``model``.
     """
     _check_arguments(model, config, filter_fn, fallback)
+    _unshare_defaults_(model)
     seeds = SeedStream.from_torch_seed()
     owned: set[int] = set()  # ids of children computed by a converted conv
     generic: list[str] = []  # modules the fallback takes, described
@@ -93,6 +96,31 @@ def compress_(
     link_activations_(model)
     _warn(generic, skipped, fallback)
     return model
+
+
+def _unshare_defaults_(model: torch.nn.Module) -> None:
+    """Give every module of ``model`` its own copy of a child that is a default
+    argument of its constructor (``ResGatedGraphConv(act=Sigmoid())``,
+    ``FiLMConv(act=ReLU())``): Python builds such a default once, so every
+    instance of the class shares it, and converting it in place would
+    change all of them, the user's uncompressed twins included. Only
+    children without parameters or buffers are copied (nothing an optimizer
+    or a ``state_dict`` holds changes identity)."""
+    for module in model.modules():
+        defaults = _module_defaults(type(module))
+        for name, child in list(module.named_children()):
+            stateless = not any(True for _ in child.parameters()) and not any(True for _ in child.buffers())
+            if stateless and any(child is default for default in defaults):
+                setattr(module, name, copy.deepcopy(child))
+
+
+def _module_defaults(cls: type) -> list[torch.nn.Module]:
+    """The modules among the default arguments of ``cls.__init__``."""
+    try:
+        parameters = inspect.signature(cls).parameters.values()
+    except (TypeError, ValueError):  # a constructor without a readable signature
+        return []
+    return [parameter.default for parameter in parameters if isinstance(parameter.default, torch.nn.Module)]
 
 
 def _fall_back(module: torch.nn.Module, fallback: CompressionConfig | None, seeds: SeedStream) -> bool:
