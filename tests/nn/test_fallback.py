@@ -142,15 +142,21 @@ def test_converted_children_keep_their_own_codes_inside_a_fallback_module():
     lin = sum(saved.nbytes for saved in report.saved if saved.layer == "lin")
     alone = iexact.compress_(torch.nn.Linear(D, D), CompressionConfig())
     assert lin == iexact.activation_memory(alone, torch.tanh(_x(grad=True))).compressed  # 2-bit codes, kept as such
-    # from an input that needs no gradient, tanh(x) looks like a caller's leaf to the Linear, which keeps it
-    # by reference: the fallback around it compresses it (8 bits), as it is no input of the module
+    # from an input that needs no gradient, tanh(x) is a leaf, but no input of the module: the Linear
+    # compresses it with its own config (2 bits, projected), as it would with a gradient
     report = iexact.activation_memory(model, _x())
-    assert [(saved.dtype, saved.compressed) for saved in report.saved if saved.layer == "lin"] == [
-        (torch.uint8, True),
-        (torch.bfloat16, True),
-        (torch.bfloat16, True),
-    ]
+    assert sum(saved.nbytes for saved in report.saved if saved.layer == "lin") == lin
+    assert all(saved.compressed for saved in report.saved)
     model(_x()).sum().backward()
+
+    class Direct(Block):  # the module's own input goes to the Linear: the caller's, kept by reference
+        def forward(self, x):
+            return torch.sigmoid(self.lin(x))
+
+    direct = Direct()
+    with pytest.warns(UserWarning, match=r"<model> \(Direct\)"):
+        iexact.compress_(direct, CompressionConfig())
+    assert not [saved for saved in iexact.activation_memory(direct, _x()).saved if saved.layer == "lin"]
 
 
 def test_unsupported_settings_of_a_handled_conv_take_the_fallback_and_none_turns_it_off():

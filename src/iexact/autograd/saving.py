@@ -9,9 +9,12 @@ storage (saved by a :class:`SavingFunction`) from anything else autograd keeps.
 
 from __future__ import annotations
 
+import contextvars
+
 import torch
 
 from ..config import CompressionConfig
+from ..graph import storages
 from ..ops import codec as codec_ops
 from ..ops.codec import Stored
 from ..seeds import SeedStream
@@ -23,6 +26,13 @@ class SavingFunction(torch.autograd.Function):
 
 
 INTERMEDIATE = "iexact_intermediate"  # the attribute :func:`mark_intermediate` sets
+
+CALLER_HELD: contextvars.ContextVar[frozenset | None] = contextvars.ContextVar("iexact_caller_held", default=None)
+"""Inside a module under the saved-tensor fallback (:mod:`iexact.nn.fallback`):
+the storage keys (:func:`iexact.graph.storages`) of what its caller holds, its
+inputs, parameters and buffers. A leaf made inside it (an ``E x 2F``
+concatenation of edge features of ``data.x``, made without a gradient)
+is no caller's, so :func:`pack` compresses it; ``None`` elsewhere."""
 
 
 def mark_intermediate(x: torch.Tensor) -> torch.Tensor:
@@ -40,14 +50,21 @@ def pack(
     """What backward keeps of ``x``: ``x`` itself when it is an ``argument`` of
     the Function that is a leaf the caller holds anyway (an input such as
     ``data.x``: no op of the graph made it, so a reference costs no bytes and
-    adds no noise; not one a handler marked with :func:`mark_intermediate`)
+    adds no noise; not one a handler marked with :func:`mark_intermediate`,
+    nor one made inside a fallback module, :data:`CALLER_HELD`)
     and ``config.reference_inputs``; otherwise ``x`` compressed, seeded from
     ``seeds`` (torch's global generator when ``None``). (Inside a Function's
     forward every tensor it computes looks like a leaf: only its arguments may
     be referenced.)"""
-    if argument and config.reference_inputs and x.is_leaf and not getattr(x, INTERMEDIATE, False):
+    if argument and config.reference_inputs and x.is_leaf and not getattr(x, INTERMEDIATE, False) and _held(x):
         return x
     return codec_ops.compress(x.detach(), config, None if seeds is None else seeds.state)
+
+
+def _held(x: torch.Tensor) -> bool:
+    """Whether the caller holds the leaf ``x``: always, outside a fallback module (see :data:`CALLER_HELD`)."""
+    held = CALLER_HELD.get()
+    return held is None or all(key in held for key, _ in storages(x))
 
 
 def unpack(stored: Stored | torch.Tensor) -> torch.Tensor:

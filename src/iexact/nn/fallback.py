@@ -11,7 +11,10 @@ once; the rest is kept as autograd keeps it:
 - parameters and buffers (the model holds them), and the module's own inputs
   that no op of the graph made (the caller holds them, such as ``data.x``);
 - integer and boolean tensors (indices, masks);
-- what iexact's codec made (a converted child's codes and scales, compressed already);
+- what iexact's codec made (a converted child's codes and scales, compressed
+  already: a converted child compresses with its own config even a tensor
+  made inside this module without a gradient, which it would otherwise keep
+  as the caller's, :data:`~iexact.autograd.saving.CALLER_HELD`);
 - what a torch call whose backward compares the saved values saves (max and
   min reductions, ``scatter_reduce`` with ``amax``/``amin``/``prod``, sort,
   top-k, pooling by maximum, clamp and the piecewise activations): rounding
@@ -44,6 +47,7 @@ import torch
 from torch.overrides import TorchFunctionMode
 
 from ..autograd import ScatterExtremumFunction
+from ..autograd.saving import CALLER_HELD
 from ..codec import NonFiniteError
 from ..config import CompressionConfig
 from ..graph import storages, tensors_in
@@ -233,8 +237,12 @@ def compressed_saving(module: CompressedModule, inputs: tuple):
     """Run the block with what autograd saves for ``module`` compressed (see the module docstring)."""
     calls = _Calls()
     saved = _Saved(module, inputs, calls)
-    with calls, torch.autograd.graph.saved_tensors_hooks(saved.pack, saved.unpack):
-        yield
+    token = CALLER_HELD.set(frozenset(saved.held))
+    try:
+        with calls, torch.autograd.graph.saved_tensors_hooks(saved.pack, saved.unpack):
+            yield
+    finally:
+        CALLER_HELD.reset(token)
 
 
 _NOT_TRACED = (
