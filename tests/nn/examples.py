@@ -24,8 +24,9 @@ from iexact.nn import HANDLERS
 class Example:
     """A module to check: ``build(features)`` makes it for ``features`` input
     channels; ``inputs`` says how it is called: ``"x"`` (features only),
-    ``"graph"`` (``x, graph``) or ``"graph2"`` (``x, x_0, graph``, as
-    GCN2Conv); ``unbiased`` is ``False`` for one whose gradient is exact (the
+    ``"graph"`` (``x, graph``), ``"graph2"`` (``x, x_0, graph``, as
+    GCN2Conv) or ``"index"`` (an aggregation: ``x, index, dim_size=``, the
+    rows in groups of about four); ``unbiased`` is ``False`` for one whose gradient is exact (the
     check of unbiasedness then has nothing to measure); ``graphs`` the graph
     forms the stock module takes (ChebConv refuses a ``torch.sparse`` adjacency)."""
 
@@ -38,10 +39,18 @@ class Example:
     def __str__(self) -> str:
         return self.name
 
+    @property
+    def reads_graph(self) -> bool:
+        return self.inputs in ("graph", "graph2")
+
     def call(self, module: torch.nn.Module, x: torch.Tensor, graph=None, **kwargs):
-        """``module`` called as this example says, ``x_0`` (``graph2``) made from ``x``."""
+        """``module`` called as this example says, ``x_0`` (``graph2``) or the groups (``index``) made from ``x``."""
         if self.inputs == "x":
             return module(x)
+        if self.inputs == "index":
+            groups = max(1, x.shape[0] // 4)
+            index = torch.arange(x.shape[0], device=x.device).mul_(7919).remainder_(groups)
+            return module(x, index, dim_size=groups + 1, **kwargs)  # the last group empty
         if self.inputs == "graph2":
             return module(x, x.detach() * 0.5, graph, **kwargs)
         return module(x, graph, **kwargs)

@@ -68,7 +68,7 @@ def _cosine(a, b):
 @pytest.mark.parametrize("graph_kind", ["edge_index", "EdgeIndex", "csr", "coo"])
 @pytest.mark.parametrize("example", EXAMPLES, ids=str)
 def test_gradients_at_8_bits_match_the_uncompressed_twins(example, graph_kind, device):
-    if example.inputs == "x" and graph_kind != "edge_index":
+    if not example.reads_graph and graph_kind != "edge_index":
         pytest.skip("no graph input")
     if graph_kind not in example.graphs:
         pytest.skip(f"the stock module refuses a {graph_kind} graph")
@@ -80,7 +80,7 @@ def test_gradients_at_8_bits_match_the_uncompressed_twins(example, graph_kind, d
         iexact.compress_(module, EIGHT_BITS)
     assert any(is_compressed(m) for m in module.modules())
     x = torch.randn(NODES, FEATURES, device=device)
-    graph = random_graph(graph_kind, device, NODES, 300) if example.inputs != "x" else None
+    graph = random_graph(graph_kind, device, NODES, 300) if example.reads_graph else None
     results = []
     for layer in (module, twin):
         leaf = x.clone().requires_grad_()
@@ -121,7 +121,7 @@ def test_int2_gradients_average_to_the_exact_ones(example):
     twin = copy.deepcopy(module)
     iexact.compress_(module, INT2)
     x = torch.randn(ROWS, FEATURES).requires_grad_()
-    graph = random_graph("edge_index", "cpu", ROWS, 5 * ROWS) if example.inputs != "x" else None
+    graph = random_graph("edge_index", "cpu", ROWS, 5 * ROWS) if example.reads_graph else None
     _run(example, twin, x, graph, grad_seed=1)
     exact = [x.grad.clone()] + [p.grad.clone() for p in twin.parameters()]
     draws = []

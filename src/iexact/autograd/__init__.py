@@ -25,6 +25,7 @@ from .saving import SavingFunction, mark_intermediate
 from .scale import EpsScaleFunction
 from .scatter import ScatterExtremumFunction
 from .transformer import GateFunction, TransformerAttentionFunction
+from .variance import VarianceFunction
 
 __all__ = [
     "ActivationDerivativeFunction",
@@ -53,4 +54,5 @@ __all__ = [
     "mark_intermediate",
     "SharedInputLinearFunction",
     "TransformerAttentionFunction",
+    "VarianceFunction",
 ]
