@@ -24,6 +24,7 @@ from .sage import RowChunkedSAGEFunction
 from .saving import SavingFunction, mark_intermediate
 from .scale import EpsScaleFunction
 from .scatter import ScatterExtremumFunction
+from .softmax_aggregation import SoftmaxAggregateFunction
 from .transformer import GateFunction, TransformerAttentionFunction
 from .variance import VarianceFunction
 
@@ -51,6 +52,7 @@ __all__ = [
     "RowChunkedSAGEFunction",
     "SavingFunction",
     "ScatterExtremumFunction",
+    "SoftmaxAggregateFunction",
     "mark_intermediate",
     "SharedInputLinearFunction",
     "TransformerAttentionFunction",
