@@ -23,14 +23,11 @@ from iexact.experiments.zoo import EDGE_DIM, zoo
 from iexact.nn.fallback import DEFAULT_FALLBACK
 
 THROUGH_THE_FALLBACK = [
-    "GAT(v2=True) (GATv2Conv)",
-    "TransformerConv + LayerNorm + GELU",
     "GENConv (softmax) + LayerNorm",
-    "ResGatedGraphConv",
+    "GINEConv with edge_attr",
     "GPSConv (GINEConv + attention)",
     "PNA (mean/max/std, amplification)",
     "EdgeCNN (EdgeConv)",
-    "ChebConv (K=3)",
 ]
 
 

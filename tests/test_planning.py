@@ -20,7 +20,8 @@ CANDIDATES = [
     CompressionConfig(bits=bits, block_size=block, rp_ratio=ratio)
     for bits, block, ratio in itertools.product((1, 2, 8), (64, 1024), (1, 4))
 ]
-SIZES = {"gcn": {}, "sage": {}, "gat": {}, "gcn2": {"layers": 4, "hidden": 32}}
+SIZES = {"gcn": {}, "sage": {}, "gat": {}, "gatv2": {}, "transformer": {}, "gcn2": {"layers": 4, "hidden": 32}}
+REFERENCE = ["gcn", "sage", "gat", "gcn2"]
 
 
 def _graph(nodes: int):
@@ -35,8 +36,10 @@ def _model(name: str, data, hidden: int = 32):
     return build_model(name, data.num_features, 4, sizes.get("layers"), sizes["hidden"])
 
 
-@pytest.mark.parametrize("nodes", [150, 600])
-@pytest.mark.parametrize("name", list(SIZES))
+# the attention models keep weights and signs no config changes: on 600 nodes their budgets still mix configs
+@pytest.mark.parametrize(
+    "name, nodes", [*itertools.product(REFERENCE, [150, 600]), ("gatv2", 600), ("transformer", 600)]
+)
 def test_predicted_bytes_are_what_activation_memory_measures(name, nodes):
     data, loss = _graph(nodes)
     model = _model(name, data)
@@ -155,3 +158,29 @@ def test_configure_gives_modules_their_own_configs():
     assert model.convs[1].iexact_config.bits == 8  # nothing changed by a refused call
     with pytest.raises(ValueError, match="no module of it is"):
         iexact.gradient_error(_model("sage", data), data.x, data.edge_index, loss_fn=loss)
+
+
+def test_a_fallback_module_is_planned_with_its_own_bits_and_no_projection():
+    """The saved-tensor fallback's module takes the candidates' bits (at least 4), never a projection,
+    and the bytes predicted for it are what it keeps."""
+    from tests.nn.test_fallback import Attention
+
+    torch.manual_seed(0)
+    model = torch.nn.Sequential(torch.nn.Linear(64, 64), Attention(64), torch.nn.Linear(64, 4))
+    x = torch.randn(600, 64)
+
+    def loss(out):
+        return out.square().mean()
+
+    with pytest.raises(iexact.PlanError) as refused:
+        iexact.plan_memory(model, x, loss_fn=loss, budget=0, candidates=CANDIDATES, draws=1)
+    chosen = set()
+    for factor in (1, 2, 4):
+        plan = iexact.plan_memory(
+            model, x, loss_fn=loss, budget=factor * refused.value.smallest, candidates=CANDIDATES, draws=1
+        )
+        (attention,) = [module for module in plan.modules if module.kind == "Attention"]
+        assert attention.config.rp_ratio == 1 and attention.config.bits >= 4
+        chosen.add(attention.config.bits)
+        assert plan.bytes == iexact.activation_memory(plan.apply_(copy.deepcopy(model)), x).total
+    assert chosen == {4, 8}

@@ -16,6 +16,9 @@ tensors saved uncompressed) does not depend on the config: it is what
 :func:`~iexact.activation_memory` counts with the base config less those
 tensors. A plan's bytes are the sum over its modules.
 
+A module under the saved-tensor fallback (:mod:`iexact.nn.fallback`) takes
+the candidates' bits (at least 4) and block sizes, never a projection.
+
 **Error.** Let :math:`e_m(c) = \sum \lVert \hat x - x \rVert^2` over the
 tensors module :math:`m` compresses with :math:`c` (:math:`\hat x` decompressed
 from what the observed forward stored). To
@@ -50,6 +53,7 @@ from .codec import stored_bytes
 from .config import CompressionConfig
 from .memory import activation_memory, format_bytes
 from .nn import compress_, configure_, is_compressed, original_class, restore_
+from .nn.fallback import FallbackHandler
 from .ops.codec import decompress
 
 BITS = (1, 2, 4, 8)
@@ -150,6 +154,14 @@ def candidate_configs(base: CompressionConfig) -> list[CompressionConfig]:
         for ratio in RP_RATIOS
     ]
     return list(dict.fromkeys([base, *grid]))
+
+
+def _for_module(config: CompressionConfig, fallback: bool) -> CompressionConfig:
+    """``config`` as a module takes it: a module under the saved-tensor fallback
+    never projects (what it saves need not enter a product) and keeps at least
+    4 bits (at 2 the softmax backwards it saves for show bias: the
+    documentation's results page measures it)."""
+    return dataclasses.replace(config, rp_ratio=1, bits=max(config.bits, 4)) if fallback else config
 
 
 def _costs(model: torch.nn.Module, inputs, kwargs, names: dict) -> dict[str, list]:
@@ -290,11 +302,12 @@ def _plan(model, inputs, kwargs, loss_fn, budget, base, candidates, draws, seed)
     kinds = {name: original_class(module).__name__ for module, name in names.items()}
     kept = {layer.name: layer.total for layer in activation_memory(compressed, *inputs, **kwargs).layers}
     converted = [name for module, name in names.items() if is_compressed(module)]
-    observed = {}  # one observed forward per distinct config: the base is usually a candidate too
-    for config in dict.fromkeys([base, *candidates]):
-        configure_(compressed, dict.fromkeys(converted, config))
+    fallbacks = {name for module, name in names.items() if isinstance(module, FallbackHandler)}
+    at_base = _costs(compressed, inputs, kwargs, names)  # as compress_ left it: the fallback at its own config
+    observed = {}  # one observed forward per distinct candidate
+    for config in dict.fromkeys(candidates):
+        configure_(compressed, {name: _for_module(config, name in fallbacks) for name in converted})
         observed[config] = _costs(compressed, inputs, kwargs, names)
-    at_base = observed[base]
     if not at_base:
         raise ValueError("the model compresses nothing on these inputs: there is nothing to plan")
     others = {name: kept.get(name, 0) - nbytes for name, (nbytes, _) in at_base.items()}  # sign bits, seeds ...
@@ -320,7 +333,7 @@ def _plan(model, inputs, kwargs, loss_fn, budget, base, candidates, draws, seed)
     picks = least_error_within(options, budget - sum(fixed.values()))
     assert picks is not None  # the budget holds the smallest choice of every module
     modules = tuple(
-        ModulePlan(name, kinds[name], candidates[pick], *options[index][pick])
+        ModulePlan(name, kinds[name], _for_module(candidates[pick], name in fallbacks), *options[index][pick])
         for index, (name, pick) in enumerate(zip(at_base, picks, strict=True))
     )
     uniform = None
