@@ -1,4 +1,4 @@
-"""Heterogeneous models: to_hetero, HeteroConv of mixed convs, RGCNConv and HGTConv on a small two-type
+"""Heterogeneous models: to_hetero, HeteroConv of mixed convs, RGCNConv, FastRGCNConv and HGTConv on a small two-type
 graph, against their unconverted twins."""
 
 import copy
@@ -7,7 +7,7 @@ import warnings
 import pytest
 import torch
 from torch_geometric.data import HeteroData
-from torch_geometric.nn import GATConv, HeteroConv, HGTConv, RGCNConv, SAGEConv, to_hetero
+from torch_geometric.nn import FastRGCNConv, GATConv, HeteroConv, HGTConv, RGCNConv, SAGEConv, to_hetero
 from torch_geometric.nn.models import GraphSAGE
 
 import iexact
@@ -60,8 +60,9 @@ class Relational(torch.nn.Module):
     def __init__(self, kind: str, metadata):
         super().__init__()
         self.kind = kind
-        if kind == "rgcn":
-            self.convs = torch.nn.ModuleList([RGCNConv(32, 32, num_relations=3), RGCNConv(32, 32, num_relations=3)])
+        if kind in ("rgcn", "fast rgcn"):
+            conv = RGCNConv if kind == "rgcn" else FastRGCNConv
+            self.convs = torch.nn.ModuleList([conv(32, 32, num_relations=3), conv(32, 32, num_relations=3)])
         else:
             self.convs = torch.nn.ModuleList([HGTConv(32, 32, metadata, heads=2) for _ in range(2)])
 
@@ -102,11 +103,14 @@ def _builders(data):
         # the rest keep their models' own functional ReLUs full precision (no module boundary around them)
         "HeteroConv of mixed convs": (Mixed, dicts, 2),
         "RGCNConv": (lambda: Relational("rgcn", data.metadata()), whole, 1.4),
+        "FastRGCNConv": (lambda: Relational("fast rgcn", data.metadata()), whole, 1.4),
         "HGTConv": (lambda: Relational("hgt", data.metadata()), whole, 3),
     }
 
 
-@pytest.mark.parametrize("name", ["to_hetero(GraphSAGE)", "HeteroConv of mixed convs", "RGCNConv", "HGTConv"])
+@pytest.mark.parametrize(
+    "name", ["to_hetero(GraphSAGE)", "HeteroConv of mixed convs", "RGCNConv", "FastRGCNConv", "HGTConv"]
+)
 def test_heterogeneous_models_are_compressed_and_train_as_their_twins(name):
     data = _graph()
     build, inputs, least_ratio = _builders(data)[name]
