@@ -12,7 +12,7 @@ import copy
 import pytest
 import torch
 import torch.nn.functional as F
-from torch_geometric.nn import GAT, GCN, GIN, ChebConv, GraphSAGE, Sequential
+from torch_geometric.nn import GAT, GCN, GIN, ChebConv, GraphSAGE, ResGatedGraphConv, Sequential
 
 import iexact
 from iexact import CompressionConfig
@@ -31,6 +31,14 @@ MODELS = {
             (ChebConv(FEATURES, 32, K=3), "x, edge_index -> x"),
             torch.nn.ReLU(),
             (ChebConv(32, CLASSES, K=3), "x, edge_index -> x"),
+        ],
+    ),
+    "ResGatedGraphConv": lambda: Sequential(
+        "x, edge_index",
+        [
+            (ResGatedGraphConv(FEATURES, 32), "x, edge_index -> x"),
+            torch.nn.ReLU(),
+            (ResGatedGraphConv(32, CLASSES), "x, edge_index -> x"),
         ],
     ),
     "Transformer": lambda: GraphTransformer(FEATURES, 16, 2, CLASSES, heads=2, dropout=0.5, norm="batch_norm"),

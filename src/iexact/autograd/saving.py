@@ -62,7 +62,10 @@ def pack(
 
 
 def _held(x: torch.Tensor) -> bool:
-    """Whether the caller holds the leaf ``x``: always, outside a fallback module (see :data:`CALLER_HELD`)."""
+    """Whether the caller holds the leaf ``x``: always, outside a fallback module (see :data:`CALLER_HELD`;
+    a compiled graph never runs inside one: the fallback runs eagerly, and Dynamo cannot read a ContextVar)."""
+    if torch.compiler.is_compiling():
+        return True
     held = CALLER_HELD.get()
     return held is None or all(key in held for key, _ in storages(x))
 
