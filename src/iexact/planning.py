@@ -317,9 +317,9 @@ def _plan(model, inputs, kwargs, loss_fn, budget, base, candidates, draws, seed)
     if budget < smallest:  # before the sensitivities, the costly part
         raise PlanError(
             f"no plan keeps the activations within {format_bytes(budget, exact=True)}: the smallest keeps "
-            f"{format_bytes(smallest, exact=True)}, {format_bytes(sum(fixed.values()), exact=True)} of it whatever "
-            f"the configs "
-            f"(sign bits, dropout's generator snapshots, tensors saved uncompressed); "
+            f"{format_bytes(smallest, exact=True)}, "
+            f"{format_bytes(sum(fixed.values()) + sum(others.values()), exact=True)} of it whatever the configs "
+            f"(sign bits, dropout's generator snapshots, attention weights, tensors saved uncompressed); "
             f"FP32 keeps {format_bytes(fp32_bytes, exact=True)}",
             smallest,
         )
