@@ -13,12 +13,12 @@ from .dropout import keep, redraw
 from .saving import SavingFunction, load, pack, save, unpack
 
 
-def _edge_terms(edge, src, dst, weight, rows, num_rows):
-    r""":math:`Z_r = \sum_{e \to r} w_e E_e` for per-edge features :math:`E`
-    :math:`(E, H, C)` and weights :math:`(E, H)`, scattered by ``rows`` (``dst`` or ``src``)."""
-    out = edge.new_zeros(num_rows, *edge.shape[1:])
-    for part in edge_chunks(src.numel(), math.prod(edge.shape[1:])):
-        out.index_add_(0, rows[part], edge[part] * weight[part].unsqueeze(-1))
+def _edge_terms(edge, dst, weight, num_dst):
+    r""":math:`Z_t = \sum_{e \to t} w_e E_e` for per-edge features :math:`E`
+    :math:`(E, H, C)` and weights :math:`(E, H)`, edge chunk by edge chunk."""
+    out = edge.new_zeros(num_dst, *edge.shape[1:])
+    for part in edge_chunks(dst.numel(), math.prod(edge.shape[1:])):
+        out.index_add_(0, dst[part], edge[part] * weight[part].unsqueeze(-1))
     return out
 
 
@@ -81,7 +81,7 @@ class TransformerAttentionFunction(SavingFunction):
         dropped = weights if mask is None else weights * mask
         out = weighted_sum(value, src, dst, dropped, spec.num_dst)
         if edge is not None:
-            out += _edge_terms(edge, src, dst, dropped, dst, spec.num_dst)
+            out += _edge_terms(edge, dst, dropped, spec.num_dst)
         elementwise = config.unprojected
         copies = [None, None] if edge is None else [pack(edge, elementwise, seeds, argument=True) for _ in range(2)]
         save(
@@ -120,7 +120,7 @@ class TransformerAttentionFunction(SavingFunction):
         grad_edge = None
         if edge is not None:
             del edge
-            grad_query += _edge_terms(unpack(second_edge).to(grad_out.dtype), src, dst, grad_logits, dst, spec.num_dst)
+            grad_query += _edge_terms(unpack(second_edge).to(grad_out.dtype), dst, grad_logits, spec.num_dst)
             grad_edge = _gathered(grad_out, dst, dropped) + _gathered(queries, dst, grad_logits)
         return grad_query, grad_key, grad_value, grad_edge, None, None, None, None, None
 
