@@ -414,7 +414,7 @@ class LaplacianSpec:
 def scaled_laplacian(
     structure: torch.Tensor,
     edge_weight: torch.Tensor | None,
-    lambda_max: torch.Tensor | None,
+    lambda_max: torch.Tensor | float | None,
     spec: LaplacianSpec,
     dtype: torch.dtype,
 ) -> tuple[Edges, torch.Tensor]:
@@ -447,7 +447,7 @@ def scaled_laplacian(
     else:
         entries, diagonal = -weight, degree
     if lambda_max is None and spec.lambda_max is not None:
-        lambda_max = torch.tensor(spec.lambda_max, dtype=dtype, device=row.device)
+        lambda_max = spec.lambda_max  # a number: no tensor to copy to the device
     if lambda_max is None:
         lambda_max = 2.0 * torch.cat([diagonal, entries.masked_fill(loop, float("-inf"))]).max()
     entries = ((2.0 * entries) / lambda_max).masked_fill_(loop, 0)

@@ -9,6 +9,7 @@ import math
 
 import pytest
 import torch
+from torch_geometric.nn import ChebConv, ResGatedGraphConv, Sequential
 
 import iexact
 from iexact import codec, kernels
@@ -213,9 +214,8 @@ def test_no_host_sync_in_the_compressed_codec_without_the_finite_check(monkeypat
         codec.compress(x, iexact.CompressionConfig(), seed=3)
 
 
-@pytest.mark.parametrize("name", MODELS)
-def test_no_host_sync_in_the_compressed_forward_and_backward(name, monkeypatch):
-    """The whole compressed model, forward and backward, on meta tensors, where any
+def _step_on_meta(model, data, monkeypatch) -> None:
+    """One compressed forward and backward of ``model`` on meta tensors, where any
     read of a value fails: iexact's operators run their real implementations
     (codec on the Triton path with shape-only kernels, GCN normalization), not
     their shape functions; only the dropout-mask operators keep theirs (torch's
@@ -233,14 +233,32 @@ def test_no_host_sync_in_the_compressed_forward_and_backward(name, monkeypatch):
         (graph_ops, "gcn_norm"),
     ]:
         monkeypatch.setattr(module, operator, getattr(module, operator)._init_fn)
-    data = load_dataset("synthetic:400,1600,24,4")
-    torch.manual_seed(0)
-    model = build_model(name, data.num_features, 4, layers=4 if name == "gcn2" else None)
     iexact.compress_(model, iexact.CompressionConfig(check_finite=False))
     model = model.to("meta")
     out = model(data.x.to("meta"), data.edge_index.to("meta"))
     out.sum().backward()
     assert all(p.grad is not None and p.grad.is_meta for p in model.parameters())
+
+
+@pytest.mark.parametrize("name", MODELS)
+def test_no_host_sync_in_the_compressed_forward_and_backward(name, monkeypatch):
+    """Every reference model (see :func:`_step_on_meta`)."""
+    data = load_dataset("synthetic:400,1600,24,4")
+    torch.manual_seed(0)
+    _step_on_meta(build_model(name, data.num_features, 4, layers=4 if name == "gcn2" else None), data, monkeypatch)
+
+
+@pytest.mark.parametrize("conv", ["ChebConv", "ResGatedGraphConv"])
+def test_no_host_sync_in_the_other_handled_convs(conv, monkeypatch):
+    """Two layers of each handled conv that no reference model has (see :func:`_step_on_meta`):
+    ChebConv's Laplacian included, built from the graph on the device."""
+    data = load_dataset("synthetic:400,1600,24,4")
+    torch.manual_seed(0)
+    layer = {"ChebConv": lambda i, o: ChebConv(i, o, K=3), "ResGatedGraphConv": ResGatedGraphConv}[conv]
+    model = Sequential(
+        "x, edge_index", [(layer(24, 16), "x, edge_index -> x"), torch.nn.ReLU(), (layer(16, 4), "x, edge_index -> x")]
+    )
+    _step_on_meta(model, data, monkeypatch)
 
 
 def test_a_non_finite_input_without_the_check_reaches_the_output_as_nan():
