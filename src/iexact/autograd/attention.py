@@ -52,6 +52,19 @@ def segment_softmax(logits, dst, num_nodes):
     return weights.div_(total.index_select(0, dst))
 
 
+def softmax_grad(grad_dropped, weights, mask, dst, num_dst: int):
+    r""":math:`d\ell_e = \alpha_e (\delta_e - \sum_{e' \to t} \alpha_{e'} \delta_{e'})`, the
+    gradient of the logits of a softmax over the edges into each target whose
+    weights :math:`\alpha` :math:`(E, H)` weighed the messages after dropout's
+    scaled keep-mask :math:`m` (``None`` without dropout), with
+    :math:`\delta = ` ``grad_dropped`` :math:`\cdot m` the gradient of the
+    dropped weights."""
+    grad_weights = grad_dropped * mask if mask is not None else grad_dropped
+    weighted = weights * grad_weights
+    per_target = weighted.new_zeros(num_dst, weighted.shape[1]).index_add_(0, dst, weighted)
+    return weighted - weights * per_target.index_select(0, dst)
+
+
 def _attention(source_score, target_score, src, dst, valid, num_nodes: int, negative_slope: float):
     r"""``(weights, positive)``: :math:`\alpha_e = \mathrm{softmax}_{e \to t}(\mathrm{LeakyReLU}(a_{s(e)} + b_{t(e)}))`
     (0 on edges not ``valid``; :math:`b = 0` when ``target_score`` is ``None``)
@@ -159,10 +172,7 @@ class GATAttentionFunction(SavingFunction):
         dropped = weights * mask if mask is not None else weights
         grad_source = weighted_sum(grad_out, dst, src, dropped, spec.num_src)
         grad_dropped = edge_dots(grad_out, unpack(first).to(grad_out.dtype), src, dst)
-        grad_weights = grad_dropped * mask if mask is not None else grad_dropped
-        weighted = weights * grad_weights
-        per_target = weighted.new_zeros(spec.num_dst, weighted.shape[1]).index_add_(0, dst, weighted)
-        grad_logits = weighted - weights * per_target.index_select(0, dst)
+        grad_logits = softmax_grad(grad_dropped, weights, mask, dst, spec.num_dst)
         grad_logits = torch.where(positive, grad_logits, grad_logits * ctx.slope)
         grad_a = grad_logits.new_zeros(spec.num_src, grad_logits.shape[1]).index_add_(0, src, grad_logits)
         grad_source += grad_a.unsqueeze(-1) * att_src

@@ -9,7 +9,7 @@ from ..config import CompressionConfig
 from ..graph import edge_chunks, edge_dots
 from ..quant import pack_mask, unpack_mask
 from ..seeds import SeedStream
-from .attention import AttentionSpec, segment_softmax, weighted_sum
+from .attention import AttentionSpec, segment_softmax, softmax_grad, weighted_sum
 from .dropout import keep, redraw
 from .saving import SavingFunction, load, pack, save, unpack
 
@@ -120,10 +120,7 @@ class GATv2AttentionFunction(SavingFunction):
         dropped = weights * mask if mask is not None else weights
         grad_source = weighted_sum(grad_out, dst, src, dropped, spec.num_src)
         grad_dropped = edge_dots(grad_out, unpack(first).to(grad_out.dtype), src, dst)
-        grad_weights = grad_dropped * mask if mask is not None else grad_dropped
-        weighted = weights * grad_weights
-        per_target = weighted.new_zeros(spec.num_dst, weighted.shape[1]).index_add_(0, dst, weighted)
-        grad_logits = weighted - weights * per_target.index_select(0, dst)
+        grad_logits = softmax_grad(grad_dropped, weights, mask, dst, spec.num_dst)
         features = unpack(second).to(grad_out.dtype)
         targets = features if separate is None else unpack(separate).to(grad_out.dtype)
         grad_target = grad_source if spec.targets == "shared" else torch.zeros_like(targets)

@@ -8,7 +8,7 @@ import math
 from ..config import CompressionConfig
 from ..graph import edge_chunks, edge_dots
 from ..seeds import SeedStream
-from .attention import AttentionSpec, segment_softmax, weighted_sum
+from .attention import AttentionSpec, segment_softmax, softmax_grad, weighted_sum
 from .dropout import keep, redraw
 from .saving import SavingFunction, load, pack, save, unpack
 
@@ -110,10 +110,7 @@ class TransformerAttentionFunction(SavingFunction):
         edge = None if first_edge is None else unpack(first_edge).to(grad_out.dtype)
         if edge is not None:
             grad_dropped += _dots(edge, grad_out, dst)
-        grad_weights = grad_dropped * mask if mask is not None else grad_dropped
-        weighted = weights * grad_weights
-        per_target = weighted.new_zeros(spec.num_dst, weighted.shape[1]).index_add_(0, dst, weighted)
-        grad_logits = (weighted - weights * per_target.index_select(0, dst)).mul_(ctx.scale)
+        grad_logits = softmax_grad(grad_dropped, weights, mask, dst, spec.num_dst).mul_(ctx.scale)
         queries = unpack(query).to(grad_out.dtype)
         grad_query = weighted_sum(unpack(key).to(grad_out.dtype), src, dst, grad_logits, spec.num_dst)
         grad_key = weighted_sum(queries, dst, src, grad_logits, spec.num_src)
