@@ -1,4 +1,5 @@
-r"""What the compressed convs share: the aggregation :math:`A X` that keeps nothing."""
+r"""What the compressed convs share: the aggregation :math:`A X` that keeps nothing,
+and the base of the handlers of PyG's ``Aggregation`` modules."""
 
 from __future__ import annotations
 
@@ -6,6 +7,7 @@ import torch
 
 from ..autograd import AggregateFunction, CompressedLinearFunction, SharedInputLinearFunction
 from ..graph import GraphSpec, is_sparse
+from .handler import CompressedModule
 from .message_inputs import MessageInputs
 
 _REDUCE = {"add": "sum", "sum": "sum", "mean": "mean"}
@@ -91,3 +93,33 @@ def sparse_value_reason(structure, edge_weight) -> str | None:
     if is_sparse(structure) and (structure.requires_grad or weight_grad):
         return "the sparse adjacency's values need a gradient"
     return None
+
+
+class GroupAggregationHandler(CompressedModule):
+    """Base of the handlers of PyG's ``Aggregation`` modules: a call with
+    ``index`` and ``dim_size`` (as PyG's convs make them) on floating
+    elements aggregates them along ``dim`` through :meth:`aggregate_rows`, on
+    the elements with ``dim`` moved first and the rest flattened; ``ptr``
+    alone, or no ``dim_size`` (whose inference reads the index's largest
+    value), take the module's own path."""
+
+    def check_input(self, x: torch.Tensor, dim: int) -> None:
+        """Raise PyG's error for an input the module refuses (nothing by default)."""
+
+    def aggregate_rows(self, rows: torch.Tensor, index: torch.Tensor, groups: int) -> torch.Tensor:
+        r"""The aggregation of the rows of ``rows`` :math:`(E, R)` by ``index``, :math:`(\text{groups}, R)`."""
+        raise NotImplementedError
+
+    def forward(self, x, index=None, ptr=None, dim_size=None, dim=-2):
+        if (
+            not self._compressing()
+            or index is None
+            or dim_size is None
+            or not isinstance(x, torch.Tensor)
+            or not x.is_floating_point()
+        ):
+            return super().forward(x, index, ptr, dim_size, dim)
+        self.check_input(x, dim)
+        rows = x.movedim(dim, 0)
+        out = self.aggregate_rows(rows.reshape(rows.shape[0], -1), index, dim_size)
+        return out.view(dim_size, *rows.shape[1:]).movedim(0, dim)

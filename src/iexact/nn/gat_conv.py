@@ -9,6 +9,7 @@ from ..autograd import AttentionSpec, GATAttentionFunction
 from ..graph import is_sparse, plain
 from .aggregation import sparse_value_reason
 from .handler import CompressedModule, register_handler
+from .heads import matrices_reason, merged_heads
 from .linear import shared_input_linears
 from .message_inputs import message_inputs, runs_stock
 
@@ -46,11 +47,9 @@ class GATConvHandler(CompressedModule):
     def _stock_reason(self, x, edge_index, edge_attr, size, return_attention_weights) -> str | None:
         """Why this call takes GATConv's own forward (which raises PyG's errors for malformed input)."""
         pair = isinstance(x, (tuple, list))
-        sides = [side for side in (x if pair else (x,)) if side is not None]
-        if pair and (len(x) != 2 or x[0] is None):
-            return "the input pair is not (x_source, x_target or None)"
-        if not all(isinstance(side, torch.Tensor) and side.dim() == 2 for side in sides):
-            return "the input is not one or two (N, F) matrices"
+        reason = matrices_reason(x, target_optional=True)
+        if reason is not None:
+            return reason
         if edge_attr is not None or return_attention_weights:
             return "edge_attr or return_attention_weights is given"
         if pair and self.flow != "source_to_target":
@@ -99,7 +98,7 @@ class GATConvHandler(CompressedModule):
             self.iexact_config,
             self.iexact_seeds,
         )
-        out = out.reshape(-1, self.heads * self.out_channels) if self.concat else out.mean(dim=1)
+        out = merged_heads(out, self.concat)
         if residual is not None:
             out = out + residual
         return out if self.bias is None else out + self.bias

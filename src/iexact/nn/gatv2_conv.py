@@ -5,10 +5,11 @@ from __future__ import annotations
 import torch
 from torch_geometric.nn import GATv2Conv
 
-from ..autograd import AttentionSpec, GATv2AttentionFunction, mark_intermediate
+from ..autograd import AttentionSpec, GATv2AttentionFunction
 from ..graph import is_sparse, plain
 from .aggregation import sparse_value_reason
 from .handler import CompressedModule, register_handler
+from .heads import matrices_reason, merged_heads, split_heads
 from .linear import shared_input_linears
 from .message_inputs import message_inputs, runs_stock
 
@@ -47,10 +48,9 @@ class GATv2ConvHandler(CompressedModule):
     def _stock_reason(self, x, edge_index, edge_attr, return_attention_weights) -> str | None:
         """Why this call takes GATv2Conv's own forward (which raises PyG's errors for malformed input)."""
         pair = isinstance(x, (tuple, list))
-        if pair and (len(x) != 2 or x[0] is None or x[1] is None):
-            return "the input pair is not (x_source, x_target)"
-        if not all(isinstance(side, torch.Tensor) and side.dim() == 2 for side in (x if pair else (x,))):
-            return "the input is not one or two (N, F) matrices"
+        reason = matrices_reason(x)
+        if reason is not None:
+            return reason
         if edge_attr is not None or return_attention_weights:
             return "edge_attr or return_attention_weights is given"
         if pair and self.flow != "source_to_target":
@@ -59,10 +59,6 @@ class GATv2ConvHandler(CompressedModule):
         if not pair and not inputs.num_src == inputs.num_dst == x.size(0):
             return f"the graph's size ({inputs.num_src}, {inputs.num_dst}) is not square over x's {x.size(0)} nodes"
         return sparse_value_reason(edge_index, None)
-
-    def _per_head(self, features):
-        """``features`` :math:`(N, H C)` as :math:`(N, H, C)`, marked as no caller's (see :func:`mark_intermediate`)."""
-        return None if features is None else mark_intermediate(features.view(-1, self.heads, self.out_channels))
 
     def forward(self, x, edge_index, edge_attr=None, return_attention_weights=None):
         if not self._compressing() or runs_stock(
@@ -84,8 +80,8 @@ class GATv2ConvHandler(CompressedModule):
             inputs.num_src, inputs.num_dst, self.flow, self.add_self_loops, is_sparse(edge_index), targets
         )
         out = GATv2AttentionFunction.apply(
-            self._per_head(source),
-            self._per_head(target),
+            split_heads(source, self.heads, self.out_channels),
+            split_heads(target, self.heads, self.out_channels),
             self.att,
             plain(edge_index),
             spec,
@@ -94,7 +90,7 @@ class GATv2ConvHandler(CompressedModule):
             self.iexact_config,
             self.iexact_seeds,
         )
-        out = out.reshape(-1, self.heads * self.out_channels) if self.concat else out.mean(dim=1)
+        out = merged_heads(out, self.concat)
         if residual is not None:
             out = out + residual
         return out if self.bias is None else out + self.bias

@@ -15,6 +15,7 @@ from ..autograd import (
 from ..graph import is_sparse, plain
 from .aggregation import sparse_value_reason
 from .handler import CompressedModule, register_handler
+from .heads import matrices_reason, merged_heads, split_heads
 from .linear import shared_input_linears
 from .message_inputs import message_inputs, runs_stock
 
@@ -49,11 +50,9 @@ class TransformerConvHandler(CompressedModule):
 
     def _stock_reason(self, x, edge_index, edge_attr, return_attention_weights) -> str | None:
         """Why this call takes TransformerConv's own forward (which raises PyG's errors for malformed input)."""
-        pair = isinstance(x, (tuple, list))
-        if pair and (len(x) != 2 or x[0] is None or x[1] is None):
-            return "the input pair is not (x_source, x_target)"
-        if not all(isinstance(side, torch.Tensor) and side.dim() == 2 for side in (x if pair else (x,))):
-            return "the input is not one or two (N, F) matrices"
+        reason = matrices_reason(x)
+        if reason is not None:
+            return reason
         if return_attention_weights is not None:
             return "return_attention_weights is given"
         if (edge_attr is None) != (self.lin_edge is None):
@@ -62,10 +61,6 @@ class TransformerConvHandler(CompressedModule):
             return "edge_attr is not an (E, D) matrix beside an edge_index"
         message_inputs(self, x, edge_index)  # PyG's errors for a malformed graph
         return sparse_value_reason(edge_index, None)
-
-    def _per_head(self, features):
-        """``features`` :math:`(N, H C)` as :math:`(N, H, C)`, marked as no caller's (see :func:`mark_intermediate`)."""
-        return None if features is None else mark_intermediate(features.view(-1, self.heads, self.out_channels))
 
     def forward(self, x, edge_index, edge_attr=None, return_attention_weights=None):
         if not self._compressing() or runs_stock(
@@ -84,17 +79,17 @@ class TransformerConvHandler(CompressedModule):
         (edge,) = shared_input_linears(self, edge_attr, self.lin_edge) if edge_attr is not None else (None,)
         spec = AttentionSpec(inputs.num_src, inputs.num_dst, self.flow, False, is_sparse(edge_index), "separate")
         out = TransformerAttentionFunction.apply(
-            self._per_head(query),
-            self._per_head(key),
-            self._per_head(value),
-            self._per_head(edge),
+            split_heads(query, self.heads, self.out_channels),
+            split_heads(key, self.heads, self.out_channels),
+            split_heads(value, self.heads, self.out_channels),
+            split_heads(edge, self.heads, self.out_channels),
             plain(edge_index),
             spec,
             self.dropout,
             self.iexact_config,
             self.iexact_seeds,
         )
-        out = out.reshape(-1, self.heads * self.out_channels) if self.concat else out.mean(dim=1)
+        out = merged_heads(out, self.concat)
         if skip is None:
             return out
         if self.lin_beta is None:
