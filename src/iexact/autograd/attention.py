@@ -37,7 +37,7 @@ class AttentionSpec:
 def weighted_sum(x, src, dst, weight, num_dst):
     r""":math:`Y_{t,h} = \sum_{e: s \to t} w_{e,h} X_{s,h}` for :math:`X` :math:`(N, H, C)` and
     :math:`w` :math:`(E, H)`."""
-    out = x.new_zeros(num_dst, *x.shape[1:])
+    out = x.new_zeros(num_dst, *x.shape[1:], dtype=torch.promote_types(x.dtype, weight.dtype))
     for part in edge_chunks(src.numel(), math.prod(x.shape[1:])):
         out.index_add_(0, dst[part], x.index_select(0, src[part]) * weight[part].unsqueeze(-1))
     return out

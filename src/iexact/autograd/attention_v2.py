@@ -18,7 +18,8 @@ def _scores(source, target, att, src, dst, valid, negative_slope: float):
     r"""``(logits, positive)``: :math:`\ell_e = \langle \mathrm{LeakyReLU}(X'_{s(e)} + T'_{t(e)}), a \rangle`
     :math:`(E, H)` (:math:`-\infty` on edges not ``valid``) and where
     :math:`X'_{s(e)} + T'_{t(e)} > 0`, :math:`(E, H, C)` booleans, one edge chunk at a time."""
-    logits = source.new_empty(src.numel(), source.shape[1])
+    # promoted as GATv2Conv's (x * att).sum(-1): float32 for bf16 features under autocast
+    logits = source.new_empty(src.numel(), source.shape[1], dtype=torch.promote_types(source.dtype, att.dtype))
     positive = torch.empty(src.numel(), *source.shape[1:], dtype=torch.bool, device=source.device)
     for part in edge_chunks(src.numel(), source.shape[1] * source.shape[2]):
         summed = source.index_select(0, src[part]) + target.index_select(0, dst[part])
@@ -126,6 +127,7 @@ class GATv2AttentionFunction(SavingFunction):
         grad_target = grad_source if spec.targets == "shared" else torch.zeros_like(targets)
         positive = unpack_mask(signs, ctx.shape)
         grad_att = torch.zeros_like(att, dtype=grad_out.dtype)
+        att = att.to(grad_out.dtype)
         for part in edge_chunks(src.numel(), att.numel()):
             slope = torch.where(positive[part], 1.0, ctx.slope).to(grad_out.dtype)
             scaled = grad_logits[part].unsqueeze(-1) * slope  # dl_e σ_e

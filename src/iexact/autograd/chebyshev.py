@@ -61,7 +61,7 @@ class ChebyshevFunction(SavingFunction):
         terms = _chebyshev(x, edges, diagonal, graph, len(weights))
         out = terms[0] @ weights[0].t()
         for term, weight in zip(terms[1:], weights[1:], strict=True):
-            out.addmm_(term, weight.t())
+            out.addmm_(term.to(out.dtype), weight.t().to(out.dtype))  # in out's dtype, as autocast's matmul
         save(ctx, pack(x, config, seeds, argument=True), structure, edge_weight, lambda_max, *weights)
         ctx.spec = spec
         return out

@@ -9,6 +9,7 @@ import torch
 from ..config import CompressionConfig
 from ..graph import GraphSpec, csr_row_chunks, spmm, spmm_adjoint
 from ..seeds import SeedStream
+from .precision import matmul_dtype
 from .saving import SavingFunction, load, pack, products, save, unpack
 
 
@@ -69,12 +70,14 @@ class RowChunkedSAGEFunction(SavingFunction):
         packed_root = pack(root, config, seeds, argument=True) if root is not None and root_grad else None
         save(ctx, packed_source, packed_root, weight_l, weight_r, adj_t)
         ctx.spec, ctx.own_root = spec, root is not None
+        dtype = matmul_dtype(source, weight_l)  # under autocast its dtype, as the stock lin_l's
         if weight_r is None:
-            out = source.new_zeros(spec.num_dst, weight_l.shape[0])
+            out = source.new_zeros(spec.num_dst, weight_l.shape[0], dtype=dtype)
         else:
             out = torch.nn.functional.linear(source if root is None else root, weight_r)
+        weight_t = weight_l.t().to(dtype)
         for rows, aggregated in _aggregated_slices(source, adj_t, spec, weight_l):
-            out[rows].addmm_(aggregated, weight_l.t())
+            out[rows].addmm_(aggregated.to(dtype), weight_t)
         return out
 
     @staticmethod

@@ -53,7 +53,9 @@ class SoftmaxAggregateFunction(SavingFunction):
         logits = x if temperature is None or (t is None and temperature == 1) else x * temperature
         weights = segment_softmax(logits, index, spec.groups)
         del logits
-        out = x.new_zeros(spec.groups, x.shape[1]).index_add_(0, index, weights * x)
+        weighted = weights * x  # promoted as PyG's x * alpha: float32 for a bf16 x and a float32 t
+        out = weighted.new_zeros(spec.groups, x.shape[1]).index_add_(0, index, weighted)
+        del weighted
         elementwise = config.unprojected
         kept = [pack(weights, elementwise, seeds)]
         if not spec.semi_grad:

@@ -45,9 +45,8 @@ class GCN2ConvHandler(CompressedModule):
         if self.weight2 is None:
             mixed = torch.add(smoothed, initial, alpha=alpha)
             product = CompressedLinearFunction.apply(mixed, self.weight1.t(), None, config, seeds)
-            return torch.lerp(mixed, product, beta)
-        own = torch.lerp(
-            smoothed, CompressedLinearFunction.apply(smoothed, self.weight1.t(), None, config, seeds), beta
-        )
+            return torch.lerp(mixed.to(product.dtype), product, beta)  # autocast's addmm: its dtype
+        own_product = CompressedLinearFunction.apply(smoothed, self.weight1.t(), None, config, seeds)
         initial_product = CompressedLinearFunction.apply(initial, self.weight2.t(), None, config, seeds)
-        return torch.add(own, torch.lerp(initial, initial_product, beta), alpha=alpha)
+        own = torch.lerp(smoothed.to(own_product.dtype), own_product, beta)
+        return torch.add(own, torch.lerp(initial.to(initial_product.dtype), initial_product, beta), alpha=alpha)

@@ -6,6 +6,7 @@ import torch
 from torch_geometric.nn import GCNConv
 
 from ..autograd import CompressedLinearFunction
+from ..autograd.precision import plus_parameter
 from ..graph import gcn_normalized
 from .aggregation import aggregate, sparse_value_reason
 from .handler import CompressedModule, register_handler
@@ -66,4 +67,4 @@ class GCNConvHandler(CompressedModule):
         structure, weight, gcn = gcn_graph(self, x, edge_index, edge_weight, self.improved)
         projected = CompressedLinearFunction.apply(x, self.lin.weight, self.lin.bias, config, seeds)
         out = aggregate(self, projected, structure, weight, inputs, gcn=gcn)
-        return out if self.bias is None else out.add_(self.bias)  # in place: out is this conv's own buffer
+        return plus_parameter(out, self.bias)  # out is this conv's own buffer

@@ -6,6 +6,7 @@ import torch
 from torch_geometric.nn.dense.linear import Linear as PyGLinear
 
 from ..autograd import CompressedLinearFunction, SharedInputLinearFunction
+from ..autograd.precision import plus_linear_bias
 from .handler import CompressedModule, register_handler
 
 
@@ -21,9 +22,7 @@ def shared_input_linears(handler: CompressedModule, x: torch.Tensor, *modules: t
         outputs = iter([CompressedLinearFunction.apply(x, module.weight, module.bias, config, seeds)])
     else:
         products = SharedInputLinearFunction.apply(x, config, seeds, *(module.weight for module in present))
-        outputs = iter(
-            y if module.bias is None else y + module.bias for y, module in zip(products, present, strict=True)
-        )
+        outputs = iter(plus_linear_bias(y, module.bias) for y, module in zip(products, present, strict=True))
     return [None if module is None else next(outputs) for module in modules]
 
 

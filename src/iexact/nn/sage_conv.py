@@ -143,8 +143,8 @@ def _row_sliced_eval(conv, pair, structure, size) -> bool:
 def _row_chunked(structure, inputs, root, weight) -> bool:
     """Whether :class:`~iexact.autograd.RowChunkedSAGEFunction` computes this
     call: a ``torch.sparse`` CSR graph, node-major 2-D features of one dtype
-    (the weights' too), eager and outside autocast (it reads each slice's
-    edge range from the host and adds in place)."""
+    (the weights' too, unless autocast casts them), eager (it reads each
+    slice's edge range from the host)."""
     structure, source = plain(structure), inputs.source
     return (
         is_sparse(structure)
@@ -152,7 +152,6 @@ def _row_chunked(structure, inputs, root, weight) -> bool:
         and source.dim() == 2
         and inputs.node_dim == 0
         and (root is None or root.dtype == source.dtype)
-        and weight.dtype == source.dtype
+        and (weight.dtype == source.dtype or torch.is_autocast_enabled(source.device.type))
         and not torch.compiler.is_compiling()
-        and not torch.is_autocast_enabled(source.device.type)
     )
