@@ -252,6 +252,14 @@ def test_nan_and_inf_are_refused(bad, rp_ratio):
         compress(x, CompressionConfig(rp_ratio=rp_ratio))
 
 
+def test_an_fp16_overflow_is_refused_with_the_grad_scaler_setting_named():
+    x = torch.randn(100, 64, dtype=torch.float16)
+    x[5, 5] = math.inf
+    with pytest.raises(ValueError, match=r"fp16 autocast with a GradScaler, CompressionConfig\(check_finite=False\)"):
+        compress(x, CompressionConfig())
+    assert decompress(compress(x, CompressionConfig(check_finite=False)), check=False).isnan().any()
+
+
 def test_non_float_and_bad_arguments():
     with pytest.raises(TypeError, match="floating-point.*torch.int64"):
         compress(torch.arange(10), CompressionConfig())

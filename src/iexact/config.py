@@ -105,8 +105,11 @@ class CompressionConfig:
             the device, a host sync in every compressed forward; with
             ``False`` there is none, and a non-finite value instead makes its
             whole block decompress to NaN, so it reaches the gradients as it
-            would uncompressed (check the loss or the gradients).
-            (default: :obj:`True`)
+            would uncompressed (check the loss or the gradients): under
+            fp16 autocast with a ``GradScaler``, a forward that overflows
+            fp16 then skips its step as it would without iexact. (Gradients
+            that overflow in backward, the scaler's usual case, never meet
+            the check.) (default: :obj:`True`)
 
     Stored bytes for an :math:`N \times D` activation: :math:`\lceil N k b / 8
     \rceil` for the codes plus :math:`2 \cdot \mathrm{sizeof(scale)}` per block

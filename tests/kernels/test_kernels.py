@@ -87,14 +87,48 @@ def test_round_trip_on_the_triton_path(config, launches, monkeypatch):
     assert 0.85 < triton_variance / torch_variance < 1.15
 
 
-def _step_gradients(name, data, config):
+@pytest.mark.parametrize("dtype", [torch.float16, torch.bfloat16])
+def test_half_precision_inputs_on_the_triton_path(dtype, launches, monkeypatch):
+    """An fp16 or bf16 activation (what autocast's linear maps return) is read
+    by the kernels as it is: its dtype back, unbiased, the PyTorch path's variance."""
+    x = torch.randn(64, 48, generator=torch.Generator().manual_seed(0)).to(dtype)
+    config, draws = iexact.CompressionConfig(), 100
+    samples = torch.stack([codec.decompress(codec.compress(x, config, seed=s)) for s in range(draws)])
+    assert samples.dtype == dtype and launches["quantize_pack"] >= draws
+    monkeypatch.setenv("IEXACT_KERNELS", "torch")
+    reference = torch.stack([codec.decompress(codec.compress(x, config, seed=s)) for s in range(draws)])
+    bias = samples.double().mean(0) - x.double()
+    assert abs(bias.sum()) <= 4 * (samples.double().var(0).sum() / draws).sqrt()
+    ratio = (samples.double() - x.double()).pow(2).mean() / (reference.double() - x.double()).pow(2).mean()
+    assert 0.85 < ratio < 1.15
+
+
+@pytest.mark.parametrize("name", ["sage", "gat"])
+def test_a_training_step_under_fp16_autocast_on_the_triton_path(name, launches, monkeypatch):
+    """Under fp16 autocast the forward is the PyTorch path's bit for bit, and
+    the gradient as near FP32's."""
+    data = load_dataset("synthetic:400,1600,24,4")
+    config = iexact.CompressionConfig()
+    triton_loss, triton_grad = _step_gradients(name, data, config, torch.float16)
+    assert launches["quantize_pack"] > 0 and launches["unpack_dequantize"] > 0
+    monkeypatch.setenv("IEXACT_KERNELS", "torch")
+    torch_loss, torch_grad = _step_gradients(name, data, config, torch.float16)
+    _, fp32_grad = _step_gradients(name, data, None, torch.float16)
+    assert torch.equal(triton_loss, torch_loss)
+    triton_error = ((triton_grad - fp32_grad).norm() / fp32_grad.norm()).item()
+    torch_error = ((torch_grad - fp32_grad).norm() / fp32_grad.norm()).item()
+    assert 0 < triton_error < 1.5 * torch_error + 0.05
+
+
+def _step_gradients(name, data, config, autocast_dtype=None):
     torch.manual_seed(0)
     model = build_model(name, data.num_features, 4, layers=4 if name == "gcn2" else None)
     if config is not None:
         iexact.compress_(model, config)
-    out = model(data.x, data.edge_index)
-    labels = labels_of(data)
-    loss = loss_function(out[data.train_mask], labels[data.train_mask])
+    with torch.autocast("cpu", dtype=autocast_dtype or torch.bfloat16, enabled=autocast_dtype is not None):
+        out = model(data.x, data.edge_index)
+        labels = labels_of(data)
+        loss = loss_function(out[data.train_mask], labels[data.train_mask])
     loss.backward()
     return loss.detach(), torch.cat([p.grad.flatten() for p in model.parameters()])
 

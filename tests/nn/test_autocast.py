@@ -22,6 +22,7 @@ import warnings
 
 import pytest
 import torch
+from torch_geometric.nn.models import GAT, GCN, GraphSAGE
 
 import iexact
 from iexact import CompressionConfig
@@ -121,3 +122,36 @@ def test_int2_gradients_under_autocast_average_to_the_twins(example):
         assert statistic < threshold(reference.numel()), (index, tuple(reference.shape), statistic)
         checked += 1
     assert checked >= 1
+
+
+@pytest.mark.parametrize("model_class", [GraphSAGE, GAT, GCN], ids=lambda cls: cls.__name__)
+@pytest.mark.parametrize("init_scale", [2.0**60, 2.0**8], ids=["overflowing scale", "scale that fits"])
+def test_fp16_with_a_grad_scaler_takes_and_skips_the_steps_the_stock_model_does(model_class, init_scale):
+    """fp16 autocast with ``torch.amp.GradScaler``: a scale whose gradients
+    overflow reaches the scaler as Inf (the step skipped, the scale halved, no
+    error from iexact), and one that fits trains, as for the stock model."""
+    torch.manual_seed(0)
+    model = model_class(FEATURES, 16, 2, 5, dropout=0.5, norm="batch_norm")
+    twin = copy.deepcopy(model)
+    iexact.compress_(model, CompressionConfig())
+    generator = torch.Generator().manual_seed(1)
+    x, labels = torch.randn(ROWS, FEATURES, generator=generator), torch.randint(0, 5, (ROWS,), generator=generator)
+    graph = random_graph("edge_index", "cpu", ROWS, 5 * ROWS)
+    trained = []
+    for layer in (model, twin):
+        start = [p.detach().clone() for p in layer.parameters()]
+        optimizer = torch.optim.SGD(layer.parameters(), lr=0.1)
+        scaler = torch.amp.GradScaler("cpu", init_scale=init_scale)
+        scales = []
+        for _ in range(3):
+            optimizer.zero_grad()
+            with torch.autocast("cpu", dtype=torch.float16):
+                loss = torch.nn.functional.cross_entropy(layer(x, graph), labels)
+            scaler.scale(loss).backward()
+            scaler.step(optimizer)
+            scaler.update()
+            scales.append(scaler.get_scale())
+        moved = any(not torch.equal(a, b) for a, b in zip(start, layer.parameters(), strict=True))
+        trained.append((scales, moved, bool(torch.isfinite(loss))))
+    assert trained[0] == trained[1]
+    assert trained[0][1] == (init_scale < 2.0**20)

@@ -27,7 +27,7 @@ def plus_parameter(out: torch.Tensor, bias: torch.Tensor | None) -> torch.Tensor
     caller's own buffer)."""
     if bias is None:
         return out
-    return out.add_(bias) if torch.result_type(out, bias) == out.dtype else out + bias
+    return out.add_(bias) if torch.promote_types(out.dtype, bias.dtype) == out.dtype else out + bias
 
 
 def matmul_dtype(a: torch.Tensor, b: torch.Tensor) -> torch.dtype:
