@@ -16,11 +16,11 @@ THREADS ?= 2
 $(STAMP): pyproject.toml requirements/cpu.txt
 	$(PYTHON) -m venv $(VENV)
 	$(PY) -m pip install --quiet --constraint requirements/cpu.txt torch
-	$(PY) -m pip install --quiet --constraint requirements/cpu.txt -e ".[test,triton,plot]"
+	$(PY) -m pip install --quiet --constraint requirements/cpu.txt -e ".[test,triton,plot,lightning]"
 	touch $(STAMP)
 
 $(DEV_STAMP): $(STAMP)
-	$(PY) -m pip install --quiet --constraint requirements/cpu.txt -e ".[test,triton,plot,docs,dev]"
+	$(PY) -m pip install --quiet --constraint requirements/cpu.txt -e ".[test,triton,plot,lightning,docs,dev]"
 	touch $(DEV_STAMP)
 
 demo: $(STAMP)

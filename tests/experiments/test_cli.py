@@ -33,6 +33,7 @@ RECORD_KEYS = {
     "lr",
     "weight_decay",
     "grad_clip",
+    "precision",
     "seed",
     "epochs",
     "runs",
@@ -143,6 +144,37 @@ def test_resume_equals_an_uninterrupted_run(tmp_path):
     for key, value in first["model"].items():
         assert torch.equal(value, second["model"][key]), key
     assert [r["test_accuracy"] for r in first["finished"]] == [r["test_accuracy"] for r in second["finished"]]
+
+
+def test_an_fp16_resume_equals_an_uninterrupted_run_grad_scaler_included(tmp_path):
+    """The GradScaler's scale and growth tracker travel in the checkpoint: a
+    resumed fp16 run takes (and skips) the steps the uninterrupted one does."""
+    whole, part = tmp_path / "whole.pt", tmp_path / "part.pt"
+    common = ["train", "--dataset", "synthetic:300,1200,16,4", "--hidden", "16", "--quiet", "--precision", "fp16"]
+    assert main(common + ["--epochs", "6", "--checkpoint", str(whole)]) == 0
+    assert main(common + ["--epochs", "3", "--checkpoint", str(part)]) == 0
+    assert main(common + ["--epochs", "6", "--checkpoint", str(part), "--resume"]) == 0
+    settings = Settings.from_dict(read_record(whole)["settings"])
+    first, second = load_checkpoint(whole, settings), load_checkpoint(part, settings)
+    assert first["scaler"] == second["scaler"] and first["scaler"]["scale"] > 0
+    for key, value in first["model"].items():
+        assert torch.equal(value, second["model"][key]), key
+
+
+def test_bf16_precision_measures_against_the_autocast_baseline(tmp_path):
+    """Under ``--precision bf16`` the FP32 row's activations are bf16 (half of
+    float32's), the compressed run's as small as without autocast."""
+    kept = {}
+    for precision in ("32", "bf16"):
+        for config in ("fp32", "default"):
+            path = tmp_path / f"{precision}-{config}.json"
+            argv = ["train"] + TINY + ["--config", config, "--precision", precision, "--json", str(path)]
+            assert main(argv) == 0
+            record = json.loads(path.read_text())
+            assert record["precision"] == precision
+            kept[precision, config] = record["activation_memory"]["total"]
+    assert 0.45 < kept["bf16", "fp32"] / kept["32", "fp32"] < 0.6  # the softmax and the masks stay as they are
+    assert kept["bf16", "default"] <= 1.1 * kept["32", "default"]
 
 
 def test_bad_checkpoints_are_refused(tmp_path, capsys):

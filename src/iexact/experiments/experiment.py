@@ -34,6 +34,7 @@ from .measure import (
     storage_bytes,
 )
 from .models import hidden_width, prepare_model
+from .precision import StepPrecision
 from .records import result_record
 from .settings import Settings
 from .train import TrainingFailed, TrainingState, train_epochs
@@ -146,6 +147,7 @@ class _Run:
         torch.manual_seed(settings.seed + run)
         self.model = prepare_model(settings, data, device)
         self.optimizer = torch.optim.Adam(self.model.parameters(), lr=settings.lr, weight_decay=settings.weight_decay)
+        self.precision = StepPrecision(settings.precision, device)
         shards = None if ranks is None else ranks.shards
         self.loader = (
             None
@@ -157,7 +159,10 @@ class _Run:
 
     def train(self, saved: dict | None, after_epoch) -> TrainingState:
         """Train from scratch, or from the ``saved`` checkpoint record of this run."""
-        state = TrainingState() if saved is None else _restore(self.checkpoint, saved, self.model, self.optimizer)
+        state = TrainingState()
+        if saved is not None:
+            state = _restore(self.checkpoint, saved, self.model, self.optimizer)
+            self.precision.load_state_dict(saved.get("scaler", {}))
         trained, rows = self.model, None
         if self.ranks is not None:
             distributed.key_seed_streams(self.model, self.ranks.rank)
@@ -184,6 +189,7 @@ class _Run:
                 self.loader,
                 rows,
                 self.before_epoch,
+                self.precision,
             )
         except TrainingFailed as error:
             kept = self.checkpoint is not None and Path(self.checkpoint).is_file()
@@ -216,6 +222,7 @@ class _Run:
             "optimizer": self.optimizer.state_dict(),
             "seed_streams": [stream.get_state() for stream in seed_streams(self.model)],
             "levels": calibration_state(self.model),
+            "scaler": self.precision.state_dict(),
         }
         save_checkpoint(self.checkpoint, self.settings, payload)
 

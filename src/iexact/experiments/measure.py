@@ -18,6 +18,7 @@ from .batching import batch_loss_rows, make_loader
 from .data import graph_of
 from .limits import is_out_of_memory, peak_resident, restart_peak_resident
 from .models import prepare_model
+from .precision import autocast
 from .settings import Settings
 from .train import labels_of, loss_function
 
@@ -39,12 +40,13 @@ def sample_batch(settings: Settings, data, device: torch.device):
 
 def measure_memory(settings: Settings, data, device: torch.device) -> dict:
     """Activation memory of one training forward (on one batch in mini-batch
-    training), without touching torch's RNG streams."""
+    training, under the settings' autocast), without touching torch's RNG streams."""
     batch = sample_batch(settings, data, device)
     with fork_rng(device):
         model = prepare_model(settings, data, device)
-        report = activation_memory(model, batch.x, graph_of(batch))
-        grown = _allocator_count(model, batch)
+        with autocast(settings.precision, device):
+            report = activation_memory(model, batch.x, graph_of(batch))
+            grown = _allocator_count(model, batch)
     return {
         "total": report.total,
         "compressed": report.compressed,
@@ -82,9 +84,10 @@ def measure_gradient_error(settings: Settings, data, device: torch.device, draws
     with fork_rng(device):
         torch.manual_seed(settings.seed)
         model = prepare_model(settings, data, device)
-        error = gradient_error(
-            model, batch.x, graph_of(batch), draws=draws, loss_fn=lambda out: loss_function(out[rows], labels[rows])
-        )
+        with autocast(settings.precision, device):  # against the model under the same autocast
+            error = gradient_error(
+                model, batch.x, graph_of(batch), draws=draws, loss_fn=lambda out: loss_function(out[rows], labels[rows])
+            )
     return {"whole": error.whole, "of_mean": error.of_mean, "draws": error.draws, "per_parameter": error.per_parameter}
 
 

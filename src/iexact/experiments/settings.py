@@ -12,6 +12,7 @@ import enum
 
 from ..config import CompressionConfig
 from .batching import Batching
+from .precision import PRECISIONS
 
 
 class RunKind(str, enum.Enum):
@@ -37,7 +38,8 @@ class Settings:
     is the :class:`~iexact.CompressionConfig` of compressed and planned runs
     (``None`` otherwise) and ``module_configs`` a plan's configs by module
     name. ``layers``, ``hidden`` and ``dropout`` override the reference
-    model's (``None``: its own); ``batching`` is ``None`` for full batch.
+    model's (``None``: its own); ``batching`` is ``None`` for full batch;
+    ``precision`` the steps' mixed precision (:mod:`~iexact.experiments.precision`).
     """
 
     dataset: str
@@ -55,8 +57,11 @@ class Settings:
     batching: Batching | None = None
     graph: str = "edge_index"  # or "csr" (data.with_layout)
     module_configs: tuple[tuple[str, CompressionConfig], ...] = ()
+    precision: str = "32"  # or "bf16", "fp16" (iexact.experiments.precision)
 
     def __post_init__(self) -> None:
+        if self.precision not in PRECISIONS:
+            raise ValueError(f"precision={self.precision!r} is invalid: use one of {', '.join(PRECISIONS)}")
         object.__setattr__(self, "kind", RunKind(self.kind))
         object.__setattr__(self, "module_configs", tuple(self.module_configs))
         if self.kind.compressed != (self.config is not None):

@@ -2,6 +2,7 @@ r"""Node-classification training, full-batch or mini-batch: the loop behind ``ie
 
 from __future__ import annotations
 
+import contextlib
 import dataclasses
 import math
 import time
@@ -15,6 +16,7 @@ from ..codec import NonFiniteError
 from .batching import batch_loss_rows
 from .data import graph_of
 from .distributed import broadcast_buffers, parameter_spread
+from .precision import StepPrecision
 
 
 @dataclasses.dataclass
@@ -86,18 +88,23 @@ def training_step(
     labels: torch.Tensor,
     rows: torch.Tensor,
     grad_clip: float | None,
+    precision: StepPrecision | None = None,
 ) -> float:
     """One optimizer step on the loss of output ``rows`` of ``model(x, edge_index)``;
     returns the loss. With no rows the loss is the output times 0, so the
     backward still runs (every rank of a data-parallel job must join it).
+    ``precision``: the step's mixed precision (``None``: float32).
 
     Raises:
         Diverged: the loss is NaN or Inf, or an activation to compress is
             (the parameters are left as they were).
     """
     optimizer.zero_grad()
+    precision = precision or StepPrecision("32", x.device)
     try:
-        out = model(x, edge_index)
+        with precision.forward():
+            out = model(x, edge_index)
+            loss = loss_function(out[rows], labels[rows]) if rows.numel() else out.sum() * 0
     except NonFiniteError as error:
         raise Diverged(f"the activations are not finite: {error}") from error
     except ValueError as error:
@@ -107,15 +114,11 @@ def training_step(
             f"a batch of {x.size(0)} node(s) reached batch normalization, which needs 2 or more in training: "
             f"use a larger --batch-size"
         ) from None
-    loss = loss_function(out[rows], labels[rows]) if rows.numel() else out.sum() * 0
     del out  # the logits: backward reads none of them, and (N, C) would stay alive through it
     value = loss.item()
     if not math.isfinite(value):
         raise Diverged(f"the training loss is {value}")
-    loss.backward()
-    if grad_clip is not None:
-        torch.nn.utils.clip_grad_norm_(model.parameters(), grad_clip)
-    optimizer.step()
+    precision.backward_and_step(loss, optimizer, grad_clip)
     return value
 
 
@@ -135,6 +138,7 @@ def train_epochs(
     loader=None,
     train_rows: torch.Tensor | None = None,
     before_epoch: Callable[[TrainingState], None] | None = None,
+    precision: StepPrecision | None = None,
 ) -> TrainingState:
     r"""Continue training from ``state.epoch`` up to ``epochs``, then score
     validation and test nodes with a full-batch ``eval()`` pass under
@@ -146,6 +150,8 @@ def train_epochs(
     one step per batch on its :func:`~iexact.experiments.batching.batch_loss_rows`
     (``state.last_loss`` is then the epoch's mean batch loss). ``model`` may
     be wrapped in ``DistributedDataParallel``; scoring runs the module inside.
+    ``precision`` is the steps' mixed precision (``None``: float32); scoring
+    runs under its autocast too.
 
     Epoch time is the training alone (batch sampling, forward, backward,
     clipping, optimizer steps), with the device synchronized around it.
@@ -161,7 +167,7 @@ def train_epochs(
         _synchronize(device)
         start = time.perf_counter()
         try:
-            state.last_loss = _train_epoch(model, optimizer, data, labels, rows, grad_clip, loader)
+            state.last_loss = _train_epoch(model, optimizer, data, labels, rows, grad_clip, loader, precision)
         except Diverged as error:
             raise Diverged(f"diverged in epoch {state.epoch + 1}: {error} (is the learning rate too high?)") from error
         except BatchTooSmall as error:
@@ -171,7 +177,8 @@ def train_epochs(
         if isinstance(model, DistributedDataParallel):
             state.rank_spread.append(parameter_spread(scored))
             broadcast_buffers(scored)
-        val, test = _score(scored, data, labels)
+        with precision.forward() if precision is not None else contextlib.nullcontext():
+            val, test = _score(scored, data, labels)
         state.val_history.append(val)
         if val > state.best_val:
             state.best_epoch, state.best_val, state.test_at_best = state.epoch, val, test
@@ -181,12 +188,14 @@ def train_epochs(
     return state
 
 
-def _train_epoch(model, optimizer, data, labels, rows, grad_clip, loader) -> float:
+def _train_epoch(model, optimizer, data, labels, rows, grad_clip, loader, precision) -> float:
     """One epoch's steps (one full-batch step, or one per batch of ``loader``); the mean loss."""
     if loader is None:
-        return training_step(model, optimizer, data.x, graph_of(data), labels, rows, grad_clip)
+        return training_step(model, optimizer, data.x, graph_of(data), labels, rows, grad_clip, precision)
     losses = [
-        training_step(model, optimizer, batch.x, batch.edge_index, labels_of(batch), batch_loss_rows(batch), grad_clip)
+        training_step(
+            model, optimizer, batch.x, batch.edge_index, labels_of(batch), batch_loss_rows(batch), grad_clip, precision
+        )
         for batch in _on(loader, data.x.device)
     ]
     return sum(losses) / max(len(losses), 1)

@@ -22,7 +22,8 @@ def shared_input_linears(handler: CompressedModule, x: torch.Tensor, *modules: t
         outputs = iter([CompressedLinearFunction.apply(x, module.weight, module.bias, config, seeds)])
     else:
         products = SharedInputLinearFunction.apply(x, config, seeds, *(module.weight for module in present))
-        outputs = iter(plus_linear_bias(y, module.bias) for y, module in zip(products, present, strict=True))
+        biases: list[torch.Tensor | None] = [module.bias for module in present]  # type: ignore[misc]
+        outputs = iter(plus_linear_bias(y, bias) for y, bias in zip(products, biases, strict=True))
     return [None if module is None else next(outputs) for module in modules]
 
 

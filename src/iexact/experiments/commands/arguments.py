@@ -27,6 +27,7 @@ from ..errors import UsageError
 from ..limits import parse_bytes
 from ..models import MODELS
 from ..plan import MATCHED, check_plan_modules, read_plan, resolved
+from ..precision import PRECISIONS
 from ..settings import RunKind, Settings
 
 FP32, CHECKPOINT = RunKind.FP32.value, RunKind.CHECKPOINTED.value  # the --config names of the uncompressed kinds
@@ -206,13 +207,20 @@ def add_seed(parser: argparse.ArgumentParser, what: str = "of run 1 and of synth
 
 
 def add_training(parser: argparse.ArgumentParser, epochs: int = 200, optimizer: bool = True) -> None:
-    """``--epochs``, ``--seed``, ``--lr`` and (with ``optimizer``) ``--runs``,
+    """``--epochs``, ``--seed``, ``--lr`` and (with ``optimizer``) ``--precision``, ``--runs``,
     ``--weight-decay``, ``--grad-clip``."""
     parser.add_argument("--epochs", type=positive_int, default=epochs, help=f"epochs per run (default: {epochs})")
     add_seed(parser)
     parser.add_argument("--lr", type=number(0, low_open=True), default=0.01, help="Adam learning rate (default: 0.01)")
     if not optimizer:
         return
+    parser.add_argument(
+        "--precision",
+        choices=PRECISIONS,
+        default="32",
+        help="32: float32; bf16: the forward under torch.autocast in bfloat16; fp16: autocast in float16 with a "
+        "GradScaler. Every run of a bench shares it: the FP32 row is then the autocast baseline (default: 32)",
+    )
     parser.add_argument("--runs", type=positive_int, default=1, help="runs, seeds seed..seed+runs-1 (default: 1)")
     parser.add_argument("--weight-decay", type=number(0), default=0.0, help="Adam weight decay (default: 0)")
     parser.add_argument(
@@ -328,7 +336,7 @@ def settings_from(args) -> Settings:
     """The :class:`Settings` of a run as the command's arguments describe it
     (what a command lacks takes the settings' default)."""
     kind, config, modules = compression_from(args)
-    fields = ("layers", "hidden", "dropout", "lr", "weight_decay", "grad_clip", "graph")
+    fields = ("layers", "hidden", "dropout", "lr", "weight_decay", "grad_clip", "graph", "precision")
     optional = {name: getattr(args, name) for name in fields if hasattr(args, name)}
     return Settings(
         dataset=args.dataset,

@@ -76,9 +76,14 @@ def run_train(args: argparse.Namespace) -> int:
         for label, kind, config in bench.training_configs(args.configs, args.block_sizes)
     ]
     data = load_data(jobs[0], data_only=True)  # builds a synthetic cache once, for every child
+    precision = (
+        ""
+        if args.precision == "32"
+        else f", precision {args.precision} (the FP32 row: activations kept uncompressed, under the same autocast)"
+    )
     print(
         f"dataset {args.dataset} ({data.num_nodes:,} nodes, {data.num_edges:,} edges), model {args.model}, "
-        f"{args.epochs} epochs x {args.runs} runs, device {args.device}",
+        f"{args.epochs} epochs x {args.runs} runs, device {args.device}{precision}",
         flush=True,
     )
     del data
@@ -90,7 +95,7 @@ def run_train(args: argparse.Namespace) -> int:
     limit = "" if args.memory_limit is None else f", memory limit {format_bytes(args.memory_limit, 'GiB')}"
     heading = (
         f"{args.model} on {args.dataset}, {args.epochs} epochs x {args.runs} runs, {args.device}, "
-        f"torch {torch.__version__}, {threads} threads{limit}\n\n"
+        f"torch {torch.__version__}, {threads} threads{limit}{precision}\n\n"
     )
     write_text_atomically(out / "bench.md", heading + table + "\n")
     write_json_atomically(out / "bench.json", records)
