@@ -141,19 +141,25 @@ def compress(x: torch.Tensor, config: CompressionConfig, seed: int | None = None
         )
     # NaN or Inf anywhere in a block makes its step NaN or Inf: one check at the end (a host sync)
     if config.check_finite and not bool(torch.isfinite(steps).all()):
-        where = " after the random projection" if k is not None else ""
-        scaler = (
-            "; under fp16 autocast with a GradScaler, CompressionConfig(check_finite=False) lets the overflow "
-            "reach the scaler as NaN gradients (the step skipped, as without iexact)"
-            if x.dtype == torch.float16
-            else ""
-        )
-        raise NonFiniteError(
-            f"cannot compress a tensor of shape {tuple(x.shape)}: it holds NaN or Inf{where} "
-            f"(or values whose block range overflows {config.scale_dtype}){scaler}"
-        )
+        raise _non_finite(x, config, projected=k is not None)
     return PackedActivation(
         codes, mins, steps, x.shape, x.dtype, config.bits, block_size, levels, k, seed, config.projection
+    )
+
+
+def _non_finite(x: torch.Tensor, config: CompressionConfig, projected: bool) -> NonFiniteError:
+    """The error :func:`compress` raises for a tensor holding NaN or Inf; for
+    fp16 it names the setting a ``GradScaler`` user wants."""
+    where = " after the random projection" if projected else ""
+    scaler = (
+        "; under fp16 autocast with a GradScaler, CompressionConfig(check_finite=False) lets the overflow "
+        "reach the scaler as NaN gradients (the step skipped, as without iexact)"
+        if x.dtype == torch.float16
+        else ""
+    )
+    return NonFiniteError(
+        f"cannot compress a tensor of shape {tuple(x.shape)}: it holds NaN or Inf{where} "
+        f"(or values whose block range overflows {config.scale_dtype}){scaler}"
     )
 
 

@@ -1,5 +1,6 @@
-r"""Every handler under ``torch.autocast("cpu", dtype=torch.bfloat16)``, as its
-stock twin under the same autocast.
+r"""The dtype rules of :mod:`iexact.autograd.precision`, and every handler
+under ``torch.autocast("cpu", dtype=torch.bfloat16)``, as its stock twin
+under the same autocast.
 
 - **Forward**: the same output dtype (a linear map's bf16, a bias parameter's
   promotion to float32, attention's float32 weights), values equal up to
@@ -26,9 +27,9 @@ from torch_geometric.nn.models import GAT, GCN, GraphSAGE
 
 import iexact
 from iexact import CompressionConfig
-
-from .bias import ROWS, bias_statistic, random_graph, threshold
-from .examples import examples
+from iexact.autograd.precision import matmul_dtype, plus_linear_bias, plus_parameter
+from tests.nn.bias import ROWS, bias_statistic, random_graph, threshold
+from tests.nn.examples import examples
 
 EIGHT_BITS = CompressionConfig(bits=8, block_size=64, rp_ratio=1)
 INT2 = CompressionConfig(reference_inputs=False)
@@ -37,6 +38,22 @@ EXAMPLES = examples()
 BF16 = torch.bfloat16
 FORWARD_TOLERANCE = 2**-5  # of the largest output: a few bf16 roundings (relative 2^-8 each)
 GRADIENT_TOLERANCE = 0.2  # relative (see the module docstring), with a floor of 1 % of the largest gradient
+
+
+def test_the_dtype_rules_are_the_stock_ops():
+    y, bias = torch.randn(4, 3, dtype=BF16), torch.randn(3)
+    weight = torch.randn(3, 3)
+    with torch.autocast("cpu", dtype=BF16):
+        assert plus_linear_bias(y, bias).dtype == torch.nn.functional.linear(y, weight, bias).dtype == BF16
+        assert matmul_dtype(torch.randn(2, 2), torch.randn(2, 2)) == (torch.randn(2, 2) @ torch.randn(2, 2)).dtype
+        assert matmul_dtype(torch.randn(2, 2).double(), torch.randn(2, 2)) == torch.float64  # autocast leaves it
+    assert matmul_dtype(y, y) == BF16 and matmul_dtype(y, weight) == torch.float32
+    promoted = plus_parameter(y.clone(), bias)
+    assert promoted.dtype == (y + bias).dtype == torch.float32
+    torch.testing.assert_close(promoted, y + bias)
+    own = torch.randn(4, 3)
+    assert plus_parameter(own, bias) is own  # in place where the dtype stays
+    assert plus_parameter(own, None) is own and plus_linear_bias(own, None) is own
 
 
 def _run(example, module, x, graph, train: bool):
