@@ -1,9 +1,11 @@
 """``iexact bench codec`` and ``iexact bench memory``: the codec and memory benchmarks."""
 
+import importlib.util
 import json
 import os
 import subprocess
 import sys
+from pathlib import Path
 
 import pytest
 import torch
@@ -94,9 +96,6 @@ def test_gradient_table_lists_every_idea(capsys):
 
 def test_the_gpu_benchmark_script_runs(tmp_path):
     """``benchmarks/gpu.py`` on the CPU (its smoke mode), so the script is ready the day a GPU is lent."""
-    import subprocess
-    import sys
-    from pathlib import Path
 
     script = Path(__file__).resolve().parents[2] / "benchmarks" / "gpu.py"
     finished = subprocess.run(
@@ -214,3 +213,15 @@ def test_a_record_without_the_allocators_count_is_tabled_by_its_accounted_bytes(
 
     table = bench.markdown_table([record("fp32", 100 * 2**20, 100 * 2**20), record("compressed", 2**20, None)])
     assert "| compressed | 50.0 ± 0.0 | – | 1.00 MiB | 100.0× less | not measured |" in table
+
+
+def test_the_bf16_rounding_script_prints_its_table(capsys):
+    """``benchmarks/bf16_rounding.py``, whose figures docs/results.md quotes, on a small synthetic graph."""
+    script = Path(__file__).resolve().parents[2] / "benchmarks" / "bf16_rounding.py"
+    spec = importlib.util.spec_from_file_location("bf16_rounding", script)
+    module = importlib.util.module_from_spec(spec)
+    spec.loader.exec_module(module)
+    assert module.main(["--dataset", "synthetic:300,1200,16,4", "--models", "sage", "--threads", "1"]) == 0
+    row = capsys.readouterr().out.strip().splitlines()[-1]
+    assert row.startswith("| synthetic:300,1200,16,4 | sage | ")
+    assert 0 < float(row.split("|")[3]) < 0.2

@@ -192,6 +192,9 @@ CASES = [
     ("codec rows zero", ["bench", "codec", "--rows", "0"], 2, "--rows: must be a positive integer"),
     ("codec repeats word", ["bench", "codec", "--repeats", "x"], 2, "--repeats: must be a positive integer"),
     ("memory nodes zero", ["bench", "memory", "--nodes", "0"], 2, "--nodes: must be a positive integer"),
+    ("train precision unknown", [*TRAIN, "--precision", "16"], 2, "invalid choice: '16'"),
+    ("memory precision alone", ["bench", "memory", "--precision", "bf16"], 2, "--precision needs --models"),
+    ("memory precision unknown", ["bench", "memory", "--models", "--precision", "fp8"], 2, "invalid choice: 'fp8'"),
     ("gradients draws zero", ["bench", "gradients", "--draws", "0"], 2, "--draws: must be a positive integer"),
     ("gradients steps zero", ["bench", "gradients", "--steps", "0"], 2, "--steps: must be a positive integer"),
 ]

@@ -34,6 +34,7 @@ from ..config import CompressionConfig
 from ..memory import activation_memory, format_bytes
 from ..nn import compress_, original_class
 from ..nn.fallback import FallbackHandler
+from .precision import autocast
 
 EDGE_DIM = 16
 
@@ -130,13 +131,16 @@ def zoo_report(
     config: CompressionConfig,
     fallback: CompressionConfig,
     device: torch.device,
+    precision: str = "32",
 ) -> str:
     r"""Per model family, on a random graph of ``(nodes, edges, features)``:
     activation memory in FP32 and with ``config`` (and ``fallback`` for the
     saved-tensor fallback), their ratio, what stays uncompressed, the
     modules the fallback compresses, and the whole-gradient relative error at
     initialization over ``draws`` draws with the error of their mean (the bias
-    left); as Markdown."""
+    left); as Markdown. Under a ``precision`` other than ``"32"`` every
+    measurement runs under its autocast (:mod:`~iexact.experiments.precision`):
+    the FP32 column is then the autocast baseline."""
     nodes, edges, features = graph
     generator = torch.Generator().manual_seed(0)
     edge_index = torch.randint(0, nodes, (2, edges), generator=generator).to(device)
@@ -144,9 +148,10 @@ def zoo_report(
     edge_attr = torch.randn(edges, EDGE_DIM, generator=generator).to(device)
     classes = 8
     labels = torch.randint(0, classes, (nodes,), generator=generator).to(device)
+    under = "" if precision == "32" else f"; under {precision} autocast (FP32: uncompressed, the same autocast)"
     lines = [
         f"{nodes:,} nodes, {edges:,} random edges, {features} features ({EDGE_DIM} per edge where read); "
-        f"3 layers of {hidden}; {config}; the fallback {fallback}; gradient error over {draws} draws",
+        f"3 layers of {hidden}; {config}; the fallback {fallback}; gradient error over {draws} draws{under}",
         "",
         "| model | FP32 | compressed | ratio | of it uncompressed | gradient error | error of the mean "
         "| through the fallback |",
@@ -158,19 +163,20 @@ def zoo_report(
         model, featured = build()
         model = model.to(device)
         kwargs: dict[str, Any] = {"edge_attr": edge_attr} if featured else {}
-        fp32 = activation_memory(model, x, edge_index, **kwargs)
-        with warnings.catch_warnings():
-            warnings.simplefilter("ignore")  # the table names what the warning would
-            compress_(model, config, fallback=fallback)
-        report = activation_memory(model, x, edge_index, **kwargs)
-        error = gradient_error(
-            model,
-            x,
-            edge_index,
-            loss_fn=lambda out: torch.nn.functional.cross_entropy(out, labels),
-            draws=draws,
-            **kwargs,
-        )
+        with autocast(precision, device):
+            fp32 = activation_memory(model, x, edge_index, **kwargs)
+            with warnings.catch_warnings():
+                warnings.simplefilter("ignore")  # the table names what the warning would
+                compress_(model, config, fallback=fallback)
+            report = activation_memory(model, x, edge_index, **kwargs)
+            error = gradient_error(
+                model,
+                x,
+                edge_index,
+                loss_fn=lambda out: torch.nn.functional.cross_entropy(out.float(), labels),
+                draws=draws,
+                **kwargs,
+            )
         generic = {original_class(m).__name__ for m in model.modules() if isinstance(m, FallbackHandler)}
         ratio = fp32.total / report.total
         ratios.append(ratio)

@@ -16,8 +16,10 @@ from ...memory import format_bytes
 from ...nn.fallback import DEFAULT_FALLBACK
 from .. import bench
 from ..batch_size import SMALLEST, batch_size_table, largest_batch
+from ..errors import UsageError
 from ..files import write_json_atomically, write_text_atomically
 from ..job import Job, load_data
+from ..precision import PRECISIONS
 from ..settings import RunKind
 from ..zoo import zoo_report
 from . import arguments
@@ -236,15 +238,28 @@ def _add_memory(kinds) -> None:
         default=DEFAULT_FALLBACK.bits,
         help=f"bits of the saved-tensor fallback with --models (default: {DEFAULT_FALLBACK.bits})",
     )
+    parser.add_argument(
+        "--precision",
+        choices=PRECISIONS,
+        default="32",
+        help="with --models: measure under torch.autocast in bf16 or fp16, the FP32 column then the autocast "
+        "baseline (default: 32)",
+    )
     arguments.add_runtime(parser, quiet=False)
     parser.set_defaults(run=_run_memory, parser=parser)
 
 
 def _run_memory(args: argparse.Namespace) -> int:
+    if args.precision != "32" and not args.models:
+        raise UsageError(
+            "--precision needs --models (the arxiv-shaped table is float32's; for bf16 there use "
+            "iexact bench train --precision bf16)"
+        )
     if args.models:
         nodes, edges, features = args.nodes or 2_000, args.edges or 16_000, args.features or 64
         fallback = dataclasses.replace(DEFAULT_FALLBACK, bits=args.fallback_bits)
-        return _print(zoo_report((nodes, edges, features), 64, args.draws, PRESETS["default"], fallback, args.device))
+        graph = (nodes, edges, features)
+        return _print(zoo_report(graph, 64, args.draws, PRESETS["default"], fallback, args.device, args.precision))
     nodes, edges, features = args.nodes or 169_343, args.edges or 1_166_243, args.features or 128
     return _print(bench.memory_report(nodes, edges, features, args.device))
 
