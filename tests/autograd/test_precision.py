@@ -6,7 +6,11 @@ under the same autocast.
   promotion to float32, attention's float32 weights), values equal up to
   bf16 rounding (the ops run in another order), in training and, bit for
   bit, in eval; float32 and bf16 inputs, an ``edge_index`` and a CSR graph
-  (GraphSAGE's row-sliced path).
+  (GraphSAGE's row-sliced path). Where PyG's own CSR products have no bf16
+  kernel (GCN's, GIN's, SAGE's on a bf16 input) the stock module fails, and
+  so does the converted one in eval (it runs the stock forward); in
+  training the converted one trains, checked against the stock module
+  in float32.
 - **Backward**: at 8 bits every gradient near the twin's, in the dtype of
   what it is the gradient of. Near, not within one rounding: where the two
   forwards differ by a bf16 rounding (another order of the same ops), an
@@ -56,15 +60,24 @@ def test_the_dtype_rules_are_the_stock_ops():
     assert plus_parameter(own, None) is own and plus_linear_bias(own, None) is own
 
 
-def _run(example, module, x, graph, train: bool):
+def _run(example, module, x, graph, train: bool, autocast: bool = True):
     module.train(train)
     torch.manual_seed(3)  # the same dropout masks for a module and its twin
-    with torch.autocast("cpu", dtype=BF16):
+    with torch.autocast("cpu", dtype=BF16, enabled=autocast):
         out = example.call(module, x, graph)
     if train:
         grad = torch.randn(out.shape, generator=torch.Generator().manual_seed(1))
         out.backward(grad.to(out.dtype))
     return out.detach()
+
+
+def _outputs(example, layer, x, graph, train: bool, autocast: bool = True):
+    """``layer``'s output on a copy of ``x``, and the gradients of that copy and of its parameters."""
+    leaf = x.clone().requires_grad_(train)
+    out = _run(example, layer, leaf, graph, train, autocast)
+    grads = [leaf.grad] + [None if p.grad is None else p.grad.clone() for p in layer.parameters()]
+    layer.zero_grad()
+    return out, grads
 
 
 def _converted(example, config):
@@ -87,19 +100,18 @@ def test_a_converted_module_under_autocast_is_its_twin(example, graph_kind, inpu
     x = torch.randn(NODES, FEATURES).to(input_dtype)
     graph = random_graph(graph_kind, "cpu", NODES, 300) if example.reads_graph else None
     for train in (False, True):  # eval first, before training moves BatchNorm's statistics
-        results = []
-        for layer in (twin, module):
-            leaf = x.clone().requires_grad_(train)
-            try:
-                out = _run(example, layer, leaf, graph, train)
-            except (RuntimeError, NotImplementedError) as error:
-                if layer is module:
-                    raise
-                pytest.skip(f"the stock module fails under autocast: {error}")  # PyG's CSR spmm in bf16
-            results.append((out, [leaf.grad] + [p.grad for p in layer.parameters()]))
-            layer.zero_grad()
-        (theirs, their_grads), (ours, our_grads) = results
-        assert ours.dtype == theirs.dtype
+        stock_runs = True
+        try:
+            theirs, their_grads = _outputs(example, twin, x, graph, train)
+        except (RuntimeError, NotImplementedError) as error:  # PyG's CSR products have no bf16 kernel
+            if not train:  # eval runs the stock forward: it fails alike
+                with pytest.raises(type(error)):
+                    _outputs(example, module, x, graph, train)
+                continue
+            stock_runs = False  # ours trains: checked against the stock module without autocast
+            theirs, their_grads = _outputs(example, twin, x.float(), graph, train, autocast=False)
+        ours, our_grads = _outputs(example, module, x, graph, train)
+        assert ours.dtype == theirs.dtype or not stock_runs
         if not train:  # eval runs the stock forward
             torch.testing.assert_close(ours, theirs, rtol=0, atol=0)
             continue
@@ -109,7 +121,7 @@ def test_a_converted_module_under_autocast_is_its_twin(example, graph_kind, inpu
         for index, (a, b) in enumerate(zip(our_grads, their_grads, strict=True)):
             assert (a is None) == (b is None), index
             if a is not None:
-                assert a.dtype == b.dtype, index
+                assert a.dtype == b.dtype or not stock_runs, index
                 error = (a.float() - b.float()).norm()
                 assert error <= GRADIENT_TOLERANCE * b.float().norm() + floor, (index, error, b.float().norm())
 
