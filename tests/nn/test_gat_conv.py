@@ -89,3 +89,17 @@ def test_gat_pairs_under_target_to_source_run_the_stock_forward():
         [features(12, F_IN), features(5, F_IN, seed=3)],
         warns="target_to_source",
     )
+
+
+def test_features_of_a_frozen_linear_map_are_compressed_not_referenced():
+    """With ``lin`` frozen and an input that needs no gradient, the features
+    ``lin`` makes have no ``grad_fn``, yet no caller holds them: they are
+    compressed (twice, for the attention's gradient), never kept whole."""
+    torch.manual_seed(0)
+    conv = GATConv(16, 8, heads=2)
+    conv.lin.weight.requires_grad_(False)
+    iexact.compress_(conv, iexact.CompressionConfig())
+    report = iexact.activation_memory(conv, torch.randn(200, 16), torch.randint(0, 200, (2, 1000)))
+    assert report.uncompressed == 0
+    assert not any(saved.shape == (200, 2, 8) for saved in report.saved)  # once kept whole, as a reference
+    assert report.compressed < 200 * 2 * 8 * 4  # below the (N, H, C) features in float32, scores included

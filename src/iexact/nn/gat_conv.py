@@ -9,7 +9,7 @@ from ..autograd import AttentionSpec, GATAttentionFunction
 from ..graph import is_sparse, plain
 from .aggregation import sparse_value_reason
 from .handler import CompressedModule, register_handler
-from .heads import matrices_reason, merged_heads
+from .heads import matrices_reason, merged_heads, split_heads
 from .linear import shared_input_linears
 from .message_inputs import message_inputs, runs_stock
 
@@ -59,9 +59,6 @@ class GATConvHandler(CompressedModule):
             return f"the graph's size ({inputs.num_src}, {inputs.num_dst}) is not square over x's {x.size(0)} nodes"
         return sparse_value_reason(edge_index, None)
 
-    def _per_head(self, features):
-        return None if features is None else features.view(-1, self.heads, self.out_channels)
-
     def forward(self, x, edge_index, edge_attr=None, size=None, return_attention_weights=None):
         if not self._compressing() or runs_stock(
             self, x, edge_index, self._stock_reason(x, edge_index, edge_attr, size, return_attention_weights)
@@ -87,8 +84,8 @@ class GATConvHandler(CompressedModule):
             inputs.num_src, inputs.num_dst, self.flow, self.add_self_loops, is_sparse(edge_index), targets
         )
         out = GATAttentionFunction.apply(
-            self._per_head(source),
-            self._per_head(target),
+            split_heads(source, self.heads, self.out_channels),
+            split_heads(target, self.heads, self.out_channels),
             self.att_src,
             self.att_dst,
             plain(edge_index),
