@@ -24,6 +24,7 @@ as on any real graph; an O(1) bias such as the squared decompression is
 visible at any N.
 """
 
+import collections
 import copy
 import warnings
 
@@ -95,6 +96,37 @@ def test_gradients_at_8_bits_match_the_uncompressed_twins(example, graph_kind, d
             assert _cosine(a, b) >= 0.999
     for a, b in zip(module.buffers(), twin.buffers(), strict=True):  # BatchNorm running statistics
         torch.testing.assert_close(a, b)
+
+
+@pytest.mark.parametrize("example", EXAMPLES, ids=str)
+def test_what_a_handler_makes_is_never_kept_as_the_callers(example):
+    """An input that needs no gradient (``data.x``) makes the tensors a handler
+    computes from it leaves without ``grad_fn``, like the caller's own; they
+    must still be compressed (:func:`iexact.autograd.mark_intermediate`), so
+    nothing is saved then that is not saved when the input needs a gradient
+    (a GATConv with a frozen ``lin`` once kept its features whole)."""
+    torch.manual_seed(0)
+    module = iexact.compress_(example.build(FEATURES), CompressionConfig())
+    graph = random_graph("edge_index", "cpu", NODES, 300) if example.reads_graph else None
+    x = torch.randn(NODES, FEATURES)
+
+    def saved(needs_gradient: bool) -> collections.Counter:
+        call = _Call(example, module, graph)
+        report = iexact.activation_memory(call, x.clone().requires_grad_(needs_gradient))
+        return collections.Counter((kept.shape, kept.dtype) for kept in report.saved)
+
+    assert not saved(False) - saved(True)
+
+
+class _Call(torch.nn.Module):
+    """``example.call(module, x, graph)`` as a module's forward of ``x`` alone."""
+
+    def __init__(self, example, module, graph):
+        super().__init__()
+        self.example, self.module, self.graph = example, module, graph
+
+    def forward(self, x):
+        return self.example.call(self.module, x, self.graph)
 
 
 def test_the_check_catches_a_squared_decompression():

@@ -5,7 +5,7 @@ from __future__ import annotations
 import torch
 from torch_geometric.nn import GCN2Conv
 
-from ..autograd import CompressedLinearFunction
+from ..autograd import CompressedLinearFunction, mark_intermediate
 from .aggregation import aggregate, sparse_value_reason
 from .gcn_conv import gcn_graph
 from .handler import CompressedModule, register_handler
@@ -40,10 +40,11 @@ class GCN2ConvHandler(CompressedModule):
         inputs = message_inputs(self, x, edge_index)
         structure, weight, gcn = gcn_graph(self, x, edge_index, edge_weight, improved=False)
         # constant factors go through aggregation, add(alpha=) and lerp, which keep no scalar tensors
-        smoothed = aggregate(self, x, structure, weight, inputs, gcn=gcn, scale=1 - alpha)
+        # made here (without a grad_fn when x needs no gradient), so no caller's: compressed, never referenced
+        smoothed = mark_intermediate(aggregate(self, x, structure, weight, inputs, gcn=gcn, scale=1 - alpha))
         initial = x_0[: smoothed.size(0)]
         if self.weight2 is None:
-            mixed = torch.add(smoothed, initial, alpha=alpha)
+            mixed = mark_intermediate(torch.add(smoothed, initial, alpha=alpha))
             product = CompressedLinearFunction.apply(mixed, self.weight1.t(), None, config, seeds)
             return torch.lerp(mixed.to(product.dtype), product, beta)  # autocast's addmm: its dtype
         own_product = CompressedLinearFunction.apply(smoothed, self.weight1.t(), None, config, seeds)
