@@ -43,6 +43,8 @@ def test_a_resume_that_would_drop_results_is_refused(tmp_path, capsys):
         ),
         (lambda c: c["state"].update(best_val=7.5), "field 'state.best_val' is out of range"),
         (lambda c: c["state"].update(test_at_best=-0.1), "field 'state.test_at_best' is out of range"),
+        (lambda c: c.update(scaler={"scale": -1.0, "_growth_tracker": 0}), "its field 'scaler' is no GradScaler"),
+        (lambda c: c.update(scaler=[]), "its field 'scaler' is no GradScaler"),
     ],
 )
 def test_a_damaged_checkpoint_names_the_field(forge, message, tmp_path, capsys):

@@ -203,6 +203,25 @@ def _check_fields(record: dict, path: Path) -> None:
         raise _damaged(path, "its field 'rng' has no CPU generator state")
     if not all(isinstance(state, torch.Tensor) for state in record["seed_streams"]):
         raise _damaged(path, "its field 'seed_streams' holds non-tensors")
+    if not _is_scaler_state(record.get("scaler", {})):  # absent before --precision, empty without fp16
+        raise _damaged(path, "its field 'scaler' is no GradScaler state (a positive finite scale, a growth count)")
+
+
+def _is_scaler_state(state) -> bool:
+    """Whether ``state`` is ``torch.amp.GradScaler.state_dict()``'s, or empty (no scaler)."""
+    if not isinstance(state, dict):
+        return False
+    if not state:
+        return True
+    scale, tracker = state.get("scale"), state.get("_growth_tracker")
+    return (
+        isinstance(scale, float)
+        and math.isfinite(scale)
+        and scale > 0
+        and isinstance(tracker, int)
+        and not isinstance(tracker, bool)
+        and tracker >= 0
+    )
 
 
 def _first_wrong(**checks: bool) -> str | None:
