@@ -6,9 +6,11 @@ fall-back to the PyTorch path fails it."""
 import dataclasses
 import json
 import math
+import traceback
 
 import pytest
 import torch
+from torch.utils._python_dispatch import TorchDispatchMode
 from torch_geometric.nn import ChebConv, ResGatedGraphConv, Sequential
 
 import iexact
@@ -248,18 +250,85 @@ def test_no_host_sync_in_the_compressed_codec_without_the_finite_check(monkeypat
         codec.compress(x, iexact.CompressionConfig(), seed=3)
 
 
-def _step_on_meta(model, data, monkeypatch) -> None:
-    """One compressed forward and backward of ``model`` on meta tensors, where any
-    read of a value fails: iexact's operators run their real implementations
-    (codec on the Triton path with shape-only kernels, GCN normalization), not
-    their shape functions; only the dropout-mask operators keep theirs (torch's
-    generator has no meta device)."""
+class _NoLaunch:
+    """A jitted Triton kernel that launches nothing: on meta tensors what it
+    would write is already allocated, of the right size, by its launcher."""
+
+    def __getitem__(self, grid):
+        return lambda *args, **kwargs: None
+
+
+class _HostSyncs(TorchDispatchMode):
+    """What a training step on the ``meta`` device (standing for a GPU) would
+    make the host wait for, recorded with where in iexact it happens: a value
+    read back (``aten._local_scalar_dense``, ``nonzero``, ``masked_select``,
+    indexing by a boolean mask) and a copy from the host to the device
+    (``_to_copy`` or ``copy_`` of a CPU tensor into a meta one). Reads return
+    a stand-in so the step goes on and every one is counted. Host data given
+    to ``torch.tensor`` for the device never reaches the dispatcher:
+    :meth:`watch_constructors` wraps those functions too."""
+
+    def __init__(self):
+        super().__init__()
+        self.found: list[tuple[str, str]] = []
+
+    def _record(self, what: str) -> None:
+        frames = [frame for frame in traceback.extract_stack() if "/iexact/" in frame.filename]
+        where = f"{frames[-1].filename.rsplit('/iexact/', 1)[1]}:{frames[-1].lineno}" if frames else "?"
+        self.found.append((what, where))
+
+    def watch_constructors(self, monkeypatch) -> None:
+        for name in ("tensor", "as_tensor"):
+            monkeypatch.setattr(torch, name, self._watched(getattr(torch, name), name))
+
+    def _watched(self, make, name: str):
+        def constructor(*args, **kwargs):
+            if torch.device(kwargs.get("device") or "cpu").type == "meta":
+                self._record(f"torch.{name} of host data")
+            return make(*args, **kwargs)
+
+        return constructor
+
+    def __torch_dispatch__(self, func, types, args=(), kwargs=None):
+        kwargs = kwargs or {}
+        tensors = [a for a in torch.utils._pytree.tree_leaves((args, kwargs)) if isinstance(a, torch.Tensor)]
+        on_device = any(t.is_meta for t in tensors)
+        aten = torch.ops.aten
+        if func is aten._local_scalar_dense.default and on_device:
+            self._record("a value read back")
+            return True if tensors[0].dtype == torch.bool else 0
+        if func in (aten.nonzero.default, aten.masked_select.default) and on_device:
+            self._record(f"{func.__name__.split('.')[0]} (a data-dependent shape)")
+            return torch.empty(0, tensors[0].dim(), dtype=torch.int64, device="meta")
+        indexing = func in (aten.index.Tensor, aten.index_put_.default, aten.index_put.default)
+        masks = [i for i in args[1] if isinstance(i, torch.Tensor) and i.dtype == torch.bool] if indexing else []
+        if masks and on_device:
+            self._record("indexing by a boolean mask")
+            return args[0] if func is not aten.index.Tensor else args[0].new_empty(0, *args[0].shape[1:])
+        if func is aten._to_copy.default and tensors[0].device.type == "cpu" and kwargs.get("device") == META:
+            self._record("a copy from the host")
+        if func is aten.copy_.default and tensors[0].is_meta and tensors[1].device.type == "cpu":
+            self._record("a copy from the host")
+        return func(*args, **kwargs)
+
+
+META = torch.device("meta")
+
+
+def _step_on_meta(model, data, monkeypatch) -> list[tuple[str, str]]:
+    """The host syncs (:class:`_HostSyncs`) of one compressed forward and
+    backward of ``model`` on meta tensors, after one step that fills what is
+    made once per device. iexact's operators run their real implementations
+    (the codec on the Triton path with kernels that launch nothing, GCN
+    normalization), not their shape functions; only the dropout-mask
+    operators keep theirs (torch's generator has no meta device)."""
     from iexact.ops import codec as codec_ops
     from iexact.ops import graph as graph_ops
 
     monkeypatch.setenv("TRITON_INTERPRET", "1")
     monkeypatch.setenv("IEXACT_KERNELS", "triton")
-    _shape_only_kernels(monkeypatch, [])
+    monkeypatch.setattr(triton_quant, "_quantize_pack_kernel", _NoLaunch())
+    monkeypatch.setattr(triton_quant, "_unpack_dequantize_kernel", _NoLaunch())
     for module, operator in [
         (codec_ops, "_compress"),
         (codec_ops, "_decompress"),
@@ -268,18 +337,25 @@ def _step_on_meta(model, data, monkeypatch) -> None:
     ]:
         monkeypatch.setattr(module, operator, getattr(module, operator)._init_fn)
     iexact.compress_(model, iexact.CompressionConfig(check_finite=False))
-    model = model.to("meta")
-    out = model(data.x.to("meta"), data.edge_index.to("meta"))
-    out.sum().backward()
+    model = model.to(META)
+    x, edge_index = data.x.to(META), data.edge_index.to(META)
+    model(x, edge_index).sum().backward()  # the warm-up step
+    syncs = _HostSyncs()
+    syncs.watch_constructors(monkeypatch)
+    with syncs:
+        model(x, edge_index).sum().backward()
     assert all(p.grad is not None and p.grad.is_meta for p in model.parameters())
+    return syncs.found
 
 
 @pytest.mark.parametrize("name", MODELS)
-def test_no_host_sync_in_the_compressed_forward_and_backward(name, monkeypatch):
-    """Every reference model (see :func:`_step_on_meta`)."""
+def test_no_host_sync_in_a_compressed_training_step(name, monkeypatch):
+    """Every reference model, forward and backward (see :func:`_step_on_meta`),
+    without the finite check (which reads one flag back per compress)."""
     data = load_dataset("synthetic:400,1600,24,4")
     torch.manual_seed(0)
-    _step_on_meta(build_model(name, data.num_features, 4, layers=4 if name == "gcn2" else None), data, monkeypatch)
+    model = build_model(name, data.num_features, 4, layers=4 if name == "gcn2" else None)
+    assert _step_on_meta(model, data, monkeypatch) == []
 
 
 @pytest.mark.parametrize("conv", ["ChebConv", "ResGatedGraphConv"])
@@ -292,7 +368,30 @@ def test_no_host_sync_in_the_other_handled_convs(conv, monkeypatch):
     model = Sequential(
         "x, edge_index", [(layer(24, 16), "x, edge_index -> x"), torch.nn.ReLU(), (layer(16, 4), "x, edge_index -> x")]
     )
-    _step_on_meta(model, data, monkeypatch)
+    assert _step_on_meta(model, data, monkeypatch) == []
+
+
+def test_the_sync_detector_sees_every_kind_of_sync(monkeypatch):
+    """Each kind :class:`_HostSyncs` looks for, planted once (the levels table
+    was one such copy per compressed tensor before it was made once per device)."""
+    syncs = _HostSyncs()
+    syncs.watch_constructors(monkeypatch)
+    x = torch.empty(4, 3, device=META)
+    with syncs:
+        torch.tensor([0.0, 1.0], device=META)
+        torch.ones(3).to(META)
+        x[0].copy_(torch.ones(3))
+        x.sum().item()
+        x.nonzero()
+        x[torch.ones(4, dtype=torch.bool, device=META)]
+    assert [what for what, _ in syncs.found] == [
+        "torch.tensor of host data",
+        "a copy from the host",
+        "a copy from the host",
+        "a value read back",
+        "nonzero (a data-dependent shape)",
+        "indexing by a boolean mask",
+    ]
 
 
 def test_a_non_finite_input_without_the_check_reaches_the_output_as_nan():

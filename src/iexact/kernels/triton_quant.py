@@ -17,7 +17,7 @@ import torch
 import triton
 import triton.language as tl
 
-from ..quant.rounding import packed_size, rounding_map
+from ..quant.rounding import level_table, packed_size, rounding_map
 
 _BYTES_PER_PROGRAM = 256
 MAX_LAUNCH_ELEMENTS = 2**31 - 1  # element indices are int32 (iexact.codec splits larger tensors)
@@ -146,8 +146,7 @@ def quantize_pack(z, mins, steps, block_size, bits, levels, *, seed=0, offset=0,
     else:
         mode = _MODE_UNIFORM
     hinge = rounding.hinges[0] if rounding.hinges else (0.0, 0.0, 0.0)
-    table = torch.tensor(levels, dtype=torch.float32, device=z.device)
-    slopes = (table[1:] - table[:-1]).reciprocal_()
+    table, slopes = level_table(tuple(levels), z.device)
     grid = (triton.cdiv(out.numel(), _BYTES_PER_PROGRAM),)
     _quantize_pack_kernel[grid](
         z,
@@ -183,7 +182,7 @@ def unpack_dequantize(codes, mins, steps, block_size, bits, levels, numel):
     out = torch.empty(numel, dtype=torch.float32, device=codes.device)
     if numel == 0:
         return out
-    table = torch.tensor(levels, dtype=torch.float32, device=codes.device)
+    table, _ = level_table(tuple(levels), codes.device)
     scale = steps.float() / (2**bits - 1)
     grid = (triton.cdiv(codes.numel(), _BYTES_PER_PROGRAM),)
     _unpack_dequantize_kernel[grid](

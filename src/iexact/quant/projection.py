@@ -31,7 +31,7 @@ import math
 import torch
 
 from ..config import ALLOWED_PROJECTIONS
-from ..seeds import row_signs
+from ..seeds import hashed_words, row_signs
 
 
 def projected_width(width: int, rp_ratio: float) -> int | None:
@@ -60,16 +60,20 @@ def sketch_buckets(width: int, k: int, seed: int, device: torch.device) -> tuple
     r"""The count sketch's layout: ``grid`` :math:`(k \cdot b,)`, the columns of
     each bucket in a row of :math:`b = \lceil D/k \rceil` slots (empty slots
     point at column :math:`D`, a zero pad), and ``bucket`` :math:`(D,)`, the
-    bucket of every column."""
-    generator = torch.Generator().manual_seed(seed)
-    order = torch.randperm(width, generator=generator)
+    bucket of every column.
+
+    The columns' random order sorts them by a hash of ``(seed, column)``
+    (:func:`iexact.seeds.hashed_words`: distinct 64-bit keys, so a uniformly
+    random permutation), made on ``device``: nothing is copied from the
+    host, so building a projection never waits for the device."""
+    columns = torch.arange(width, device=device)
+    order = torch.argsort(hashed_words(seed ^ 0x5E7C4, columns))
     slots = -(-width // k)
-    rank = torch.arange(width)
-    grid = torch.full((k * slots,), width, dtype=torch.int64)
-    grid[(rank % k) * slots + rank // k] = order
-    bucket = torch.empty(width, dtype=torch.int64)
-    bucket[order] = rank % k
-    return grid.to(device), bucket.to(device)
+    grid = torch.full((k * slots,), width, dtype=torch.int64, device=device)
+    grid[(columns % k) * slots + columns // k] = order
+    bucket = torch.empty(width, dtype=torch.int64, device=device)
+    bucket[order] = columns % k
+    return grid, bucket
 
 
 class Projection:

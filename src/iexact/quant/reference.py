@@ -29,7 +29,7 @@ import sys
 import torch
 import torch.nn.functional as F
 
-from .rounding import codes_per_byte, rounding_map
+from .rounding import codes_per_byte, level_table, rounding_map
 
 if sys.byteorder != "little":  # packing reinterprets code bytes as wider integers
     raise ImportError("iexact's bit packing needs a little-endian machine")
@@ -64,8 +64,7 @@ def block_min_max(z: torch.Tensor, block_size: int) -> tuple[torch.Tensor, torch
 
 def _bucketized_position(u: torch.Tensor, levels: tuple[float, ...]) -> torch.Tensor:
     r""":math:`j + (u - \ell_j) s_j` by binary search (many levels)."""
-    table = torch.tensor(levels, dtype=torch.float32, device=u.device)
-    slopes = (table[1:] - table[:-1]).reciprocal_()
+    table, slopes = level_table(tuple(levels), u.device)
     index = torch.bucketize(u, table[1:-1], right=True)
     return (u - table[index]).mul_(slopes[index]).add_(index)
 
@@ -160,7 +159,7 @@ def _byte_table(levels: tuple[float, ...], bits: int, device) -> torch.Tensor:
     """``table[byte, i]`` = level of the ``i``-th code in ``byte``: ``(256, 8/b)``."""
     byte = torch.arange(256, device=device).unsqueeze(1)
     shifts = torch.arange(codes_per_byte(bits), device=device) * bits
-    values = torch.tensor(levels, dtype=torch.float32, device=device)
+    values, _ = level_table(tuple(levels), torch.device(device))
     return values[(byte >> shifts) & (2**bits - 1)]
 
 

@@ -12,6 +12,7 @@ unbiased stochastic rounding.
 
 from __future__ import annotations
 
+import functools
 import math
 from itertools import pairwise
 from typing import NamedTuple
@@ -49,6 +50,18 @@ def stored_scales(
     step = spread.to(scale_dtype)
     step = torch.where(step.float() < spread, torch.nextafter(step, torch.full_like(step, math.inf)), step)
     return low, step
+
+
+@functools.lru_cache(maxsize=64)
+def level_table(levels: tuple[float, ...], device: torch.device) -> tuple[torch.Tensor, torch.Tensor]:
+    r"""``(table, slopes)`` on ``device``: the levels :math:`\ell_j` as float32
+    :math:`(2^b,)` and :math:`1 / (\ell_{j+1} - \ell_j)` :math:`(2^b - 1,)`.
+
+    Made once per levels and device and shared (never written): on CUDA,
+    building it from the Python floats is a copy from the host, which a
+    training step must not wait for."""
+    table = torch.tensor(levels, dtype=torch.float32, device=device)
+    return table, (table[1:] - table[:-1]).reciprocal_()
 
 
 def _is_uniform(levels: tuple[float, ...]) -> bool:
