@@ -14,7 +14,6 @@ from __future__ import annotations
 import statistics
 import warnings
 from collections.abc import Callable
-from typing import Any
 
 import torch
 from torch_geometric.nn import (
@@ -124,6 +123,25 @@ def zoo(features: int, hidden: int, classes: int, edge_index: torch.Tensor) -> d
     }
 
 
+def _family_row(model, inputs, labels, config, fallback, draws: int) -> tuple[float, str]:
+    """``(ratio, cells)`` of one family in :func:`zoo_report`: ``model`` measured
+    uncompressed, then compressed in place, on ``inputs`` ``(x, edge_index, kwargs)``."""
+    x, edge_index, kwargs = inputs
+    fp32 = activation_memory(model, x, edge_index, **kwargs)
+    with warnings.catch_warnings():
+        warnings.simplefilter("ignore")  # the table names what the warning would
+        compress_(model, config, fallback=fallback)
+    report = activation_memory(model, x, edge_index, **kwargs)
+    loss = lambda out: torch.nn.functional.cross_entropy(out.float(), labels)  # noqa: E731
+    error = gradient_error(model, x, edge_index, loss_fn=loss, draws=draws, **kwargs)
+    generic = {original_class(m).__name__ for m in model.modules() if isinstance(m, FallbackHandler)}
+    ratio, kept = fp32.total / report.total, report.uncompressed / report.total
+    return ratio, (
+        f"{format_bytes(fp32.total, 'MiB')} | {format_bytes(report.total, 'MiB')} | {ratio:.1f}× "
+        f"| {100 * kept:.0f} % | {error.whole:.3f} | {error.of_mean:.3f} | {', '.join(sorted(generic)) or '–'}"
+    )
+
+
 def zoo_report(
     graph: tuple[int, int, int],
     hidden: int,
@@ -161,29 +179,10 @@ def zoo_report(
     for name, build in zoo(features, hidden, classes, edge_index).items():
         torch.manual_seed(0)
         model, featured = build()
-        model = model.to(device)
-        kwargs: dict[str, Any] = {"edge_attr": edge_attr} if featured else {}
+        inputs = (x, edge_index, {"edge_attr": edge_attr} if featured else {})
         with autocast(precision, device):
-            fp32 = activation_memory(model, x, edge_index, **kwargs)
-            with warnings.catch_warnings():
-                warnings.simplefilter("ignore")  # the table names what the warning would
-                compress_(model, config, fallback=fallback)
-            report = activation_memory(model, x, edge_index, **kwargs)
-            error = gradient_error(
-                model,
-                x,
-                edge_index,
-                loss_fn=lambda out: torch.nn.functional.cross_entropy(out.float(), labels),
-                draws=draws,
-                **kwargs,
-            )
-        generic = {original_class(m).__name__ for m in model.modules() if isinstance(m, FallbackHandler)}
-        ratio = fp32.total / report.total
+            ratio, row = _family_row(model.to(device), inputs, labels, config, fallback, draws)
         ratios.append(ratio)
-        kept = report.uncompressed / report.total
-        lines.append(
-            f"| {name} | {format_bytes(fp32.total, 'MiB')} | {format_bytes(report.total, 'MiB')} | {ratio:.1f}× "
-            f"| {100 * kept:.0f} % | {error.whole:.3f} | {error.of_mean:.3f} | {', '.join(sorted(generic)) or '–'} |"
-        )
+        lines.append(f"| {name} | {row} |")
     lines += ["", f"Median ratio {statistics.median(ratios):.1f}×, smallest {min(ratios):.1f}×."]
     return "\n".join(lines)

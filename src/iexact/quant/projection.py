@@ -56,18 +56,30 @@ def rademacher(width: int, k: int, seed: int, device: torch.device) -> tuple[tor
     return projection, projection.t().contiguous()
 
 
+def column_order(width: int, seed: int, device: torch.device) -> torch.Tensor:
+    """A random permutation of ``width`` columns drawn from ``seed`` where it
+    is used, so building a projection copies nothing from the host (on CUDA a
+    copy the step would wait for): on the CPU ``torch.randperm`` from a
+    generator seeded with ``seed``, elsewhere :func:`hashed_order`."""
+    if torch.device(device).type == "cpu":
+        return torch.randperm(width, generator=torch.Generator().manual_seed(seed))
+    return hashed_order(width, seed, device)
+
+
+def hashed_order(width: int, seed: int, device: torch.device) -> torch.Tensor:
+    """The order that sorts a hash of ``(seed, column)``
+    (:func:`iexact.seeds.hashed_words`): distinct 64-bit keys, so a uniformly
+    random permutation, made with device ops alone."""
+    return torch.argsort(hashed_words(seed ^ 0x5E7C4, torch.arange(width, device=device)))
+
+
 def sketch_buckets(width: int, k: int, seed: int, device: torch.device) -> tuple[torch.Tensor, torch.Tensor]:
     r"""The count sketch's layout: ``grid`` :math:`(k \cdot b,)`, the columns of
     each bucket in a row of :math:`b = \lceil D/k \rceil` slots (empty slots
     point at column :math:`D`, a zero pad), and ``bucket`` :math:`(D,)`, the
-    bucket of every column.
-
-    The columns' random order sorts them by a hash of ``(seed, column)``
-    (:func:`iexact.seeds.hashed_words`: distinct 64-bit keys, so a uniformly
-    random permutation), made on ``device``: nothing is copied from the
-    host, so building a projection never waits for the device."""
+    bucket of every column, in the random order of :func:`column_order`."""
     columns = torch.arange(width, device=device)
-    order = torch.argsort(hashed_words(seed ^ 0x5E7C4, columns))
+    order = column_order(width, seed, device)
     slots = -(-width // k)
     grid = torch.full((k * slots,), width, dtype=torch.int64, device=device)
     grid[(columns % k) * slots + columns // k] = order
