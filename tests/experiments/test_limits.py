@@ -64,11 +64,20 @@ def test_allocation_failures_are_told_from_other_errors():
 
 
 @pytest.mark.skipif(not sys.platform.startswith("linux"), reason="Linux's peak resident set")
+def _touched(nbytes: int) -> torch.Tensor:
+    """A tensor of ``nbytes`` whose every page this thread has written."""
+    tensor = torch.empty(nbytes // 4)
+    tensor.numpy().fill(1.0)  # numpy's fill runs in the calling thread
+    return tensor
+
+
 def test_the_peak_resident_set_restarts_after_loading():
     """A peak reached while loading is left out once restarted; what comes after is counted.
     Both tensors are above glibc's largest mmap threshold (32 MiB), so they take
-    fresh pages and give them back, not memory an earlier test left in the heap."""
-    loaded = torch.ones(128 * 2**20 // 4)  # 128 MiB touched, then freed
+    fresh pages and give them back, not memory an earlier test left in the heap.
+    They are filled from this thread: pages a pool thread touches may reach the
+    kernel's resident-set counters late (they are cached per thread)."""
+    loaded = _touched(128 * 2**20)  # 128 MiB touched, then freed
     del loaded
     before = peak_resident()
     if not restart_peak_resident():
@@ -77,7 +86,7 @@ def test_the_peak_resident_set_restarts_after_loading():
     assert restarted <= before - 96 * 2**20
     # against what is resident just before: the kernel may reclaim cold pages after the restart
     resident = process_memory()[1]
-    trained = torch.ones(96 * 2**20 // 4)
+    trained = _touched(96 * 2**20)
     assert peak_resident() >= resident + 64 * 2**20
     del trained
 
