@@ -125,3 +125,18 @@ def test_bad_arguments_are_refused():
         CompressActivations({"bits": 2})
     with pytest.raises(TypeError, match="plan must be an iexact.Plan"):
         CompressActivations(plan="plan.json")
+
+
+def test_a_state_given_before_setup_is_applied_at_setup(tmp_path):
+    """Whatever order Lightning calls the hooks in, a checkpoint's seed streams reach the module."""
+    torch.manual_seed(0)
+    module = NodeClassifier()
+    _fit(module, CompressActivations(measure=False), 1, save_to=tmp_path)
+    state = torch.load(tmp_path / "last.ckpt", weights_only=False)["callbacks"]["CompressActivations"]
+    fresh = CompressActivations(measure=False)
+    fresh.load_state_dict(state)
+    other = NodeClassifier()
+    fresh.setup(None, other, "fit")
+    assert [s.get_state().tolist() for s in iexact.nn.seed_streams(other)] == [
+        s.tolist() for s in state["seed_streams"]
+    ]

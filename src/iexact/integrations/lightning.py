@@ -94,6 +94,7 @@ class CompressActivations(pl.Callback):
         self.plan, self.measure, self.draws = plan, measure, draws
         self.module: pl.LightningModule | None = None
         self.measured: dict[str, float] | None = None
+        self.pending: dict[str, Any] = {}  # a checkpoint's state given before setup, applied there
 
     def setup(self, trainer: pl.Trainer, pl_module: pl.LightningModule, stage: str) -> None:
         if self.module is pl_module:
@@ -103,6 +104,8 @@ class CompressActivations(pl.Callback):
         else:
             compress_(pl_module, self.config)
         self.module = pl_module
+        if self.pending:
+            self.load_state_dict(self.pending)
 
     def on_train_batch_start(
         self, trainer: pl.Trainer, pl_module: pl.LightningModule, batch: Any, batch_idx: int
@@ -149,7 +152,11 @@ class CompressActivations(pl.Callback):
 
     def load_state_dict(self, state_dict: dict[str, Any]) -> None:
         module = self.module
-        if module is None or not state_dict:
+        if module is None:  # before setup: kept until the module is converted
+            self.pending = state_dict
+            return
+        self.pending = {}
+        if not state_dict:
             return
         saved = {name: CompressionConfig.from_dict(record) for name, record in state_dict["configs"].items()}
         if saved != module_configs(module):
