@@ -2,14 +2,18 @@ r"""The GPU benchmark, in one run, for the day a GPU is lent: ``python benchmark
 
 Prints two Markdown tables:
 
-1. **Codec round trip** on an activation of ``--rows`` x ``--width`` float32:
-   compress + decompress GB/s per preset (input bytes over the median round
-   trip), beside ``torch``'s own device copy bandwidth on the same tensor
-   (``out.copy_(x)``, same bytes) as the ceiling a memory-bound kernel has.
+1. **Codec round trip** on an activation of ``--rows`` x ``--width`` in
+   ``--dtype`` (float32; ``bfloat16`` or ``float16`` as autocast's linear
+   maps return them): compress + decompress GB/s per preset (input bytes
+   over the median round trip), beside ``torch``'s own device copy bandwidth
+   on the same tensor (``out.copy_(x)``, same bytes) as the ceiling a
+   memory-bound kernel has.
 2. **Training**: FP32 beside the default config (and ``--configs``) on
-   ``--dataset`` with ``--model``, full batch: median epoch time over
-   ``--epochs`` (the first is warm-up), its ratio to FP32, peak memory
-   (``torch.cuda.max_memory_allocated``) and activation memory.
+   ``--dataset`` with ``--model``, full batch, in ``--precision`` (``bf16``:
+   every row under ``torch.autocast``, the FP32 row then the mixed-precision
+   baseline): median epoch time over ``--epochs`` (the first is warm-up), its
+   ratio to FP32, peak memory (``torch.cuda.max_memory_allocated``) and
+   activation memory.
 
 Timings synchronize the device around every call. ``--device cpu`` runs the
 same code on the CPU with small defaults (a smoke test: the suite runs it so
@@ -30,18 +34,22 @@ from iexact import PRESETS, compress, decompress
 from iexact.experiments.bench import median_seconds, where
 from iexact.experiments.data import load_dataset
 from iexact.experiments.experiment import run_experiment
+from iexact.experiments.precision import PRECISIONS
 from iexact.experiments.settings import RunKind, Settings
 from iexact.kernels import uses_triton
 from iexact.memory import format_bytes
 
+DTYPES = {"float32": torch.float32, "bfloat16": torch.bfloat16, "float16": torch.float16}
 
-def round_trip_table(rows: int, width: int, repeats: int, device: torch.device) -> str:
-    x = torch.randn(rows, width, device=device, generator=torch.Generator(device).manual_seed(0))
+
+def round_trip_table(rows: int, width: int, repeats: int, device: torch.device, dtype: torch.dtype) -> str:
+    x = torch.randn(rows, width, device=device, generator=torch.Generator(device).manual_seed(0)).to(dtype)
     out = torch.empty_like(x)
     gigabytes = x.nbytes / 1e9
     copy = median_seconds(lambda: out.copy_(x), repeats)
     lines = [
-        f"Round trip of a {rows:,} x {width} float32 activation ({x.nbytes / 2**20:,.1f} MiB); {where()}; "
+        f"Round trip of a {rows:,} x {width} {str(dtype).removeprefix('torch.')} activation "
+        f"({x.nbytes / 2**20:,.1f} MiB); {where()}; "
         f"{'Triton' if uses_triton(device) else 'PyTorch'} kernels; median of {repeats}",
         "",
         "| config | compress ms | decompress ms | round trip GB/s | vs torch copy |",
@@ -59,11 +67,13 @@ def round_trip_table(rows: int, width: int, repeats: int, device: torch.device) 
     return "\n".join(lines)
 
 
-def training_table(dataset: str, model: str, configs: list[str], epochs: int, device: torch.device) -> str:
+def training_table(
+    dataset: str, model: str, configs: list[str], epochs: int, device: torch.device, precision: str
+) -> str:
     data = load_dataset(dataset).to(device)
     lines = [
         f"{model} on {dataset} ({data.num_nodes:,} nodes, {data.num_edges:,} edges), full batch, "
-        f"{epochs} epochs (median after the first); {where()}",
+        f"{epochs} epochs (median after the first), precision {precision}; {where()}",
         "",
         "| config | epoch time | vs FP32 | peak memory | vs FP32 | activation memory | test accuracy |",
         "|---|---:|---:|---:|---:|---:|---:|",
@@ -72,7 +82,7 @@ def training_table(dataset: str, model: str, configs: list[str], epochs: int, de
     fp32 = RunKind.FP32.value
     for name in [fp32] + [c for c in configs if c != fp32]:
         kind, config = (RunKind.FP32, None) if name == fp32 else (RunKind.COMPRESSED, PRESETS[name])
-        settings = Settings(dataset=dataset, model=model, kind=kind, label=name, config=config)
+        settings = Settings(dataset=dataset, model=model, kind=kind, label=name, config=config, precision=precision)
         record = run_experiment(settings, data, device, epochs, 1)
         seconds, peak = record["epoch_seconds_median"], record["peak_memory"]["bytes"]
         baseline = baseline or (seconds, peak)
@@ -94,6 +104,10 @@ def main(argv: list[str] | None = None) -> int:
     parser.add_argument("--model", default="sage", help="reference model (default: sage)")
     parser.add_argument("--configs", default="default", help="compressed presets beside FP32 (default: default)")
     parser.add_argument("--epochs", type=int, default=10, help="epochs per configuration (default: 10)")
+    parser.add_argument("--dtype", choices=DTYPES, default="float32", help="the round trip's input (default: float32)")
+    parser.add_argument(
+        "--precision", choices=PRECISIONS, default="32", help="training's mixed precision, every row (default: 32)"
+    )
     args = parser.parse_args(argv)
     device = torch.device(args.device)
     if device.type == "cuda" and not torch.cuda.is_available():
@@ -106,9 +120,9 @@ def main(argv: list[str] | None = None) -> int:
     unknown = [name for name in configs if name not in PRESETS]
     if unknown:
         parser.error(f"unknown preset {', '.join(unknown)}: choose from {', '.join(PRESETS)}")
-    print(round_trip_table(rows, args.width, args.repeats, device))
+    print(round_trip_table(rows, args.width, args.repeats, device, DTYPES[args.dtype]))
     print()
-    print(training_table(dataset, args.model, configs, args.epochs, device))
+    print(training_table(dataset, args.model, configs, args.epochs, device, args.precision))
     return 0
 
 
