@@ -94,7 +94,9 @@ def stored_bytes(shape: tuple[int, ...], config: CompressionConfig) -> int:
     return code_bytes + 2 * blocks * config.scale_dtype.itemsize + (8 if k is not None else 0)
 
 
-def compress(x: torch.Tensor, config: CompressionConfig, seed: int | None = None) -> PackedActivation:
+def compress(
+    x: torch.Tensor, config: CompressionConfig, seed: int | None = None, *, check: bool = True
+) -> PackedActivation:
     r"""Compress ``x`` as ``config`` says.
 
     The last dimension is the feature axis :math:`D`; all others are rows.
@@ -105,6 +107,10 @@ def compress(x: torch.Tensor, config: CompressionConfig, seed: int | None = None
         seed (int, optional): seed of the projection and of the rounding
             noise, in :math:`[0, 2^{62})`; drawn from torch's global generator
             when ``None``.
+        check (bool, optional): run ``config.check_finite`` here (one read
+            from the device); ``False`` leaves it to the caller, as a
+            converted model's forward does once for all its compressions
+            (:func:`non_finite_error`). (default: :obj:`True`)
 
     Shapes:
         - **input:** :math:`(*, D)`
@@ -140,25 +146,25 @@ def compress(x: torch.Tensor, config: CompressionConfig, seed: int | None = None
             z, mins[first:last], steps[first:last], block_size, config.bits, levels, seed, start
         )
     # NaN or Inf anywhere in a block makes its step NaN or Inf: one check at the end (a host sync)
-    if config.check_finite and not bool(torch.isfinite(steps).all()):
-        raise _non_finite(x, config, projected=k is not None)
+    if check and config.check_finite and not bool(torch.isfinite(steps).all()):
+        raise non_finite_error(tuple(x.shape), x.dtype, config)
     return PackedActivation(
         codes, mins, steps, x.shape, x.dtype, config.bits, block_size, levels, k, seed, config.projection
     )
 
 
-def _non_finite(x: torch.Tensor, config: CompressionConfig, projected: bool) -> NonFiniteError:
-    """The error :func:`compress` raises for a tensor holding NaN or Inf; for
-    fp16 it names the setting a ``GradScaler`` user wants."""
-    where = " after the random projection" if projected else ""
+def non_finite_error(shape: tuple, dtype: torch.dtype, config: CompressionConfig) -> NonFiniteError:
+    """The error :func:`compress` raises for a tensor of ``shape`` and ``dtype``
+    holding NaN or Inf; for fp16 it names the setting a ``GradScaler`` user wants."""
+    where = " after the random projection" if stored_sizes(shape, config)[0] is not None else ""
     scaler = (
         "; under fp16 autocast with a GradScaler, CompressionConfig(check_finite=False) lets the overflow "
         "reach the scaler as NaN gradients (the step skipped, as without iexact)"
-        if x.dtype == torch.float16
+        if dtype == torch.float16
         else ""
     )
     return NonFiniteError(
-        f"cannot compress a tensor of shape {tuple(x.shape)}: it holds NaN or Inf{where} "
+        f"cannot compress a tensor of shape {shape}: it holds NaN or Inf{where} "
         f"(or values whose block range overflows {config.scale_dtype}){scaler}"
     )
 

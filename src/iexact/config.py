@@ -101,8 +101,11 @@ class CompressionConfig:
             caller holds it anyway, so this costs no bytes and adds no noise.
             (default: :obj:`True`)
         check_finite (bool, optional): raise a ``ValueError`` when a tensor
-            to compress holds NaN or Inf. The check reads one flag back from
-            the device, a host sync in every compressed forward; with
+            to compress holds NaN or Inf. The check reads flags back from the
+            device: once per forward of a model :func:`iexact.compress_`
+            converted, for all its compressions (a host sync per step,
+            :mod:`iexact.nn.finite_checks`), once per compression for a
+            converted module called on its own; with
             ``False`` there is none, and a non-finite value instead makes its
             whole block decompress to NaN, so it reaches the gradients as it
             would uncompressed (check the loss or the gradients): under

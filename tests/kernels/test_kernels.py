@@ -315,7 +315,7 @@ class _HostSyncs(TorchDispatchMode):
 META = torch.device("meta")
 
 
-def _step_on_meta(model, data, monkeypatch) -> list[tuple[str, str]]:
+def _step_on_meta(model, data, monkeypatch, check_finite: bool = False) -> list[tuple[str, str]]:
     """The host syncs (:class:`_HostSyncs`) of one compressed forward and
     backward of ``model`` on meta tensors, after one step that fills what is
     made once per device. iexact's operators run their real implementations
@@ -336,10 +336,11 @@ def _step_on_meta(model, data, monkeypatch) -> list[tuple[str, str]]:
         (graph_ops, "gcn_norm"),
     ]:
         monkeypatch.setattr(module, operator, getattr(module, operator)._init_fn)
-    iexact.compress_(model, iexact.CompressionConfig(check_finite=False))
+    iexact.compress_(model, iexact.CompressionConfig(check_finite=check_finite))
     model = model.to(META)
     x, edge_index = data.x.to(META), data.edge_index.to(META)
-    model(x, edge_index).sum().backward()  # the warm-up step
+    with _HostSyncs():  # the warm-up step (its one finite-check read answered)
+        model(x, edge_index).sum().backward()
     syncs = _HostSyncs()
     syncs.watch_constructors(monkeypatch)
     with syncs:
@@ -356,6 +357,17 @@ def test_no_host_sync_in_a_compressed_training_step(name, monkeypatch):
     torch.manual_seed(0)
     model = build_model(name, data.num_features, 4, layers=4 if name == "gcn2" else None)
     assert _step_on_meta(model, data, monkeypatch) == []
+
+
+@pytest.mark.parametrize("name", MODELS)
+def test_the_finite_check_is_one_read_per_training_step(name, monkeypatch):
+    """With ``check_finite=True`` (the default) every compression's check stays
+    on the device and the model's forward reads them all once
+    (:mod:`iexact.nn.finite_checks`): one sync per step, however many tensors."""
+    data = load_dataset("synthetic:400,1600,24,4")
+    torch.manual_seed(0)
+    model = build_model(name, data.num_features, 4, layers=4 if name == "gcn2" else None)
+    assert [what for what, _ in _step_on_meta(model, data, monkeypatch, check_finite=True)] == ["a value read back"]
 
 
 @pytest.mark.parametrize("conv", ["ChebConv", "ResGatedGraphConv"])

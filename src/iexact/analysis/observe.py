@@ -32,7 +32,7 @@ class _CompressCalls(TorchDispatchMode):
     def __torch_dispatch__(self, func, types, args=(), kwargs=None):
         out = func(*args, **(kwargs or {}))
         if func is torch.ops.iexact.compress.default:
-            x, position, spec = args
+            x, position, spec, _ = args
             stored = Stored(tuple(out), tuple(x.shape), x.dtype, spec)
             self.record(tuple(self.owners), x.detach(), seed_at(position), config_of(spec), stored)
         return out

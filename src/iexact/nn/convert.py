@@ -14,6 +14,7 @@ from torch_geometric.nn import MessagePassing
 from ..config import CompressionConfig
 from ..seeds import SeedStream
 from .fallback import DEFAULT_FALLBACK, FallbackHandler
+from .finite_checks import unwatch_finite_checks_, watch_finite_checks_
 from .fusion import link_activations_, unlink_activations_
 from .handler import HANDLERS, CompressedModule, compressed_class, is_lazy, lazy_reason, original_class
 
@@ -93,9 +94,16 @@ def compress_(
             reason = _convert(module, config, seeds, owned)
             if reason is not None:
                 (generic if _fall_back(module, fallback, seeds) else skipped).append(f"{name or '<model>'} ({reason})")
-    link_activations_(model)
+    _link_model_(model)
     _warn(generic, skipped, fallback)
     return model
+
+
+def _link_model_(model: torch.nn.Module) -> None:
+    """What a converted model holds as a whole: its activations that leave their
+    derivative to a dropout, and the hooks reading its finite checks once per forward."""
+    link_activations_(model)
+    watch_finite_checks_(model)
 
 
 def _unshare_defaults_(model: torch.nn.Module) -> None:
@@ -217,8 +225,11 @@ def configure_(model: torch.nn.Module, configs: Mapping[str, CompressionConfig])
 
 def restore_(model: torch.nn.Module) -> torch.nn.Module:
     """Undo :func:`compress_` in place: every converted module gets its own class
-    back (parameters, buffers and hooks were never touched). Returns ``model``."""
+    back (parameters, buffers and the user's hooks were never touched), and the
+    model loses the hooks that read its finite checks once per forward
+    (:mod:`iexact.nn.finite_checks`). Returns ``model``."""
     unlink_activations_(model)
+    unwatch_finite_checks_(model)
     for module in model.modules():
         if isinstance(module, CompressedModule):
             base = module.iexact_base

@@ -15,6 +15,7 @@ A config crosses the operator boundary as one string, its versioned
 
 from __future__ import annotations
 
+import contextvars
 import functools
 import json
 from typing import NamedTuple
@@ -73,14 +74,14 @@ def _packed(tensors, shape, dtype: torch.dtype, config: CompressionConfig) -> Pa
 
 
 @torch.library.custom_op("iexact::compress", mutates_args=())
-def _compress(x: Tensor, position: Tensor, spec: str) -> list[Tensor]:
-    packed = codec.compress(x, config_of(spec), seed_at(position))
+def _compress(x: Tensor, position: Tensor, spec: str, check: bool) -> list[Tensor]:
+    packed = codec.compress(x, config_of(spec), seed_at(position), check=check)
     held = [packed.codes, packed.mins, packed.steps]
     return held + ([torch.tensor(packed.seed, dtype=torch.int64)] if packed.projected_width is not None else [])
 
 
 @_compress.register_fake
-def _(x, position, spec):
+def _(x, position, spec, check):
     config = config_of(spec)
     k, _, code_bytes, blocks = codec.stored_sizes(tuple(x.shape), config)
     held = [
@@ -114,13 +115,47 @@ def _(tensors, shape, dtype, lefts, spec):
     return [left.new_empty(left.shape[1], width, dtype=torch.float32) for left in lefts]
 
 
+FINITE_CHECKS: contextvars.ContextVar[list | None] = contextvars.ContextVar("iexact_finite_checks", default=None)
+"""While a converted model's forward runs (its hooks, :func:`start_finite_checks`),
+the finite checks of its compressions, left on the device: ``(flag, shape,
+dtype, config)`` each, ``flag`` a 0-dim bool; ``None`` elsewhere, where each
+compression checks its own (one read from the device each)."""
+
+
 def compress(x: Tensor, config: CompressionConfig, seed_state: Tensor | None) -> Stored:
     """``x`` compressed with ``config``, seeded from ``seed_state`` (a
     :class:`~iexact.seeds.SeedStream`'s ``state``; torch's global generator
-    when ``None``)."""
+    when ``None``). Its finite check joins :data:`FINITE_CHECKS` when a
+    converted model's forward collects them (never in a compiled graph, where
+    the operator checks inside, out of Dynamo's sight)."""
     position = torch.randint(0, SEED_LIMIT, (2,), dtype=torch.int64) if seed_state is None else advance(seed_state)
     spec = config.record_json
-    return Stored(tuple(_compress(x, position, spec)), tuple(x.shape), x.dtype, spec)
+    checks = None if torch.compiler.is_compiling() or not config.check_finite else FINITE_CHECKS.get()
+    tensors = _compress(x, position, spec, checks is None)
+    if checks is not None:  # NaN or Inf anywhere in a block makes its step NaN or Inf
+        checks.append((torch.isfinite(tensors[2]).all(), tuple(x.shape), x.dtype, config))
+    return Stored(tuple(tensors), tuple(x.shape), x.dtype, spec)
+
+
+def start_finite_checks() -> contextvars.Token | None:
+    """Collect the finite checks of the compressions to come (a converted
+    model's forward begins); ``None`` where an outer forward collects them
+    already, or in a compiled graph."""
+    if torch.compiler.is_compiling() or FINITE_CHECKS.get() is not None:
+        return None
+    return FINITE_CHECKS.set([])
+
+
+def finish_finite_checks(token: contextvars.Token, raising: bool = True) -> None:
+    """End what :func:`start_finite_checks` began: one read from the device for
+    all the checks collected (the forward's only host sync), and with
+    ``raising`` the error of the first tensor that held NaN or Inf."""
+    checks = FINITE_CHECKS.get()
+    FINITE_CHECKS.reset(token)
+    if not raising or not checks or bool(torch.stack([flag for flag, *_ in checks]).all()):
+        return
+    _, shape, dtype, config = next(check for check in checks if not bool(check[0]))
+    raise codec.non_finite_error(shape, dtype, config)
 
 
 def decompress(stored: Stored) -> Tensor:

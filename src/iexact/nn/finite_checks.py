@@ -1,0 +1,52 @@
+r"""The finite check of a converted model, read once per forward.
+
+``CompressionConfig(check_finite=True)`` refuses a tensor holding NaN or Inf.
+Read per compression, that is one host sync per compressed tensor, each
+stalling a GPU's queue. :func:`watch_finite_checks_` hooks the model
+:func:`~iexact.compress_` converted instead: its forward collects every
+compression's check on the device (:data:`iexact.ops.codec.FINITE_CHECKS`)
+and reads them all once at its end, raising the error of the first tensor
+that failed. A converted module called on its own, outside the model's
+forward, checks each compression as before; a compiled graph checks inside
+the operator (Dynamo cannot trace a ContextVar), and a forward that raised
+drops its checks.
+"""
+
+from __future__ import annotations
+
+import torch
+
+from ..ops.codec import finish_finite_checks, start_finite_checks
+
+_TOKEN = "iexact_finite_checks"  # the instance attribute holding an open collection's token
+
+
+def _begin(module: torch.nn.Module, args) -> None:
+    if torch.compiler.is_compiling():
+        return
+    token = start_finite_checks()
+    if token is not None:  # an outer forward (another converted model's) may collect already
+        module.__dict__[_TOKEN] = token
+
+
+def _end(module: torch.nn.Module, args, output) -> None:
+    if torch.compiler.is_compiling():
+        return
+    token = module.__dict__.pop(_TOKEN, None)
+    if token is not None:
+        finish_finite_checks(token, raising=output is not None)  # None: the forward raised (always_call)
+
+
+def watch_finite_checks_(model: torch.nn.Module) -> None:
+    """Hook ``model``'s forward to collect and read its finite checks (once)."""
+    if _begin not in model._forward_pre_hooks.values():
+        model.register_forward_pre_hook(_begin)
+        model.register_forward_hook(_end, always_call=True)
+
+
+def unwatch_finite_checks_(model: torch.nn.Module) -> None:
+    """Remove the hooks :func:`watch_finite_checks_` added."""
+    for hooks, ours in ((model._forward_pre_hooks, _begin), (model._forward_hooks, _end)):
+        for key in [key for key, hook in hooks.items() if hook is ours]:
+            del hooks[key]
+            model._forward_hooks_always_called.pop(key, None)
