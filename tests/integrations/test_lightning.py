@@ -140,3 +140,22 @@ def test_a_state_given_before_setup_is_applied_at_setup(tmp_path):
     assert [s.get_state().tolist() for s in iexact.nn.seed_streams(other)] == [
         s.tolist() for s in state["seed_streams"]
     ]
+
+
+def test_the_finite_checks_are_read_once_per_step_and_a_non_finite_step_stops_the_fit(monkeypatch):
+    from iexact.integrations import lightning as integration
+
+    reads = []
+    original = integration.finish_finite_checks
+    monkeypatch.setattr(integration, "finish_finite_checks", lambda *a, **k: reads.append(1) or original(*a, **k))
+    torch.manual_seed(0)
+    _fit(NodeClassifier(), CompressActivations(measure=False), 3)
+    assert reads == [1, 1, 1]  # one per training step (training_step calls self.model, not forward)
+
+    class Poisoned(NodeClassifier):
+        def training_step(self, batch, batch_idx):
+            batch.x[0, 0] = float("nan")
+            return super().training_step(batch, batch_idx)
+
+    with pytest.raises(iexact.codec.NonFiniteError, match="holds NaN or Inf"):
+        _fit(Poisoned(), CompressActivations(measure=False), 1)

@@ -20,6 +20,10 @@ the uncompressed module's and the gradient error
 ``iexact/gradient_error``. Under a mixed ``precision`` both run under the
 trainer's autocast, so the baseline is the module as the user trains it.
 
+The finite checks of a training step's compressions (``check_finite``) are
+read once, before its backward (:mod:`iexact.nn.finite_checks`; a
+``training_step`` need not go through the module's ``forward``).
+
 Checkpoints keep the configs, the seed streams (each compressed module's
 noise) and fitted levels, so a ``Trainer.fit(..., ckpt_path=...)`` resumes
 drawing the noise an uninterrupted fit would have drawn; a checkpoint made
@@ -39,6 +43,7 @@ from ..analysis import calibration_state, gradient_error, load_calibration_state
 from ..config import CompressionConfig
 from ..memory import activation_memory
 from ..nn import compress_, module_configs, restore_, seed_streams
+from ..ops.codec import finish_finite_checks, start_finite_checks
 from ..planning import Plan
 
 try:
@@ -95,6 +100,7 @@ class CompressActivations(pl.Callback):
         self.module: pl.LightningModule | None = None
         self.measured: dict[str, float] | None = None
         self.pending: dict[str, Any] = {}  # a checkpoint's state given before setup, applied there
+        self.checks: Any = None  # the open collection of a training step's finite checks (its token)
 
     def setup(self, trainer: pl.Trainer, pl_module: pl.LightningModule, stage: str) -> None:
         if self.module is pl_module:
@@ -110,11 +116,26 @@ class CompressActivations(pl.Callback):
     def on_train_batch_start(
         self, trainer: pl.Trainer, pl_module: pl.LightningModule, batch: Any, batch_idx: int
     ) -> None:
-        if not self.measure or self.measured is not None:
-            return
-        self.measured = self._measurements(pl_module, batch, batch_idx, trainer.precision_plugin.forward_context())
-        for logger in trainer.loggers:
-            logger.log_metrics(self.measured, step=trainer.global_step)
+        if self.measure and self.measured is None:
+            self.measured = self._measurements(pl_module, batch, batch_idx, trainer.precision_plugin.forward_context())
+            for logger in trainer.loggers:
+                logger.log_metrics(self.measured, step=trainer.global_step)
+        self.checks = start_finite_checks()  # training_step need not call forward: the step collects them
+
+    def on_before_backward(self, trainer: pl.Trainer, pl_module: pl.LightningModule, loss: torch.Tensor) -> None:
+        self._finish_checks(raising=True)
+
+    def on_train_batch_end(self, trainer: pl.Trainer, pl_module: pl.LightningModule, outputs, batch, batch_idx) -> None:
+        self._finish_checks(raising=True)  # a step without backward (training_step returned None)
+
+    def on_exception(self, trainer: pl.Trainer, pl_module: pl.LightningModule, exception: BaseException) -> None:
+        self._finish_checks(raising=False)
+
+    def _finish_checks(self, raising: bool) -> None:
+        """Read the step's finite checks once (:mod:`iexact.nn.finite_checks`), raising for a non-finite tensor."""
+        token, self.checks = self.checks, None
+        if token is not None:
+            finish_finite_checks(token, raising=raising)
 
     def _measurements(self, pl_module, batch, batch_idx: int, precision_context) -> dict[str, float]:
         """Memory and gradient error of one training step on ``batch``, measured
