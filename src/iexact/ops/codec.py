@@ -152,7 +152,10 @@ def finish_finite_checks(token: contextvars.Token, raising: bool = True) -> None
     ``raising`` the error of the first tensor that held NaN or Inf."""
     checks = FINITE_CHECKS.get()
     FINITE_CHECKS.reset(token)
-    if not raising or not checks or bool(torch.stack([flag for flag, *_ in checks]).all()):
+    if not raising or not checks:
+        return
+    device = checks[0][0].device  # a model across devices: its flags gathered by device-to-device copies
+    if bool(torch.stack([flag.to(device) for flag, *_ in checks]).all()):
         return
     _, shape, dtype, config = next(check for check in checks if not bool(check[0]))
     raise codec.non_finite_error(shape, dtype, config)
