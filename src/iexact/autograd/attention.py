@@ -43,6 +43,32 @@ def weighted_sum(x, src, dst, weight, num_dst):
     return out
 
 
+def dropped_weights(weights, dropout: float, valid=None):
+    r"""``(mask, state, dropped)``: dropout of the attention weights :math:`\alpha`
+    :math:`(E, H)` as PyG applies it (:func:`~iexact.autograd.dropout.keep`,
+    ``valid`` rows only), and :math:`\tilde\alpha = \alpha m`."""
+    mask, state = keep(weights, dropout, valid)
+    return mask, state, weights if mask is None else weights * mask
+
+
+def redropped_weights(weights, dropout: float, state, valid=None):
+    r"""``(mask, dropped)`` of :func:`dropped_weights`, the mask redrawn in
+    backward from its ``state`` (:func:`~iexact.autograd.dropout.redraw`)."""
+    mask = redraw(weights, dropout, state, valid)
+    return mask, weights if mask is None else weights * mask
+
+
+def message_grads(grad_out, values, weights, mask, dropped, src, dst, spec: AttentionSpec):
+    r"""``(dV, dℓ)`` of :math:`Y_t = \sum_{e: s \to t} \tilde\alpha_e V_{s(e)}`,
+    :math:`\alpha = \mathrm{softmax}(\ell)`: :math:`dV_s = \sum_{e: s \to t}
+    \tilde\alpha_e dY_t` and, from :math:`d\tilde\alpha_e = \langle dY_t, V_s \rangle`,
+    the logits' gradient (:func:`softmax_grad`). ``values`` is :math:`\hat V` in
+    ``grad_out``'s dtype."""
+    grad_values = weighted_sum(grad_out, dst, src, dropped, spec.num_src)
+    grad_dropped = edge_dots(grad_out, values, src, dst)
+    return grad_values, softmax_grad(grad_dropped, weights, mask, dst, spec.num_dst)
+
+
 def segment_softmax(logits, dst, num_nodes):
     """Softmax of ``logits`` :math:`(E, H)` over the edges into each target node."""
     peak = logits.new_full((num_nodes, logits.shape[1]), float("-inf"))
@@ -142,8 +168,7 @@ class GATAttentionFunction(SavingFunction):
             None if spec.targets == "none" else ((source if spec.targets == "shared" else target) * att_dst).sum(-1)
         )
         weights, _ = _attention(source_score, target_score, src, dst, valid, spec.num_dst, negative_slope)
-        mask, state = keep(weights, dropout, valid)
-        dropped = weights if mask is None else weights * mask
+        _, state, dropped = dropped_weights(weights, dropout, valid)
         elementwise = config.unprojected
         separate = pack(target, elementwise, seeds, argument=True) if spec.targets == "separate" else None
         save(
@@ -168,11 +193,9 @@ class GATAttentionFunction(SavingFunction):
         src, dst, valid = spec.edges(structure)
         weights, positive = _attention(source_score, target_score, src, dst, valid, spec.num_dst, ctx.slope)
         weights = weights.to(grad_out.dtype)
-        mask = redraw(weights, ctx.dropout, state, valid)
-        dropped = weights * mask if mask is not None else weights
-        grad_source = weighted_sum(grad_out, dst, src, dropped, spec.num_src)
-        grad_dropped = edge_dots(grad_out, unpack(first).to(grad_out.dtype), src, dst)
-        grad_logits = softmax_grad(grad_dropped, weights, mask, dst, spec.num_dst)
+        mask, dropped = redropped_weights(weights, ctx.dropout, state, valid)
+        values = unpack(first).to(grad_out.dtype)
+        grad_source, grad_logits = message_grads(grad_out, values, weights, mask, dropped, src, dst, spec)
         grad_logits = torch.where(positive, grad_logits, grad_logits * ctx.slope)
         grad_a = grad_logits.new_zeros(spec.num_src, grad_logits.shape[1]).index_add_(0, src, grad_logits)
         grad_source += grad_a.unsqueeze(-1) * att_src

@@ -6,11 +6,10 @@ from __future__ import annotations
 import torch
 
 from ..config import CompressionConfig
-from ..graph import edge_chunks, edge_dots
+from ..graph import edge_chunks
 from ..quant import pack_mask, unpack_mask
 from ..seeds import SeedStream
-from .attention import AttentionSpec, segment_softmax, softmax_grad, weighted_sum
-from .dropout import keep, redraw
+from .attention import AttentionSpec, dropped_weights, message_grads, redropped_weights, segment_softmax, weighted_sum
 from .saving import SavingFunction, load, pack, save, unpack
 
 
@@ -93,8 +92,7 @@ class GATv2AttentionFunction(SavingFunction):
         logits, positive = _scores(source, targets, att, src, dst, valid, negative_slope)
         weights = segment_softmax(logits, dst, spec.num_dst)
         del logits
-        mask, state = keep(weights, dropout, valid)
-        dropped = weights if mask is None else weights * mask
+        _, state, dropped = dropped_weights(weights, dropout, valid)
         elementwise = config.unprojected
         separate = pack(target, elementwise, seeds, argument=True) if spec.targets == "separate" else None
         save(
@@ -117,11 +115,9 @@ class GATv2AttentionFunction(SavingFunction):
         spec = ctx.spec
         src, dst, valid = spec.edges(structure)
         weights = weights.to(grad_out.dtype)
-        mask = redraw(weights, ctx.dropout, state, valid)
-        dropped = weights * mask if mask is not None else weights
-        grad_source = weighted_sum(grad_out, dst, src, dropped, spec.num_src)
-        grad_dropped = edge_dots(grad_out, unpack(first).to(grad_out.dtype), src, dst)
-        grad_logits = softmax_grad(grad_dropped, weights, mask, dst, spec.num_dst)
+        mask, dropped = redropped_weights(weights, ctx.dropout, state, valid)
+        values = unpack(first).to(grad_out.dtype)
+        grad_source, grad_logits = message_grads(grad_out, values, weights, mask, dropped, src, dst, spec)
         features = unpack(second).to(grad_out.dtype)
         targets = features if separate is None else unpack(separate).to(grad_out.dtype)
         grad_target = grad_source if spec.targets == "shared" else torch.zeros_like(targets)

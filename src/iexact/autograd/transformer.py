@@ -8,8 +8,7 @@ import math
 from ..config import CompressionConfig
 from ..graph import edge_chunks, edge_dots
 from ..seeds import SeedStream
-from .attention import AttentionSpec, segment_softmax, softmax_grad, weighted_sum
-from .dropout import keep, redraw
+from .attention import AttentionSpec, dropped_weights, redropped_weights, segment_softmax, softmax_grad, weighted_sum
 from .saving import SavingFunction, load, pack, save, unpack
 
 
@@ -77,8 +76,7 @@ class TransformerAttentionFunction(SavingFunction):
             logits += _dots(edge, query, dst)
         weights = segment_softmax(logits.mul_(scale), dst, spec.num_dst)
         del logits
-        mask, state = keep(weights, dropout)
-        dropped = weights if mask is None else weights * mask
+        _, state, dropped = dropped_weights(weights, dropout)
         out = weighted_sum(value, src, dst, dropped, spec.num_dst)
         if edge is not None:
             out += _edge_terms(edge, dst, dropped, spec.num_dst)
@@ -103,8 +101,7 @@ class TransformerAttentionFunction(SavingFunction):
         spec = ctx.spec
         src, dst, _ = spec.edges(structure)
         weights = weights.to(grad_out.dtype)
-        mask = redraw(weights, ctx.dropout, state)
-        dropped = weights * mask if mask is not None else weights
+        mask, dropped = redropped_weights(weights, ctx.dropout, state)
         grad_value = weighted_sum(grad_out, dst, src, dropped, spec.num_src)
         grad_dropped = edge_dots(grad_out, unpack(value).to(grad_out.dtype), src, dst)
         edge = None if first_edge is None else unpack(first_edge).to(grad_out.dtype)
