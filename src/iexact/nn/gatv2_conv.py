@@ -9,7 +9,7 @@ from ..autograd import AttentionSpec, GATv2AttentionFunction
 from ..graph import is_sparse, plain
 from .aggregation import sparse_value_reason
 from .handler import CompressedModule, register_handler
-from .heads import matrices_reason, merged_heads, split_heads
+from .heads import attention_output, matrices_reason, split_heads
 from .linear import shared_input_linears
 from .message_inputs import message_inputs, runs_stock
 
@@ -90,7 +90,4 @@ class GATv2ConvHandler(CompressedModule):
             self.iexact_config,
             self.iexact_seeds,
         )
-        out = merged_heads(out, self.concat)
-        if residual is not None:
-            out = out + residual
-        return out if self.bias is None else out + self.bias
+        return attention_output(out, self.concat, residual, self.bias)

@@ -28,3 +28,14 @@ def split_heads(features: torch.Tensor | None, heads: int, channels: int) -> tor
 def merged_heads(out: torch.Tensor, concat: bool) -> torch.Tensor:
     """:math:`(N, H, C)` heads as PyG's attention convs merge them: concatenated, or their mean."""
     return out.flatten(1) if concat else out.mean(dim=1)
+
+
+def attention_output(
+    out: torch.Tensor, concat: bool, residual: torch.Tensor | None, bias: torch.Tensor | None
+) -> torch.Tensor:
+    """GATConv's and GATv2Conv's output: the heads merged (:func:`merged_heads`),
+    plus the residual map's output and the bias, where the conv has them."""
+    out = merged_heads(out, concat)
+    if residual is not None:
+        out = out + residual
+    return out if bias is None else out + bias
