@@ -2,7 +2,6 @@ r"""Node-classification training, full-batch or mini-batch: the loop behind ``ie
 
 from __future__ import annotations
 
-import contextlib
 import dataclasses
 import math
 import time
@@ -158,6 +157,7 @@ def train_epochs(
     """
     labels = labels_of(data)
     device = data.x.device
+    precision = precision or StepPrecision("32", device)
     rows = data.train_mask.nonzero().view(-1) if train_rows is None else train_rows
     scored = getattr(model, "module", model)
     while state.epoch < epochs:
@@ -177,7 +177,7 @@ def train_epochs(
         if isinstance(model, DistributedDataParallel):
             state.rank_spread.append(parameter_spread(scored))
             broadcast_buffers(scored)
-        with precision.forward() if precision is not None else contextlib.nullcontext():
+        with precision.forward():
             val, test = _score(scored, data, labels)
         state.val_history.append(val)
         if val > state.best_val:
