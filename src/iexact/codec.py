@@ -11,9 +11,12 @@ the shared kind).
 
 On CPU both directions stream over chunks of rows small enough to stay in
 cache (projection, block ranges, rounding and packing of one chunk before the
-next), so no full-size temporary is ever allocated; on the Triton path (CUDA)
+next), so no full-size temporary is ever allocated. On the Triton path (CUDA)
 a chunk is up to :math:`2^{30}` stored elements, so that no kernel index
-reaches :math:`2^{31}`.
+reaches :math:`2^{31}`, and for the layouts the fused kernels take (no
+projection or the sketch, blocks of a multiple of 8 elements) a chunk is one
+launch each way (:mod:`iexact.kernels.triton_codec`): the input read once,
+codes and scales written once. The dense kinds project with a matmul first.
 """
 
 from __future__ import annotations
@@ -26,7 +29,7 @@ from . import kernels
 from .config import CompressionConfig
 from .quant.levels import levels_for
 from .quant.packed import PackedActivation
-from .quant.projection import Projection, projected_width
+from .quant.projection import Projection, projected_width, sketch_buckets
 from .quant.reference import block_min_max
 from .quant.rounding import num_blocks, packed_size, stored_scales
 from .seeds import check_seed, draw_seed
@@ -139,12 +142,9 @@ def compress(
     codes = torch.empty(code_bytes, dtype=torch.uint8, device=x.device)
     mins = torch.empty(blocks, dtype=config.scale_dtype, device=x.device)
     steps = torch.empty(blocks, dtype=config.scale_dtype, device=x.device)
-    for start, z, low, step in _scaled_chunks(x, config, seed):
-        first, last = start // block_size, start // block_size + low.numel()
-        mins[first:last], steps[first:last] = low, step
-        codes[start * config.bits // 8 : packed_size(start + z.numel(), config.bits)] = kernels.quantize_pack(
-            z, mins[first:last], steps[first:last], block_size, config.bits, levels, seed, start
-        )
+    kind = config.projection if k is not None else None
+    fill = _compress_fused if kernels.fused(x.device, block_size, kind, x.dtype) else _compress_chunks
+    fill(x, config, seed, (codes, mins, steps), levels)
     # NaN or Inf anywhere in a block makes its step NaN or Inf: one check at the end (a host sync)
     if check and config.check_finite and not bool(torch.isfinite(steps).all()):
         raise non_finite_error(tuple(x.shape), x.dtype, config)
@@ -190,6 +190,57 @@ def normalized_values(x: torch.Tensor, config: CompressionConfig, seed: int) -> 
             scale > 0, (z - low.float()[per_element]) * top / scale.clamp(min=1e-38), 0.0
         )
     return out
+
+
+def _compress_chunks(x: torch.Tensor, config: CompressionConfig, seed: int, stored: tuple, levels: tuple) -> None:
+    """Fill ``stored`` = ``(codes, mins, steps)`` chunk by chunk: the projected
+    values and their scales (:func:`_scaled_chunks`), then
+    :func:`~iexact.kernels.quantize_pack` of each chunk."""
+    codes, mins, steps = stored
+    block_size = stored_sizes(x.shape, config)[1]
+    for start, z, low, step in _scaled_chunks(x, config, seed):
+        first, last = start // block_size, start // block_size + low.numel()
+        mins[first:last], steps[first:last] = low, step
+        codes[start * config.bits // 8 : packed_size(start + z.numel(), config.bits)] = kernels.quantize_pack(
+            z, mins[first:last], steps[first:last], block_size, config.bits, levels, seed, start
+        )
+
+
+def _compress_fused(x: torch.Tensor, config: CompressionConfig, seed: int, stored: tuple, levels: tuple) -> None:
+    """Fill ``stored`` = ``(codes, mins, steps)`` with the fused kernel
+    (:func:`iexact.kernels.triton_codec.compress_rows`), one launch per chunk:
+    the same codes and scales :func:`_scaled_chunks` and
+    :func:`~iexact.kernels.quantize_pack` make for the same noise."""
+    from .kernels import triton_codec
+
+    codes, mins, steps = stored
+    width = x.shape[-1] if x.dim() else 1
+    rows_view = x.reshape(-1, width)
+    if rows_view.stride(-1) != 1:
+        rows_view = rows_view.contiguous()
+    k, block_size, _, _ = stored_sizes(x.shape, config)
+    stored_width = k or width
+    grid = sketch_buckets(width, k, x.device)[0] if k is not None else None
+    numel = rows_view.shape[0] * stored_width
+    chunk = _chunk_elements(numel, stored_width, block_size, x.device)
+    for start in range(0, numel, chunk):
+        end = min(start + chunk, numel)
+        triton_codec.compress_rows(
+            rows_view[start // stored_width : end // stored_width],
+            (
+                codes[start * config.bits // 8 : packed_size(end, config.bits)],
+                mins[start // block_size : num_blocks(end, block_size)],
+                steps[start // block_size : num_blocks(end, block_size)],
+            ),
+            stored_width=stored_width,
+            grid=grid,
+            block_size=block_size,
+            bits=config.bits,
+            levels=levels,
+            seed=seed,
+            first_row=start // stored_width,
+            offset=start,
+        )
 
 
 def _scaled_chunks(x: torch.Tensor, config: CompressionConfig, seed: int):
@@ -244,6 +295,10 @@ def decompress(packed: PackedActivation, out: torch.Tensor | None = None, check:
             f"{packed.device}, got {out.dtype} {tuple(out.shape)} on {out.device}"
         )
     rows_out = out.view(packed.rows, packed.width)
+    if _fused(packed):
+        for first_row, target in _row_chunks(packed, rows_out):
+            _decompress_fused(packed, first_row, target)
+        return out
     projection = _projection(packed)
     for first_row, z in _stored_chunks(packed):
         target = rows_out[first_row : first_row + z.shape[0]]
@@ -252,6 +307,46 @@ def decompress(packed: PackedActivation, out: torch.Tensor | None = None, check:
         else:
             projection.inverse(z, first_row, out=target)
     return out
+
+
+def _fused(packed: PackedActivation) -> bool:
+    kind = packed.projection if packed.projected_width is not None else None
+    return kernels.fused(packed.device, packed.block_size, kind, packed.dtype)
+
+
+def _row_chunks(packed: PackedActivation, rows: torch.Tensor):
+    """``(first_row, rows[chunk])``: the rows of ``rows`` (as many as ``packed``
+    holds) cut where :func:`_stored_chunks` cuts the stored elements."""
+    stored_width = packed.projected_width or packed.width
+    chunk = _chunk_elements(packed.numel, stored_width, packed.block_size, packed.device) // stored_width
+    for first_row in range(0, packed.rows, max(chunk, 1)):
+        yield first_row, rows[first_row : first_row + chunk]
+
+
+def _decompress_fused(packed: PackedActivation, first_row: int, out: torch.Tensor) -> None:
+    """Write the rows of ``packed`` from ``first_row`` into ``out`` (contiguous
+    :math:`(n, D)`) with the fused kernel, one launch
+    (:func:`iexact.kernels.triton_codec.decompress_rows`)."""
+    from .kernels import triton_codec
+
+    stored_width = packed.projected_width or packed.width
+    start, end = first_row * stored_width, (first_row + out.shape[0]) * stored_width
+    bucket = None
+    if packed.projected_width is not None:
+        bucket = sketch_buckets(packed.width, packed.projected_width, packed.device)[1]
+    triton_codec.decompress_rows(
+        packed.codes[start * packed.bits // 8 : packed_size(end, packed.bits)],
+        packed.mins[start // packed.block_size : num_blocks(end, packed.block_size)],
+        packed.steps[start // packed.block_size : num_blocks(end, packed.block_size)],
+        out,
+        stored_width=stored_width,
+        bucket=bucket,
+        block_size=packed.block_size,
+        bits=packed.bits,
+        levels=packed.levels,
+        seed=packed.seed,
+        first_row=first_row,
+    )
 
 
 def transpose_products(packed: PackedActivation, *lefts: torch.Tensor) -> list[torch.Tensor]:
@@ -277,11 +372,24 @@ def transpose_products(packed: PackedActivation, *lefts: torch.Tensor) -> list[t
         products = [left.t() @ stored for left in floats]
         return products if projection is None else [product @ projection.transpose for product in products]
     products = [left.new_zeros(left.shape[1], packed.width) for left in floats]
-    for first_row, z in _stored_chunks(packed):
-        restored = projection.inverse(z, first_row)
+    for first_row, restored in _restored_chunks(packed, projection):
         for product, left in zip(products, floats, strict=True):
-            product.addmm_(left[first_row : first_row + z.shape[0]].t(), restored)
+            product.addmm_(left[first_row : first_row + restored.shape[0]].t(), restored)
     return products
+
+
+def _restored_chunks(packed: PackedActivation, projection: Projection):
+    r"""``(first_row, rows)`` of :math:`\hat H` in float32, chunk by chunk:
+    written by the fused kernel where it takes ``packed``, else dequantized
+    and restored by ``projection``."""
+    if _fused(packed):
+        buffer = torch.empty(packed.rows, packed.width, dtype=torch.float32, device=packed.device)
+        for first_row, target in _row_chunks(packed, buffer):
+            _decompress_fused(packed, first_row, target)
+            yield first_row, target
+        return
+    for first_row, z in _stored_chunks(packed):
+        yield first_row, projection.inverse(z, first_row)
 
 
 def _projection(packed: PackedActivation) -> Projection | None:

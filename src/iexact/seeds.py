@@ -159,10 +159,17 @@ def _shift_right(value: torch.Tensor, bits: int) -> torch.Tensor:
     return (value >> bits) & ((1 << (64 - bits)) - 1)
 
 
+def hash_key(seed: int) -> int:
+    r"""What :func:`hashed_words` adds to every counter of ``seed``'s stream,
+    :math:`(\text{SplitMix64}(\text{seed}) + \varphi) \bmod 2^{64}`, as an
+    unsigned 64-bit int (the Triton kernels hash with it too)."""
+    return (splitmix64(seed) + 0x9E3779B97F4A7C15) & _MASK64
+
+
 def hashed_words(seed: int, counters: torch.Tensor) -> torch.Tensor:
     """SplitMix64 of ``seed``'s stream at ``counters`` (int64, wrapping arithmetic):
     a counter-based stream, so any chunk of it is computed without the rest."""
-    value = counters + _signed((splitmix64(seed) + 0x9E3779B97F4A7C15) & _MASK64)
+    value = counters + _signed(hash_key(seed))
     value = (value ^ _shift_right(value, 30)) * _MIX1
     value = (value ^ _shift_right(value, 27)) * _MIX2
     return value ^ _shift_right(value, 31)
@@ -173,6 +180,13 @@ def _sign_table(device: torch.device) -> torch.Tensor:
     """``table[byte, i]`` = :math:`1 - 2 \\cdot` bit :math:`i` of ``byte``: ``(256, 8)`` float32."""
     bits = (torch.arange(256, device=device).unsqueeze(1) >> torch.arange(8, device=device)) & 1
     return (1 - 2 * bits).to(torch.float32)
+
+
+def sign_seed(seed: int) -> int:
+    r"""The stream :func:`row_signs` hashes for a tensor compressed with ``seed``:
+    the sign of :math:`(n, d)` is bit :math:`d \bmod 64` of its word
+    :math:`n \lceil D/64 \rceil + \lfloor d/64 \rfloor`."""
+    return seed ^ 0x5167
 
 
 def row_signs(seed: int, first_row: int, rows: int, width: int, device) -> torch.Tensor:
@@ -186,5 +200,5 @@ def row_signs(seed: int, first_row: int, rows: int, width: int, device) -> torch
     words = -(-width // 64)
     first = first_row * words
     counters = torch.arange(first, first + rows * words, dtype=torch.int64, device=device)
-    raw = hashed_words(seed ^ 0x5167, counters).view(torch.uint8).to(torch.int32)
+    raw = hashed_words(sign_seed(seed), counters).view(torch.uint8).to(torch.int32)
     return torch.nn.functional.embedding(raw, _sign_table(torch.device(device))).view(rows, words * 64)[:, :width]

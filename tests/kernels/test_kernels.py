@@ -21,25 +21,7 @@ from iexact.experiments.models import MODELS, build_model
 from iexact.experiments.train import labels_of, loss_function
 
 triton_quant = pytest.importorskip("iexact.kernels.triton_quant")
-
-
-@pytest.fixture
-def launches(monkeypatch):
-    """Force the Triton kernels and count their launches (by function name)."""
-    if torch.cuda.is_available():
-        pytest.skip("with a GPU, Triton is not interpreted and the CUDA path is the default one")
-    monkeypatch.setenv("TRITON_INTERPRET", "1")
-    monkeypatch.setenv("IEXACT_KERNELS", "triton")
-    counts = {"quantize_pack": 0, "unpack_dequantize": 0}
-    for name in counts:
-        launch = getattr(triton_quant, name)
-
-        def counted(*args, _launch=launch, _name=name, **kwargs):
-            counts[_name] += 1
-            return _launch(*args, **kwargs)
-
-        monkeypatch.setattr(triton_quant, name, counted)
-    return counts
+triton_codec = pytest.importorskip("iexact.kernels.triton_codec")
 
 
 def test_the_choice_of_kernels(monkeypatch):
@@ -74,7 +56,7 @@ def test_round_trip_on_the_triton_path(config, launches, monkeypatch):
     x = torch.randn(64, 48, generator=torch.Generator().manual_seed(0))
     draws = 100
     triton_samples = torch.stack([codec.decompress(codec.compress(x, config, seed=s)) for s in range(draws)])
-    assert launches["quantize_pack"] >= draws and launches["unpack_dequantize"] >= draws
+    assert launches["compress"] >= draws and launches["decompress"] >= draws
     monkeypatch.setenv("IEXACT_KERNELS", "torch")
     torch_samples = torch.stack([codec.decompress(codec.compress(x, config, seed=s)) for s in range(draws)])
     if config.rp_ratio == 1:
@@ -96,7 +78,7 @@ def test_half_precision_inputs_on_the_triton_path(dtype, launches, monkeypatch):
     x = torch.randn(64, 48, generator=torch.Generator().manual_seed(0)).to(dtype)
     config, draws = iexact.CompressionConfig(), 100
     samples = torch.stack([codec.decompress(codec.compress(x, config, seed=s)) for s in range(draws)])
-    assert samples.dtype == dtype and launches["quantize_pack"] >= draws
+    assert samples.dtype == dtype and launches["compress"] >= draws
     monkeypatch.setenv("IEXACT_KERNELS", "torch")
     reference = torch.stack([codec.decompress(codec.compress(x, config, seed=s)) for s in range(draws)])
     bias = samples.double().mean(0) - x.double()
@@ -112,7 +94,7 @@ def test_a_training_step_under_fp16_autocast_on_the_triton_path(name, launches, 
     data = load_dataset("synthetic:400,1600,24,4")
     config = iexact.CompressionConfig()
     triton_loss, triton_grad = _step_gradients(name, data, config, torch.float16)
-    assert launches["quantize_pack"] > 0 and launches["unpack_dequantize"] > 0
+    assert launches["compress"] > 0 and launches["decompress"] > 0
     monkeypatch.setenv("IEXACT_KERNELS", "torch")
     torch_loss, torch_grad = _step_gradients(name, data, config, torch.float16)
     _, fp32_grad = _step_gradients(name, data, None, torch.float16)
@@ -142,7 +124,7 @@ def test_one_training_step_of_every_model_on_the_triton_path(name, launches, mon
     data = load_dataset("synthetic:400,1600,24,4")
     config = iexact.CompressionConfig()
     triton_loss, triton_grad = _step_gradients(name, data, config)
-    assert launches["quantize_pack"] > 0 and launches["unpack_dequantize"] > 0
+    assert launches["compress"] > 0 and launches["decompress"] > 0
     monkeypatch.setenv("IEXACT_KERNELS", "torch")
     torch_loss, torch_grad = _step_gradients(name, data, config)
     _, fp32_grad = _step_gradients(name, data, None)
@@ -166,7 +148,7 @@ def test_iexact_train_end_to_end_on_the_triton_path(launches, monkeypatch, tmp_p
         "3",
     ]
     assert main(argv + ["--json", str(tmp_path / "triton.json")]) == 0
-    assert launches["quantize_pack"] > 0 and launches["unpack_dequantize"] > 0
+    assert launches["compress"] > 0 and launches["decompress"] > 0
     monkeypatch.setenv("IEXACT_KERNELS", "torch")
     assert main(argv + ["--json", str(tmp_path / "torch.json")]) == 0
     forced, reference = (json.loads((tmp_path / f"{name}.json").read_text()) for name in ("triton", "torch"))
@@ -188,8 +170,16 @@ def _shape_only_kernels(monkeypatch, calls):
         calls.append((numel, mins.numel()))
         return torch.empty(numel, dtype=torch.float32, device=codes.device)
 
+    def compress_rows(rows, stored, *, stored_width, **layout):
+        calls.append((rows.shape[0] * stored_width, stored[1].numel()))
+
+    def decompress_rows(codes, mins, steps, out, *, stored_width, **layout):
+        calls.append((out.shape[0] * stored_width, mins.numel()))
+
     monkeypatch.setattr(triton_quant, "quantize_pack", quantize_pack)
     monkeypatch.setattr(triton_quant, "unpack_dequantize", unpack_dequantize)
+    monkeypatch.setattr(triton_codec, "compress_rows", compress_rows)
+    monkeypatch.setattr(triton_codec, "decompress_rows", decompress_rows)
 
 
 def test_tensors_past_2_to_the_31_are_split_into_int32_sized_launches(monkeypatch):
@@ -327,8 +317,13 @@ def _step_on_meta(model, data, monkeypatch, check_finite: bool = False) -> list[
 
     monkeypatch.setenv("TRITON_INTERPRET", "1")
     monkeypatch.setenv("IEXACT_KERNELS", "triton")
-    monkeypatch.setattr(triton_quant, "_quantize_pack_kernel", _NoLaunch())
-    monkeypatch.setattr(triton_quant, "_unpack_dequantize_kernel", _NoLaunch())
+    for module, kernel in [
+        (triton_quant, "_quantize_pack_kernel"),
+        (triton_quant, "_unpack_dequantize_kernel"),
+        (triton_codec, "_compress_kernel"),
+        (triton_codec, "_decompress_kernel"),
+    ]:
+        monkeypatch.setattr(module, kernel, _NoLaunch())
     for module, operator in [
         (codec_ops, "_compress"),
         (codec_ops, "_decompress"),

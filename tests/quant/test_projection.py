@@ -1,16 +1,47 @@
-"""The projections' random layouts: the count sketch's column order off the CPU."""
+"""The projections' random layouts: the count sketch's column order."""
 
 import torch
 
-from iexact.quant.projection import column_order, hashed_order, sketch_buckets
+from iexact.quant.projection import SKETCH_ORDER_SEED, Projection, hashed_order, sketch_buckets
 
 WIDTH, SEEDS = 12, 6000
 
 
-def test_the_cpu_order_is_torchs_randperm_and_elsewhere_the_hashed_one():
-    cpu = column_order(WIDTH, 7, torch.device("cpu"))
-    assert torch.equal(cpu, torch.randperm(WIDTH, generator=torch.Generator().manual_seed(7)))
-    assert column_order(WIDTH, 7, torch.device("meta")).is_meta  # made on the device, nothing copied over
+def test_the_sketch_layout_is_made_once_per_width_on_the_device():
+    """The hashed order with the sketch's seed, dealt round robin: made with device
+    ops (nothing copied from the host), and the same tensors at every call."""
+    grid, bucket = sketch_buckets(WIDTH, 5, torch.device("cpu"))
+    order = hashed_order(WIDTH, SKETCH_ORDER_SEED, torch.device("cpu"))
+    assert torch.equal(grid[:WIDTH], order) and (grid[WIDTH:] == WIDTH).all() and grid.numel() == 15
+    assert torch.equal(bucket[order], torch.arange(WIDTH) % 5)
+    assert sketch_buckets(WIDTH, 5, torch.device("cpu"))[0] is grid
+    assert sketch_buckets(WIDTH, 5, torch.device("meta"))[0].is_meta
+
+
+def test_the_sketch_error_does_not_depend_on_which_columns_share_a_bucket():
+    r"""Summed over a row the sketch's variance is :math:`\sum_j (|B_j| - 1)
+    \sum_{d \in B_j} h_d^2` (the per-tensor signs alone make it so): measured
+    over 4000 seeds with the fixed layout, within 5 %, and the same sum for
+    another partition into buckets of the same sizes."""
+    width, k, seeds = 12, 4, 4000
+    h = torch.linspace(-3.0, 2.0, width, dtype=torch.float64).unsqueeze(0)
+    grid, bucket = sketch_buckets(width, k, torch.device("cpu"))
+    errors = torch.stack(
+        [
+            Projection("sketch", width, k, seed, "cpu")
+            .inverse(Projection("sketch", width, k, seed, "cpu").forward(h, 0), 0)
+            .double()
+            - h
+            for seed in range(seeds)
+        ]
+    )
+    sizes = torch.bincount(bucket, minlength=k).double()
+    weight = torch.zeros(k, dtype=torch.float64).index_add_(0, bucket, h[0] ** 2)
+    expected = ((sizes - 1) * weight).sum()
+    assert abs(errors.pow(2).sum(-1).mean() / expected - 1) < 0.05
+    other = torch.arange(width) % k  # another partition, buckets of 3
+    other_weight = torch.zeros(k, dtype=torch.float64).index_add_(0, other, h[0] ** 2)
+    assert torch.isclose(((sizes - 1) * other_weight).sum(), expected)
 
 
 def test_the_hashed_order_is_a_uniformly_random_permutation():
@@ -32,8 +63,8 @@ def test_the_hashed_order_is_a_uniformly_random_permutation():
 
 
 def test_the_sketch_layout_holds_every_column_once():
-    grid, bucket = sketch_buckets(10, 4, seed=3, device=torch.device("cpu"))
-    slots = 3
+    grid, bucket = sketch_buckets(10, 4, torch.device("cpu"))
+    slots = grid.view(3, 4)  # slot-major: slots[s, j] is the s-th column of bucket j
     assert sorted(grid[grid < 10].tolist()) == list(range(10))
     for column in range(10):
-        assert column in grid[bucket[column] * slots : (bucket[column] + 1) * slots].tolist()
+        assert column in slots[:, bucket[column]].tolist()

@@ -1,9 +1,12 @@
 r"""Dispatch of the quantize/pack and unpack/dequantize kernels.
 
-On CUDA tensors, with Triton installed, the fused Triton kernels of
-:mod:`iexact.kernels.triton_quant` run; everywhere else the PyTorch reference
-of :mod:`iexact.quant.reference`. Both have the same signature and the same
-result for the same rounding noise.
+On CUDA tensors, with Triton installed, the Triton kernels run: the
+one-launch compress and decompress of :mod:`iexact.kernels.triton_codec`
+where they take the layout (:func:`fused`), else the quantize/pack and
+unpack/dequantize kernels of :mod:`iexact.kernels.triton_quant` on projected
+values. Everywhere else the PyTorch reference of :mod:`iexact.quant.reference`
+runs. Each Triton path gives the PyTorch path's result for the same rounding
+noise.
 
 The environment variable ``IEXACT_KERNELS`` overrides the choice:
 ``triton`` sends every tensor to the Triton kernels (CPU tensors too, under
@@ -57,6 +60,20 @@ def uses_triton(device: torch.device) -> bool:
             f"(set before Triton is imported): only the interpreter runs kernels off the GPU"
         )
     return True
+
+
+def fused(device: torch.device, block_size: int, projection: str | None, dtype: torch.dtype) -> bool:
+    """Whether tensors of ``dtype`` on ``device``, stored in blocks of
+    ``block_size`` with ``projection`` (``None``: unprojected), go through the
+    fused one-launch kernels of :mod:`iexact.kernels.triton_codec` (on the
+    Triton path, for the layouts those kernels take); otherwise
+    :func:`quantize_pack` and :func:`unpack_dequantize` run on the projected
+    values, which the PyTorch path computes with the same float operations."""
+    if not uses_triton(device):
+        return False
+    from . import triton_codec
+
+    return triton_codec.fusable(block_size, projection, dtype)
 
 
 def quantize_pack(z, mins, steps, block_size, bits, levels, seed, offset):

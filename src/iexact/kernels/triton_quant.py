@@ -17,7 +17,7 @@ import torch
 import triton
 import triton.language as tl
 
-from ..quant.rounding import level_table, packed_size, rounding_map
+from ..quant.rounding import level_table, packed_size, rounding_map, rounding_plan
 
 _BYTES_PER_PROGRAM = 256
 MAX_LAUNCH_ELEMENTS = 2**31 - 1  # element indices are int32 (iexact.codec splits larger tensors)
@@ -42,6 +42,39 @@ def _byte_slots(BITS: tl.constexpr, BYTES: tl.constexpr):
     byte = tl.program_id(0) * BYTES + tl.arange(0, BYTES)
     slot = tl.arange(0, PER_BYTE)
     return byte, slot, byte[:, None] * PER_BYTE + slot[None, :]
+
+
+@triton.jit
+def level_position(v, levels_ptr, slopes_ptr, hinge_start, hinge_span, hinge_gain, shift, BITS, MODE):
+    r"""The position of :math:`v = s_0 u + \text{shift}` between level indices
+    (plus shift), :math:`j + (u - \ell_j) s_j + \text{shift}`: ``v`` itself
+    for uniform levels (``MODE`` 0), one merged hinge (1), or a binary search
+    over the levels for :math:`v = u` (2); see :func:`iexact.quant.rounding.rounding_map`."""
+    TOP: tl.constexpr = (1 << BITS) - 1
+    if MODE == 1:
+        v = v + tl.minimum(tl.maximum(v - hinge_start, 0.0), hinge_span) * hinge_gain
+    if MODE == 2:
+        # binary search for j with l_j <= u < l_{j+1}, then j + (u - l_j) s_j
+        lo = tl.zeros(v.shape, tl.int32)
+        for level in tl.static_range(BITS):
+            probe = lo + (1 << (BITS - 1 - level))
+            lo = tl.where(v >= tl.load(levels_ptr + probe), probe, lo)
+        lo = tl.minimum(lo, TOP - 1)
+        v = (v - tl.load(levels_ptr + lo)) * tl.load(slopes_ptr + lo) + lo.to(tl.float32) + shift
+    return v
+
+
+def rounding_mode(levels: tuple[float, ...], shift: float) -> tuple[int, tuple[float, float, float], bool]:
+    """``(MODE, (start, span, gain), search)`` of :func:`level_position` for ``levels``."""
+    plan = rounding_plan(tuple(levels), shift)
+    if plan.search:
+        return _MODE_SEARCH, (0.0, 0.0, 0.0), True
+    if not plan.hinges:
+        return _MODE_UNIFORM, (0.0, 0.0, 0.0), False
+    if len(plan.hinges) != 1:
+        raise ValueError(f"levels {levels} are not symmetric: the kernel handles one merged hinge")
+    start, span, gain = plan.hinges[0]
+    return _MODE_HINGE, (float(start), float(span), float(gain)), False
 
 
 @triton.jit
@@ -75,16 +108,7 @@ def _quantize_pack_kernel(
     bias = tl.load(bias_ptr + block, mask=valid, other=0.0)
     v = z * gain
     v = v + bias
-    if MODE == 1:
-        v = v + tl.minimum(tl.maximum(v - hinge_start, 0.0), hinge_span) * hinge_gain
-    if MODE == 2:
-        # binary search for j with l_j <= u < l_{j+1}, then j + (u - l_j) s_j
-        lo = tl.zeros_like(index)
-        for level in tl.static_range(BITS):
-            probe = lo + (1 << (BITS - 1 - level))
-            lo = tl.where(v >= tl.load(levels_ptr + probe), probe, lo)
-        lo = tl.minimum(lo, TOP - 1)
-        v = (v - tl.load(levels_ptr + lo)) * tl.load(slopes_ptr + lo) + lo.to(tl.float32) + shift
+    v = level_position(v, levels_ptr, slopes_ptr, hinge_start, hinge_span, hinge_gain, shift, BITS, MODE)
     if HAS_NOISE:
         v = v + tl.load(noise_ptr + index, mask=valid, other=0.0)
     else:
@@ -137,15 +161,7 @@ def quantize_pack(z, mins, steps, block_size, bits, levels, *, seed=0, offset=0,
     if numel == 0:
         return out
     rounding = rounding_map(mins, steps, bits, levels, 0.0)
-    if rounding.search:
-        mode = _MODE_SEARCH
-    elif rounding.hinges:
-        if len(rounding.hinges) != 1:
-            raise ValueError(f"levels {levels} are not symmetric: the kernel handles one merged hinge")
-        mode = _MODE_HINGE
-    else:
-        mode = _MODE_UNIFORM
-    hinge = rounding.hinges[0] if rounding.hinges else (0.0, 0.0, 0.0)
+    mode, hinge, _ = rounding_mode(levels, 0.0)
     table, slopes = level_table(tuple(levels), z.device)
     grid = (triton.cdiv(out.numel(), _BYTES_PER_PROGRAM),)
     _quantize_pack_kernel[grid](
@@ -160,9 +176,7 @@ def quantize_pack(z, mins, steps, block_size, bits, levels, *, seed=0, offset=0,
         block_size,
         seed & 0x7FFFFFFF,
         offset,
-        float(hinge[0]),
-        float(hinge[1]),
-        float(hinge[2]),
+        *hinge,
         0.0,
         BITS=bits,
         MODE=mode,

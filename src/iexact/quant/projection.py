@@ -13,19 +13,25 @@ unbiased, :math:`\mathbb{E}[g(f(h))] = h`. Only the seed is stored.
   with random signs :math:`s_n` per row (:func:`iexact.seeds.row_signs`):
   unbiased because :math:`\mathrm{diag}(P P^\top) = 1`, same per-element
   variance, errors independent from row to row.
-- ``"sketch"`` (count sketch): the columns, randomly permuted, are dealt
-  round-robin into :math:`k` buckets :math:`B_j` of
-  :math:`\lfloor D/k \rfloor` or :math:`\lceil D/k \rceil`;
-  :math:`z_j = \sum_{d \in B_j} s_{n,d} h_d`, :math:`\hat h_d = s_{n,d}
-  z_{j(d)}`. Unbiased, :math:`\mathrm{Var}(\hat h_d) = \sum_{d' \in B_{j(d)},
-  d' \ne d} h_{d'}^2` (over the permutation :math:`\frac{|B| - 1}{D - 1}
-  (\lVert h \rVert^2 - h_d^2)`, less than the dense kinds'), errors
-  independent from row to row, and :math:`O(D)` work per row instead of
-  :math:`O(D k)`.
+- ``"sketch"`` (count sketch): the columns, in a random order drawn once
+  per :math:`(D, k)` (:func:`sketch_buckets`), are dealt round-robin into
+  :math:`k` buckets :math:`B_j` of :math:`\lfloor D/k \rfloor` or
+  :math:`\lceil D/k \rceil`; :math:`z_j = \sum_{d \in B_j} s_{n,d} h_d`,
+  :math:`\hat h_d = s_{n,d} z_{j(d)}`. Unbiased (the signs are drawn per
+  tensor), :math:`\mathrm{Var}(\hat h_d) = \sum_{d' \in B_{j(d)}, d' \ne d}
+  h_{d'}^2`, less than the dense kinds', errors independent from row to row,
+  and :math:`O(D)` work per row instead of :math:`O(D k)`. Summed over a row
+  the variance is :math:`\sum_j (|B_j| - 1) \sum_{d \in B_j} h_d^2`, about
+  :math:`(D/k - 1) \lVert h \rVert^2` whichever columns share a bucket: the
+  error of a weight gradient :math:`dY^\top \hat H` (its Frobenius norm) does
+  not depend on the partition, so one fixed random partition per width
+  serves every tensor, and the fused kernels read it from a table made once
+  per device instead of drawing it per tensor.
 """
 
 from __future__ import annotations
 
+import functools
 import math
 
 import torch
@@ -56,35 +62,33 @@ def rademacher(width: int, k: int, seed: int, device: torch.device) -> tuple[tor
     return projection, projection.t().contiguous()
 
 
-def column_order(width: int, seed: int, device: torch.device) -> torch.Tensor:
-    """A random permutation of ``width`` columns drawn from ``seed`` where it
-    is used, so building a projection copies nothing from the host (on CUDA a
-    copy the step would wait for): on the CPU ``torch.randperm`` from a
-    generator seeded with ``seed``, elsewhere :func:`hashed_order`."""
-    if torch.device(device).type == "cpu":
-        return torch.randperm(width, generator=torch.Generator().manual_seed(seed))
-    return hashed_order(width, seed, device)
-
-
 def hashed_order(width: int, seed: int, device: torch.device) -> torch.Tensor:
     """The order that sorts a hash of ``(seed, column)``
     (:func:`iexact.seeds.hashed_words`): distinct 64-bit keys, so a uniformly
     random permutation, made with device ops alone."""
-    return torch.argsort(hashed_words(seed ^ 0x5E7C4, torch.arange(width, device=device)))
+    return torch.argsort(hashed_words(seed, torch.arange(width, device=device)))
 
 
-def sketch_buckets(width: int, k: int, seed: int, device: torch.device) -> tuple[torch.Tensor, torch.Tensor]:
-    r"""The count sketch's layout: ``grid`` :math:`(k \cdot b,)`, the columns of
-    each bucket in a row of :math:`b = \lceil D/k \rceil` slots (empty slots
-    point at column :math:`D`, a zero pad), and ``bucket`` :math:`(D,)`, the
-    bucket of every column, in the random order of :func:`column_order`."""
-    columns = torch.arange(width, device=device)
-    order = column_order(width, seed, device)
+SKETCH_ORDER_SEED = 0x5E7C4  # the seed of the sketch's one column order per (D, k)
+
+
+@functools.lru_cache(maxsize=64)
+def sketch_buckets(width: int, k: int, device: torch.device) -> tuple[torch.Tensor, torch.Tensor]:
+    r"""The count sketch's layout for rows of ``width`` projected to ``k``:
+    ``grid`` :math:`(b \cdot k,)`, slot-major (entry :math:`s k + j` is the
+    :math:`s`-th column of bucket :math:`j`, :math:`b = \lceil D/k \rceil`;
+    empty slots hold :math:`D`, a zero pad), and ``bucket`` :math:`(D,)`, the
+    bucket of every column. The columns are taken in the order of
+    :func:`hashed_order` with :data:`SKETCH_ORDER_SEED`; position :math:`p`
+    goes to bucket :math:`p \bmod k`.
+
+    Made once per ``(width, k, device)`` with device ops and shared (never
+    written): building it copies nothing from the host."""
+    order = hashed_order(width, SKETCH_ORDER_SEED, device)
     slots = -(-width // k)
-    grid = torch.full((k * slots,), width, dtype=torch.int64, device=device)
-    grid[(columns % k) * slots + columns // k] = order
+    grid = torch.cat([order, torch.full((slots * k - width,), width, dtype=torch.int64, device=device)])
     bucket = torch.empty(width, dtype=torch.int64, device=device)
-    bucket[order] = columns % k
+    bucket[order] = torch.arange(width, device=device) % k
     return grid, bucket
 
 
@@ -100,7 +104,7 @@ class Projection:
             raise ValueError(f"projection={kind!r} is invalid: expected one of {', '.join(ALLOWED_PROJECTIONS)}")
         self.kind, self.width, self.k, self.seed, self.device = kind, width, k, seed, device
         if kind == "sketch":
-            self.grid, self.bucket = sketch_buckets(width, k, seed, device)
+            self.grid, self.bucket = sketch_buckets(width, k, torch.device(device))
         else:
             self.matrix, self.transpose = rademacher(width, k, seed, device)
 
@@ -115,8 +119,11 @@ class Projection:
         signed = rows * self._signs(first_row, rows.shape[0])
         if self.kind == "per_row":
             return signed @ self.matrix
-        padded = torch.nn.functional.pad(signed, (0, 1))
-        return padded.index_select(1, self.grid).view(rows.shape[0], self.k, -1).sum(-1)
+        slots = torch.nn.functional.pad(signed, (0, 1)).index_select(1, self.grid).view(rows.shape[0], -1, self.k)
+        z = slots[:, 0] + slots[:, 1]  # summed slot by slot, in the fused kernel's order
+        for slot in range(2, slots.shape[1]):
+            z += slots[:, slot]
+        return z
 
     def inverse(self, z: torch.Tensor, first_row: int, out: torch.Tensor | None = None) -> torch.Tensor:
         r""":math:`\hat H` :math:`(n, D)` of the stored rows :math:`\hat Z` :math:`(n, k)`,

@@ -109,14 +109,30 @@ class RoundingMap(NamedTuple):
     search: bool
 
 
-def rounding_map(mins, steps, bits: int, levels: tuple[float, ...], shift: float) -> RoundingMap:
-    """The :class:`RoundingMap` of blocks with stored ``mins`` and ``steps``."""
-    top = 2**bits - 1
+class RoundingPlan(NamedTuple):
+    r"""What :func:`rounding_map` needs of the levels alone, before any block
+    is seen: the slope :math:`s_0`, the hinges ``(c_j, w_j, g_j)`` and whether
+    the position comes from a binary search instead."""
+
+    s0: float
+    hinges: list
+    search: bool
+
+
+def rounding_plan(levels: tuple[float, ...], shift: float) -> RoundingPlan:
+    """The :class:`RoundingPlan` of ``levels`` with the noise ``shift``."""
     uniform = _is_uniform(levels)
     search = len(levels) > 4 and not uniform
     s0, hinges = (1.0, []) if uniform or search else _hinges(levels, shift)
     if len(hinges) > 1:  # asymmetric levels (calibrated): no merged hinge, search instead
-        search, s0, hinges = True, 1.0, []
+        return RoundingPlan(1.0, [], True)
+    return RoundingPlan(s0, hinges, search)
+
+
+def rounding_map(mins, steps, bits: int, levels: tuple[float, ...], shift: float) -> RoundingMap:
+    """The :class:`RoundingMap` of blocks with stored ``mins`` and ``steps``."""
+    top = 2**bits - 1
+    s0, hinges, search = rounding_plan(levels, shift)
     # u = (z - m) B / s lies in [0, B(1 + 2 eps)]: m rounds down and s up
     gain = torch.where(steps > 0, (top * s0) / steps.float(), torch.zeros((), device=steps.device))
     bias = (0.0 if search else shift) - mins.float() * gain

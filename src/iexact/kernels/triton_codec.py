@@ -1,0 +1,372 @@
+r"""Fused Triton kernels: a whole compress, and a whole decompress, in one launch each.
+
+:func:`compress_rows` reads the rows :math:`H` once and writes the packed
+codes and the block scales once: the projection (none, or the count sketch
+with its per-row signs hashed in the kernel from the seed and its layout read
+from a table made once per device), the per-block min and max (a block is
+one program's row of ``BLOCK_PAD`` elements), the outward rounding of the
+scales into their dtype, the stochastic rounding (16 noise bits per element,
+eight elements per Philox call) and the packing. :func:`decompress_rows`
+reads the codes and scales and writes :math:`\hat H` in its dtype:
+unpacking, dequantizing and the inverse sketch per output element.
+
+They compute what :func:`iexact.codec.compress` and :func:`iexact.codec.decompress`
+compute on the PyTorch path, in the same order of float operations: with the
+noise given (``noise=``) the codes and scales are the PyTorch path's bit for
+bit (on CPU, interpreted; a GPU may fuse multiply-adds).
+"""
+
+from __future__ import annotations
+
+import math
+
+import torch
+import triton
+import triton.language as tl
+
+from ..quant.rounding import level_table, rounding_plan
+from ..seeds import hash_key, sign_seed, stream_seed
+from .triton_quant import level_position, rounding_mode
+
+NOISE_SHIFT = 2.0**-17  # drawn offsets are (r + 1/2) / 2^16 for 16-bit r, as on the PyTorch path
+MAX_FUSED_BLOCK = 2**13  # one program holds a block: larger blocks take the unfused path
+_PROGRAM_ELEMENTS = 2048  # stored elements per compress program (whole blocks)
+_DECOMPRESS_ELEMENTS = 1024  # output elements per decompress program
+_SCALE_TYPES = {torch.float32: (tl.float32, tl.int32), torch.float16: (tl.float16, tl.int16)}
+_SCALE_TYPES[torch.bfloat16] = (tl.bfloat16, tl.int16)
+_OUT_KINDS = {torch.float32: 0, torch.float16: 1, torch.bfloat16: 2, torch.float64: 3}
+
+
+def fusable(block_size: int, projection: str | None, dtype: torch.dtype) -> bool:
+    """Whether the fused kernels take ``dtype`` tensors stored in blocks of
+    ``block_size`` with ``projection`` (``None``: unprojected): whole bytes
+    and whole Philox calls per block (a multiple of 8), a block within one
+    program, no projection or the count sketch (the dense kinds keep their
+    matmul), and a dtype the decompress kernel writes."""
+    return (
+        block_size % 8 == 0 and block_size <= MAX_FUSED_BLOCK and projection in (None, "sketch") and dtype in _OUT_KINDS
+    )
+
+
+@triton.jit
+def _row_signs(row, column, words, key):
+    r""":math:`s_{n,d} = 1 - 2 \cdot` bit :math:`d \bmod 64` of SplitMix64 at
+    counter :math:`n \lceil D/64 \rceil + \lfloor d/64 \rfloor` of the stream
+    keyed ``key`` (:func:`iexact.seeds.row_signs`, element by element)."""
+    value = (row * words + column // 64).to(tl.uint64) + key.to(tl.uint64)
+    value = (value ^ (value >> 30)) * 0xBF58476D1CE4E5B9
+    value = (value ^ (value >> 27)) * 0x94D049BB133111EB
+    value = value ^ (value >> 31)
+    bit = (value >> (column % 64).to(tl.uint64)) & 1
+    return 1.0 - 2.0 * bit.to(tl.float32)
+
+
+@triton.jit
+def _stored_values(x_ptr, grid_ptr, index, valid, row_stride, width, stored_width, first_row, sign_key, SLOTS):
+    r"""The stored elements at chunk positions ``index``: the rows' values
+    (``SLOTS`` 0), or the sketch :math:`z_j = \sum_s s_{n,c} h_{n,c}` over the
+    columns :math:`c` of bucket :math:`j`, summed slot after slot."""
+    if SLOTS == 0:
+        row = index // width
+        return tl.load(x_ptr + row * row_stride + index % width, mask=valid, other=0.0).to(tl.float32)
+    row = index // stored_width
+    bucket = index % stored_width
+    words = (width + 63) // 64
+    column = tl.load(grid_ptr + bucket, mask=valid, other=0)
+    signs = _row_signs(first_row + row, column, words, sign_key)
+    z = tl.load(x_ptr + row * row_stride + column, mask=valid, other=0.0).to(tl.float32) * signs
+    for slot in tl.static_range(1, SLOTS):
+        column = tl.load(grid_ptr + slot * stored_width + bucket, mask=valid, other=0)
+        present = valid & (column < width)
+        signs = _row_signs(first_row + row, column, words, sign_key)
+        value = tl.load(x_ptr + row * row_stride + column, mask=present, other=0.0).to(tl.float32) * signs
+        z += tl.where(present, value, 0.0)
+    return z
+
+
+@triton.jit
+def _outward(value, DTYPE: tl.constexpr, INT: tl.constexpr, UP: tl.constexpr):
+    r"""``value`` (float32) in ``DTYPE``, rounded down (or ``UP``): the
+    largest representable number :math:`\le` it (smallest :math:`\ge`), as
+    :func:`iexact.quant.rounding.stored_scales` finds with ``nextafter``."""
+    if DTYPE == tl.float32:
+        return value
+    near = value.to(DTYPE)
+    bits = near.to(INT, bitcast=True)
+    back = near.to(tl.float32)  # compared in float32: the interpreter holds bfloat16 as raw bits
+    if UP:
+        beyond = back < value
+        moved = tl.where(back > 0, bits + 1, tl.where(back < 0, bits - 1, 1))
+    else:
+        beyond = back > value
+        moved = tl.where(back > 0, bits - 1, tl.where(back < 0, bits + 1, -32767))
+    return tl.where(beyond, moved.to(INT).to(DTYPE, bitcast=True), near)
+
+
+@triton.jit
+def _drawn_offsets(seed, block, block_size, BLOCKS: tl.constexpr, BLOCK_PAD: tl.constexpr):
+    r"""Uniform offsets :math:`(r + 1/2)/2^{16} - 2^{-17}` (the shift is in the
+    bias) for a ``(BLOCKS, BLOCK_PAD)`` tile of whole blocks: Philox
+    (``randint4x``) at counter :math:`\lfloor i / 8 \rfloor` gives four 32-bit
+    words, eight 16-bit draws, for elements :math:`8 \lfloor i/8 \rfloor` to
+    :math:`8 \lfloor i/8 \rfloor + 7`."""
+    group = block[:, None] * (block_size // 8) + tl.arange(0, BLOCK_PAD // 8)[None, :]
+    r0, r1, r2, r3 = tl.randint4x(seed, group)
+    halves = tl.join(
+        tl.join(tl.join(r0 & 0xFFFF, r0 >> 16), tl.join(r1 & 0xFFFF, r1 >> 16)),
+        tl.join(tl.join(r2 & 0xFFFF, r2 >> 16), tl.join(r3 & 0xFFFF, r3 >> 16)),
+    )
+    return tl.reshape(halves, (BLOCKS, BLOCK_PAD)).to(tl.float32) * (1.0 / 65536.0)
+
+
+@triton.jit
+def _block_scales(z, valid, live, SCALE: tl.constexpr, SCALE_INT: tl.constexpr):
+    """Each row's (block's) stored min and step in ``SCALE``, rounded outward
+    (:func:`iexact.quant.rounding.stored_scales`); NaN where the block holds
+    NaN, which min and max alone may skip; zero for blocks not ``live``."""
+    broken = tl.max(tl.where(valid & (z != z), 1, 0), axis=1) > 0
+    low = tl.where(live, tl.min(tl.where(valid, z, float("inf")), axis=1), 0.0)
+    low = _outward(low, SCALE, SCALE_INT, False)
+    low = tl.where(broken, float("nan"), low.to(tl.float32)).to(SCALE)
+    high = tl.where(live, tl.max(tl.where(valid, z, -float("inf")), axis=1), 0.0)
+    return low, _outward(high - low.to(tl.float32), SCALE, SCALE_INT, True)
+
+
+@triton.jit
+def _store_packed(
+    codes_ptr, code, block, block_size, numel, BITS: tl.constexpr, BLOCKS: tl.constexpr, BLOCK_PAD: tl.constexpr
+):
+    """Pack a ``(BLOCKS, BLOCK_PAD)`` tile of codes ``8/BITS`` per byte, first
+    in the lowest bits, and store the bytes of its whole blocks."""
+    PER_BYTE: tl.constexpr = 8 // BITS
+    slot = tl.arange(0, PER_BYTE)
+    packed = tl.sum(tl.reshape(code, (BLOCKS, BLOCK_PAD // PER_BYTE, PER_BYTE)) << (slot * BITS), axis=2)
+    local = tl.arange(0, BLOCK_PAD // PER_BYTE)
+    byte = block[:, None] * (block_size // PER_BYTE) + local[None, :]
+    whole = (local[None, :] < block_size // PER_BYTE) & (byte * PER_BYTE < numel)
+    tl.store(codes_ptr + byte, packed.to(tl.uint8), mask=whole)
+
+
+@triton.jit
+def _compress_kernel(
+    x_ptr,
+    grid_ptr,
+    levels_ptr,
+    slopes_ptr,
+    noise_ptr,
+    codes_ptr,
+    mins_ptr,
+    steps_ptr,
+    numel,
+    row_stride,
+    width,
+    stored_width,
+    block_size,
+    first_row,
+    sign_key,
+    noise_seed,
+    gain_scale,
+    bias_shift,
+    shift,
+    hinge_start,
+    hinge_span,
+    hinge_gain,
+    BITS: tl.constexpr,
+    MODE: tl.constexpr,
+    HAS_NOISE: tl.constexpr,
+    SLOTS: tl.constexpr,
+    BLOCKS: tl.constexpr,
+    BLOCK_PAD: tl.constexpr,
+    SCALE: tl.constexpr,
+    SCALE_INT: tl.constexpr,
+):
+    TOP: tl.constexpr = (1 << BITS) - 1
+    block = tl.program_id(0).to(tl.int64) * BLOCKS + tl.arange(0, BLOCKS)
+    inner = tl.arange(0, BLOCK_PAD)
+    index = block[:, None] * block_size + inner[None, :]
+    valid = (inner[None, :] < block_size) & (index < numel)
+    z = _stored_values(x_ptr, grid_ptr, index, valid, row_stride, width, stored_width, first_row, sign_key, SLOTS)
+    # block range, NaN kept (min and max alone may skip it): the finite check reads the steps
+    live = block * block_size < numel  # blocks past the end get a zero range, never stored
+    low, step = _block_scales(z, valid, live, SCALE, SCALE_INT)
+    tl.store(mins_ptr + block, low, mask=live)
+    tl.store(steps_ptr + block, step, mask=live)
+    step = step.to(tl.float32)
+    positive = step > 0
+    inverse = tl.math.div_rn(tl.full(step.shape, 1.0, tl.float32), tl.where(positive, step, 1.0))
+    gain = tl.where(positive, inverse * gain_scale, 0.0)
+    bias = bias_shift - low.to(tl.float32) * gain
+    v = z * gain[:, None]
+    v = v + bias[:, None]
+    v = level_position(v, levels_ptr, slopes_ptr, hinge_start, hinge_span, hinge_gain, shift, BITS, MODE)
+    if HAS_NOISE:
+        v = v + tl.load(noise_ptr + index, mask=valid, other=0.0)
+    else:
+        v = v + _drawn_offsets(noise_seed, block, block_size, BLOCKS, BLOCK_PAD)
+    code = tl.where(valid, tl.minimum(v.to(tl.int32), TOP), 0)  # v >= 0: truncation is floor
+    _store_packed(codes_ptr, code, block, block_size, numel, BITS, BLOCKS, BLOCK_PAD)
+
+
+@triton.jit
+def _bfloat16_nearest(value):
+    """``value`` (float32) rounded to the nearest bfloat16, ties to even, NaN
+    kept (the interpreter's own conversion truncates)."""
+    bits = value.to(tl.uint32, bitcast=True)
+    rounded = ((bits + 0x7FFF + ((bits >> 16) & 1)) >> 16).to(tl.uint16)
+    rounded = tl.where(value != value, 0x7FC0, rounded).to(tl.uint16)
+    return rounded.to(tl.bfloat16, bitcast=True)
+
+
+@triton.jit
+def _decompress_kernel(
+    codes_ptr,
+    mins_ptr,
+    steps_ptr,
+    levels_ptr,
+    bucket_ptr,
+    out_ptr,
+    total,
+    width,
+    stored_width,
+    block_size,
+    first_row,
+    sign_key,
+    BITS: tl.constexpr,
+    PROJECTED: tl.constexpr,
+    OUT_KIND: tl.constexpr,
+    ELEMENTS: tl.constexpr,
+):
+    TOP: tl.constexpr = (1 << BITS) - 1
+    PER_BYTE: tl.constexpr = 8 // BITS
+    index = tl.program_id(0).to(tl.int64) * ELEMENTS + tl.arange(0, ELEMENTS)
+    valid = index < total
+    if PROJECTED:
+        row = index // width
+        column = index % width
+        stored = row * stored_width + tl.load(bucket_ptr + column, mask=valid, other=0)
+    else:
+        stored = index
+    block = stored // block_size
+    packed = tl.load(codes_ptr + stored // PER_BYTE, mask=valid, other=0).to(tl.int32)
+    code = (packed >> ((stored % PER_BYTE) * BITS).to(tl.int32)) & TOP
+    step = tl.load(steps_ptr + block, mask=valid, other=0.0).to(tl.float32)
+    scale = tl.math.div_rn(step, tl.full(code.shape, TOP, tl.float32))
+    value = tl.load(levels_ptr + code, mask=valid, other=0.0) * scale
+    value = value + tl.load(mins_ptr + block, mask=valid, other=0.0).to(tl.float32)
+    if PROJECTED:
+        value = value * _row_signs(first_row + row, column, (width + 63) // 64, sign_key)
+    if OUT_KIND == 2:
+        tl.store(out_ptr + index, _bfloat16_nearest(value), mask=valid)
+    else:
+        tl.store(out_ptr + index, value, mask=valid)
+
+
+def _rounding_arguments(levels: tuple[float, ...], bits: int, shift: float) -> tuple[int, tuple[float, ...]]:
+    """``MODE`` and the float arguments ``gain_scale, bias_shift, shift, hinge_start,
+    hinge_span, hinge_gain`` of :func:`_compress_kernel` for ``levels`` and the noise ``shift``."""
+    mode, hinge, search = rounding_mode(levels, shift)
+    gain_scale = float((2**bits - 1) * rounding_plan(tuple(levels), shift).s0)
+    return mode, (gain_scale, 0.0 if search else shift, shift, *hinge)
+
+
+def compress_rows(
+    rows: torch.Tensor,
+    stored: tuple[torch.Tensor, torch.Tensor, torch.Tensor],
+    *,
+    stored_width: int,
+    grid: torch.Tensor | None,
+    block_size: int,
+    bits: int,
+    levels: tuple[float, ...],
+    seed: int,
+    first_row: int,
+    offset: int,
+    noise: torch.Tensor | None = None,
+) -> None:
+    r"""Compress ``rows`` :math:`(n, D)` (unit column stride) into ``stored`` =
+    ``(codes, mins, steps)``, their slices for these rows: one launch.
+
+    ``stored_width`` is :math:`k` with the sketch ``grid``
+    (:func:`iexact.quant.projection.sketch_buckets`), else :math:`D`; the
+    signs hash :func:`iexact.seeds.sign_seed` of ``seed``, the noise
+    :func:`iexact.seeds.stream_seed` at ``offset``; ``first_row`` and
+    ``offset`` place these rows in the whole tensor (in rows, in stored
+    elements); ``noise`` gives the uniform offsets instead of drawing them.
+    """
+    codes, mins, steps = stored
+    numel = rows.shape[0] * stored_width
+    if numel == 0:
+        return
+    mode, rounding = _rounding_arguments(levels, bits, 0.0 if noise is not None else NOISE_SHIFT)
+    table, slopes = level_table(tuple(levels), rows.device)
+    block_pad = triton.next_power_of_2(block_size)
+    blocks = max(1, _PROGRAM_ELEMENTS // block_pad)
+    scale, scale_int = _SCALE_TYPES[mins.dtype]
+    _compress_kernel[(triton.cdiv(math.ceil(numel / block_size), blocks),)](
+        rows,
+        grid if grid is not None else table,
+        table,
+        slopes,
+        noise if noise is not None else table,
+        codes,
+        mins,
+        steps,
+        numel,
+        rows.stride(0),
+        rows.shape[1],
+        stored_width,
+        block_size,
+        first_row,
+        hash_key(sign_seed(seed)),
+        stream_seed(seed, offset),
+        *rounding,
+        BITS=bits,
+        MODE=mode,
+        HAS_NOISE=noise is not None,
+        SLOTS=0 if grid is None else grid.numel() // stored_width,
+        BLOCKS=blocks,
+        BLOCK_PAD=block_pad,
+        SCALE=scale,
+        SCALE_INT=scale_int,
+    )
+
+
+def decompress_rows(
+    codes: torch.Tensor,
+    mins: torch.Tensor,
+    steps: torch.Tensor,
+    out: torch.Tensor,
+    *,
+    stored_width: int,
+    bucket: torch.Tensor | None,
+    block_size: int,
+    bits: int,
+    levels: tuple[float, ...],
+    seed: int,
+    first_row: int,
+) -> None:
+    r"""Write :math:`\hat H` of these stored rows into ``out`` :math:`(n, D)`
+    (contiguous; float32, float16, bfloat16 or float64): one launch.
+    ``bucket`` is the sketch's column-to-bucket map, ``None`` unprojected."""
+    total = out.numel()
+    if total == 0:
+        return
+    table, _ = level_table(tuple(levels), out.device)
+    _decompress_kernel[(triton.cdiv(total, _DECOMPRESS_ELEMENTS),)](
+        codes,
+        mins,
+        steps,
+        table,
+        bucket if bucket is not None else table,
+        out,
+        total,
+        out.shape[1],
+        stored_width,
+        block_size,
+        first_row,
+        hash_key(sign_seed(seed)),
+        BITS=bits,
+        PROJECTED=bucket is not None,
+        OUT_KIND=_OUT_KINDS[out.dtype],
+        ELEMENTS=_DECOMPRESS_ELEMENTS,
+    )

@@ -1,0 +1,153 @@
+"""The fused one-launch compress and decompress (interpreted on CPU) against the
+PyTorch path: bit for bit with the noise given, in distribution with it drawn;
+and what one compress and one decompress launch and move."""
+
+import dataclasses
+import math
+
+import pytest
+import torch
+
+import iexact
+from iexact import codec
+from iexact.quant import levels_for, reference, rounding
+from iexact.quant.projection import Projection, sketch_buckets
+
+from .conftest import Traffic
+
+triton_codec = pytest.importorskip("iexact.kernels.triton_codec")
+
+pytestmark = pytest.mark.skipif(torch.cuda.is_available(), reason="compares with the PyTorch path on CPU tensors")
+
+ASYMMETRIC = (0.0, 1.0, 2.0, 3.0, 4.0, 5.0, 6.5, 7.0, 8.0, 9.0, 10.0, 11.0, 12.0, 13.0, 14.0, 15.0)
+
+
+def _reference(x, config, seed, noise):
+    """Codes, mins and steps of the PyTorch path with the noise given."""
+    k, block_size, _, _ = codec.stored_sizes(x.shape, config)
+    rows = x.reshape(-1, x.shape[-1])
+    if k is None:
+        z = rows.float().reshape(-1).clone()
+    else:
+        z = Projection(config.projection, x.shape[-1], k, seed, x.device).forward(rows, 0).reshape(-1)
+    low, step = rounding.stored_scales(*reference.block_min_max(z, block_size), config.scale_dtype)
+    levels = levels_for(config.levels, config.bits, block_size)
+    return reference.quantize_pack(z, low, step, block_size, config.bits, levels, noise=noise), low, step
+
+
+def _fused(x, config, seed, noise, split=None):
+    """Codes, mins and steps of the fused kernel, in one launch or two (rows cut at ``split``)."""
+    width = x.shape[-1]
+    k, block_size, code_bytes, blocks = codec.stored_sizes(x.shape, config)
+    stored_width = k or width
+    codes = torch.empty(code_bytes, dtype=torch.uint8)
+    mins = torch.empty(blocks, dtype=config.scale_dtype)
+    steps = torch.empty(blocks, dtype=config.scale_dtype)
+    rows = x.reshape(-1, width)
+    cuts = [0, split, rows.shape[0]] if split else [0, rows.shape[0]]
+    for first, last in zip(cuts, cuts[1:], strict=False):
+        start, end = first * stored_width, last * stored_width
+        triton_codec.compress_rows(
+            rows[first:last],
+            (
+                codes[start * config.bits // 8 : end * config.bits // 8],
+                mins[start // block_size : -(-end // block_size)],
+                steps[start // block_size : -(-end // block_size)],
+            ),
+            stored_width=stored_width,
+            grid=sketch_buckets(width, k, x.device)[0] if k else None,
+            block_size=block_size,
+            bits=config.bits,
+            levels=levels_for(config.levels, config.bits, block_size),
+            seed=seed,
+            first_row=first,
+            offset=start,
+            noise=noise[start:end],
+        )
+    return codes, mins, steps
+
+
+CASES = [
+    ((300, 128), iexact.CompressionConfig()),
+    ((77, 50), iexact.CompressionConfig(block_size=64)),  # k = 13: buckets of 3 and 4, tail block
+    ((40, 200), iexact.CompressionConfig(rp_ratio=8, bits=4, scale_dtype="float16")),
+    ((100, 48), iexact.CompressionConfig(rp_ratio=1, bits=4, block_size=40)),
+    ((100, 48), iexact.CompressionConfig(rp_ratio=1, bits=8, levels="uniform", scale_dtype="float32")),
+    ((64, 40), iexact.CompressionConfig(bits=1, block_size=16)),
+    ((64, 40), iexact.CompressionConfig(rp_ratio=1, bits=4, levels=ASYMMETRIC)),  # binary search
+]
+
+
+@pytest.mark.parametrize("shape, config", CASES)
+@pytest.mark.parametrize("dtype", [torch.float32, torch.bfloat16, torch.float64])
+def test_the_fused_compress_is_the_pytorch_path_bit_for_bit_with_the_noise_given(shape, config, dtype):
+    generator = torch.Generator().manual_seed(sum(shape))
+    x = (torch.randn(*shape, generator=generator) * 3).to(dtype)
+    x[0, :8] = 0.5  # a constant run: a zero step where a block holds only these
+    k = codec.stored_sizes(x.shape, config)[0]
+    noise = torch.rand(shape[0] * (k or shape[1]), generator=generator)
+    expected = _reference(x, config, 5, noise)
+    for got, want in zip(_fused(x, config, 5, noise), expected, strict=True):
+        assert got.dtype == want.dtype and torch.equal(got, want)
+    # rows cut in two launches where the codec cuts (whole blocks and bytes): signs follow the absolute row
+    stored_width = k or shape[1]
+    unit = math.lcm(stored_width, config.block_size, 8) // stored_width
+    if shape[0] // 2 >= unit:
+        for got, want in zip(_fused(x, config, 5, noise, split=shape[0] // 2 // unit * unit), expected, strict=True):
+            assert torch.equal(got, want)
+
+
+@pytest.mark.parametrize("shape, config", CASES)
+@pytest.mark.parametrize("dtype", [torch.float32, torch.bfloat16, torch.float16, torch.float64])
+def test_the_fused_decompress_is_the_pytorch_path_bit_for_bit(shape, config, dtype, launches, monkeypatch):
+    x = (torch.randn(*shape, generator=torch.Generator().manual_seed(1)) * 3).to(dtype)
+    left = torch.randn(shape[0], 3, generator=torch.Generator().manual_seed(2))
+    monkeypatch.setenv("IEXACT_KERNELS", "torch")
+    packed = codec.compress(x, config, seed=9)
+    expected, expected_product = codec.decompress(packed), codec.transpose_products(packed, left)[0]
+    monkeypatch.setenv("IEXACT_KERNELS", "triton")
+    restored = codec.decompress(packed)
+    assert launches["_decompress_kernel"] == 1 and restored.dtype == dtype
+    assert torch.equal(restored, expected)
+    # the weight gradient's product, on rows restored (in float32) by the same kernel
+    torch.testing.assert_close(codec.transpose_products(packed, left)[0], expected_product)
+
+
+def test_a_block_holding_nan_or_inf_gets_a_non_finite_step(launches):
+    x = torch.randn(64, 32)
+    x[3, 5] = float("nan")
+    x[40, 1] = float("inf")
+    config = iexact.CompressionConfig(check_finite=False, rp_ratio=1, block_size=64)
+    packed = codec.compress(x, config, seed=0)
+    assert launches["_compress_kernel"] == 1
+    assert torch.isfinite(packed.steps).tolist() == [i not in (1, 20) for i in range(32)]
+    with pytest.raises(codec.NonFiniteError, match="holds NaN or Inf"):
+        codec.compress(x, dataclasses.replace(config, check_finite=True), seed=0)
+
+
+def _floor_and_traffic(x, config, monkeypatch):
+    """Bytes the floor allows and bytes moved, for one compress and one decompress."""
+    monkeypatch.setenv("IEXACT_KERNELS", "triton")
+    codec.decompress(codec.compress(x, config, seed=1), check=False)  # tables made once per device
+    traffic = Traffic(monkeypatch)
+    with traffic:
+        packed = codec.compress(x, config, seed=2, check=False)
+    compressed = (traffic.bytes, traffic.launched)
+    stored = packed.codes.nbytes + packed.mins.nbytes + packed.steps.nbytes
+    traffic.reset()
+    with traffic:
+        out = codec.decompress(packed, check=False)
+    return (x.nbytes + stored, compressed), (stored + out.nbytes, (traffic.bytes, traffic.launched))
+
+
+@pytest.mark.parametrize("dtype", [torch.float32, torch.bfloat16])
+def test_one_launch_and_the_floors_traffic_for_the_default(dtype, monkeypatch):
+    """The default (sketch, INT2, blocks of 128) on an arxiv-shaped activation:
+    one launch each way, within 1.3x the floor (read the input and write codes
+    and scales; read codes and scales and write the output)."""
+    x = torch.randn(4096, 128).to(dtype)
+    (floor, (moved, launched)), (back_floor, (back_moved, back_launched)) = _floor_and_traffic(
+        x, iexact.CompressionConfig(), monkeypatch
+    )
+    assert launched == ["_compress_kernel"] and back_launched == ["_decompress_kernel"]
+    assert moved <= 1.3 * floor and back_moved <= 1.3 * back_floor
