@@ -291,8 +291,9 @@ def spmm_adjoint(grad: torch.Tensor, edges: Edges, spec: GraphSpec, into: torch.
     r""":math:`R + (s A)^\top G` for the :math:`s A` of :func:`spmm`:
     :math:`Z_v = R_v + s \sum_{e: v \to t} \frac{w_e}{c_t} G_t`, with :math:`R`
     = ``into`` (accumulated in place and returned) or 0. The factor
-    :math:`s / c_t` multiplies each chunk's messages, so :math:`G` is never
-    copied whole.
+    :math:`s / c_t` multiplies :math:`G` once where there are more edges than
+    targets, else each chunk's messages (so a sparse graph's :math:`G` is
+    never copied whole).
 
     Shapes:
         - **input:** :math:`G` :math:`(N_t, *)`, ``into`` :math:`(N_s, *)` contiguous
@@ -300,7 +301,12 @@ def spmm_adjoint(grad: torch.Tensor, edges: Edges, spec: GraphSpec, into: torch.
     """
     rows = grad.reshape(grad.shape[0], math.prod(grad.shape[1:]))
     out = grad.new_zeros(spec.num_src, *grad.shape[1:]) if into is None else into
-    _accumulate_scaled(out.view(spec.num_src, rows.shape[1]), rows, edges, True, spec.num_dst, spec.reduce, spec.scale)
+    factor = _target_factor(edges, spec.num_dst, spec.reduce, spec.scale, rows.dtype)
+    if factor is not None and edges.count > spec.num_dst:
+        # more edges than targets: one (N_t, F) product is cheaper than one per message
+        # (and no larger than the temporary the stock scatter-mean's backward makes)
+        rows, factor = rows * factor.unsqueeze(1), None
+    _accumulate(out.view(spec.num_src, rows.shape[1]), rows, edges, True, factor)
     return out
 
 
