@@ -29,7 +29,7 @@ from . import kernels
 from .config import CompressionConfig
 from .quant.levels import levels_for
 from .quant.packed import PackedActivation
-from .quant.projection import Projection, projected_width, sketch_buckets
+from .quant.projection import Projection, projected_width
 from .quant.reference import block_min_max
 from .quant.rounding import num_blocks, packed_size, stored_scales
 from .seeds import check_seed, draw_seed
@@ -220,7 +220,6 @@ def _compress_fused(x: torch.Tensor, config: CompressionConfig, seed: int, store
         rows_view = rows_view.contiguous()
     k, block_size, _, _ = stored_sizes(x.shape, config)
     stored_width = k or width
-    grid = sketch_buckets(width, k, x.device)[0] if k is not None else None
     numel = rows_view.shape[0] * stored_width
     chunk = _chunk_elements(numel, stored_width, block_size, x.device)
     for start in range(0, numel, chunk):
@@ -233,7 +232,7 @@ def _compress_fused(x: torch.Tensor, config: CompressionConfig, seed: int, store
                 steps[start // block_size : num_blocks(end, block_size)],
             ),
             stored_width=stored_width,
-            grid=grid,
+            slots=0 if k is None else -(-width // k),
             block_size=block_size,
             bits=config.bits,
             levels=levels,
@@ -331,16 +330,13 @@ def _decompress_fused(packed: PackedActivation, first_row: int, out: torch.Tenso
 
     stored_width = packed.projected_width or packed.width
     start, end = first_row * stored_width, (first_row + out.shape[0]) * stored_width
-    bucket = None
-    if packed.projected_width is not None:
-        bucket = sketch_buckets(packed.width, packed.projected_width, packed.device)[1]
     triton_codec.decompress_rows(
         packed.codes[start * packed.bits // 8 : packed_size(end, packed.bits)],
         packed.mins[start // packed.block_size : num_blocks(end, packed.block_size)],
         packed.steps[start // packed.block_size : num_blocks(end, packed.block_size)],
         out,
         stored_width=stored_width,
-        bucket=bucket,
+        projected=packed.projected_width is not None,
         block_size=packed.block_size,
         bits=packed.bits,
         levels=packed.levels,

@@ -11,7 +11,7 @@ import torch
 import iexact
 from iexact import codec
 from iexact.quant import levels_for, reference, rounding
-from iexact.quant.projection import Projection, sketch_buckets
+from iexact.quant.projection import Projection
 
 from .conftest import Traffic
 
@@ -55,7 +55,7 @@ def _fused(x, config, seed, noise, split=None):
                 steps[start // block_size : -(-end // block_size)],
             ),
             stored_width=stored_width,
-            grid=sketch_buckets(width, k, x.device)[0] if k else None,
+            slots=-(-width // k) if k else 0,
             block_size=block_size,
             bits=config.bits,
             levels=levels_for(config.levels, config.bits, block_size),

@@ -2,8 +2,8 @@ r"""Fused Triton kernels: a whole compress, and a whole decompress, in one launc
 
 :func:`compress_rows` reads the rows :math:`H` once and writes the packed
 codes and the block scales once: the projection (none, or the count sketch
-with its per-row signs hashed in the kernel from the seed and its layout read
-from a table made once per device), the per-block min and max (a block is
+with its per-row signs hashed in the kernel from the seed, column :math:`d`
+in bucket :math:`d \bmod k`), the per-block min and max (a block is
 one program's row of ``BLOCK_PAD`` elements), the outward rounding of the
 scales into their dtype, the stochastic rounding (16 noise bits per element,
 eight elements per Philox call) and the packing. :func:`decompress_rows`
@@ -62,25 +62,25 @@ def _row_signs(row, column, words, key):
 
 
 @triton.jit
-def _stored_values(x_ptr, grid_ptr, index, valid, row_stride, width, stored_width, first_row, sign_key, SLOTS):
+def _stored_values(x_ptr, index, valid, row_stride, width, stored_width, first_row, sign_key, SLOTS):
     r"""The stored elements at chunk positions ``index``: the rows' values
     (``SLOTS`` 0), or the sketch :math:`z_j = \sum_s s_{n,c} h_{n,c}` over the
-    columns :math:`c` of bucket :math:`j`, summed slot after slot."""
+    columns :math:`c = j + s k` of bucket :math:`j`, summed slot after slot
+    (a missing last column adds nothing, not even :math:`+0`)."""
     if SLOTS == 0:
         row = index // width
         return tl.load(x_ptr + row * row_stride + index % width, mask=valid, other=0.0).to(tl.float32)
     row = index // stored_width
     bucket = index % stored_width
     words = (width + 63) // 64
-    column = tl.load(grid_ptr + bucket, mask=valid, other=0)
-    signs = _row_signs(first_row + row, column, words, sign_key)
-    z = tl.load(x_ptr + row * row_stride + column, mask=valid, other=0.0).to(tl.float32) * signs
+    signs = _row_signs(first_row + row, bucket, words, sign_key)
+    z = tl.load(x_ptr + row * row_stride + bucket, mask=valid, other=0.0).to(tl.float32) * signs
     for slot in tl.static_range(1, SLOTS):
-        column = tl.load(grid_ptr + slot * stored_width + bucket, mask=valid, other=0)
+        column = slot * stored_width + bucket
         present = valid & (column < width)
         signs = _row_signs(first_row + row, column, words, sign_key)
         value = tl.load(x_ptr + row * row_stride + column, mask=present, other=0.0).to(tl.float32) * signs
-        z += tl.where(present, value, 0.0)
+        z = tl.where(present, z + value, z)
     return z
 
 
@@ -150,7 +150,6 @@ def _store_packed(
 @triton.jit
 def _compress_kernel(
     x_ptr,
-    grid_ptr,
     levels_ptr,
     slopes_ptr,
     noise_ptr,
@@ -185,7 +184,7 @@ def _compress_kernel(
     inner = tl.arange(0, BLOCK_PAD)
     index = block[:, None] * block_size + inner[None, :]
     valid = (inner[None, :] < block_size) & (index < numel)
-    z = _stored_values(x_ptr, grid_ptr, index, valid, row_stride, width, stored_width, first_row, sign_key, SLOTS)
+    z = _stored_values(x_ptr, index, valid, row_stride, width, stored_width, first_row, sign_key, SLOTS)
     # block range, NaN kept (min and max alone may skip it): the finite check reads the steps
     live = block * block_size < numel  # blocks past the end get a zero range, never stored
     low, step = _block_scales(z, valid, live, SCALE, SCALE_INT)
@@ -223,7 +222,6 @@ def _decompress_kernel(
     mins_ptr,
     steps_ptr,
     levels_ptr,
-    bucket_ptr,
     out_ptr,
     total,
     width,
@@ -240,10 +238,10 @@ def _decompress_kernel(
     PER_BYTE: tl.constexpr = 8 // BITS
     index = tl.program_id(0).to(tl.int64) * ELEMENTS + tl.arange(0, ELEMENTS)
     valid = index < total
-    if PROJECTED:
+    if PROJECTED:  # the sketch: column d is bucket d mod k's
         row = index // width
         column = index % width
-        stored = row * stored_width + tl.load(bucket_ptr + column, mask=valid, other=0)
+        stored = row * stored_width + column % stored_width
     else:
         stored = index
     block = stored // block_size
@@ -274,7 +272,7 @@ def compress_rows(
     stored: tuple[torch.Tensor, torch.Tensor, torch.Tensor],
     *,
     stored_width: int,
-    grid: torch.Tensor | None,
+    slots: int,
     block_size: int,
     bits: int,
     levels: tuple[float, ...],
@@ -286,8 +284,8 @@ def compress_rows(
     r"""Compress ``rows`` :math:`(n, D)` (unit column stride) into ``stored`` =
     ``(codes, mins, steps)``, their slices for these rows: one launch.
 
-    ``stored_width`` is :math:`k` with the sketch ``grid``
-    (:func:`iexact.quant.projection.sketch_buckets`), else :math:`D`; the
+    ``stored_width`` is :math:`k` with the sketch's ``slots`` columns per
+    bucket (:math:`\lceil D/k \rceil`), else :math:`D` with ``slots`` 0; the
     signs hash :func:`iexact.seeds.sign_seed` of ``seed``, the noise
     :func:`iexact.seeds.stream_seed` at ``offset``; ``first_row`` and
     ``offset`` place these rows in the whole tensor (in rows, in stored
@@ -304,7 +302,6 @@ def compress_rows(
     scale, scale_int = _SCALE_TYPES[mins.dtype]
     _compress_kernel[(triton.cdiv(math.ceil(numel / block_size), blocks),)](
         rows,
-        grid if grid is not None else table,
         table,
         slopes,
         noise if noise is not None else table,
@@ -323,7 +320,7 @@ def compress_rows(
         BITS=bits,
         MODE=mode,
         HAS_NOISE=noise is not None,
-        SLOTS=0 if grid is None else grid.numel() // stored_width,
+        SLOTS=slots,
         BLOCKS=blocks,
         BLOCK_PAD=block_pad,
         SCALE=scale,
@@ -338,7 +335,7 @@ def decompress_rows(
     out: torch.Tensor,
     *,
     stored_width: int,
-    bucket: torch.Tensor | None,
+    projected: bool,
     block_size: int,
     bits: int,
     levels: tuple[float, ...],
@@ -347,7 +344,7 @@ def decompress_rows(
 ) -> None:
     r"""Write :math:`\hat H` of these stored rows into ``out`` :math:`(n, D)`
     (contiguous; float32, float16, bfloat16 or float64): one launch.
-    ``bucket`` is the sketch's column-to-bucket map, ``None`` unprojected."""
+    ``projected``: stored by the sketch (:math:`k` = ``stored_width``), else unprojected."""
     total = out.numel()
     if total == 0:
         return
@@ -357,7 +354,6 @@ def decompress_rows(
         mins,
         steps,
         table,
-        bucket if bucket is not None else table,
         out,
         total,
         out.shape[1],
@@ -366,7 +362,7 @@ def decompress_rows(
         first_row,
         hash_key(sign_seed(seed)),
         BITS=bits,
-        PROJECTED=bucket is not None,
+        PROJECTED=projected,
         OUT_KIND=_OUT_KINDS[out.dtype],
         ELEMENTS=_DECOMPRESS_ELEMENTS,
     )

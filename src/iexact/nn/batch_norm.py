@@ -34,6 +34,7 @@ class BatchNormHandler(CompressedModule):
         )
         if tracking:
             with torch.no_grad():
+                rows = input.shape[0]
                 self.running_mean.lerp_(mean.to(self.running_mean.dtype), factor)
-                self.running_var.lerp_(var.to(self.running_var.dtype), factor)
+                self.running_var.lerp_((var * rows / (rows - 1)).to(self.running_var.dtype), factor)
         return out

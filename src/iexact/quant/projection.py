@@ -13,31 +13,31 @@ unbiased, :math:`\mathbb{E}[g(f(h))] = h`. Only the seed is stored.
   with random signs :math:`s_n` per row (:func:`iexact.seeds.row_signs`):
   unbiased because :math:`\mathrm{diag}(P P^\top) = 1`, same per-element
   variance, errors independent from row to row.
-- ``"sketch"`` (count sketch): the columns, in a random order drawn once
-  per :math:`(D, k)` (:func:`sketch_buckets`), are dealt round-robin into
-  :math:`k` buckets :math:`B_j` of :math:`\lfloor D/k \rfloor` or
-  :math:`\lceil D/k \rceil`; :math:`z_j = \sum_{d \in B_j} s_{n,d} h_d`,
-  :math:`\hat h_d = s_{n,d} z_{j(d)}`. Unbiased (the signs are drawn per
-  tensor), :math:`\mathrm{Var}(\hat h_d) = \sum_{d' \in B_{j(d)}, d' \ne d}
+- ``"sketch"`` (count sketch): column :math:`d` goes to bucket
+  :math:`j(d) = d \bmod k` (the columns dealt round-robin, buckets of
+  :math:`\lfloor D/k \rfloor` or :math:`\lceil D/k \rceil`);
+  :math:`z_j = \sum_{d \in B_j} s_{n,d} h_d`, :math:`\hat h_d = s_{n,d}
+  z_{j(d)}`. Unbiased (the signs are drawn per tensor),
+  :math:`\mathrm{Var}(\hat h_d) = \sum_{d' \in B_{j(d)}, d' \ne d}
   h_{d'}^2`, less than the dense kinds', errors independent from row to row,
-  and :math:`O(D)` work per row instead of :math:`O(D k)`. Summed over a row
-  the variance is :math:`\sum_j (|B_j| - 1) \sum_{d \in B_j} h_d^2`, about
-  :math:`(D/k - 1) \lVert h \rVert^2` whichever columns share a bucket: the
-  error of a weight gradient :math:`dY^\top \hat H` (its Frobenius norm) does
-  not depend on the partition, so one fixed random partition per width
-  serves every tensor, and the fused kernels read it from a table made once
-  per device instead of drawing it per tensor.
+  and :math:`O(D)` work per row instead of :math:`O(D k)`. Why a fixed
+  partition: summed over a row the variance is :math:`\sum_j (|B_j| - 1)
+  \sum_{d \in B_j} h_d^2`, :math:`(D/k - 1) \lVert h \rVert^2` for buckets
+  of equal size whichever columns share one, so the error of a weight
+  gradient :math:`dY^\top \hat H` (its Frobenius norm) does not depend on
+  the partition; only the signs must be fresh. Bucket :math:`j`'s columns
+  are then the slices :math:`j, j + k, \dots`: contiguous on CPU, computed
+  (not read from a table) in the fused kernels.
 """
 
 from __future__ import annotations
 
-import functools
 import math
 
 import torch
 
 from ..config import ALLOWED_PROJECTIONS
-from ..seeds import hashed_words, row_signs
+from ..seeds import row_signs
 
 
 def projected_width(width: int, rp_ratio: float) -> int | None:
@@ -62,36 +62,6 @@ def rademacher(width: int, k: int, seed: int, device: torch.device) -> tuple[tor
     return projection, projection.t().contiguous()
 
 
-def hashed_order(width: int, seed: int, device: torch.device) -> torch.Tensor:
-    """The order that sorts a hash of ``(seed, column)``
-    (:func:`iexact.seeds.hashed_words`): distinct 64-bit keys, so a uniformly
-    random permutation, made with device ops alone."""
-    return torch.argsort(hashed_words(seed, torch.arange(width, device=device)))
-
-
-SKETCH_ORDER_SEED = 0x5E7C4  # the seed of the sketch's one column order per (D, k)
-
-
-@functools.lru_cache(maxsize=64)
-def sketch_buckets(width: int, k: int, device: torch.device) -> tuple[torch.Tensor, torch.Tensor]:
-    r"""The count sketch's layout for rows of ``width`` projected to ``k``:
-    ``grid`` :math:`(b \cdot k,)`, slot-major (entry :math:`s k + j` is the
-    :math:`s`-th column of bucket :math:`j`, :math:`b = \lceil D/k \rceil`;
-    empty slots hold :math:`D`, a zero pad), and ``bucket`` :math:`(D,)`, the
-    bucket of every column. The columns are taken in the order of
-    :func:`hashed_order` with :data:`SKETCH_ORDER_SEED`; position :math:`p`
-    goes to bucket :math:`p \bmod k`.
-
-    Made once per ``(width, k, device)`` with device ops and shared (never
-    written): building it copies nothing from the host."""
-    order = hashed_order(width, SKETCH_ORDER_SEED, device)
-    slots = -(-width // k)
-    grid = torch.cat([order, torch.full((slots * k - width,), width, dtype=torch.int64, device=device)])
-    bucket = torch.empty(width, dtype=torch.int64, device=device)
-    bucket[order] = torch.arange(width, device=device) % k
-    return grid, bucket
-
-
 class Projection:
     r"""The projection of one compressed tensor (kind, :math:`D`, :math:`k`, seed), on ``device``.
 
@@ -103,9 +73,8 @@ class Projection:
         if kind not in ALLOWED_PROJECTIONS:
             raise ValueError(f"projection={kind!r} is invalid: expected one of {', '.join(ALLOWED_PROJECTIONS)}")
         self.kind, self.width, self.k, self.seed, self.device = kind, width, k, seed, device
-        if kind == "sketch":
-            self.grid, self.bucket = sketch_buckets(width, k, torch.device(device))
-        else:
+        self.slots = -(-width // k)  # the sketch's columns per bucket, at most
+        if kind != "sketch":
             self.matrix, self.transpose = rademacher(width, k, seed, device)
 
     def _signs(self, first_row: int, rows: int) -> torch.Tensor:
@@ -116,13 +85,15 @@ class Projection:
         rows = rows.float()
         if self.kind == "shared":
             return rows @ self.matrix
-        signed = rows * self._signs(first_row, rows.shape[0])
+        signs = self._signs(first_row, rows.shape[0])
         if self.kind == "per_row":
-            return signed @ self.matrix
-        slots = torch.nn.functional.pad(signed, (0, 1)).index_select(1, self.grid).view(rows.shape[0], -1, self.k)
-        z = slots[:, 0] + slots[:, 1]  # summed slot by slot, in the fused kernel's order
-        for slot in range(2, slots.shape[1]):
-            z += slots[:, slot]
+            return (rows * signs) @ self.matrix
+        # bucket j sums s h over columns j, j + k, ... slice by slice, in the fused kernel's order
+        # (each s h exact, so z + h s is the one rounding the kernel makes too)
+        z = rows[:, : self.k] * signs[:, : self.k]
+        for slot in range(1, self.slots):  # the last slice may be narrower than k
+            part = slice(slot * self.k, (slot + 1) * self.k)
+            z[:, : rows[:, part].shape[1]].addcmul_(rows[:, part], signs[:, part])
         return z
 
     def inverse(self, z: torch.Tensor, first_row: int, out: torch.Tensor | None = None) -> torch.Tensor:
@@ -132,7 +103,16 @@ class Projection:
             if out is not None and out.dtype == torch.float32:
                 return torch.mm(z, self.transpose, out=out)
             restored = z @ self.transpose
+        elif self.kind == "sketch" and self.slots * self.k == self.width:
+            # h_(n, s k + j) = s_n,(s k + j) z_(n, j): z broadcast over the slots, one pass, written where asked
+            rows = z.shape[0]
+            signs = self._signs(first_row, rows).reshape(rows, self.slots, self.k)
+            spread = z.unsqueeze(1).expand(rows, self.slots, self.k)
+            if out is not None:
+                torch.mul(spread, signs, out=out.view(rows, self.slots, self.k))
+                return out
+            return (spread * signs).view(rows, self.width)
         else:
-            spread = z @ self.transpose if self.kind == "per_row" else z.index_select(1, self.bucket)
-            restored = spread.mul_(self._signs(first_row, z.shape[0]))
+            spread = z @ self.transpose if self.kind == "per_row" else z.repeat(1, self.slots)[:, : self.width]
+            restored = spread * self._signs(first_row, z.shape[0])
         return restored if out is None else out.copy_(restored)
