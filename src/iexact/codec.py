@@ -143,7 +143,7 @@ def compress(
     mins = torch.empty(blocks, dtype=config.scale_dtype, device=x.device)
     steps = torch.empty(blocks, dtype=config.scale_dtype, device=x.device)
     kind = config.projection if k is not None else None
-    fill = _compress_fused if kernels.fused(x.device, block_size, kind, x.dtype) else _compress_chunks
+    fill = _compress_fused if kernels.fused(x.device, block_size, kind, x.dtype, k) else _compress_chunks
     fill(x, config, seed, (codes, mins, steps), levels)
     # NaN or Inf anywhere in a block makes its step NaN or Inf: one check at the end (a host sync)
     if check and config.check_finite and not bool(torch.isfinite(steps).all()):
@@ -215,7 +215,7 @@ def _compress_fused(x: torch.Tensor, config: CompressionConfig, seed: int, store
 
     codes, mins, steps = stored
     width = x.shape[-1] if x.dim() else 1
-    rows_view = x.reshape(-1, width)
+    rows_view = x.reshape(x.numel() // width if width else 0, width)
     if rows_view.stride(-1) != 1:
         rows_view = rows_view.contiguous()
     k, block_size, _, _ = stored_sizes(x.shape, config)
@@ -231,8 +231,8 @@ def _compress_fused(x: torch.Tensor, config: CompressionConfig, seed: int, store
                 mins[start // block_size : num_blocks(end, block_size)],
                 steps[start // block_size : num_blocks(end, block_size)],
             ),
+            kind=config.projection if k is not None else None,
             stored_width=stored_width,
-            slots=0 if k is None else -(-width // k),
             block_size=block_size,
             bits=config.bits,
             levels=levels,
@@ -310,7 +310,7 @@ def decompress(packed: PackedActivation, out: torch.Tensor | None = None, check:
 
 def _fused(packed: PackedActivation) -> bool:
     kind = packed.projection if packed.projected_width is not None else None
-    return kernels.fused(packed.device, packed.block_size, kind, packed.dtype)
+    return kernels.fused(packed.device, packed.block_size, kind, packed.dtype, packed.projected_width)
 
 
 def _row_chunks(packed: PackedActivation, rows: torch.Tensor):
@@ -335,8 +335,8 @@ def _decompress_fused(packed: PackedActivation, first_row: int, out: torch.Tenso
         packed.mins[start // packed.block_size : num_blocks(end, packed.block_size)],
         packed.steps[start // packed.block_size : num_blocks(end, packed.block_size)],
         out,
+        kind=packed.projection if packed.projected_width is not None else None,
         stored_width=stored_width,
-        projected=packed.projected_width is not None,
         block_size=packed.block_size,
         bits=packed.bits,
         levels=packed.levels,

@@ -189,6 +189,13 @@ def sign_seed(seed: int) -> int:
     return seed ^ 0x5167
 
 
+def matrix_seed(seed: int) -> int:
+    r"""The stream of the dense projections' matrix :math:`P` for a tensor
+    compressed with ``seed``: the sign of :math:`P_{d,j}` is that of row
+    :math:`d`, column :math:`j` of :func:`row_signs` of this stream and width :math:`k`."""
+    return seed ^ 0x3A71
+
+
 def row_signs(seed: int, first_row: int, rows: int, width: int, device) -> torch.Tensor:
     r"""Random signs :math:`s_{n,d} \in \{\pm 1\}` of rows ``first_row`` to
     ``first_row + rows - 1``, independent across rows and columns, a function of

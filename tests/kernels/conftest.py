@@ -16,6 +16,8 @@ triton_codec = pytest.importorskip("iexact.kernels.triton_codec")
 KERNELS = {
     "_compress_kernel": (triton_codec, "compress"),
     "_decompress_kernel": (triton_codec, "decompress"),
+    "_compress_dense_kernel": (triton_codec, "compress"),
+    "_decompress_dense_kernel": (triton_codec, "decompress"),
     "_quantize_pack_kernel": (triton_quant, "compress"),
     "_unpack_dequantize_kernel": (triton_quant, "decompress"),
 }

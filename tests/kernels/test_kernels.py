@@ -322,6 +322,8 @@ def _step_on_meta(model, data, monkeypatch, check_finite: bool = False) -> list[
         (triton_quant, "_unpack_dequantize_kernel"),
         (triton_codec, "_compress_kernel"),
         (triton_codec, "_decompress_kernel"),
+        (triton_codec, "_compress_dense_kernel"),
+        (triton_codec, "_decompress_dense_kernel"),
     ]:
         monkeypatch.setattr(module, kernel, _NoLaunch())
     for module, operator in [

@@ -62,18 +62,18 @@ def uses_triton(device: torch.device) -> bool:
     return True
 
 
-def fused(device: torch.device, block_size: int, projection: str | None, dtype: torch.dtype) -> bool:
-    """Whether tensors of ``dtype`` on ``device``, stored in blocks of
-    ``block_size`` with ``projection`` (``None``: unprojected), go through the
-    fused one-launch kernels of :mod:`iexact.kernels.triton_codec` (on the
-    Triton path, for the layouts those kernels take); otherwise
-    :func:`quantize_pack` and :func:`unpack_dequantize` run on the projected
-    values, which the PyTorch path computes with the same float operations."""
+def fused(device: torch.device, block_size: int, projection: str | None, dtype: torch.dtype, k: int | None) -> bool:
+    """Whether tensors of ``dtype`` on ``device``, projected by ``projection``
+    to ``k`` columns (``None``: unprojected) and stored in blocks of
+    ``block_size``, go through the one-launch kernels of
+    :mod:`iexact.kernels.triton_codec` (on the Triton path, for the layouts
+    those kernels take); otherwise :func:`quantize_pack` and
+    :func:`unpack_dequantize` run on the projected values."""
     if not uses_triton(device):
         return False
     from . import triton_codec
 
-    return triton_codec.fusable(block_size, projection, dtype)
+    return triton_codec.fusable(block_size, projection, dtype, k)
 
 
 def quantize_pack(z, mins, steps, block_size, bits, levels, seed, offset):

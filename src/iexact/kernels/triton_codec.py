@@ -25,27 +25,37 @@ import triton
 import triton.language as tl
 
 from ..quant.rounding import level_table, rounding_plan
-from ..seeds import hash_key, sign_seed, stream_seed
+from ..seeds import hash_key, matrix_seed, sign_seed, stream_seed
 from .triton_quant import level_position, rounding_mode
 
 NOISE_SHIFT = 2.0**-17  # drawn offsets are (r + 1/2) / 2^16 for 16-bit r, as on the PyTorch path
 MAX_FUSED_BLOCK = 2**13  # one program holds a block: larger blocks take the unfused path
 _PROGRAM_ELEMENTS = 2048  # stored elements per compress program (whole blocks)
 _DECOMPRESS_ELEMENTS = 1024  # output elements per decompress program
+_DENSE_COLUMNS = 32  # input columns per step of the dense kinds' matrix product
 _SCALE_TYPES = {torch.float32: (tl.float32, tl.int32), torch.float16: (tl.float16, tl.int16)}
 _SCALE_TYPES[torch.bfloat16] = (tl.bfloat16, tl.int16)
 _OUT_KINDS = {torch.float32: 0, torch.float16: 1, torch.bfloat16: 2, torch.float64: 3}
 
 
-def fusable(block_size: int, projection: str | None, dtype: torch.dtype) -> bool:
-    """Whether the fused kernels take ``dtype`` tensors stored in blocks of
-    ``block_size`` with ``projection`` (``None``: unprojected): whole bytes
-    and whole Philox calls per block (a multiple of 8), a block within one
-    program, no projection or the count sketch (the dense kinds keep their
-    matmul), and a dtype the decompress kernel writes."""
-    return (
-        block_size % 8 == 0 and block_size <= MAX_FUSED_BLOCK and projection in (None, "sketch") and dtype in _OUT_KINDS
-    )
+DENSE = ("shared", "per_row")  # the kinds projected by a matrix, multiplied in the kernel
+MAX_DENSE_WIDTH = 256  # k at most this for the dense kinds: a program holds k columns of its rows
+
+
+def fusable(block_size: int, projection: str | None, dtype: torch.dtype, k: int | None = None) -> bool:
+    r"""Whether the fused kernels take ``dtype`` tensors projected by
+    ``projection`` to ``k`` columns (``None``: unprojected) and stored in
+    blocks of ``block_size``: a dtype the decompress kernel writes, and whole
+    bytes and Philox calls per block (a multiple of 8) within one program;
+    the dense kinds also need :math:`k` and the block a power of two
+    (:math:`16 \le k \le` :data:`MAX_DENSE_WIDTH`), so that a program's rows
+    hold whole blocks."""
+    if dtype not in _OUT_KINDS or block_size % 8 or block_size > MAX_FUSED_BLOCK:
+        return False
+    if projection in DENSE:
+        powers = k is not None and k & (k - 1) == 0 and block_size & (block_size - 1) == 0
+        return powers and 16 <= k <= MAX_DENSE_WIDTH
+    return projection in (None, "sketch")
 
 
 @triton.jit
@@ -179,12 +189,61 @@ def _compress_kernel(
     SCALE: tl.constexpr,
     SCALE_INT: tl.constexpr,
 ):
-    TOP: tl.constexpr = (1 << BITS) - 1
     block = tl.program_id(0).to(tl.int64) * BLOCKS + tl.arange(0, BLOCKS)
     inner = tl.arange(0, BLOCK_PAD)
     index = block[:, None] * block_size + inner[None, :]
     valid = (inner[None, :] < block_size) & (index < numel)
     z = _stored_values(x_ptr, index, valid, row_stride, width, stored_width, first_row, sign_key, SLOTS)
+    _round_and_store(
+        z,
+        valid,
+        block,
+        index,
+        block_size,
+        numel,
+        (mins_ptr, steps_ptr, codes_ptr),
+        (levels_ptr, slopes_ptr),
+        noise_ptr,
+        noise_seed,
+        (gain_scale, bias_shift, shift, hinge_start, hinge_span, hinge_gain),
+        BITS,
+        MODE,
+        HAS_NOISE,
+        BLOCKS,
+        BLOCK_PAD,
+        SCALE,
+        SCALE_INT,
+    )
+
+
+@triton.jit
+def _round_and_store(
+    z,
+    valid,
+    block,
+    index,
+    block_size,
+    numel,
+    outputs,
+    tables,
+    noise_ptr,
+    noise_seed,
+    rounding,
+    BITS: tl.constexpr,
+    MODE: tl.constexpr,
+    HAS_NOISE: tl.constexpr,
+    BLOCKS: tl.constexpr,
+    BLOCK_PAD: tl.constexpr,
+    SCALE: tl.constexpr,
+    SCALE_INT: tl.constexpr,
+):
+    """Store the scales of a ``(BLOCKS, BLOCK_PAD)`` tile ``z`` of whole blocks
+    and its codes, stochastically rounded (``outputs``: mins, steps and codes
+    pointers; ``tables``: levels and slopes; ``rounding``: the float arguments
+    of :func:`_rounding_arguments`)."""
+    TOP: tl.constexpr = (1 << BITS) - 1
+    mins_ptr, steps_ptr, codes_ptr = outputs
+    gain_scale, bias_shift, shift, hinge_start, hinge_span, hinge_gain = rounding
     # block range, NaN kept (min and max alone may skip it): the finite check reads the steps
     live = block * block_size < numel  # blocks past the end get a zero range, never stored
     low, step = _block_scales(z, valid, live, SCALE, SCALE_INT)
@@ -197,13 +256,109 @@ def _compress_kernel(
     bias = bias_shift - low.to(tl.float32) * gain
     v = z * gain[:, None]
     v = v + bias[:, None]
-    v = level_position(v, levels_ptr, slopes_ptr, hinge_start, hinge_span, hinge_gain, shift, BITS, MODE)
+    v = level_position(v, tables[0], tables[1], hinge_start, hinge_span, hinge_gain, shift, BITS, MODE)
     if HAS_NOISE:
         v = v + tl.load(noise_ptr + index, mask=valid, other=0.0)
     else:
         v = v + _drawn_offsets(noise_seed, block, block_size, BLOCKS, BLOCK_PAD)
     code = tl.where(valid, tl.minimum(v.to(tl.int32), TOP), 0)  # v >= 0: truncation is floor
     _store_packed(codes_ptr, code, block, block_size, numel, BITS, BLOCKS, BLOCK_PAD)
+
+
+@triton.jit
+def _dense_projected(
+    x_ptr,
+    row,
+    rows,
+    row_stride,
+    width,
+    first_row,
+    sign_key,
+    matrix_key,
+    matrix_scale,
+    K: tl.constexpr,
+    BLOCK_D: tl.constexpr,
+    PER_ROW: tl.constexpr,
+):
+    r""":math:`Z = H P` (``PER_ROW``: :math:`(H \odot S) P`) for the rows
+    ``row``, :math:`(\text{BLOCK\_N}, K)` float32, :math:`P` hashed in place
+    (:func:`iexact.quant.projection.rademacher`), ``BLOCK_D`` columns at a time."""
+    column = tl.arange(0, K)
+    acc = tl.zeros((row.shape[0], K), tl.float32)
+    for start in range(0, width, BLOCK_D):
+        d = start + tl.arange(0, BLOCK_D)
+        inside = (row[:, None] < rows) & (d[None, :] < width)
+        h = tl.load(x_ptr + row[:, None] * row_stride + d[None, :], mask=inside, other=0.0).to(tl.float32)
+        if PER_ROW:
+            h = h * _row_signs(first_row + row[:, None], d[None, :], (width + 63) // 64, sign_key)
+        p = _row_signs(d[:, None], column[None, :], (K + 63) // 64, matrix_key) * matrix_scale
+        acc += tl.dot(h, p, input_precision="ieee")
+    return acc
+
+
+@triton.jit
+def _compress_dense_kernel(
+    x_ptr,
+    levels_ptr,
+    slopes_ptr,
+    noise_ptr,
+    codes_ptr,
+    mins_ptr,
+    steps_ptr,
+    rows,
+    row_stride,
+    width,
+    first_row,
+    sign_key,
+    matrix_key,
+    matrix_scale,
+    noise_seed,
+    gain_scale,
+    bias_shift,
+    shift,
+    hinge_start,
+    hinge_span,
+    hinge_gain,
+    K: tl.constexpr,
+    BLOCK_N: tl.constexpr,
+    BLOCK_D: tl.constexpr,
+    PER_ROW: tl.constexpr,
+    G: tl.constexpr,
+    BITS: tl.constexpr,
+    MODE: tl.constexpr,
+    HAS_NOISE: tl.constexpr,
+    SCALE: tl.constexpr,
+    SCALE_INT: tl.constexpr,
+):
+    BLOCKS: tl.constexpr = BLOCK_N * K // G
+    row = tl.program_id(0).to(tl.int64) * BLOCK_N + tl.arange(0, BLOCK_N)
+    acc = _dense_projected(
+        x_ptr, row, rows, row_stride, width, first_row, sign_key, matrix_key, matrix_scale, K, BLOCK_D, PER_ROW
+    )
+    z = tl.reshape(acc, (BLOCKS, G))  # row-major: the blocks of G stored elements of these rows
+    block = tl.program_id(0).to(tl.int64) * BLOCKS + tl.arange(0, BLOCKS)
+    index = block[:, None] * G + tl.arange(0, G)[None, :]
+    valid = index < rows * K
+    _round_and_store(
+        z,
+        valid,
+        block,
+        index,
+        G,
+        rows * K,
+        (mins_ptr, steps_ptr, codes_ptr),
+        (levels_ptr, slopes_ptr),
+        noise_ptr,
+        noise_seed,
+        (gain_scale, bias_shift, shift, hinge_start, hinge_span, hinge_gain),
+        BITS,
+        MODE,
+        HAS_NOISE,
+        BLOCKS,
+        G,
+        SCALE,
+        SCALE_INT,
+    )
 
 
 @triton.jit
@@ -214,6 +369,65 @@ def _bfloat16_nearest(value):
     rounded = ((bits + 0x7FFF + ((bits >> 16) & 1)) >> 16).to(tl.uint16)
     rounded = tl.where(value != value, 0x7FC0, rounded).to(tl.uint16)
     return rounded.to(tl.bfloat16, bitcast=True)
+
+
+@triton.jit
+def _dequantized(codes_ptr, mins_ptr, steps_ptr, levels_ptr, stored, valid, block_size, BITS: tl.constexpr):
+    r""":math:`\hat z = \ell_{\text{code}} \, s / B + m` of the stored elements
+    ``stored`` (:func:`iexact.quant.reference.unpack_dequantize`'s operations)."""
+    TOP: tl.constexpr = (1 << BITS) - 1
+    PER_BYTE: tl.constexpr = 8 // BITS
+    block = stored // block_size
+    packed = tl.load(codes_ptr + stored // PER_BYTE, mask=valid, other=0).to(tl.int32)
+    code = (packed >> ((stored % PER_BYTE) * BITS).to(tl.int32)) & TOP
+    step = tl.load(steps_ptr + block, mask=valid, other=0.0).to(tl.float32)
+    scale = tl.math.div_rn(step, tl.full(code.shape, TOP, tl.float32))
+    value = tl.load(levels_ptr + code, mask=valid, other=0.0) * scale
+    return value + tl.load(mins_ptr + block, mask=valid, other=0.0).to(tl.float32)
+
+
+@triton.jit
+def _store_out(out_ptr, offsets, value, mask, OUT_KIND: tl.constexpr):
+    """Store float32 ``value`` in the output's dtype (bfloat16 rounded to nearest even)."""
+    if OUT_KIND == 2:
+        tl.store(out_ptr + offsets, _bfloat16_nearest(value), mask=mask)
+    else:
+        tl.store(out_ptr + offsets, value, mask=mask)
+
+
+@triton.jit
+def _decompress_dense_kernel(
+    codes_ptr,
+    mins_ptr,
+    steps_ptr,
+    levels_ptr,
+    out_ptr,
+    rows,
+    width,
+    block_size,
+    first_row,
+    sign_key,
+    matrix_key,
+    matrix_scale,
+    K: tl.constexpr,
+    BLOCK_N: tl.constexpr,
+    BLOCK_D: tl.constexpr,
+    PER_ROW: tl.constexpr,
+    BITS: tl.constexpr,
+    OUT_KIND: tl.constexpr,
+):
+    row = tl.program_id(0).to(tl.int64) * BLOCK_N + tl.arange(0, BLOCK_N)
+    column = tl.arange(0, K)
+    live = row[:, None] < rows
+    stored = row[:, None] * K + column[None, :]
+    z = _dequantized(codes_ptr, mins_ptr, steps_ptr, levels_ptr, stored, live, block_size, BITS)
+    for start in range(0, width, BLOCK_D):
+        d = start + tl.arange(0, BLOCK_D)
+        transposed = _row_signs(d[None, :], column[:, None], (K + 63) // 64, matrix_key) * matrix_scale
+        tile = tl.dot(z, transposed, input_precision="ieee")
+        if PER_ROW:
+            tile = tile * _row_signs(first_row + row[:, None], d[None, :], (width + 63) // 64, sign_key)
+        _store_out(out_ptr, row[:, None] * width + d[None, :], tile, live & (d[None, :] < width), OUT_KIND)
 
 
 @triton.jit
@@ -234,8 +448,6 @@ def _decompress_kernel(
     OUT_KIND: tl.constexpr,
     ELEMENTS: tl.constexpr,
 ):
-    TOP: tl.constexpr = (1 << BITS) - 1
-    PER_BYTE: tl.constexpr = 8 // BITS
     index = tl.program_id(0).to(tl.int64) * ELEMENTS + tl.arange(0, ELEMENTS)
     valid = index < total
     if PROJECTED:  # the sketch: column d is bucket d mod k's
@@ -244,19 +456,10 @@ def _decompress_kernel(
         stored = row * stored_width + column % stored_width
     else:
         stored = index
-    block = stored // block_size
-    packed = tl.load(codes_ptr + stored // PER_BYTE, mask=valid, other=0).to(tl.int32)
-    code = (packed >> ((stored % PER_BYTE) * BITS).to(tl.int32)) & TOP
-    step = tl.load(steps_ptr + block, mask=valid, other=0.0).to(tl.float32)
-    scale = tl.math.div_rn(step, tl.full(code.shape, TOP, tl.float32))
-    value = tl.load(levels_ptr + code, mask=valid, other=0.0) * scale
-    value = value + tl.load(mins_ptr + block, mask=valid, other=0.0).to(tl.float32)
+    value = _dequantized(codes_ptr, mins_ptr, steps_ptr, levels_ptr, stored, valid, block_size, BITS)
     if PROJECTED:
         value = value * _row_signs(first_row + row, column, (width + 63) // 64, sign_key)
-    if OUT_KIND == 2:
-        tl.store(out_ptr + index, _bfloat16_nearest(value), mask=valid)
-    else:
-        tl.store(out_ptr + index, value, mask=valid)
+    _store_out(out_ptr, index, value, valid, OUT_KIND)
 
 
 def _rounding_arguments(levels: tuple[float, ...], bits: int, shift: float) -> tuple[int, tuple[float, ...]]:
@@ -267,12 +470,17 @@ def _rounding_arguments(levels: tuple[float, ...], bits: int, shift: float) -> t
     return mode, (gain_scale, 0.0 if search else shift, shift, *hinge)
 
 
+def _dense_rows(block_size: int, k: int) -> int:
+    """Rows per program of the dense kernels: at least 16 (``tl.dot``), whole blocks."""
+    return max(16, block_size // k)
+
+
 def compress_rows(
     rows: torch.Tensor,
     stored: tuple[torch.Tensor, torch.Tensor, torch.Tensor],
     *,
+    kind: str | None,
     stored_width: int,
-    slots: int,
     block_size: int,
     bits: int,
     levels: tuple[float, ...],
@@ -281,12 +489,11 @@ def compress_rows(
     offset: int,
     noise: torch.Tensor | None = None,
 ) -> None:
-    r"""Compress ``rows`` :math:`(n, D)` (unit column stride) into ``stored`` =
-    ``(codes, mins, steps)``, their slices for these rows: one launch.
-
-    ``stored_width`` is :math:`k` with the sketch's ``slots`` columns per
-    bucket (:math:`\lceil D/k \rceil`), else :math:`D` with ``slots`` 0; the
-    signs hash :func:`iexact.seeds.sign_seed` of ``seed``, the noise
+    r"""Compress ``rows`` :math:`(n, D)` (unit column stride) projected by
+    ``kind`` (``None``: unprojected) to ``stored_width`` columns into
+    ``stored`` = ``(codes, mins, steps)``, their slices for these rows: one
+    launch. The signs hash :func:`iexact.seeds.sign_seed` of ``seed``, a
+    dense kind's matrix :func:`iexact.seeds.matrix_seed`, the noise
     :func:`iexact.seeds.stream_seed` at ``offset``; ``first_row`` and
     ``offset`` place these rows in the whole tensor (in rows, in stored
     elements); ``noise`` gives the uniform offsets instead of drawing them.
@@ -297,34 +504,47 @@ def compress_rows(
         return
     mode, rounding = _rounding_arguments(levels, bits, 0.0 if noise is not None else NOISE_SHIFT)
     table, slopes = level_table(tuple(levels), rows.device)
+    scale, scale_int = _SCALE_TYPES[mins.dtype]
+    pointers = (rows, table, slopes, noise if noise is not None else table, codes, mins, steps)
+    keys = (hash_key(sign_seed(seed)), stream_seed(seed, offset))
+    constants = {"BITS": bits, "MODE": mode, "HAS_NOISE": noise is not None, "SCALE": scale, "SCALE_INT": scale_int}
+    if kind in DENSE:
+        block_rows = _dense_rows(block_size, stored_width)
+        _compress_dense_kernel[(triton.cdiv(rows.shape[0], block_rows),)](
+            *pointers,
+            rows.shape[0],
+            rows.stride(0),
+            rows.shape[1],
+            first_row,
+            keys[0],
+            hash_key(sign_seed(matrix_seed(seed))),
+            1.0 / math.sqrt(stored_width),
+            keys[1],
+            *rounding,
+            K=stored_width,
+            BLOCK_N=block_rows,
+            BLOCK_D=_DENSE_COLUMNS,
+            PER_ROW=kind == "per_row",
+            G=block_size,
+            **constants,
+        )
+        return
     block_pad = triton.next_power_of_2(block_size)
     blocks = max(1, _PROGRAM_ELEMENTS // block_pad)
-    scale, scale_int = _SCALE_TYPES[mins.dtype]
     _compress_kernel[(triton.cdiv(math.ceil(numel / block_size), blocks),)](
-        rows,
-        table,
-        slopes,
-        noise if noise is not None else table,
-        codes,
-        mins,
-        steps,
+        *pointers,
         numel,
         rows.stride(0),
         rows.shape[1],
         stored_width,
         block_size,
         first_row,
-        hash_key(sign_seed(seed)),
-        stream_seed(seed, offset),
+        *keys,
         *rounding,
-        BITS=bits,
-        MODE=mode,
-        HAS_NOISE=noise is not None,
-        SLOTS=slots,
+        SLOTS=0 if kind is None else -(-rows.shape[1] // stored_width),
         BLOCKS=blocks,
         BLOCK_PAD=block_pad,
-        SCALE=scale,
-        SCALE_INT=scale_int,
+        **constants,
     )
 
 
@@ -334,27 +554,43 @@ def decompress_rows(
     steps: torch.Tensor,
     out: torch.Tensor,
     *,
+    kind: str | None,
     stored_width: int,
-    projected: bool,
     block_size: int,
     bits: int,
     levels: tuple[float, ...],
     seed: int,
     first_row: int,
 ) -> None:
-    r"""Write :math:`\hat H` of these stored rows into ``out`` :math:`(n, D)`
-    (contiguous; float32, float16, bfloat16 or float64): one launch.
-    ``projected``: stored by the sketch (:math:`k` = ``stored_width``), else unprojected."""
+    r"""Write :math:`\hat H` of these stored rows (projected by ``kind``,
+    ``None``: unprojected) into ``out`` :math:`(n, D)` (contiguous; float32,
+    float16, bfloat16 or float64): one launch."""
     total = out.numel()
     if total == 0:
         return
     table, _ = level_table(tuple(levels), out.device)
+    pointers = (codes, mins, steps, table, out)
+    if kind in DENSE:
+        block_rows = _dense_rows(block_size, stored_width)
+        _decompress_dense_kernel[(triton.cdiv(out.shape[0], block_rows),)](
+            *pointers,
+            out.shape[0],
+            out.shape[1],
+            block_size,
+            first_row,
+            hash_key(sign_seed(seed)),
+            hash_key(sign_seed(matrix_seed(seed))),
+            1.0 / math.sqrt(stored_width),
+            K=stored_width,
+            BLOCK_N=block_rows,
+            BLOCK_D=_DENSE_COLUMNS,
+            PER_ROW=kind == "per_row",
+            BITS=bits,
+            OUT_KIND=_OUT_KINDS[out.dtype],
+        )
+        return
     _decompress_kernel[(triton.cdiv(total, _DECOMPRESS_ELEMENTS),)](
-        codes,
-        mins,
-        steps,
-        table,
-        out,
+        *pointers,
         total,
         out.shape[1],
         stored_width,
@@ -362,7 +598,7 @@ def decompress_rows(
         first_row,
         hash_key(sign_seed(seed)),
         BITS=bits,
-        PROJECTED=projected,
+        PROJECTED=kind is not None,
         OUT_KIND=_OUT_KINDS[out.dtype],
         ELEMENTS=_DECOMPRESS_ELEMENTS,
     )

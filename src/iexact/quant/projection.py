@@ -37,7 +37,7 @@ import math
 import torch
 
 from ..config import ALLOWED_PROJECTIONS
-from ..seeds import row_signs
+from ..seeds import matrix_seed, row_signs
 
 
 def projected_width(width: int, rp_ratio: float) -> int | None:
@@ -49,16 +49,16 @@ def projected_width(width: int, rp_ratio: float) -> int | None:
 
 
 def rademacher(width: int, k: int, seed: int, device: torch.device) -> tuple[torch.Tensor, torch.Tensor]:
-    r"""The projection :math:`P \in \{\pm 1/\sqrt{k}\}^{D \times k}` drawn from
-    ``seed`` on ``device``, and its transpose as a contiguous tensor.
+    r"""The projection :math:`P \in \{\pm 1/\sqrt{k}\}^{D \times k}` of
+    ``seed`` on ``device``, and its transpose as a contiguous tensor: signs
+    hashed from :func:`iexact.seeds.matrix_seed` (:func:`iexact.seeds.row_signs`
+    of :math:`D` rows of width :math:`k`), so the fused kernels make the same
+    :math:`P` in place, and building it copies nothing from the host.
 
     Shapes:
         - **output:** :math:`(D, k)` and :math:`(k, D)`, float32.
     """
-    generator = torch.Generator(device=device).manual_seed(seed)
-    signs = torch.randint(0, 2, (width, k), generator=generator, device=device)
-    scale = 1.0 / math.sqrt(k)
-    projection = signs.to(torch.float32).mul_(2.0 * scale).sub_(scale)
+    projection = row_signs(matrix_seed(seed), 0, width, k, device).mul_(1.0 / math.sqrt(k))
     return projection, projection.t().contiguous()
 
 
