@@ -53,8 +53,9 @@ def fusable(block_size: int, projection: str | None, dtype: torch.dtype, k: int 
     if dtype not in _OUT_KINDS or block_size % 8 or block_size > MAX_FUSED_BLOCK:
         return False
     if projection in DENSE:
-        powers = k is not None and k & (k - 1) == 0 and block_size & (block_size - 1) == 0
-        return powers and 16 <= k <= MAX_DENSE_WIDTH
+        if k is None or k & (k - 1) or block_size & (block_size - 1):
+            return False
+        return 16 <= k <= MAX_DENSE_WIDTH
     return projection in (None, "sketch")
 
 
