@@ -357,8 +357,13 @@ def transpose_products(packed: PackedActivation, *lefts: torch.Tensor) -> list[t
         - **input:** ``packed`` of :math:`(N, D)` rows (leading dims flattened), each :math:`A_j` :math:`(N, F_j)`
         - **output:** one float32 :math:`(F_j, D)` per :math:`A_j`
     """
-    floats = [left.float() for left in lefts]
     projection = _projection(packed)
+    if _fused(packed) and (projection is None or projection.kind != "per_row"):  # per_row's signs follow P^T
+        products = [_product_fused(packed, left) for left in lefts]
+        if projection is None or projection.kind == "sketch":
+            return products
+        return [product @ projection.transpose for product in products]
+    floats = [left.float() for left in lefts]
     if projection is None or projection.kind == "shared":
         stored = torch.empty(
             packed.rows, packed.projected_width or packed.width, dtype=torch.float32, device=packed.device
@@ -376,8 +381,8 @@ def transpose_products(packed: PackedActivation, *lefts: torch.Tensor) -> list[t
 
 def _restored_chunks(packed: PackedActivation, projection: Projection):
     r"""``(first_row, rows)`` of :math:`\hat H` in float32, chunk by chunk:
-    written by the fused kernel where it takes ``packed``, else dequantized
-    and restored by ``projection``."""
+    written by the fused decompress where it takes ``packed``, else
+    dequantized and restored by ``projection``."""
     if _fused(packed):
         buffer = torch.empty(packed.rows, packed.width, dtype=torch.float32, device=packed.device)
         for first_row, target in _row_chunks(packed, buffer):
@@ -386,6 +391,38 @@ def _restored_chunks(packed: PackedActivation, projection: Projection):
         return
     for first_row, z in _stored_chunks(packed):
         yield first_row, projection.inverse(z, first_row)
+
+
+def _product_fused(packed: PackedActivation, left: torch.Tensor) -> torch.Tensor:
+    r""":math:`A^\top \hat H` (:math:`A^\top \hat Z` for a dense kind) by the
+    fused kernel (:func:`iexact.kernels.triton_codec.transpose_product_rows`),
+    summed over the codec's chunks; :math:`\hat H` is never written."""
+    from .kernels import triton_codec
+
+    stored_width = packed.projected_width or packed.width
+    left = left if left.stride(-1) == 1 else left.contiguous()
+    total = None
+    for first_row, part in _row_chunks(packed, left):
+        start, end = first_row * stored_width, (first_row + part.shape[0]) * stored_width
+        product = triton_codec.transpose_product_rows(
+            packed.codes[start * packed.bits // 8 : packed_size(end, packed.bits)],
+            packed.mins[start // packed.block_size : num_blocks(end, packed.block_size)],
+            packed.steps[start // packed.block_size : num_blocks(end, packed.block_size)],
+            part,
+            kind=packed.projection if packed.projected_width is not None else None,
+            width=packed.width,
+            stored_width=stored_width,
+            block_size=packed.block_size,
+            bits=packed.bits,
+            levels=packed.levels,
+            seed=packed.seed,
+            first_row=first_row,
+        )
+        total = product if total is None else total.add_(product)
+    if total is None:  # no rows: a zero product
+        columns = packed.projected_width if packed.projected_width and packed.projection != "sketch" else packed.width
+        return torch.zeros(left.shape[1], columns, dtype=torch.float32, device=left.device)
+    return total
 
 
 def _projection(packed: PackedActivation) -> Projection | None:

@@ -18,6 +18,7 @@ KERNELS = {
     "_decompress_kernel": (triton_codec, "decompress"),
     "_compress_dense_kernel": (triton_codec, "compress"),
     "_decompress_dense_kernel": (triton_codec, "decompress"),
+    "_transpose_products_kernel": (triton_codec, "decompress"),
     "_quantize_pack_kernel": (triton_quant, "compress"),
     "_unpack_dequantize_kernel": (triton_quant, "decompress"),
 }

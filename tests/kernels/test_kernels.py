@@ -324,6 +324,7 @@ def _step_on_meta(model, data, monkeypatch, check_finite: bool = False) -> list[
         (triton_codec, "_decompress_kernel"),
         (triton_codec, "_compress_dense_kernel"),
         (triton_codec, "_decompress_dense_kernel"),
+        (triton_codec, "_transpose_products_kernel"),
     ]:
         monkeypatch.setattr(module, kernel, _NoLaunch())
     for module, operator in [

@@ -33,6 +33,8 @@ MAX_FUSED_BLOCK = 2**13  # one program holds a block: larger blocks take the unf
 _PROGRAM_ELEMENTS = 2048  # stored elements per compress program (whole blocks)
 _DECOMPRESS_ELEMENTS = 1024  # output elements per decompress program
 _DENSE_COLUMNS = 32  # input columns per step of the dense kinds' matrix product
+_PRODUCT_ROWS = 4096  # rows per program of a transposed product (its partial sums: rows / 4096 tiles)
+_PRODUCT_TILE = 64  # rows, left columns and restored columns per step of a transposed product
 _SCALE_TYPES = {torch.float32: (tl.float32, tl.int32), torch.float16: (tl.float16, tl.int16)}
 _SCALE_TYPES[torch.bfloat16] = (tl.bfloat16, tl.int16)
 _OUT_KINDS = {torch.float32: 0, torch.float16: 1, torch.bfloat16: 2, torch.float64: 3}
@@ -195,23 +197,26 @@ def _compress_kernel(
     index = block[:, None] * block_size + inner[None, :]
     valid = (inner[None, :] < block_size) & (index < numel)
     z = _stored_values(x_ptr, index, valid, row_stride, width, stored_width, first_row, sign_key, SLOTS)
+    outputs, tables = (mins_ptr, steps_ptr, codes_ptr), (levels_ptr, slopes_ptr)
+    rounding = (gain_scale, bias_shift, shift, hinge_start, hinge_span, hinge_gain)
+    size, total, pad = block_size, numel, BLOCK_PAD
     _round_and_store(
         z,
         valid,
         block,
         index,
-        block_size,
-        numel,
-        (mins_ptr, steps_ptr, codes_ptr),
-        (levels_ptr, slopes_ptr),
+        size,
+        total,
+        outputs,
+        tables,
         noise_ptr,
         noise_seed,
-        (gain_scale, bias_shift, shift, hinge_start, hinge_span, hinge_gain),
+        rounding,
         BITS,
         MODE,
         HAS_NOISE,
         BLOCKS,
-        BLOCK_PAD,
+        pad,
         SCALE,
         SCALE_INT,
     )
@@ -297,39 +302,14 @@ def _dense_projected(
     return acc
 
 
+# fmt: off
 @triton.jit
 def _compress_dense_kernel(
-    x_ptr,
-    levels_ptr,
-    slopes_ptr,
-    noise_ptr,
-    codes_ptr,
-    mins_ptr,
-    steps_ptr,
-    rows,
-    row_stride,
-    width,
-    first_row,
-    sign_key,
-    matrix_key,
-    matrix_scale,
-    noise_seed,
-    gain_scale,
-    bias_shift,
-    shift,
-    hinge_start,
-    hinge_span,
-    hinge_gain,
-    K: tl.constexpr,
-    BLOCK_N: tl.constexpr,
-    BLOCK_D: tl.constexpr,
-    PER_ROW: tl.constexpr,
-    G: tl.constexpr,
-    BITS: tl.constexpr,
-    MODE: tl.constexpr,
-    HAS_NOISE: tl.constexpr,
-    SCALE: tl.constexpr,
-    SCALE_INT: tl.constexpr,
+    x_ptr, levels_ptr, slopes_ptr, noise_ptr, codes_ptr, mins_ptr, steps_ptr,
+    rows, row_stride, width, first_row, sign_key, matrix_key, matrix_scale, noise_seed,
+    gain_scale, bias_shift, shift, hinge_start, hinge_span, hinge_gain,
+    K: tl.constexpr, BLOCK_N: tl.constexpr, BLOCK_D: tl.constexpr, PER_ROW: tl.constexpr, G: tl.constexpr,
+    BITS: tl.constexpr, MODE: tl.constexpr, HAS_NOISE: tl.constexpr, SCALE: tl.constexpr, SCALE_INT: tl.constexpr,
 ):
     BLOCKS: tl.constexpr = BLOCK_N * K // G
     row = tl.program_id(0).to(tl.int64) * BLOCK_N + tl.arange(0, BLOCK_N)
@@ -339,27 +319,13 @@ def _compress_dense_kernel(
     z = tl.reshape(acc, (BLOCKS, G))  # row-major: the blocks of G stored elements of these rows
     block = tl.program_id(0).to(tl.int64) * BLOCKS + tl.arange(0, BLOCKS)
     index = block[:, None] * G + tl.arange(0, G)[None, :]
-    valid = index < rows * K
+    outputs, tables = (mins_ptr, steps_ptr, codes_ptr), (levels_ptr, slopes_ptr)
+    rounding = (gain_scale, bias_shift, shift, hinge_start, hinge_span, hinge_gain)
     _round_and_store(
-        z,
-        valid,
-        block,
-        index,
-        G,
-        rows * K,
-        (mins_ptr, steps_ptr, codes_ptr),
-        (levels_ptr, slopes_ptr),
-        noise_ptr,
-        noise_seed,
-        (gain_scale, bias_shift, shift, hinge_start, hinge_span, hinge_gain),
-        BITS,
-        MODE,
-        HAS_NOISE,
-        BLOCKS,
-        G,
-        SCALE,
-        SCALE_INT,
+        z, index < rows * K, block, index, G, rows * K, outputs, tables, noise_ptr, noise_seed, rounding,
+        BITS, MODE, HAS_NOISE, BLOCKS, G, SCALE, SCALE_INT,
     )
+# fmt: on
 
 
 @triton.jit
@@ -463,6 +429,56 @@ def _decompress_kernel(
     _store_out(out_ptr, index, value, valid, OUT_KIND)
 
 
+@triton.jit
+def _transpose_products_kernel(
+    codes_ptr,
+    mins_ptr,
+    steps_ptr,
+    levels_ptr,
+    left_ptr,
+    partial_ptr,
+    rows,
+    chunk_rows,
+    columns,
+    stored_width,
+    lefts,
+    left_stride,
+    block_size,
+    first_row,
+    sign_key,
+    SKETCH: tl.constexpr,
+    BITS: tl.constexpr,
+    BLOCK_N: tl.constexpr,
+    BLOCK_F: tl.constexpr,
+    BLOCK_D: tl.constexpr,
+):
+    r"""One chunk of rows' :math:`A_c^\top \hat H_c` for a ``(BLOCK_F, BLOCK_D)``
+    tile, :math:`\hat H` decoded (and, for the sketch, restored with its
+    signs) as the product's prologue, never written."""
+    chunk = tl.program_id(0)
+    f = tl.program_id(1) * BLOCK_F + tl.arange(0, BLOCK_F)
+    d = tl.program_id(2) * BLOCK_D + tl.arange(0, BLOCK_D)
+    acc = tl.zeros((BLOCK_F, BLOCK_D), tl.float32)
+    end = tl.minimum((chunk + 1) * chunk_rows, rows)
+    for start in range(chunk * chunk_rows, end, BLOCK_N):
+        n = start + tl.arange(0, BLOCK_N)
+        live = n < end
+        a = tl.load(
+            left_ptr + n[:, None] * left_stride + f[None, :], mask=live[:, None] & (f[None, :] < lefts), other=0.0
+        )
+        inside = live[:, None] & (d[None, :] < columns)
+        if SKETCH:
+            stored = n[:, None] * stored_width + d[None, :] % stored_width
+        else:
+            stored = n[:, None] * stored_width + d[None, :]
+        h = _dequantized(codes_ptr, mins_ptr, steps_ptr, levels_ptr, stored, inside, block_size, BITS)
+        if SKETCH:
+            h = h * _row_signs(first_row + n[:, None], d[None, :], (columns + 63) // 64, sign_key)
+        acc += tl.dot(tl.trans(a.to(tl.float32)), h, input_precision="ieee")
+    offsets = chunk * lefts * columns + f[:, None] * columns + d[None, :]
+    tl.store(partial_ptr + offsets, acc, mask=(f[:, None] < lefts) & (d[None, :] < columns))
+
+
 def _rounding_arguments(levels: tuple[float, ...], bits: int, shift: float) -> tuple[int, tuple[float, ...]]:
     """``MODE`` and the float arguments ``gain_scale, bias_shift, shift, hinge_start,
     hinge_span, hinge_gain`` of :func:`_compress_kernel` for ``levels`` and the noise ``shift``."""
@@ -511,42 +527,18 @@ def compress_rows(
     constants = {"BITS": bits, "MODE": mode, "HAS_NOISE": noise is not None, "SCALE": scale, "SCALE_INT": scale_int}
     if kind in DENSE:
         block_rows = _dense_rows(block_size, stored_width)
-        _compress_dense_kernel[(triton.cdiv(rows.shape[0], block_rows),)](
-            *pointers,
-            rows.shape[0],
-            rows.stride(0),
-            rows.shape[1],
-            first_row,
-            keys[0],
-            hash_key(sign_seed(matrix_seed(seed))),
-            1.0 / math.sqrt(stored_width),
-            keys[1],
-            *rounding,
-            K=stored_width,
-            BLOCK_N=block_rows,
-            BLOCK_D=_DENSE_COLUMNS,
-            PER_ROW=kind == "per_row",
-            G=block_size,
-            **constants,
-        )
+        matrix = (hash_key(sign_seed(matrix_seed(seed))), 1.0 / math.sqrt(stored_width))
+        sizes = (rows.shape[0], rows.stride(0), rows.shape[1], first_row, keys[0], *matrix, keys[1])
+        layout = {"K": stored_width, "BLOCK_N": block_rows, "BLOCK_D": _DENSE_COLUMNS, "PER_ROW": kind == "per_row"}
+        grid = (triton.cdiv(rows.shape[0], block_rows),)
+        _compress_dense_kernel[grid](*pointers, *sizes, *rounding, G=block_size, **layout, **constants)
         return
     block_pad = triton.next_power_of_2(block_size)
     blocks = max(1, _PROGRAM_ELEMENTS // block_pad)
-    _compress_kernel[(triton.cdiv(math.ceil(numel / block_size), blocks),)](
-        *pointers,
-        numel,
-        rows.stride(0),
-        rows.shape[1],
-        stored_width,
-        block_size,
-        first_row,
-        *keys,
-        *rounding,
-        SLOTS=0 if kind is None else -(-rows.shape[1] // stored_width),
-        BLOCKS=blocks,
-        BLOCK_PAD=block_pad,
-        **constants,
-    )
+    sizes = (numel, rows.stride(0), rows.shape[1], stored_width, block_size, first_row, *keys)
+    slots = 0 if kind is None else -(-rows.shape[1] // stored_width)
+    grid = (triton.cdiv(math.ceil(numel / block_size), blocks),)
+    _compress_kernel[grid](*pointers, *sizes, *rounding, SLOTS=slots, BLOCKS=blocks, BLOCK_PAD=block_pad, **constants)
 
 
 def decompress_rows(
@@ -603,3 +595,56 @@ def decompress_rows(
         OUT_KIND=_OUT_KINDS[out.dtype],
         ELEMENTS=_DECOMPRESS_ELEMENTS,
     )
+
+
+def transpose_product_rows(
+    codes: torch.Tensor,
+    mins: torch.Tensor,
+    steps: torch.Tensor,
+    left: torch.Tensor,
+    *,
+    kind: str | None,
+    width: int,
+    stored_width: int,
+    block_size: int,
+    bits: int,
+    levels: tuple[float, ...],
+    seed: int,
+    first_row: int,
+) -> torch.Tensor:
+    r""":math:`A^\top \hat H` :math:`(F, D)` float32 for these stored rows and
+    ``left`` :math:`A` :math:`(n, F)` (unit column stride), :math:`\hat H`
+    decoded inside the product; for a dense ``kind``, :math:`A^\top \hat Z`
+    :math:`(F, k)` (the caller multiplies by :math:`P^\top`). Two launches:
+    chunks of :data:`_PRODUCT_ROWS` rows in parallel, then their sum."""
+    rows, lefts = left.shape
+    columns = stored_width if kind in DENSE else width
+    if not (rows and lefts and columns):
+        return torch.zeros(lefts, columns, dtype=torch.float32, device=left.device)
+    chunks = triton.cdiv(rows, _PRODUCT_ROWS)
+    partial = torch.empty(chunks, lefts, columns, dtype=torch.float32, device=left.device)  # every tile written
+    table, _ = level_table(tuple(levels), left.device)
+    grid = (chunks, triton.cdiv(lefts, _PRODUCT_TILE), triton.cdiv(columns, _PRODUCT_TILE))
+    _transpose_products_kernel[grid](
+        codes,
+        mins,
+        steps,
+        table,
+        left,
+        partial,
+        rows,
+        _PRODUCT_ROWS,
+        columns,
+        stored_width,
+        lefts,
+        left.stride(0),
+        block_size,
+        first_row,
+        hash_key(sign_seed(seed)),
+        SKETCH=kind == "sketch",
+        BITS=bits,
+        BLOCK_N=_PRODUCT_TILE,
+        BLOCK_F=_PRODUCT_TILE,
+        BLOCK_D=_PRODUCT_TILE,
+    )
+    return partial.sum(0)
