@@ -1,19 +1,22 @@
-r"""Fused Triton kernels: a whole compress, and a whole decompress, in one launch each.
+r"""Fused Triton kernels: a whole compress, a whole decompress, a whole weight-gradient product.
 
 :func:`compress_rows` reads the rows :math:`H` once and writes the packed
-codes and the block scales once: the projection (none, or the count sketch
+codes and the block scales once: the projection (none; the count sketch
 with its per-row signs hashed in the kernel from the seed, column :math:`d`
-in bucket :math:`d \bmod k`), the per-block min and max (a block is
-one program's row of ``BLOCK_PAD`` elements), the outward rounding of the
-scales into their dtype, the stochastic rounding (16 noise bits per element,
-eight elements per Philox call) and the packing. :func:`decompress_rows`
-reads the codes and scales and writes :math:`\hat H` in its dtype:
-unpacking, dequantizing and the inverse sketch per output element.
+in bucket :math:`d \bmod k`; or a dense kind's :math:`H P` by ``tl.dot``,
+:math:`P` hashed in place), the per-block min and max (whole blocks per
+program), the outward rounding of the scales into their dtype, the
+stochastic rounding (16 noise bits per element, eight elements per Philox
+call) and the packing. :func:`decompress_rows` reads the codes and scales
+and writes :math:`\hat H` in its dtype: unpacking, dequantizing and the
+inverse projection per output tile. :func:`transpose_product_rows` computes
+:math:`A^\top \hat H` with :math:`\hat H` decoded inside the product.
 
 They compute what :func:`iexact.codec.compress` and :func:`iexact.codec.decompress`
-compute on the PyTorch path, in the same order of float operations: with the
-noise given (``noise=``) the codes and scales are the PyTorch path's bit for
-bit (on CPU, interpreted; a GPU may fuse multiply-adds).
+compute on the PyTorch path, in the same order of float operations for the
+sketch and no projection: with the noise given (``noise=``) the codes and
+scales are the PyTorch path's bit for bit (on CPU, interpreted; a GPU may
+fuse multiply-adds); matrix products sum in another order.
 """
 
 from __future__ import annotations
