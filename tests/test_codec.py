@@ -233,6 +233,26 @@ def test_seeded_compression_is_repeatable_and_seeds_differ():
     assert compress(x, config).seed == drawn.seed
 
 
+@pytest.mark.parametrize(
+    "config",
+    [
+        CompressionConfig(),
+        CompressionConfig(projection="shared"),
+        CompressionConfig(projection="per_row"),
+        CompressionConfig(rp_ratio=1),
+    ],
+    ids=["sketch", "shared", "per_row", "unprojected"],
+)
+def test_a_strided_input_is_stored_as_its_contiguous_copy(config):
+    """A transposed, column-sliced or column-strided tensor compresses to the
+    very codes and scales of its contiguous copy (the layout is not data)."""
+    base = torch.randn(96, 260, generator=torch.Generator().manual_seed(0))
+    for x in (base[:, :128], base[:, ::2], torch.randn(128, 64, generator=torch.Generator().manual_seed(1)).t()):
+        strided, copied = compress(x, config, seed=4), compress(x.contiguous(), config, seed=4)
+        for held, expected in zip(strided.tensors(), copied.tensors(), strict=True):
+            assert torch.equal(held, expected)
+
+
 def test_decompress_into_out():
     x = torch.randn(500, 64)
     packed = compress(x, CompressionConfig(), seed=0)

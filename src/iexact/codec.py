@@ -258,7 +258,7 @@ def _scaled_chunks(x: torch.Tensor, config: CompressionConfig, seed: int):
     for start in range(0, numel, chunk):
         part = rows_view[start // stored_width : min(start + chunk, numel) // stored_width]
         if projection is None:
-            z = part.to(torch.float32, copy=True).view(-1)
+            z = part.to(torch.float32, memory_format=torch.contiguous_format, copy=True).view(-1)
         else:
             z = projection.forward(part, start // stored_width).view(-1)
         yield (start, z, *stored_scales(*block_min_max(z, block_size), config.scale_dtype))

@@ -1,6 +1,7 @@
-"""The fused one-launch compress and decompress (interpreted on CPU) against the
-PyTorch path: bit for bit with the noise given, in distribution with it drawn;
-and what one compress and one decompress launch and move."""
+"""The fused compress, decompress and weight-gradient product (interpreted on
+CPU) against the PyTorch path: bit for bit with the noise given, within float
+rounding where a matrix product sums in another order; and what each one
+launches and moves."""
 
 import dataclasses
 import math
@@ -214,3 +215,17 @@ def test_the_fused_transpose_product_decodes_inside_the_product(shape, config, m
         chunks = -(-shape[0] // triton_codec._PRODUCT_ROWS)
         assert traffic.launched == ["_transpose_products_kernel", "sum.dim_IntList"]
         assert traffic.bytes <= 1.05 * (left.nbytes + stored + (2 * chunks + 1) * product.nbytes)
+
+
+@pytest.mark.parametrize("projection", ["sketch", "shared"])
+def test_a_strided_input_is_read_where_it_lies(projection, launches):
+    """The fused kernels read a column slice in place (its row stride) and a
+    transposed or column-strided tensor from its contiguous copy: the codes
+    and scales of the contiguous tensor either way, drawn noise included."""
+    config = iexact.CompressionConfig(projection=projection)
+    base = torch.randn(96, 260, generator=torch.Generator().manual_seed(0))
+    for x in (base[:, :128], base[:, ::2], torch.randn(128, 64, generator=torch.Generator().manual_seed(1)).t()):
+        strided, copied = codec.compress(x, config, seed=4), codec.compress(x.contiguous(), config, seed=4)
+        for held, expected in zip(strided.tensors(), copied.tensors(), strict=True):
+            assert torch.equal(held, expected)
+    assert launches["compress"] == 6

@@ -90,7 +90,8 @@ class Projection:
             return (rows * signs) @ self.matrix
         # bucket j sums s h over columns j, j + k, ... slice by slice, in the fused kernel's order
         # (each s h exact, so z + h s is the one rounding the kernel makes too)
-        z = rows[:, : self.k] * signs[:, : self.k]
+        z = torch.empty(rows.shape[0], self.k, dtype=torch.float32, device=rows.device)  # row-major whatever the input
+        torch.mul(rows[:, : self.k], signs[:, : self.k], out=z)
         for slot in range(1, self.slots):  # the last slice may be narrower than k
             part = slice(slot * self.k, (slot + 1) * self.k)
             z[:, : rows[:, part].shape[1]].addcmul_(rows[:, part], signs[:, part])
