@@ -213,7 +213,6 @@ def _compress_fused(x: torch.Tensor, config: CompressionConfig, seed: int, store
     :func:`~iexact.kernels.quantize_pack` make for the same noise."""
     from .kernels import triton_codec
 
-    codes, mins, steps = stored
     width = x.shape[-1] if x.dim() else 1
     rows_view = x.reshape(x.numel() // width if width else 0, width)
     if rows_view.stride(-1) != 1:
@@ -226,11 +225,7 @@ def _compress_fused(x: torch.Tensor, config: CompressionConfig, seed: int, store
         end = min(start + chunk, numel)
         triton_codec.compress_rows(
             rows_view[start // stored_width : end // stored_width],
-            (
-                codes[start * config.bits // 8 : packed_size(end, config.bits)],
-                mins[start // block_size : num_blocks(end, block_size)],
-                steps[start // block_size : num_blocks(end, block_size)],
-            ),
+            _stored_range(stored, config.bits, block_size, start, end),
             kind=config.projection if k is not None else None,
             stored_width=stored_width,
             block_size=block_size,
@@ -308,9 +303,43 @@ def decompress(packed: PackedActivation, out: torch.Tensor | None = None, check:
     return out
 
 
+Held = tuple[torch.Tensor, torch.Tensor, torch.Tensor]  # codes, mins, steps
+
+
+def _stored_range(stored: Held, bits: int, block_size: int, start: int, end: int) -> Held:
+    """The ``(codes, mins, steps)`` of stored elements ``start`` to ``end`` (views;
+    ``start`` on a block and byte boundary, as every chunk starts)."""
+    codes, mins, steps = stored
+    blocks = slice(start // block_size, num_blocks(end, block_size))
+    return codes[start * bits // 8 : packed_size(end, bits)], mins[blocks], steps[blocks]
+
+
+def _fused_rows(packed: PackedActivation, first_row: int, rows: int) -> tuple[Held, dict]:
+    """What the fused kernels take of ``packed`` for ``rows`` rows from
+    ``first_row``: its stored tensors there (:func:`_stored_range`) and the
+    layout keywords (kind, widths, block, bits, levels, seed, first row)."""
+    stored_width = packed.projected_width or packed.width
+    held: Held = (packed.codes, packed.mins, packed.steps)
+    start, end = first_row * stored_width, (first_row + rows) * stored_width
+    layout = {
+        "kind": _kind(packed),
+        "stored_width": stored_width,
+        "block_size": packed.block_size,
+        "bits": packed.bits,
+        "levels": packed.levels,
+        "seed": packed.seed,
+        "first_row": first_row,
+    }
+    return _stored_range(held, packed.bits, packed.block_size, start, end), layout
+
+
+def _kind(packed: PackedActivation) -> str | None:
+    """The projection kind of ``packed``, ``None`` unprojected."""
+    return packed.projection if packed.projected_width is not None else None
+
+
 def _fused(packed: PackedActivation) -> bool:
-    kind = packed.projection if packed.projected_width is not None else None
-    return kernels.fused(packed.device, packed.block_size, kind, packed.dtype, packed.projected_width)
+    return kernels.fused(packed.device, packed.block_size, _kind(packed), packed.dtype, packed.projected_width)
 
 
 def _row_chunks(packed: PackedActivation, rows: torch.Tensor):
@@ -328,21 +357,8 @@ def _decompress_fused(packed: PackedActivation, first_row: int, out: torch.Tenso
     (:func:`iexact.kernels.triton_codec.decompress_rows`)."""
     from .kernels import triton_codec
 
-    stored_width = packed.projected_width or packed.width
-    start, end = first_row * stored_width, (first_row + out.shape[0]) * stored_width
-    triton_codec.decompress_rows(
-        packed.codes[start * packed.bits // 8 : packed_size(end, packed.bits)],
-        packed.mins[start // packed.block_size : num_blocks(end, packed.block_size)],
-        packed.steps[start // packed.block_size : num_blocks(end, packed.block_size)],
-        out,
-        kind=packed.projection if packed.projected_width is not None else None,
-        stored_width=stored_width,
-        block_size=packed.block_size,
-        bits=packed.bits,
-        levels=packed.levels,
-        seed=packed.seed,
-        first_row=first_row,
-    )
+    held, layout = _fused_rows(packed, first_row, out.shape[0])
+    triton_codec.decompress_rows(*held, out, **layout)
 
 
 def transpose_products(packed: PackedActivation, *lefts: torch.Tensor) -> list[torch.Tensor]:
@@ -399,25 +415,11 @@ def _product_fused(packed: PackedActivation, left: torch.Tensor) -> torch.Tensor
     summed over the codec's chunks; :math:`\hat H` is never written."""
     from .kernels import triton_codec
 
-    stored_width = packed.projected_width or packed.width
     left = left if left.stride(-1) == 1 else left.contiguous()
     total = None
     for first_row, part in _row_chunks(packed, left):
-        start, end = first_row * stored_width, (first_row + part.shape[0]) * stored_width
-        product = triton_codec.transpose_product_rows(
-            packed.codes[start * packed.bits // 8 : packed_size(end, packed.bits)],
-            packed.mins[start // packed.block_size : num_blocks(end, packed.block_size)],
-            packed.steps[start // packed.block_size : num_blocks(end, packed.block_size)],
-            part,
-            kind=packed.projection if packed.projected_width is not None else None,
-            width=packed.width,
-            stored_width=stored_width,
-            block_size=packed.block_size,
-            bits=packed.bits,
-            levels=packed.levels,
-            seed=packed.seed,
-            first_row=first_row,
-        )
+        held, layout = _fused_rows(packed, first_row, part.shape[0])
+        product = triton_codec.transpose_product_rows(*held, part, width=packed.width, **layout)
         total = product if total is None else total.add_(product)
     if total is None:  # no rows: a zero product
         columns = packed.projected_width if packed.projected_width and packed.projection != "sketch" else packed.width
@@ -438,12 +440,8 @@ def _stored_chunks(packed: PackedActivation):
     chunk = _chunk_elements(numel, stored_width, packed.block_size, packed.device)
     for start in range(0, numel, chunk):
         end = min(start + chunk, numel)
-        first = start // packed.block_size
-        last = num_blocks(end, packed.block_size)
         z = kernels.unpack_dequantize(
-            packed.codes[start * packed.bits // 8 : packed_size(end, packed.bits)],
-            packed.mins[first:last],
-            packed.steps[first:last],
+            *_stored_range((packed.codes, packed.mins, packed.steps), packed.bits, packed.block_size, start, end),
             packed.block_size,
             packed.bits,
             packed.levels,

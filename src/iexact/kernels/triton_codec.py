@@ -27,7 +27,7 @@ import torch
 import triton
 import triton.language as tl
 
-from ..quant.rounding import level_table, rounding_plan
+from ..quant.rounding import level_table
 from ..seeds import hash_key, matrix_seed, sign_seed, stream_seed
 from .triton_quant import level_position, rounding_mode
 
@@ -485,9 +485,8 @@ def _transpose_products_kernel(
 def _rounding_arguments(levels: tuple[float, ...], bits: int, shift: float) -> tuple[int, tuple[float, ...]]:
     """``MODE`` and the float arguments ``gain_scale, bias_shift, shift, hinge_start,
     hinge_span, hinge_gain`` of :func:`_compress_kernel` for ``levels`` and the noise ``shift``."""
-    mode, hinge, search = rounding_mode(levels, shift)
-    gain_scale = float((2**bits - 1) * rounding_plan(tuple(levels), shift).s0)
-    return mode, (gain_scale, 0.0 if search else shift, shift, *hinge)
+    mode, hinge, plan = rounding_mode(levels, shift)
+    return mode, (float((2**bits - 1) * plan.s0), 0.0 if plan.search else shift, shift, *hinge)
 
 
 def _dense_rows(block_size: int, k: int) -> int:

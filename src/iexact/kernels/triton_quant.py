@@ -17,7 +17,7 @@ import torch
 import triton
 import triton.language as tl
 
-from ..quant.rounding import level_table, packed_size, rounding_map, rounding_plan
+from ..quant.rounding import RoundingPlan, level_table, packed_size, rounding_map, rounding_plan
 
 _BYTES_PER_PROGRAM = 256
 MAX_LAUNCH_ELEMENTS = 2**31 - 1  # element indices are int32 (iexact.codec splits larger tensors)
@@ -64,17 +64,18 @@ def level_position(v, levels_ptr, slopes_ptr, hinge_start, hinge_span, hinge_gai
     return v
 
 
-def rounding_mode(levels: tuple[float, ...], shift: float) -> tuple[int, tuple[float, float, float], bool]:
-    """``(MODE, (start, span, gain), search)`` of :func:`level_position` for ``levels``."""
+def rounding_mode(levels: tuple[float, ...], shift: float) -> tuple[int, tuple[float, float, float], RoundingPlan]:
+    """``(MODE, (start, span, gain), plan)`` of :func:`level_position` for ``levels``
+    (``plan``: their :func:`~iexact.quant.rounding.rounding_plan`)."""
     plan = rounding_plan(tuple(levels), shift)
     if plan.search:
-        return _MODE_SEARCH, (0.0, 0.0, 0.0), True
+        return _MODE_SEARCH, (0.0, 0.0, 0.0), plan
     if not plan.hinges:
-        return _MODE_UNIFORM, (0.0, 0.0, 0.0), False
+        return _MODE_UNIFORM, (0.0, 0.0, 0.0), plan
     if len(plan.hinges) != 1:
         raise ValueError(f"levels {levels} are not symmetric: the kernel handles one merged hinge")
     start, span, gain = plan.hinges[0]
-    return _MODE_HINGE, (float(start), float(span), float(gain)), False
+    return _MODE_HINGE, (float(start), float(span), float(gain)), plan
 
 
 @triton.jit
