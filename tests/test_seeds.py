@@ -8,7 +8,7 @@ from torch_geometric.nn.models import GAT, GraphSAGE
 
 import iexact
 from iexact import CompressionConfig
-from iexact.seeds import SeedStream, stream_seed
+from iexact.seeds import SeedStream, _uniform_draws_are_bernoulli, generator_state, keep_mask, stream_seed
 
 NODES, FEATURES = 80, 12
 
@@ -77,3 +77,28 @@ def test_seed_stream_state_round_trip():
 def test_chunk_streams_are_distinct():
     seeds = {stream_seed(seed, offset) for seed in range(50) for offset in range(0, 50 * 2**20, 2**20)}
     assert len(seeds) == 2500 and all(0 <= seed < 2**62 for seed in seeds)
+
+
+@pytest.mark.parametrize("dtype", [torch.float32, torch.bfloat16, torch.float16, torch.float64])
+@pytest.mark.parametrize("shape", [(5,), (300, 7), (2**16 + 3, 3)], ids=["tiny", "one-chunk", "chunks"])
+def test_keep_masks_are_torchs_dropout_masks_bit_for_bit(dtype, shape):
+    """The CPU mask is drawn from float64 uniforms in chunks (faster than
+    ``bernoulli_``), yet equals ``bernoulli_(1 - p) / (1 - p)`` bit for bit,
+    leaves the generator where ``bernoulli_`` does, and is redrawn from a snapshot."""
+    p = 0.3
+    assert _uniform_draws_are_bernoulli(dtype), "this torch build's bernoulli_ draws otherwise: the fast path is off"
+    torch.manual_seed(4)
+    state = generator_state(torch.device("cpu"))
+    drawn = keep_mask(torch.empty(shape, dtype=dtype), p)
+    after = torch.rand(3)
+    torch.manual_seed(4)
+    expected = torch.empty(shape, dtype=dtype).bernoulli_(1 - p).div_(1 - p)
+    assert torch.equal(drawn, expected) and torch.equal(after, torch.rand(3))
+    assert torch.equal(keep_mask(torch.empty(shape, dtype=dtype), p, state), expected)
+
+
+def test_a_transposed_mask_is_drawn_as_bernoulli_draws_it():
+    torch.manual_seed(2)
+    drawn = keep_mask(torch.empty(40, 30).t(), 0.5)
+    torch.manual_seed(2)
+    assert torch.equal(drawn, torch.empty(40, 30).t().bernoulli_(0.5).div_(0.5))

@@ -13,8 +13,10 @@ Three kinds of randomness, each drawn from an explicit source:
   tensor compressed with ``seed`` is seeded by :func:`stream_seed`, a
   SplitMix64 hash, so chunks and nearby seeds draw unrelated noise.
 - **Dropout keep-masks** are drawn from torch's default generator with the
-  very operation torch's dropout uses, :math:`m = \mathrm{Bernoulli}(1 - p)`
-  then :math:`m / (1 - p)`, after a snapshot of that generator's state
+  very draws torch's dropout makes, :math:`m = \mathrm{Bernoulli}(1 - p)`
+  then :math:`m / (1 - p)` (on CPU as :math:`[u < 1 - p]` from one float64
+  uniform per element, which is what ``bernoulli_`` draws, 2.5x faster),
+  after a snapshot of that generator's state
   (:func:`generator_state`); backward redraws the same mask from the
   snapshot. Under the same ``torch.manual_seed`` a converted model's masks
   are its FP32 twin's, bit for bit on CPU.
@@ -130,7 +132,8 @@ def generator_state(device: torch.device) -> torch.Tensor:
 def keep_mask(empty: torch.Tensor, p: float, state: torch.Tensor | None = None) -> torch.Tensor:
     r"""Fill ``empty`` with the scaled keep-mask :math:`m / (1 - p)`,
     :math:`m_i \sim \mathrm{Bernoulli}(1 - p)`, as torch's dropout draws it
-    (``bernoulli_(1 - p)`` then ``div_(1 - p)`` on a tensor laid out like its input).
+    (``bernoulli_(1 - p)`` then ``div_(1 - p)`` on a tensor laid out like its
+    input; bit for bit the same from :func:`_keep_from_uniforms` on CPU).
 
     Args:
         empty (torch.Tensor): the tensor to fill, laid out like the dropped input.
@@ -143,7 +146,42 @@ def keep_mask(empty: torch.Tensor, p: float, state: torch.Tensor | None = None) 
     if state is not None:
         generator = torch.Generator(device=empty.device)
         generator.set_state(state)
-    return empty.bernoulli_(1.0 - p, generator=generator).div_(1.0 - p)
+    if empty.device.type == "cpu" and empty.is_contiguous() and _uniform_draws_are_bernoulli(empty.dtype):
+        _keep_from_uniforms(empty, 1.0 - p, generator)
+    else:
+        empty.bernoulli_(1.0 - p, generator=generator)
+    return empty.div_(1.0 - p)
+
+
+_UNIFORM_CHUNK = 2**16  # float64 uniforms drawn at a time: 512 KiB, whatever the mask's size
+
+
+def _keep_from_uniforms(out: torch.Tensor, q: float, generator: torch.Generator | None) -> None:
+    r"""Fill the contiguous CPU tensor ``out`` with :math:`[u_i < q]`,
+    :math:`u_i` one float64 ``uniform_`` draw per element in memory order: the
+    very draws and comparison of torch's CPU ``bernoulli_(q)`` (its serial
+    kernel), ~2.5x faster, in chunks of :data:`_UNIFORM_CHUNK` elements."""
+    flat = out.view(-1)
+    uniforms = torch.empty(min(flat.numel(), _UNIFORM_CHUNK), dtype=torch.float64)
+    for start in range(0, flat.numel(), _UNIFORM_CHUNK):
+        part = flat[start : start + _UNIFORM_CHUNK]
+        torch.lt(uniforms[: part.numel()].uniform_(generator=generator), q, out=part)
+
+
+@functools.lru_cache(maxsize=16)
+def _uniform_draws_are_bernoulli(dtype: torch.dtype) -> bool:
+    """Whether :func:`_keep_from_uniforms` gives torch's CPU ``bernoulli_`` bit
+    for bit into ``dtype``, and leaves the generator where it does: checked once
+    per dtype on a probe (a build whose ``bernoulli_`` draws otherwise, as with
+    MKL's vector generator, keeps ``bernoulli_`` itself)."""
+    generator = torch.Generator().manual_seed(0x5EED)
+    start = generator.get_state()
+    expected = torch.empty(3 * 1000 + 7, dtype=dtype).bernoulli_(0.3, generator=generator)
+    end = generator.get_state()
+    generator.set_state(start)
+    drawn = torch.empty_like(expected)
+    _keep_from_uniforms(drawn, 0.3, generator)
+    return torch.equal(drawn, expected) and torch.equal(generator.get_state(), end)
 
 
 def _signed(value: int) -> int:
