@@ -54,3 +54,14 @@ def test_more_selected_than_the_capacity_is_refused():
 
     with pytest.raises(RuntimeError, match="more elements selected than their packed bits hold"):
         pack_selected(torch.ones(100, dtype=torch.bool), torch.ones(100, dtype=torch.bool), 64)
+
+
+@pytest.mark.parametrize("offset", [0, 3, 8])
+def test_masks_at_any_offset_or_dtype_pack_to_the_same_bytes(offset):
+    """A slice of a boolean tensor is packed from its own bytes only where they
+    form whole aligned words; elsewhere (and for 0/1 integers) from a copy."""
+    generator = torch.Generator().manual_seed(offset)
+    mask = (torch.rand(8 + 64, generator=generator) > 0.5)[offset : offset + 64]
+    expected = torch.tensor([sum(int(bit) << i for i, bit in enumerate(mask[j : j + 8])) for j in range(0, 64, 8)])
+    assert torch.equal(pack_mask(mask), expected.to(torch.uint8))
+    assert torch.equal(pack_mask(mask.to(torch.uint8)), expected.to(torch.uint8))
