@@ -15,7 +15,7 @@ Three kinds of randomness, each drawn from an explicit source:
 - **Dropout keep-masks** are drawn from torch's default generator with the
   very draws torch's dropout makes, :math:`m = \mathrm{Bernoulli}(1 - p)`
   then :math:`m / (1 - p)` (on CPU as :math:`[u < 1 - p]` from one float64
-  uniform per element, which is what ``bernoulli_`` draws, 2.5x faster),
+  uniform per element, which is what ``bernoulli_`` draws, in 40 % of its time),
   after a snapshot of that generator's state
   (:func:`generator_state`); backward redraws the same mask from the
   snapshot. Under the same ``torch.manual_seed`` a converted model's masks
@@ -160,7 +160,7 @@ def _keep_from_uniforms(out: torch.Tensor, q: float, generator: torch.Generator 
     r"""Fill the contiguous CPU tensor ``out`` with :math:`[u_i < q]`,
     :math:`u_i` one float64 ``uniform_`` draw per element in memory order: the
     very draws and comparison of torch's CPU ``bernoulli_(q)`` (its serial
-    kernel), ~2.5x faster, in chunks of :data:`_UNIFORM_CHUNK` elements."""
+    kernel), in 40 % of its time, in chunks of :data:`_UNIFORM_CHUNK` elements."""
     flat = out.view(-1)
     uniforms = torch.empty(min(flat.numel(), _UNIFORM_CHUNK), dtype=torch.float64)
     for start in range(0, flat.numel(), _UNIFORM_CHUNK):
