@@ -13,7 +13,7 @@ from iexact.experiments.data import load_dataset
 from iexact.experiments.models import build_model
 from iexact.experiments.train import loss_function
 from iexact.nn import is_compressed
-from iexact.planning import candidate_configs, least_error_within
+from iexact.planning import candidate_configs, least_bytes_within, least_error_within, verified_least_bytes
 
 # a grid small enough for the suite, wide enough that plans mix configs
 CANDIDATES = [
@@ -101,6 +101,19 @@ def test_the_knapsack_is_solved_exactly():
             for _ in range(generator.randrange(1, 5))
         ]
         capacity = generator.randrange(0, 120)
+        cap = generator.random() * len(options)
+        accurate = [
+            picks
+            for picks in itertools.product(*(range(len(o)) for o in options))
+            if sum(o[i][1] for o, i in zip(options, picks, strict=True)) <= cap
+        ]
+        picks = least_bytes_within(options, cap)
+        if not accurate:
+            assert picks is None
+        else:
+            least = min(sum(o[i][0] for o, i in zip(options, p, strict=True)) for p in accurate)
+            assert sum(o[i][1] for o, i in zip(options, picks, strict=True)) <= cap
+            assert sum(o[i][0] for o, i in zip(options, picks, strict=True)) == least
         feasible = [
             picks
             for picks in itertools.product(*(range(len(o)) for o in options))
@@ -126,6 +139,12 @@ def test_candidates_bad_budgets_and_explicit_levels():
     for budget in (-1, 1.5, 1e30):
         with pytest.raises(ValueError, match="budget must be a whole number of bytes"):
             iexact.plan_memory(model, data.x, data.edge_index, loss_fn=loss, budget=budget)
+    for max_error in (0, -1, float("nan"), float("inf"), True):
+        with pytest.raises(ValueError, match="max_error must be a finite number > 0"):
+            iexact.plan_memory(model, data.x, data.edge_index, loss_fn=loss, max_error=max_error)
+    for targets in ({}, {"budget": 10**6, "max_error": 0.5}):
+        with pytest.raises(ValueError, match="exactly one target: budget \\(bytes\\) or max_error"):
+            iexact.plan_memory(model, data.x, data.edge_index, loss_fn=loss, **targets)
     for arguments, message in (
         ({"base": "default"}, "base must be an iexact.CompressionConfig"),
         ({"loss_fn": None}, "loss_fn must be callable"),
@@ -184,3 +203,42 @@ def test_a_fallback_module_is_planned_with_its_own_bits_and_no_projection():
         chosen.add(attention.config.bits)
         assert plan.bytes == iexact.activation_memory(plan.apply_(copy.deepcopy(model)), x).total
     assert chosen == {4, 8}
+
+
+def test_an_error_target_gets_the_least_memory_measured_within_it():
+    """With ``max_error`` the plan keeps less than any single config that is as
+    accurate, and its gradient error, measured anew, is within the target."""
+    data, loss = _graph(600)
+    model = _model("sage", data)
+    plan = iexact.plan_memory(model, data.x, data.edge_index, loss_fn=loss, max_error=0.5, candidates=CANDIDATES)
+    assert plan.budget is None and plan.max_error == 0.5 and plan.measured_error <= 0.5
+    planned = plan.apply_(copy.deepcopy(model))
+    assert plan.bytes == pytest.approx(iexact.activation_memory(planned, data.x, data.edge_index).total, rel=0.05)
+    assert iexact.gradient_error(planned, data.x, data.edge_index, loss_fn=loss, draws=4).whole <= 0.5
+    for config in CANDIDATES:  # every single config as small errs more
+        uniform = iexact.compress_(copy.deepcopy(model), config)
+        if iexact.activation_memory(uniform, data.x, data.edge_index).total < plan.bytes:
+            assert iexact.gradient_error(uniform, data.x, data.edge_index, loss_fn=loss, draws=4).whole > 0.5
+    with pytest.raises(iexact.PlanError, match="no plan was measured within a gradient error of 1e-06"):
+        iexact.plan_memory(model, data.x, data.edge_index, loss_fn=loss, max_error=1e-6, candidates=CANDIDATES[:2])
+
+
+def test_verification_corrects_underestimates_and_tightens_the_target():
+    """Predictions that are low for one module (measured 4x) and for the
+    whole (errors compounding, 1.5x the sum) are corrected until the
+    measured plan is within the cap; a cap no plan meets gives None."""
+    options = [[(1, 0.4), (2, 0.1), (4, 0.01)], [(1, 0.3), (2, 0.05), (4, 0.005)]]
+    factor = {0: 4.0, 1: 1.0}
+
+    def measure(module, option):
+        return options_truth[module][option][1]
+
+    def measure_whole(picks):
+        return 1.5 * sum(options_truth[m][p][1] for m, p in enumerate(picks))
+
+    options_truth = [[(b, e * factor[m]) for b, e in row] for m, row in enumerate(options)]
+    picks, error = verified_least_bytes([list(row) for row in options], 0.5, measure, measure_whole)
+    assert error <= 0.5 and error == measure_whole(picks)
+    # the cheapest choice truly within 0.5 (both modules' noisier options compound over it)
+    assert picks == (2, 1) and error == pytest.approx(1.5 * (0.04 + 0.05))
+    assert verified_least_bytes([list(row) for row in options], 1e-4, measure, measure_whole) is None

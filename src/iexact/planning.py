@@ -33,9 +33,22 @@ errors add up:
 :math:`\varepsilon_m(c_0)` being :func:`~iexact.gradient_error` with only
 :math:`m` compressed, with the base config :math:`c_0`.
 
+The sensitivity is measured in context: the whole model converted, module
+:math:`m` at :math:`c_0` and every other at 8 bits without projection (a
+module's stored tensors can depend on its parent's conversion).
+
 **Choice.** Minimizing :math:`\sum_m s_m e_m(c_m)` with the bytes within the
 budget is a multiple-choice knapsack, solved exactly on the Pareto frontier
 of (bytes, error), one module at a time.
+
+**An error target instead** (``max_error``): the least bytes whose error is
+within it, from the same frontier, but measured before it is trusted
+(:func:`verified_least_bytes`): the first-order sum underestimates where a
+module's gradient is not linear in its noise (attention at 1 bit) and where
+errors compound across modules, so each pick's error is measured in context
+and the plan's whole, and the target tightened by the overshoot until the
+plan measures within it. On PyG's model zoo (``iexact bench memory --models
+--max-error 0.8``) every family then measures within 0.8.
 """
 
 from __future__ import annotations
@@ -52,7 +65,7 @@ from .analysis import cuda_devices, gradient_error, observe_compressions
 from .codec import stored_bytes
 from .config import CompressionConfig
 from .memory import activation_memory, format_bytes
-from .nn import compress_, configure_, is_compressed, original_class, restore_
+from .nn import compress_, configure_, is_compressed, module_configs, original_class, restore_
 from .nn.fallback import FallbackHandler
 from .ops.codec import decompress
 
@@ -100,7 +113,8 @@ class UniformPlan:
 
 @dataclasses.dataclass(frozen=True)
 class Plan:
-    r"""A config per compressed module that fits an activation-memory budget.
+    r"""A config per compressed module that fits an activation-memory budget
+    (or keeps the least memory within a gradient-error target).
 
     Compress the model with ``base`` and give the modules their configs
     (:func:`iexact.nn.configure_`): :meth:`apply_` does both.
@@ -112,18 +126,26 @@ class Plan:
         fixed (dict): bytes the other modules keep whatever the configs
             (ReLU's sign bits, dropout's generator snapshots, tensors saved
             uncompressed), by module name.
-        budget (int): the budget in bytes.
+        budget (int or None): the budget in bytes (``None``: planned for ``max_error``).
         fp32_bytes (int): what the uncompressed model keeps.
         uniform (UniformPlan or None): the best single candidate for every
-            module within the budget, for comparison (``None``: none fits).
+            module within the budget (or, for ``max_error``, the smallest
+            within it), for comparison (``None``: none fits).
+        max_error (float or None): the gradient error the plan was held to,
+            with the least bytes (``None``: planned for ``budget``).
+        measured_error (float or None): for ``max_error``, the plan's
+            :func:`iexact.gradient_error` as the planner measured it (its
+            ``draws``), at most ``max_error``.
     """
 
     base: CompressionConfig
     modules: tuple[ModulePlan, ...]
     fixed: dict[str, int]
-    budget: int
+    budget: int | None
     fp32_bytes: int
     uniform: UniformPlan | None
+    max_error: float | None = None
+    measured_error: float | None = None
 
     @property
     def bytes(self) -> int:
@@ -195,25 +217,41 @@ def _sensitivity(
     """:math:`s_m`: squared gradient error per unit noise with only module ``name`` compressed."""
     if noise == 0:
         return 0.0
-    with warnings.catch_warnings():  # every other module is left out on purpose
+    return _alone_squared_error(reference, name, base, inputs, kwargs, loss_fn, draws, seed) / noise
+
+
+def _alone_squared_error(reference, name: str, config, inputs, kwargs, loss_fn, draws: int, seed: int) -> float:
+    """:math:`\varepsilon_m^2(c)`: the squared relative gradient error with
+    module ``name`` at ``config`` and every other converted module at 8 bits
+    without projection (an error near 0.004): the model converted whole, so
+    that each module stores what it stores in the plan (a module whose input a
+    converted parent makes, like an ``EdgeConv``'s MLP, would keep it by
+    reference were the parent left stock)."""
+    with warnings.catch_warnings():  # the fallback's warning, on every measurement
         warnings.simplefilter("ignore", UserWarning)
-        alone = compress_(copy.deepcopy(reference), base, filter_fn=lambda module, other: other == name)
-    error = gradient_error(alone, *inputs, loss_fn=loss_fn, draws=draws, seed=seed, **kwargs)
-    return error.whole**2 / noise
+        model = compress_(copy.deepcopy(reference), config)
+    near_exact = dataclasses.replace(config, bits=8, rp_ratio=1)
+    configure_(model, {other: config if other == name else near_exact for other in module_configs(model)})
+    error = gradient_error(model, *inputs, loss_fn=loss_fn, draws=draws, seed=seed, **kwargs)
+    return error.whole**2
 
 
-def least_error_within(options: list[list[tuple[int, float]]], capacity: int) -> tuple[int, ...] | None:
-    """One option index per module minimizing the summed error with summed bytes
-    at most ``capacity``, each option being ``(bytes, error)``; ``None`` when
-    nothing fits. Exact: the Pareto frontier of (bytes, error) is merged one
-    module at a time, keeping only points no other point beats on both."""
+def _frontier(
+    options: list[list[tuple[int, float]]], capacity: float, error_cap: float
+) -> list[tuple[int, float, tuple[int, ...]]]:
+    """The Pareto frontier of (summed bytes, summed error, one option index per
+    module) over every choice within ``capacity`` bytes and ``error_cap``
+    summed error, each option being ``(bytes, error)``: ascending bytes,
+    descending error. Exact: merged one module at a time, keeping only
+    points no other point beats on both (bytes and errors only grow as
+    modules are added, so a point over either cap is dropped at once)."""
     frontier: list[tuple[int, float, tuple[int, ...]]] = [(0, 0.0, ())]
     for module_options in options:
         merged = sorted(
             (nbytes + extra, error + more, picks + (index,))
             for nbytes, error, picks in frontier
             for index, (extra, more) in enumerate(module_options)
-            if nbytes + extra <= capacity
+            if nbytes + extra <= capacity and error + more <= error_cap
         )
         frontier, best = [], math.inf
         for point in merged:
@@ -221,24 +259,110 @@ def least_error_within(options: list[list[tuple[int, float]]], capacity: int) ->
                 frontier.append(point)
                 best = point[1]
         if not frontier:
+            break
+    return frontier
+
+
+def least_error_within(options: list[list[tuple[int, float]]], capacity: float) -> tuple[int, ...] | None:
+    """One option index per module minimizing the summed error with summed bytes
+    at most ``capacity``, each option being ``(bytes, error)``; ``None`` when
+    nothing fits (:func:`_frontier`'s last point: the least error)."""
+    frontier = _frontier(options, capacity, math.inf)
+    return frontier[-1][2] if frontier else None
+
+
+def least_bytes_within(options: list[list[tuple[int, float]]], error_cap: float) -> tuple[int, ...] | None:
+    """One option index per module minimizing the summed bytes with summed error
+    at most ``error_cap``; ``None`` when no choice is that accurate
+    (:func:`_frontier`'s first point: the least bytes)."""
+    frontier = _frontier(options, math.inf, error_cap)
+    return frontier[0][2] if frontier else None
+
+
+VERIFY_ROUNDS = 6  # plans measured whole by verified_least_bytes before it gives up
+
+
+def verified_least_bytes(
+    options: list[list[tuple[int, float]]],
+    error_cap: float,
+    measure: Callable[[int, int], float],
+    measure_whole: Callable[[tuple[int, ...]], float],
+) -> tuple[tuple[int, ...], float] | None:
+    r""":func:`least_bytes_within`, checked by measurement: ``measure(module,
+    option)`` is one module's error alone and ``measure_whole(picks)`` the
+    plan's, on the options' (squared) scale.
+
+    The prediction adds the modules' errors, each first order in its stored
+    tensors' noise. Both assumptions fail somewhere: a module's gradient may
+    not be linear in the noise (attention's softmax of two compressed
+    factors at 1 bit), and errors compound across modules whose backward
+    reads their own stored tensors (a noisy :math:`dY` times a noisy
+    :math:`\hat X`). So each round corrects the picks' predictions by their
+    measurements (:func:`_corrected`), chooses, measures the plan whole, and
+    if it is over ``error_cap`` divides the cap by the plan's measured
+    underestimate (measured over predicted) and
+    chooses again: at most :data:`VERIFY_ROUNDS` rounds. Returns the picks
+    and their measured (squared) error, ``None`` when no plan was measured
+    within the cap; ``options`` are left corrected."""
+    measured: set[tuple[int, int]] = set()
+    cap = error_cap
+    for _ in range(VERIFY_ROUNDS):
+        picks = _least_bytes_or_error(options, cap)
+        while _corrected(options, picks, measured, measure):
+            picks = _least_bytes_or_error(options, cap)
+        whole = measure_whole(picks)
+        if whole <= error_cap:
+            return picks, whole
+        if least_bytes_within(options, cap) is None:  # the most accurate plan was measured, and is over
             return None
-    return frontier[-1][2]
+        predicted = sum(options[module][pick][1] for module, pick in enumerate(picks))
+        cap = min(cap, error_cap * predicted / whole)  # the sum's underestimate, as measured on this plan
+    return None
+
+
+def _least_bytes_or_error(options, cap: float) -> tuple[int, ...]:
+    """:func:`least_bytes_within` ``cap``, or the most accurate choice where none is predicted within it."""
+    picks = least_bytes_within(options, cap)
+    if picks is None:
+        picks = least_error_within(options, math.inf)
+    assert picks is not None  # every module has an option
+    return picks
+
+
+def _corrected(options, picks: tuple[int, ...], measured: set, measure) -> bool:
+    """Put the measured error of each pick not yet measured in place of its
+    prediction, scaling that module's noisier options (predicted error at
+    least the pick's) by the same underestimate; whether any was new."""
+    fresh = [(module, pick) for module, pick in enumerate(picks) if (module, pick) not in measured]
+    for module, pick in fresh:
+        predicted, truth = options[module][pick][1], measure(module, pick)
+        factor = truth / predicted if predicted > 0 else 1.0
+        options[module] = [
+            (nbytes, error * factor if factor > 1 and error >= predicted and (module, j) not in measured else error)
+            for j, (nbytes, error) in enumerate(options[module])
+        ]
+        options[module][pick] = (options[module][pick][0], truth)
+        measured.add((module, pick))
+    return bool(fresh)
 
 
 def plan_memory(
     model: torch.nn.Module,
     *inputs,
     loss_fn: Callable[[torch.Tensor], torch.Tensor],
-    budget: int,
+    budget: int | None = None,
     base: CompressionConfig | None = None,
     candidates: Sequence[CompressionConfig] | None = None,
     draws: int = 4,
     seed: int = 0,
+    max_error: float | None = None,
     **kwargs,
 ) -> Plan:
     r"""The configs per module that keep ``model``'s activations on ``inputs``
-    within ``budget`` bytes with the least predicted gradient error (see the
-    module's documentation for the prediction).
+    within ``budget`` bytes with the least predicted gradient error, or (with
+    ``max_error`` instead) that keep the least bytes with a predicted
+    gradient error of at most ``max_error`` (see the module's documentation
+    for the prediction).
 
     ``model`` (compressed or not) and torch's generator are left as they were;
     the measurements run on copies, in training mode.
@@ -248,8 +372,11 @@ def plan_memory(
         *inputs: one batch, the positional arguments to call it with.
         **kwargs: the keyword arguments to call it with.
         loss_fn (callable): output -> scalar loss (for the gradient error).
-        budget (int): activation memory allowed, in bytes, as
+        budget (int, optional): activation memory allowed, in bytes, as
             :func:`iexact.activation_memory` counts it.
+        max_error (float, optional): instead of ``budget``, the relative
+            gradient error against FP32 allowed (:func:`iexact.gradient_error`'s
+            ``whole``, predicted): the plan then keeps the least memory within it.
         base (CompressionConfig, optional): the fields not planned (levels,
             projection kind, scale dtype, ``rp_norm``) and the config the
             sensitivities are measured with. (default: :obj:`CompressionConfig()`)
@@ -262,21 +389,22 @@ def plan_memory(
         :class:`Plan`.
 
     Raises:
-        PlanError: no candidate plan fits ``budget``; the message and
-            ``smallest`` give the least memory a plan needs.
-        ValueError: ``base`` has explicit levels (they fix the bits), or
-            ``model`` compresses nothing.
+        PlanError: no candidate plan fits ``budget`` (or is predicted within
+            ``max_error``); the message and ``smallest`` give the least
+            memory a plan needs.
+        ValueError: not exactly one of ``budget`` and ``max_error``; ``base``
+            has explicit levels (they fix the bits), or ``model`` compresses nothing.
     """
     base = CompressionConfig() if base is None else base
-    _check_arguments(model, loss_fn, budget, base)
+    _check_arguments(model, loss_fn, budget, base, max_error)
     candidates = candidate_configs(base) if candidates is None else list(candidates)
     if not candidates or not all(isinstance(config, CompressionConfig) for config in candidates):
         raise ValueError("candidates must be a non-empty sequence of iexact.CompressionConfig")
     with torch.random.fork_rng(devices=cuda_devices(inputs, kwargs)):  # dropout draws in every forward
-        return _plan(model, inputs, kwargs, loss_fn, budget, base, candidates, draws, seed)
+        return _plan(model, inputs, kwargs, loss_fn, (budget, max_error), base, candidates, draws, seed)
 
 
-def _check_arguments(model, loss_fn, budget, base) -> None:
+def _check_arguments(model, loss_fn, budget, base, max_error) -> None:
     if not isinstance(model, torch.nn.Module):
         raise TypeError(f"model must be a torch.nn.Module, got {type(model).__name__}")
     if not callable(loss_fn):
@@ -290,11 +418,18 @@ def _check_arguments(model, loss_fn, budget, base) -> None:
             "plan_memory varies the bits, which explicit levels fix: give the base config "
             "levels by kind (uniform, optimal or calibrated)"
         )
-    if isinstance(budget, bool) or not isinstance(budget, int) or budget < 0:
+    if (budget is None) == (max_error is None):
+        raise ValueError("give plan_memory exactly one target: budget (bytes) or max_error (relative gradient error)")
+    if budget is not None and (isinstance(budget, bool) or not isinstance(budget, int) or budget < 0):
         raise ValueError(f"budget={budget!r} is invalid: budget must be a whole number of bytes (an int) >= 0")
+    if max_error is not None and (
+        isinstance(max_error, bool) or not isinstance(max_error, (int, float)) or not 0 < max_error < math.inf
+    ):
+        raise ValueError(f"max_error={max_error!r} is invalid: max_error must be a finite number > 0")
 
 
-def _plan(model, inputs, kwargs, loss_fn, budget, base, candidates, draws, seed) -> Plan:
+def _plan(model, inputs, kwargs, loss_fn, target, base, candidates, draws, seed) -> Plan:
+    budget, max_error = target
     reference = restore_(copy.deepcopy(model)).train()
     fp32_bytes = activation_memory(reference, *inputs, **kwargs).total
     compressed = compress_(copy.deepcopy(reference), base)
@@ -314,7 +449,7 @@ def _plan(model, inputs, kwargs, loss_fn, budget, base, candidates, draws, seed)
     fixed = {name: nbytes for name, nbytes in kept.items() if name not in at_base}
     costs = {name: [observed[config].get(name, (0, 0.0)) for config in candidates] for name in at_base}
     smallest = sum(fixed.values()) + sum(min(nbytes for nbytes, _ in row) + others[name] for name, row in costs.items())
-    if budget < smallest:  # before the sensitivities, the costly part
+    if budget is not None and budget < smallest:  # before the sensitivities, the costly part
         raise PlanError(
             f"no plan keeps the activations within {format_bytes(budget, exact=True)}: the smallest keeps "
             f"{format_bytes(smallest, exact=True)}, "
@@ -330,16 +465,59 @@ def _plan(model, inputs, kwargs, loss_fn, budget, base, candidates, draws, seed)
     options = [
         [(nbytes + others[name], sensitivity[name] * noise) for nbytes, noise in row] for name, row in costs.items()
     ]
-    picks = least_error_within(options, budget - sum(fixed.values()))
-    assert picks is not None  # the budget holds the smallest choice of every module
+
+    def measure(module: int, option: int) -> float:
+        name = list(at_base)[module]
+        config = _for_module(candidates[option], name in fallbacks)
+        return _alone_squared_error(reference, name, config, inputs, kwargs, loss_fn, draws, seed)
+
+    def measure_whole(picks: tuple[int, ...]) -> float:
+        planned = {
+            name: _for_module(candidates[pick], name in fallbacks) for name, pick in zip(at_base, picks, strict=True)
+        }
+        model = configure_(compress_(copy.deepcopy(reference), base), planned)
+        return gradient_error(model, *inputs, loss_fn=loss_fn, draws=draws, seed=seed, **kwargs).whole ** 2
+
+    picks, measured_error = _choose(options, sum(fixed.values()), target, smallest, (measure, measure_whole))
     modules = tuple(
         ModulePlan(name, kinds[name], _for_module(candidates[pick], name in fallbacks), *options[index][pick])
         for index, (name, pick) in enumerate(zip(at_base, picks, strict=True))
     )
-    uniform = None
+    uniform = _uniform(candidates, options, sum(fixed.values()), target)
+    return Plan(base, modules, fixed, budget, fp32_bytes, uniform, max_error, measured_error)
+
+
+def _choose(options, fixed_bytes: int, target: tuple, smallest: int, measure) -> tuple[tuple[int, ...], float | None]:
+    """One option per module: the least error within the budget, or the least
+    bytes within the error target (``target`` = ``(budget, max_error)``, one
+    of them ``None``), the latter checked by ``measure`` (:func:`verified_least_bytes`,
+    which corrects ``options``); and the error measured, if it was."""
+    budget, max_error = target
+    if budget is not None:
+        picks = least_error_within(options, budget - fixed_bytes)
+        assert picks is not None  # the budget holds the smallest choice of every module
+        return picks, None
+    verified = verified_least_bytes(options, max_error**2, *measure)
+    if verified is None:
+        raise PlanError(
+            f"no plan was measured within a gradient error of {max_error:g} in {VERIFY_ROUNDS} rounds: allow a "
+            f"larger error, or give candidates with more bits or no projection",
+            smallest,
+        )
+    picks, squared = verified
+    return picks, math.sqrt(squared)
+
+
+def _uniform(candidates, options, fixed_bytes: int, target: tuple) -> UniformPlan | None:
+    """The best single candidate for every module: the least error within the
+    budget, or the least bytes within the error target."""
+    budget, max_error = target
+    best = None
     for column, config in enumerate(candidates):
-        nbytes = sum(choices[column][0] for choices in options) + sum(fixed.values())
+        nbytes = sum(choices[column][0] for choices in options) + fixed_bytes
         error = math.sqrt(sum(choices[column][1] for choices in options))
-        if nbytes <= budget and (uniform is None or error < uniform.gradient_error):
-            uniform = UniformPlan(config, nbytes, error)
-    return Plan(base, modules, fixed, budget, fp32_bytes, uniform)
+        if budget is not None and nbytes <= budget and (best is None or error < best.gradient_error):
+            best = UniformPlan(config, nbytes, error)
+        if max_error is not None and error <= max_error and (best is None or nbytes < best.bytes):
+            best = UniformPlan(config, nbytes, error)
+    return best
