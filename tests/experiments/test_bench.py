@@ -72,6 +72,31 @@ def test_every_model_family_is_compressed_and_its_gradient_measured(capsys):
     assert by_name["GPSConv (GINEConv + attention)"][-1].startswith("GINEConv, MultiheadAttention")
 
 
+def test_a_family_planned_for_an_error_target_measures_within_it():
+    from iexact.experiments.zoo import _planned_row
+
+    generator = torch.Generator().manual_seed(0)
+    edge_index = torch.randint(0, 300, (2, 1500), generator=generator)
+    x, labels = torch.randn(300, 16, generator=generator), torch.randint(0, 8, (300,), generator=generator)
+    torch.manual_seed(0)
+    model, _ = zoo(16, 16, 8, edge_index)["GraphSAGE"]()
+    ratio, cells = _planned_row(model, (x, edge_index, {}), labels, 0.5, 2)
+    assert ratio > 5 and cells == f" {ratio:.1f}× | {float(cells.split('|')[1]):.3f}"
+    assert float(cells.split("|")[1]) <= 0.5
+    assert _planned_row(model, (x, edge_index, {}), labels, 1e-9, 1) == (None, " none within it | –")
+
+
+@pytest.mark.slow
+def test_every_model_family_is_planned_within_an_error_target(capsys):
+    argv = ["bench", "memory", "--models", "--nodes", "300", "--edges", "1500", "--draws", "2", "--threads", "1"]
+    assert main([*argv, "--max-error", "0.8"]) == 0
+    out = capsys.readouterr().out
+    rows = [line.strip("| ").split(" | ") for line in out.splitlines() if line.startswith("| ")]
+    for row in rows[1:]:
+        assert row[-2].endswith("×") and float(row[-1]) <= 0.8, row[0]
+    assert "Planned within 0.8: 14 of 14 families" in out
+
+
 @pytest.mark.parametrize("argv", [["bench", "codec", "--rows", "0"], ["bench", "codec", "--width", "-3"]])
 def test_a_size_below_one_is_refused_by_name(argv, capsys):
     with pytest.raises(SystemExit) as info:

@@ -6,11 +6,14 @@ Each is built with 3 layers of ``hidden`` channels on a random graph
 model classes where PyG has one (``GCN``, ``GraphSAGE``, ``GAT``, ``GAT(v2=True)``,
 ``GIN``, ``PNA``, ``EdgeCNN``), otherwise a :class:`Stack` of one conv class
 with ReLU (or the named norm and activation) and dropout 0.5 between layers.
-:func:`zoo_report` measures each with FP32 beside the default config.
+:func:`zoo_report` measures each with FP32 beside the default config, and
+with a ``max_error`` beside the plan of least memory measured within it
+(:func:`iexact.plan_memory`).
 """
 
 from __future__ import annotations
 
+import copy
 import statistics
 import warnings
 from collections.abc import Callable
@@ -33,6 +36,7 @@ from ..config import CompressionConfig
 from ..memory import activation_memory, format_bytes
 from ..nn import compress_, original_class
 from ..nn.fallback import FallbackHandler
+from ..planning import PlanError, plan_memory
 from .precision import autocast
 
 EDGE_DIM = 16
@@ -142,6 +146,25 @@ def _family_row(model, inputs, labels, config, fallback, draws: int) -> tuple[fl
     )
 
 
+def _planned_row(model, inputs, labels, max_error: float, draws: int) -> tuple[float | None, str]:
+    """``(ratio, cells)`` of ``model`` (uncompressed) planned for the least
+    memory within ``max_error`` (:func:`iexact.plan_memory`, its ``draws``):
+    the FP32 ratio and the error the planner measured; ``None`` where no plan
+    was measured within it."""
+    x, edge_index, kwargs = inputs
+    fp32 = activation_memory(model, x, edge_index, **kwargs).total
+    loss = lambda out: torch.nn.functional.cross_entropy(out.float(), labels)  # noqa: E731
+    try:
+        with warnings.catch_warnings():
+            warnings.simplefilter("ignore")
+            plan = plan_memory(model, x, edge_index, loss_fn=loss, max_error=max_error, draws=draws, **kwargs)
+            planned = plan.apply_(model)
+    except PlanError:
+        return None, " none within it | –"
+    ratio = fp32 / activation_memory(planned, x, edge_index, **kwargs).total
+    return ratio, f" {ratio:.1f}× | {plan.measured_error:.3f}"
+
+
 def zoo_report(
     graph: tuple[int, int, int],
     hidden: int,
@@ -150,6 +173,7 @@ def zoo_report(
     fallback: CompressionConfig,
     device: torch.device,
     precision: str = "32",
+    max_error: float | None = None,
 ) -> str:
     r"""Per model family, on a random graph of ``(nodes, edges, features)``:
     activation memory in FP32 and with ``config`` (and ``fallback`` for the
@@ -158,7 +182,9 @@ def zoo_report(
     initialization over ``draws`` draws with the error of their mean (the bias
     left); as Markdown. Under a ``precision`` other than ``"32"`` every
     measurement runs under its autocast (:mod:`~iexact.experiments.precision`):
-    the FP32 column is then the autocast baseline."""
+    the FP32 column is then the autocast baseline. With ``max_error`` (float32
+    only) each family is also planned for the least memory measured within
+    it (:func:`_planned_row`)."""
     nodes, edges, features = graph
     generator = torch.Generator().manual_seed(0)
     edge_index = torch.randint(0, nodes, (2, edges), generator=generator).to(device)
@@ -167,22 +193,35 @@ def zoo_report(
     classes = 8
     labels = torch.randint(0, classes, (nodes,), generator=generator).to(device)
     under = "" if precision == "32" else f"; under {precision} autocast (FP32: uncompressed, the same autocast)"
+    planned = "" if max_error is None else f" | planned, error ≤ {max_error:g} | its gradient error"
     lines = [
         f"{nodes:,} nodes, {edges:,} random edges, {features} features ({EDGE_DIM} per edge where read); "
         f"3 layers of {hidden}; {config}; the fallback {fallback}; gradient error over {draws} draws{under}",
         "",
         "| model | FP32 | compressed | ratio | of it uncompressed | gradient error | error of the mean "
-        "| through the fallback |",
-        "|---|---:|---:|---:|---:|---:|---:|---|",
+        f"| through the fallback{planned} |",
+        "|---|---:|---:|---:|---:|---:|---:|---|" + ("---:|---:|" if planned else ""),
     ]
-    ratios = []
+    ratios, planned_ratios = [], []
     for name, build in zoo(features, hidden, classes, edge_index).items():
         torch.manual_seed(0)
         model, featured = build()
+        model = model.to(device)
         inputs = (x, edge_index, {"edge_attr": edge_attr} if featured else {})
+        stock = copy.deepcopy(model)  # _family_row compresses model in place
         with autocast(precision, device):
-            ratio, row = _family_row(model.to(device), inputs, labels, config, fallback, draws)
+            ratio, row = _family_row(model, inputs, labels, config, fallback, draws)
         ratios.append(ratio)
+        if max_error is not None:
+            planned_ratio, cells = _planned_row(stock, inputs, labels, max_error, draws)
+            planned_ratios.append(planned_ratio)
+            row += f" |{cells}"
         lines.append(f"| {name} | {row} |")
     lines += ["", f"Median ratio {statistics.median(ratios):.1f}×, smallest {min(ratios):.1f}×."]
+    if planned_ratios:
+        within = [ratio for ratio in planned_ratios if ratio is not None]
+        lines.append(
+            f"Planned within {max_error:g}: {len(within)} of {len(planned_ratios)} families, median ratio "
+            f"{statistics.median(within) if within else 0:.1f}×, smallest {min(within, default=0):.1f}×."
+        )
     return "\n".join(lines)

@@ -245,6 +245,12 @@ def _add_memory(kinds) -> None:
         help="with --models: measure under torch.autocast in bf16 or fp16, the FP32 column then the autocast "
         "baseline (default: 32)",
     )
+    parser.add_argument(
+        "--max-error",
+        type=arguments.number(0, low_open=True),
+        help="with --models: also plan each family for the least memory whose gradient error is measured "
+        "within this (iexact.plan_memory(max_error=...)), its ratio and error beside the default's",
+    )
     arguments.add_runtime(parser, quiet=False)
     parser.set_defaults(run=_run_memory, parser=parser)
 
@@ -255,11 +261,14 @@ def _run_memory(args: argparse.Namespace) -> int:
             "--precision needs --models (the arxiv-shaped table is float32's; for bf16 there use "
             "iexact bench train --precision bf16)"
         )
+    if args.max_error is not None and (not args.models or args.precision != "32"):
+        raise UsageError("--max-error needs --models, in float32 (without --precision)")
     if args.models:
         nodes, edges, features = args.nodes or 2_000, args.edges or 16_000, args.features or 64
         fallback = dataclasses.replace(DEFAULT_FALLBACK, bits=args.fallback_bits)
         graph = (nodes, edges, features)
-        return _print(zoo_report(graph, 64, args.draws, PRESETS["default"], fallback, args.device, args.precision))
+        config = PRESETS["default"]
+        return _print(zoo_report(graph, 64, args.draws, config, fallback, args.device, args.precision, args.max_error))
     nodes, edges, features = args.nodes or 169_343, args.edges or 1_166_243, args.features or 128
     return _print(bench.memory_report(nodes, edges, features, args.device))
 
