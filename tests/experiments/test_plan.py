@@ -86,6 +86,20 @@ def test_an_impossible_budget_names_the_smallest(tmp_path, capsys):
     assert "the smallest keeps" in error and not out.exists()
 
 
+def test_a_plan_for_an_error_target_is_measured_within_it(tmp_path, capsys):
+    out = tmp_path / "plan.json"
+    argv = ["plan"] + TINY + ["--model", "sage", "--max-error", "0.5", "--draws", "2", "--out", str(out)]
+    assert main(argv) == 0
+    record = json.loads(out.read_text())
+    assert record["budget"] is None and record["max_error"] == 0.5
+    assert record["measured"]["gradient_error"] <= 0.5 * 1.3  # remeasured with other draws than the planner's
+    printed = capsys.readouterr().out
+    assert "gradient error at most 0.5" in printed and "error target 0.5" in printed
+    with pytest.raises(SystemExit) as refused:
+        main(["plan"] + TINY + ["--model", "sage", "--max-error", "0.5", "--memory", "1MiB", "--out", str(out)])
+    assert refused.value.code == 2 and "not allowed with argument" in capsys.readouterr().err
+
+
 def test_train_refuses_a_plan_made_for_another_run(planned, tmp_path, capsys):
     def refused(*arguments) -> str:
         with pytest.raises(SystemExit) as exit_:

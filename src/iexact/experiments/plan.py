@@ -47,13 +47,16 @@ def resolved(settings: dict) -> dict:
     }
 
 
-def plan_record(settings: Settings, data, device: torch.device, budget: int, draws: int) -> dict:
-    """Plan ``settings``' model (initialized with its seed) within ``budget``
-    bytes, measure the planned model, and return the plan file's record.
+def plan_record(settings: Settings, data, device: torch.device, target: tuple, draws: int) -> dict:
+    """Plan ``settings``' model (initialized with its seed) for ``target`` =
+    ``(budget, max_error)`` (one of them ``None``: within ``budget`` bytes, or
+    the least bytes within ``max_error``), measure the planned model, and
+    return the plan file's record.
 
     Raises:
-        iexact.planning.PlanError: no plan fits the budget.
+        iexact.planning.PlanError: no plan fits the budget (or is measured within the error).
     """
+    budget, max_error = target
     torch.manual_seed(settings.seed)
     model = build_model(
         settings.model, data.num_features, num_classes(data), settings.layers, settings.hidden, settings.dropout
@@ -65,7 +68,15 @@ def plan_record(settings: Settings, data, device: torch.device, budget: int, dra
 
     graph = graph_of(data)
     plan = plan_memory(
-        model, data.x, graph, loss_fn=loss_fn, budget=budget, base=settings.config, draws=draws, seed=settings.seed
+        model,
+        data.x,
+        graph,
+        loss_fn=loss_fn,
+        budget=budget,
+        max_error=max_error,
+        base=settings.config,
+        draws=draws,
+        seed=settings.seed,
     )
     planned = plan.apply_(model)
     measured_bytes = activation_memory(planned, data.x, graph)
@@ -75,6 +86,7 @@ def plan_record(settings: Settings, data, device: torch.device, budget: int, dra
         **resolved(settings.to_dict()),
         "seed": settings.seed,
         "budget": budget,
+        "max_error": max_error,
         "base": plan.base.to_dict(),
         "modules": {module.name: module.config.to_dict() for module in plan.modules},
         "predicted": {
@@ -124,10 +136,12 @@ def summary(record: dict, plan_path: str, data_arguments: list[str]) -> str:
     for name, nbytes in predicted["fixed"].items():
         lines.append(f"| {name} | (no choice) | | | | {nbytes:,} | |")
     off = 100 * (predicted["bytes"] - measured["bytes"]) / max(measured["bytes"], 1)
+    budget = record["budget"]
+    target = f"budget {format_bytes(budget)}" if budget is not None else f"error target {record['max_error']:g}"
     lines += [
         "",
         f"activation memory: predicted {predicted['bytes']:,} B ({format_bytes(predicted['bytes'])}), measured "
-        f"{measured['bytes']:,} B ({off:+.2f} %); budget {format_bytes(record['budget'])}; FP32 keeps "
+        f"{measured['bytes']:,} B ({off:+.2f} %); {target}; FP32 keeps "
         f"{format_bytes(record['fp32_bytes'])} ({record['fp32_bytes'] / max(measured['bytes'], 1):.1f}x more)",
         f"gradient error against FP32: predicted {predicted['gradient_error']:.3f}, measured "
         f"{measured['gradient_error']:.3f} (mean of {measured['draws']} draws, at initialization)",
@@ -139,7 +153,7 @@ def summary(record: dict, plan_path: str, data_arguments: list[str]) -> str:
     lines.append("train with: " + shlex.join(base + ["--plan", plan_path]))
     uniform = record["uniform"]
     if uniform is None:
-        lines.append("no single config for every layer fits the budget")
+        lines.append(f"no single config for every layer meets the {'budget' if budget is not None else 'target'}")
     else:
         config = uniform["config"]
         bits, block, ratio = _config_text(config)

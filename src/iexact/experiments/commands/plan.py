@@ -1,5 +1,6 @@
 """``iexact plan``: the bits, block size and projection per layer that fit an
-activation-memory budget with the least predicted gradient error."""
+activation-memory budget with the least predicted gradient error, or that
+keep the least memory measured within a gradient-error target."""
 
 from __future__ import annotations
 
@@ -22,15 +23,21 @@ def register(commands) -> None:
     parser = commands.add_parser(
         "plan",
         help="the bits, block size and projection per layer that fit an activation-memory budget with the least "
-        "predicted gradient error",
+        "predicted gradient error (or keep the least memory within a gradient-error target)",
     )
     arguments.add_data(parser)
     arguments.add_model(parser)
-    parser.add_argument(
+    target = parser.add_mutually_exclusive_group(required=True)
+    target.add_argument(
         "--memory",
         type=arguments.size,
-        required=True,
         help="activation memory allowed, as activation_memory counts it (e.g. 64MiB, 2GB, 500000)",
+    )
+    target.add_argument(
+        "--max-error",
+        type=arguments.number(0, low_open=True),
+        help="instead of --memory: the gradient error against FP32 allowed (at initialization, as "
+        "iexact.gradient_error measures it); the plan keeps the least memory measured within it",
     )
     arguments.add_compression(
         parser,
@@ -56,14 +63,16 @@ def run(args: argparse.Namespace) -> int:
         fp32=True,
         hints=["a machine with more memory"],
     )
+    goal = f"activation budget {format_bytes(args.memory)}" if args.max_error is None else "gradient error "
+    goal += "" if args.max_error is None else f"at most {args.max_error:g}"
     print(
         f"dataset {args.dataset} ({data.num_nodes:,} nodes, {data.num_edges:,} edges), model {args.model}, "
-        f"activation budget {format_bytes(args.memory)}; measuring {len(candidate_configs(base))} "
+        f"{goal}; measuring {len(candidate_configs(base))} "
         f"configs per layer (device {args.device}, {torch.get_num_threads()} threads)",
         flush=True,
     )
     try:
-        record = plan_record(settings, data, args.device, args.memory, args.draws)
+        record = plan_record(settings, data, args.device, (args.memory, args.max_error), args.draws)
     except PlanError:
         raise
     except ValueError as error:  # a model that compresses nothing
