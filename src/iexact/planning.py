@@ -221,7 +221,7 @@ def _sensitivity(
 
 
 def _alone_squared_error(reference, name: str, config, inputs, kwargs, loss_fn, draws: int, seed: int) -> float:
-    """:math:`\varepsilon_m^2(c)`: the squared relative gradient error with
+    r""":math:`\varepsilon_m^2(c)`: the squared relative gradient error with
     module ``name`` at ``config`` and every other converted module at 8 bits
     without projection (an error near 0.004): the model converted whole, so
     that each module stores what it stores in the plan (a module whose input a
