@@ -93,39 +93,34 @@ def test_predicted_gradient_error_is_measured_and_beats_one_config_for_all():
     assert tighter.bytes <= fp32 // 80 and tighter.gradient_error >= plan.gradient_error
 
 
+def _best_by_brute_force(options, within: int, limit: float, minimized: int):
+    """``(best total, check)`` over every choice whose total of field ``within``
+    (0 bytes, 1 error) is at most ``limit``, the total of field ``minimized``
+    least; ``check(picks)`` says a solver's picks are such a choice."""
+
+    def total(picks, field):
+        return sum(option[pick][field] for option, pick in zip(options, picks, strict=True))
+
+    allowed = [p for p in itertools.product(*(range(len(o)) for o in options)) if total(p, within) <= limit]
+    best = min((total(picks, minimized) for picks in allowed), default=None)
+    return best, lambda picks: total(picks, within) <= limit and total(picks, minimized) == pytest.approx(best)
+
+
 def test_the_knapsack_is_solved_exactly():
+    """Least error within a byte capacity, and least bytes within an error cap, against brute force."""
     generator = random.Random(0)
     for _ in range(200):
         options = [
             [(generator.randrange(1, 50), generator.random()) for _ in range(generator.randrange(1, 5))]
             for _ in range(generator.randrange(1, 5))
         ]
-        capacity = generator.randrange(0, 120)
-        cap = generator.random() * len(options)
-        accurate = [
-            picks
-            for picks in itertools.product(*(range(len(o)) for o in options))
-            if sum(o[i][1] for o, i in zip(options, picks, strict=True)) <= cap
-        ]
-        picks = least_bytes_within(options, cap)
-        if not accurate:
-            assert picks is None
-        else:
-            least = min(sum(o[i][0] for o, i in zip(options, p, strict=True)) for p in accurate)
-            assert sum(o[i][1] for o, i in zip(options, picks, strict=True)) <= cap
-            assert sum(o[i][0] for o, i in zip(options, picks, strict=True)) == least
-        feasible = [
-            picks
-            for picks in itertools.product(*(range(len(o)) for o in options))
-            if sum(o[i][0] for o, i in zip(options, picks, strict=True)) <= capacity
-        ]
-        picks = least_error_within(options, capacity)
-        if not feasible:
-            assert picks is None
-            continue
-        best = min(sum(o[i][1] for o, i in zip(options, p, strict=True)) for p in feasible)
-        assert sum(o[i][0] for o, i in zip(options, picks, strict=True)) <= capacity
-        assert sum(o[i][1] for o, i in zip(options, picks, strict=True)) == pytest.approx(best)
+        for solver, within, limit in (
+            (least_error_within, 0, generator.randrange(0, 120)),
+            (least_bytes_within, 1, generator.random() * len(options)),
+        ):
+            best, check = _best_by_brute_force(options, within, limit, 1 - within)
+            picks = solver(options, limit)
+            assert picks is None if best is None else check(picks)
 
 
 def test_candidates_bad_budgets_and_explicit_levels():
