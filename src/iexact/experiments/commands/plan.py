@@ -63,8 +63,11 @@ def run(args: argparse.Namespace) -> int:
         fp32=True,
         hints=["a machine with more memory"],
     )
-    goal = f"activation budget {format_bytes(args.memory)}" if args.max_error is None else "gradient error "
-    goal += "" if args.max_error is None else f"at most {args.max_error:g}"
+    goal = (
+        f"activation budget {format_bytes(args.memory)}"
+        if args.max_error is None
+        else f"gradient error at most {args.max_error:g}"
+    )
     print(
         f"dataset {args.dataset} ({data.num_nodes:,} nodes, {data.num_edges:,} edges), model {args.model}, "
         f"{goal}; measuring {len(candidate_configs(base))} "
