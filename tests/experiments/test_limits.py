@@ -1,10 +1,12 @@
 """Training under a memory limit, the peak's parts, the CSR layout and the cache of large synthetic graphs."""
 
 import json
+import mmap
 import os
 import subprocess
 import sys
 
+import numpy
 import pytest
 import torch
 
@@ -64,21 +66,22 @@ def test_allocation_failures_are_told_from_other_errors():
 
 
 @pytest.mark.skipif(not sys.platform.startswith("linux"), reason="Linux's peak resident set")
-def _touched(nbytes: int) -> torch.Tensor:
-    """A tensor of ``nbytes`` whose every page this thread has written."""
-    tensor = torch.empty(nbytes // 4)
-    tensor.numpy().fill(1.0)  # numpy's fill runs in the calling thread
-    return tensor
+def _touched(nbytes: int) -> mmap.mmap:
+    """An anonymous mapping of ``nbytes`` whose every page this thread has
+    written: fresh pages whatever the allocator holds (a tensor this large may
+    be served from memory an earlier test left resident), unmapped by ``close()``."""
+    region = mmap.mmap(-1, nbytes)
+    numpy.frombuffer(region, dtype=numpy.uint8).fill(1)  # in the calling thread
+    return region
 
 
 def test_the_peak_resident_set_restarts_after_loading():
     """A peak reached while loading is left out once restarted; what comes after is counted.
-    Both tensors are above glibc's largest mmap threshold (32 MiB), so they take
-    fresh pages and give them back, not memory an earlier test left in the heap.
-    They are filled from this thread: pages a pool thread touches may reach the
-    kernel's resident-set counters late (they are cached per thread)."""
-    loaded = _touched(128 * 2**20)  # 128 MiB touched, then freed
-    del loaded
+    Both regions are mapped for the test alone, so they take fresh pages and
+    give them back. They are filled from this thread: pages a pool thread
+    touches may reach the kernel's resident-set counters late (they are cached per thread)."""
+    loaded = _touched(128 * 2**20)  # 128 MiB touched, then unmapped
+    loaded.close()
     before = peak_resident()
     if not restart_peak_resident():
         pytest.skip("this kernel keeps the peak resident set through clear_refs (tested by the next test)")
@@ -88,7 +91,7 @@ def test_the_peak_resident_set_restarts_after_loading():
     resident = process_memory()[1]
     trained = _touched(96 * 2**20)
     assert peak_resident() >= resident + 64 * 2**20
-    del trained
+    trained.close()
 
 
 @pytest.mark.skipif(not sys.platform.startswith("linux"), reason="Linux's clear_refs")

@@ -89,15 +89,7 @@ def plan_record(settings: Settings, data, device: torch.device, target: tuple, d
         "max_error": max_error,
         "base": plan.base.to_dict(),
         "modules": {module.name: module.config.to_dict() for module in plan.modules},
-        "predicted": {
-            "bytes": plan.bytes,
-            "gradient_error": plan.gradient_error,
-            "layers": [
-                {"name": module.name, "type": module.kind, "bytes": module.bytes, "squared_error": module.squared_error}
-                for module in plan.modules
-            ],
-            "fixed": plan.fixed,
-        },
+        "predicted": _predicted(plan),
         "measured": {
             "bytes": measured_bytes.total,
             "gradient_error": measured_error.whole,
@@ -111,6 +103,19 @@ def plan_record(settings: Settings, data, device: torch.device, target: tuple, d
             "bytes": plan.uniform.bytes,
             "gradient_error": plan.uniform.gradient_error,
         },
+    }
+
+
+def _predicted(plan) -> dict:
+    """The plan file's ``predicted``: the plan's bytes and error, per layer and whole."""
+    return {
+        "bytes": plan.bytes,
+        "gradient_error": plan.gradient_error,
+        "layers": [
+            {"name": module.name, "type": module.kind, "bytes": module.bytes, "squared_error": module.squared_error}
+            for module in plan.modules
+        ],
+        "fixed": plan.fixed,
     }
 
 

@@ -36,8 +36,11 @@ def pack_mask(mask: torch.Tensor) -> torch.Tensor:
 
 
 def _pack_bits(part: torch.Tensor) -> torch.Tensor:
-    """:func:`pack_mask` of one chunk: the booleans' own bytes where they form whole words, else a zero-padded copy."""
-    if part.dtype == torch.bool and part.numel() % 8 == 0 and part.storage_offset() % 8 == 0:
+    """:func:`pack_mask` of one chunk: the booleans' own bytes where they form
+    whole words, else a zero-padded copy (always under ``torch.compile``,
+    whose graph cannot read a storage offset and fuses the copy)."""
+    aligned = not torch.compiler.is_compiling() and part.dtype == torch.bool
+    if aligned and part.numel() % 8 == 0 and part.storage_offset() % 8 == 0:
         codes = part.view(torch.uint8)
     else:
         codes = torch.zeros(-(-part.numel() // 8) * 8, dtype=torch.uint8, device=part.device)
