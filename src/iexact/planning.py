@@ -30,11 +30,9 @@ errors add up:
     \varepsilon^2 \approx \sum_m s_m\, e_m(c_m), \qquad
     s_m = \varepsilon_m^2(c_0) / e_m(c_0),
 
-:math:`\varepsilon_m(c_0)` being :func:`~iexact.gradient_error` with only
-:math:`m` compressed, with the base config :math:`c_0`.
-
-The sensitivity is measured in context: the whole model converted, module
-:math:`m` at :math:`c_0` and every other at 8 bits without projection (a
+:math:`\varepsilon_m(c_0)` being :func:`~iexact.gradient_error` with
+:math:`m` at the base config :math:`c_0` and every other module at 8 bits
+without projection: measured in context, the whole model converted (a
 module's stored tensors can depend on its parent's conversion).
 
 **Choice.** Minimizing :math:`\sum_m s_m e_m(c_m)` with the bytes within the
@@ -214,7 +212,8 @@ def _sensitivity(
     draws: int,
     seed: int,
 ) -> float:
-    """:math:`s_m`: squared gradient error per unit noise with only module ``name`` compressed."""
+    """:math:`s_m`: squared gradient error per unit noise of module ``name``
+    (:func:`_alone_squared_error` at ``base``)."""
     if noise == 0:
         return 0.0
     return _alone_squared_error(reference, name, base, inputs, kwargs, loss_fn, draws, seed) / noise
