@@ -13,10 +13,12 @@ On CPU both directions stream over chunks of rows small enough to stay in
 cache (projection, block ranges, rounding and packing of one chunk before the
 next), so no full-size temporary is ever allocated. On the Triton path (CUDA)
 a chunk is up to :math:`2^{30}` stored elements, so that no kernel index
-reaches :math:`2^{31}`, and for the layouts the fused kernels take (no
-projection or the sketch, blocks of a multiple of 8 elements) a chunk is one
-launch each way (:mod:`iexact.kernels.triton_codec`): the input read once,
-codes and scales written once. The dense kinds project with a matmul first.
+reaches :math:`2^{31}`, and for the layouts the fused kernels take
+(:func:`iexact.kernels.triton_codec.fusable`: blocks of a multiple of 8
+elements; for the dense kinds :math:`k` and the block powers of two) a chunk
+is one launch each way (:mod:`iexact.kernels.triton_codec`): the input read
+once, codes and scales written once, a dense kind's product by :math:`P`
+computed in the same program.
 """
 
 from __future__ import annotations

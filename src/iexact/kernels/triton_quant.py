@@ -66,15 +66,14 @@ def level_position(v, levels_ptr, slopes_ptr, hinge_start, hinge_span, hinge_gai
 
 def rounding_mode(levels: tuple[float, ...], shift: float) -> tuple[int, tuple[float, float, float], RoundingPlan]:
     """``(MODE, (start, span, gain), plan)`` of :func:`level_position` for ``levels``
-    (``plan``: their :func:`~iexact.quant.rounding.rounding_plan`)."""
+    (``plan``: their :func:`~iexact.quant.rounding.rounding_plan`, which has at
+    most one merged hinge: levels that would need more are searched)."""
     plan = rounding_plan(tuple(levels), shift)
     if plan.search:
         return _MODE_SEARCH, (0.0, 0.0, 0.0), plan
     if not plan.hinges:
         return _MODE_UNIFORM, (0.0, 0.0, 0.0), plan
-    if len(plan.hinges) != 1:
-        raise ValueError(f"levels {levels} are not symmetric: the kernel handles one merged hinge")
-    start, span, gain = plan.hinges[0]
+    ((start, span, gain),) = plan.hinges
     return _MODE_HINGE, (float(start), float(span), float(gain)), plan
 
 
