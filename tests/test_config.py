@@ -80,7 +80,7 @@ def test_from_dict_names_unknown_and_missing_fields():
     with pytest.raises(ValueError, match=r"unknown field\(s\) bitz; expected bits, block_size"):
         CompressionConfig.from_dict({**record, "bitz": 2})
     del record["check_finite"]
-    with pytest.raises(ValueError, match=r"version 1\): missing field\(s\) check_finite"):
+    with pytest.raises(ValueError, match=r"version 2\): missing field\(s\) check_finite"):
         CompressionConfig.from_dict(record)
     with pytest.raises(ValueError, match="bits must be one of"):
         CompressionConfig.from_dict({**CompressionConfig().to_dict(), "bits": 3})
@@ -118,9 +118,20 @@ def test_an_unversioned_record_is_upgraded_with_what_its_missing_fields_meant():
     assert CompressionConfig.from_dict(full) == CompressionConfig()  # an unversioned record of every field
 
 
+def test_a_version_1_record_is_read_uncentered():
+    """Centering came with version 2: a config recorded before it (a plan, a
+    run's record) reads as it stored then, with its bytes and its noise."""
+    record = {**CompressionConfig().to_dict(), "version": 1}
+    del record["center"]
+    assert CompressionConfig.from_dict(record) == CompressionConfig(center=False)
+    with pytest.raises(ValueError, match="center must be True or False"):
+        CompressionConfig(center=1)
+
+
 def test_str_spells_out_the_config():
     assert str(PRESETS["exact"]) == (
-        "INT2, one block per row, shared projection 8, uniform levels, bfloat16 scales, inputs compressed too"
+        "INT2, one block per row, shared projection 8, uniform levels, bfloat16 scales, inputs compressed too, "
+        "uncentered"
     )
     assert str(CompressionConfig(bits=4, rp_ratio=1, rp_norm=False)) == (
         "INT4, blocks of 128, no projection, optimal levels, bfloat16 scales"

@@ -22,7 +22,8 @@ def _packed_bytes(rows, width, config, project=True):
     k = k if projected else width
     group = k if config.block_size == "row" else config.block_size
     blocks = math.ceil(rows * k / group)
-    return math.ceil(rows * k * config.bits / 8) + 2 * 2 * blocks + (8 if projected else 0)
+    center = 4 * width if config.center and projected and rows >= 64 else 0  # iexact.codec.centered
+    return math.ceil(rows * k * config.bits / 8) + 2 * 2 * blocks + center + (8 if projected else 0)
 
 
 def _graph():

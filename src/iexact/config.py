@@ -24,18 +24,23 @@ ALLOWED_BITS = (1, 2, 4, 8)
 MAX_BLOCK_SIZE = 2**31 - 1  # block indices and in-block offsets are int32 in the kernels
 ALLOWED_LEVELS = ("uniform", "optimal", "calibrated")  # or an explicit tuple of 2**bits values
 ALLOWED_PROJECTIONS = ("shared", "per_row", "sketch")  # the kinds iexact.quant.projection builds
-CONFIG_VERSION = 1
-"""The version :meth:`CompressionConfig.to_dict` writes: 1 since records carry
-one, with the nine fields ``bits`` ... ``check_finite``. Adding or changing
-the meaning of a field raises it, and :meth:`CompressionConfig.from_dict`
-upgrades every older version explicitly."""
+CONFIG_VERSION = 2
+"""The version :meth:`CompressionConfig.to_dict` writes: 1 when records began
+to carry one, with the nine fields ``bits`` ... ``check_finite``; 2 with
+``center``. Adding or changing the meaning of a field raises it, and
+:meth:`CompressionConfig.from_dict` upgrades every older version explicitly."""
+
+ADDED_SINCE_VERSION_1: Mapping[str, Any] = MappingProxyType({"center": False})
+"""Fields a version-1 record lacks, with what their absence meant when it was
+written: no centering (a plan or record of then keeps its bytes and noise)."""
 
 ADDED_SINCE_VERSION_0: Mapping[str, Any] = MappingProxyType(
     {"rp_norm": False, "projection": "shared", "reference_inputs": False, "check_finite": True}
+    | dict(ADDED_SINCE_VERSION_1)
 )
 """Fields an unversioned record may lack, with what their absence meant when it
 was written: BatchNorm inputs unprojected, EXACT's shared projection, inputs
-compressed like every other tensor, the finite check on."""
+compressed like every other tensor, the finite check on, no centering."""
 
 SCALE_DTYPES = {
     "bfloat16": torch.bfloat16,
@@ -113,10 +118,19 @@ class CompressionConfig:
             fp16 then skips its step as it would without iexact. (Gradients
             that overflow in backward, the scaler's usual case, never meet
             the check.) (default: :obj:`True`)
+        center (bool, optional): store a projected tensor of at least 64
+            rows centered: :math:`H - \mathbf 1 c^\top` compressed, the column
+            center :math:`c` (a sampled mean, float32) kept exactly and added
+            back (:func:`iexact.codec.column_center`). Unbiased either way;
+            the projection's noise then grows with the rows' spread, not
+            with their common offset (post-ReLU features have a large one).
+            :math:`4D` bytes per tensor. Unprojected tensors are never
+            centered (it would move a ReLU's exact zeros off the levels).
+            ``False`` for the papers' presets, as they stored. (default: :obj:`True`)
 
     Stored bytes for an :math:`N \times D` activation: :math:`\lceil N k b / 8
     \rceil` for the codes plus :math:`2 \cdot \mathrm{sizeof(scale)}` per block
-    plus 8 for the projection seed.
+    plus :math:`4D` for the center plus 8 for the projection seed.
     """
 
     bits: int = 2
@@ -128,6 +142,7 @@ class CompressionConfig:
     projection: str = "sketch"
     reference_inputs: bool = True
     check_finite: bool = True
+    center: bool = True
     if TYPE_CHECKING:  # set in __post_init__, not fields (declared here for the type checker only)
         _record_json: str = dataclasses.field(init=False)
         _unprojected: CompressionConfig = dataclasses.field(init=False)
@@ -160,7 +175,7 @@ class CompressionConfig:
             raise _invalid("scale_dtype", scale, "torch.bfloat16, torch.float16 or torch.float32")
         if not isinstance(self.rp_norm, bool):
             raise _invalid("rp_norm", self.rp_norm, "True or False")
-        for flag in ("reference_inputs", "check_finite"):
+        for flag in ("reference_inputs", "check_finite", "center"):
             if not isinstance(getattr(self, flag), bool):
                 raise _invalid(flag, getattr(self, flag), "True or False")
         if self.projection not in ALLOWED_PROJECTIONS:
@@ -218,7 +233,8 @@ class CompressionConfig:
         A record of version :data:`CONFIG_VERSION` names every field. One with
         no ``"version"`` was written before records carried one (version 0):
         its fields are this version's, less those added since, which are read
-        as what their absence meant then (:data:`ADDED_SINCE_VERSION_0`).
+        as what their absence meant then (:data:`ADDED_SINCE_VERSION_0`); one
+        of version 1 lacks ``center`` (:data:`ADDED_SINCE_VERSION_1`).
 
         Raises:
             ValueError: a version that is not an integer, or newer than this
@@ -236,8 +252,8 @@ class CompressionConfig:
                 f"CompressionConfig record version {version} is newer than this iexact reads "
                 f"(up to {CONFIG_VERSION}): upgrade iexact to read it"
             )
-        if version == 0:
-            fields = {**ADDED_SINCE_VERSION_0, **fields}
+        added = {0: ADDED_SINCE_VERSION_0, 1: ADDED_SINCE_VERSION_1}.get(version, {})
+        fields = {**added, **fields}
         known = [field.name for field in dataclasses.fields(cls)]
         unknown, missing = sorted(set(fields) - set(known)), [name for name in known if name not in fields]
         problems = [
@@ -256,7 +272,7 @@ class CompressionConfig:
         projection = "no projection" if self.rp_ratio == 1 else f"{self.projection} projection {self.rp_ratio:g}"
         norm = ", projected norm inputs" if self.rp_norm else ""
         inputs = "" if self.reference_inputs else ", inputs compressed too"
-        finite = "" if self.check_finite else ", no finite check"
+        finite = ("" if self.check_finite else ", no finite check") + ("" if self.center else ", uncentered")
         levels = (
             self.levels
             if isinstance(self.levels, str)
@@ -269,12 +285,13 @@ class CompressionConfig:
 
     @classmethod
     def exact(cls) -> CompressionConfig:
-        """EXACT (Liu et al., 2022): INT2, one block per row, projection 8, uniform levels."""
+        """EXACT (Liu et al., 2022): INT2, one block per row, projection 8, uniform levels, uncentered."""
         return PRESETS["exact"]
 
     @classmethod
     def iexact(cls) -> CompressionConfig:
-        """Block-wise EXACT (Eliassen & Selvan, 2023): INT2, blocks of 1024, projection 8, optimal levels."""
+        """Block-wise EXACT (Eliassen & Selvan, 2023): INT2, blocks of 1024, projection 8, optimal levels,
+        uncentered."""
         return PRESETS["iexact"]
 
     @classmethod
@@ -295,6 +312,7 @@ PRESETS: Mapping[str, CompressionConfig] = MappingProxyType(
             rp_norm=False,
             projection="shared",
             reference_inputs=False,
+            center=False,
         ),
         "iexact": CompressionConfig(
             bits=2,
@@ -304,6 +322,7 @@ PRESETS: Mapping[str, CompressionConfig] = MappingProxyType(
             rp_norm=False,
             projection="shared",
             reference_inputs=False,
+            center=False,
         ),
         "default": CompressionConfig(),
         "compact": CompressionConfig(rp_ratio=8),

@@ -15,16 +15,18 @@ ROWS, WIDTH, OUT = 400, 32, 8
 
 
 def _expected_relative_error(projection, x, grad_out):
-    r"""E‖Ĝ − G‖² / ‖G‖² of a Linear weight gradient G = dYᵀX with X projected
-    4x (k = 8) and rows 8-bit quantized (noise negligible): the shared P gives
-    ‖G (PPᵀ − I)‖² = (D − 1)/k ‖G‖²; the row-wise kinds Σ_n ‖dy_n‖² E‖e_n‖²,
-    with E‖e_n‖² = (D − 1)/k ‖x_n‖² (per_row) or (D/k − 1) ‖x_n‖² (sketch)."""
+    r"""E‖Ĝ − G‖² / ‖G‖² of a Linear weight gradient G = dYᵀX with X centered
+    (X' = X − 1cᵀ, c the stored center), projected 4x (k = 8) and its rows
+    8-bit quantized (noise negligible): the shared P gives
+    ‖dYᵀX' (PPᵀ − I)‖² = (D − 1)/k ‖dYᵀX'‖²; the row-wise kinds Σ_n ‖dy_n‖² E‖e_n‖²,
+    with E‖e_n‖² = (D − 1)/k ‖x'_n‖² (per_row) or (D/k − 1) ‖x'_n‖² (sketch)."""
     k = WIDTH // 4
     gradient = grad_out.t() @ x
+    centered = x - iexact.codec.column_center(x)
     if projection == "shared":
-        return ((WIDTH - 1) / k) ** 0.5
+        return ((WIDTH - 1) / k * (grad_out.t() @ centered).pow(2).sum() / gradient.pow(2).sum()).sqrt().item()
     factor = (WIDTH - 1) / k if projection == "per_row" else WIDTH / k - 1
-    row_terms = (grad_out.pow(2).sum(1) * x.pow(2).sum(1)).sum()
+    row_terms = (grad_out.pow(2).sum(1) * centered.pow(2).sum(1)).sum()
     return (factor * row_terms / gradient.pow(2).sum()).sqrt().item()
 
 
@@ -60,7 +62,9 @@ def test_default_beats_the_shared_projection_on_a_graph():
             ("shared", CompressionConfig(projection="shared")),
         )
     }
-    assert errors["default"].whole < 0.5 * errors["shared"].whole
+    # both centered, the sketch's row-wise noise against the shared P's common one (0.84 against 1.54 when
+    # written); EXACT's preset, uncentered as the paper stored, 2.92
+    assert errors["default"].whole < 0.6 * errors["shared"].whole
     assert errors["default"].whole < 0.5 * errors["exact"].whole
     # unbiased: the mean of 16 draws is about 4x closer than one draw
     assert errors["default"].of_mean < 0.4 * errors["default"].whole

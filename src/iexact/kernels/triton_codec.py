@@ -1,15 +1,16 @@
 r"""Fused Triton kernels: a whole compress, a whole decompress, a whole weight-gradient product.
 
 :func:`compress_rows` reads the rows :math:`H` once and writes the packed
-codes and the block scales once: the projection (none; the count sketch
+codes and the block scales once: the centering (the column center
+:math:`c` subtracted, :func:`iexact.codec.column_center`), the projection (none; the count sketch
 with its per-row signs hashed in the kernel from the seed, column :math:`d`
 in bucket :math:`d \bmod k`; or a dense kind's :math:`H P` by ``tl.dot``,
 :math:`P` hashed in place), the per-block min and max (whole blocks per
 program), the outward rounding of the scales into their dtype, the
 stochastic rounding (16 noise bits per element, eight elements per Philox
 call) and the packing. :func:`decompress_rows` reads the codes and scales
-and writes :math:`\hat H` in its dtype: unpacking, dequantizing and the
-inverse projection per output tile. :func:`transpose_product_rows` computes
+and writes :math:`\hat H` in its dtype: unpacking, dequantizing, the
+inverse projection and the center added back per output tile. :func:`transpose_product_rows` computes
 :math:`A^\top \hat H` with :math:`\hat H` decoded inside the product.
 
 They compute what :func:`iexact.codec.compress` and :func:`iexact.codec.decompress`
@@ -78,24 +79,35 @@ def _row_signs(row, column, words, key):
 
 
 @triton.jit
-def _stored_values(x_ptr, index, valid, row_stride, width, stored_width, first_row, sign_key, SLOTS):
-    r"""The stored elements at chunk positions ``index``: the rows' values
-    (``SLOTS`` 0), or the sketch :math:`z_j = \sum_s s_{n,c} h_{n,c}` over the
-    columns :math:`c = j + s k` of bucket :math:`j`, summed slot after slot
-    (a missing last column adds nothing, not even :math:`+0`)."""
+def _centered(x_ptr, center_ptr, row, column, row_stride, present, HAS_CENTER: tl.constexpr):
+    r""":math:`h_{n,d} - c_d` in float32 at rows ``row``, columns ``column``
+    (:math:`h_{n,d}` without a center), 0 where not ``present``."""
+    h = tl.load(x_ptr + row * row_stride + column, mask=present, other=0.0).to(tl.float32)
+    if HAS_CENTER:
+        h = tl.where(present, h - tl.load(center_ptr + column, mask=present, other=0.0), 0.0)
+    return h
+
+
+@triton.jit
+def _stored_values(
+    x_ptr, center_ptr, index, valid, row_stride, width, stored_width, first_row, sign_key, SLOTS, HAS_CENTER
+):
+    r"""The stored elements at chunk positions ``index``: the rows' centered
+    values (``SLOTS`` 0), or the sketch :math:`z_j = \sum_s s_{n,c} (h_{n,c} - c_c)`
+    over the columns :math:`c = j + s k` of bucket :math:`j`, summed slot after
+    slot (a missing last column adds nothing, not even :math:`+0`)."""
     if SLOTS == 0:
-        row = index // width
-        return tl.load(x_ptr + row * row_stride + index % width, mask=valid, other=0.0).to(tl.float32)
+        return _centered(x_ptr, center_ptr, index // width, index % width, row_stride, valid, HAS_CENTER)
     row = index // stored_width
     bucket = index % stored_width
     words = (width + 63) // 64
     signs = _row_signs(first_row + row, bucket, words, sign_key)
-    z = tl.load(x_ptr + row * row_stride + bucket, mask=valid, other=0.0).to(tl.float32) * signs
+    z = _centered(x_ptr, center_ptr, row, bucket, row_stride, valid, HAS_CENTER) * signs
     for slot in tl.static_range(1, SLOTS):
         column = slot * stored_width + bucket
         present = valid & (column < width)
         signs = _row_signs(first_row + row, column, words, sign_key)
-        value = tl.load(x_ptr + row * row_stride + column, mask=present, other=0.0).to(tl.float32) * signs
+        value = _centered(x_ptr, center_ptr, row, column, row_stride, present, HAS_CENTER) * signs
         z = tl.where(present, z + value, z)
     return z
 
@@ -163,66 +175,29 @@ def _store_packed(
     tl.store(codes_ptr + byte, packed.to(tl.uint8), mask=whole)
 
 
+# fmt: off
 @triton.jit
 def _compress_kernel(
-    x_ptr,
-    levels_ptr,
-    slopes_ptr,
-    noise_ptr,
-    codes_ptr,
-    mins_ptr,
-    steps_ptr,
-    numel,
-    row_stride,
-    width,
-    stored_width,
-    block_size,
-    first_row,
-    sign_key,
-    noise_seed,
-    gain_scale,
-    bias_shift,
-    shift,
-    hinge_start,
-    hinge_span,
-    hinge_gain,
-    BITS: tl.constexpr,
-    MODE: tl.constexpr,
-    HAS_NOISE: tl.constexpr,
-    SLOTS: tl.constexpr,
-    BLOCKS: tl.constexpr,
-    BLOCK_PAD: tl.constexpr,
-    SCALE: tl.constexpr,
-    SCALE_INT: tl.constexpr,
+    x_ptr, center_ptr, levels_ptr, slopes_ptr, noise_ptr, codes_ptr, mins_ptr, steps_ptr,
+    numel, row_stride, width, stored_width, block_size, first_row, sign_key, noise_seed,
+    gain_scale, bias_shift, shift, hinge_start, hinge_span, hinge_gain,
+    BITS: tl.constexpr, MODE: tl.constexpr, HAS_NOISE: tl.constexpr, SLOTS: tl.constexpr, HAS_CENTER: tl.constexpr,
+    BLOCKS: tl.constexpr, BLOCK_PAD: tl.constexpr, SCALE: tl.constexpr, SCALE_INT: tl.constexpr,
 ):
     block = tl.program_id(0).to(tl.int64) * BLOCKS + tl.arange(0, BLOCKS)
     inner = tl.arange(0, BLOCK_PAD)
     index = block[:, None] * block_size + inner[None, :]
     valid = (inner[None, :] < block_size) & (index < numel)
-    z = _stored_values(x_ptr, index, valid, row_stride, width, stored_width, first_row, sign_key, SLOTS)
+    z = _stored_values(
+        x_ptr, center_ptr, index, valid, row_stride, width, stored_width, first_row, sign_key, SLOTS, HAS_CENTER
+    )
     outputs, tables = (mins_ptr, steps_ptr, codes_ptr), (levels_ptr, slopes_ptr)
     rounding = (gain_scale, bias_shift, shift, hinge_start, hinge_span, hinge_gain)
-    size, total, pad = block_size, numel, BLOCK_PAD
     _round_and_store(
-        z,
-        valid,
-        block,
-        index,
-        size,
-        total,
-        outputs,
-        tables,
-        noise_ptr,
-        noise_seed,
-        rounding,
-        BITS,
-        MODE,
-        HAS_NOISE,
-        BLOCKS,
-        pad,
-        SCALE,
-        SCALE_INT,
+        z, valid, block, index, block_size, numel, outputs, tables, noise_ptr, noise_seed, rounding,
+        BITS, MODE, HAS_NOISE, BLOCKS, BLOCK_PAD, SCALE, SCALE_INT,
     )
+# fmt: on
 
 
 @triton.jit
@@ -277,6 +252,7 @@ def _round_and_store(
 @triton.jit
 def _dense_projected(
     x_ptr,
+    center_ptr,
     row,
     rows,
     row_stride,
@@ -288,8 +264,9 @@ def _dense_projected(
     K: tl.constexpr,
     BLOCK_D: tl.constexpr,
     PER_ROW: tl.constexpr,
+    HAS_CENTER: tl.constexpr,
 ):
-    r""":math:`Z = H P` (``PER_ROW``: :math:`(H \odot S) P`) for the rows
+    r""":math:`Z = H' P` (``PER_ROW``: :math:`(H' \odot S) P`), :math:`H' = H - \mathbf 1 c^\top`, for the rows
     ``row``, :math:`(\text{BLOCK\_N}, K)` float32, :math:`P` hashed in place
     (:func:`iexact.quant.projection.rademacher`), ``BLOCK_D`` columns at a time."""
     column = tl.arange(0, K)
@@ -297,7 +274,7 @@ def _dense_projected(
     for start in range(0, width, BLOCK_D):
         d = start + tl.arange(0, BLOCK_D)
         inside = (row[:, None] < rows) & (d[None, :] < width)
-        h = tl.load(x_ptr + row[:, None] * row_stride + d[None, :], mask=inside, other=0.0).to(tl.float32)
+        h = _centered(x_ptr, center_ptr, row[:, None], d[None, :], row_stride, inside, HAS_CENTER)
         if PER_ROW:
             h = h * _row_signs(first_row + row[:, None], d[None, :], (width + 63) // 64, sign_key)
         p = _row_signs(d[:, None], column[None, :], (K + 63) // 64, matrix_key) * matrix_scale
@@ -308,16 +285,18 @@ def _dense_projected(
 # fmt: off
 @triton.jit
 def _compress_dense_kernel(
-    x_ptr, levels_ptr, slopes_ptr, noise_ptr, codes_ptr, mins_ptr, steps_ptr,
+    x_ptr, center_ptr, levels_ptr, slopes_ptr, noise_ptr, codes_ptr, mins_ptr, steps_ptr,
     rows, row_stride, width, first_row, sign_key, matrix_key, matrix_scale, noise_seed,
     gain_scale, bias_shift, shift, hinge_start, hinge_span, hinge_gain,
     K: tl.constexpr, BLOCK_N: tl.constexpr, BLOCK_D: tl.constexpr, PER_ROW: tl.constexpr, G: tl.constexpr,
     BITS: tl.constexpr, MODE: tl.constexpr, HAS_NOISE: tl.constexpr, SCALE: tl.constexpr, SCALE_INT: tl.constexpr,
+    HAS_CENTER: tl.constexpr,
 ):
     BLOCKS: tl.constexpr = BLOCK_N * K // G
     row = tl.program_id(0).to(tl.int64) * BLOCK_N + tl.arange(0, BLOCK_N)
     acc = _dense_projected(
-        x_ptr, row, rows, row_stride, width, first_row, sign_key, matrix_key, matrix_scale, K, BLOCK_D, PER_ROW
+        x_ptr, center_ptr, row, rows, row_stride, width, first_row, sign_key, matrix_key, matrix_scale,
+        K, BLOCK_D, PER_ROW, HAS_CENTER,
     )
     z = tl.reshape(acc, (BLOCKS, G))  # row-major: the blocks of G stored elements of these rows
     block = tl.program_id(0).to(tl.int64) * BLOCKS + tl.arange(0, BLOCKS)
@@ -371,6 +350,7 @@ def _decompress_dense_kernel(
     mins_ptr,
     steps_ptr,
     levels_ptr,
+    center_ptr,
     out_ptr,
     rows,
     width,
@@ -385,6 +365,7 @@ def _decompress_dense_kernel(
     PER_ROW: tl.constexpr,
     BITS: tl.constexpr,
     OUT_KIND: tl.constexpr,
+    HAS_CENTER: tl.constexpr,
 ):
     row = tl.program_id(0).to(tl.int64) * BLOCK_N + tl.arange(0, BLOCK_N)
     column = tl.arange(0, K)
@@ -397,6 +378,8 @@ def _decompress_dense_kernel(
         tile = tl.dot(z, transposed, input_precision="ieee")
         if PER_ROW:
             tile = tile * _row_signs(first_row + row[:, None], d[None, :], (width + 63) // 64, sign_key)
+        if HAS_CENTER:
+            tile = tile + tl.load(center_ptr + d, mask=d < width, other=0.0)[None, :]
         _store_out(out_ptr, row[:, None] * width + d[None, :], tile, live & (d[None, :] < width), OUT_KIND)
 
 
@@ -406,6 +389,7 @@ def _decompress_kernel(
     mins_ptr,
     steps_ptr,
     levels_ptr,
+    center_ptr,
     out_ptr,
     total,
     width,
@@ -417,18 +401,21 @@ def _decompress_kernel(
     PROJECTED: tl.constexpr,
     OUT_KIND: tl.constexpr,
     ELEMENTS: tl.constexpr,
+    HAS_CENTER: tl.constexpr,
 ):
     index = tl.program_id(0).to(tl.int64) * ELEMENTS + tl.arange(0, ELEMENTS)
     valid = index < total
+    row = index // width
+    column = index % width
     if PROJECTED:  # the sketch: column d is bucket d mod k's
-        row = index // width
-        column = index % width
         stored = row * stored_width + column % stored_width
     else:
         stored = index
     value = _dequantized(codes_ptr, mins_ptr, steps_ptr, levels_ptr, stored, valid, block_size, BITS)
     if PROJECTED:
         value = value * _row_signs(first_row + row, column, (width + 63) // 64, sign_key)
+    if HAS_CENTER:
+        value = value + tl.load(center_ptr + column, mask=valid, other=0.0)
     _store_out(out_ptr, index, value, valid, OUT_KIND)
 
 
@@ -438,6 +425,7 @@ def _transpose_products_kernel(
     mins_ptr,
     steps_ptr,
     levels_ptr,
+    center_ptr,
     left_ptr,
     partial_ptr,
     rows,
@@ -454,10 +442,11 @@ def _transpose_products_kernel(
     BLOCK_N: tl.constexpr,
     BLOCK_F: tl.constexpr,
     BLOCK_D: tl.constexpr,
+    HAS_CENTER: tl.constexpr,
 ):
     r"""One chunk of rows' :math:`A_c^\top \hat H_c` for a ``(BLOCK_F, BLOCK_D)``
     tile, :math:`\hat H` decoded (and, for the sketch, restored with its
-    signs) as the product's prologue, never written."""
+    signs; its center added) as the product's prologue, never written."""
     chunk = tl.program_id(0)
     f = tl.program_id(1) * BLOCK_F + tl.arange(0, BLOCK_F)
     d = tl.program_id(2) * BLOCK_D + tl.arange(0, BLOCK_D)
@@ -477,6 +466,8 @@ def _transpose_products_kernel(
         h = _dequantized(codes_ptr, mins_ptr, steps_ptr, levels_ptr, stored, inside, block_size, BITS)
         if SKETCH:
             h = h * _row_signs(first_row + n[:, None], d[None, :], (columns + 63) // 64, sign_key)
+        if HAS_CENTER:
+            h = tl.where(inside, h + tl.load(center_ptr + d, mask=d < columns, other=0.0)[None, :], 0.0)
         acc += tl.dot(tl.trans(a.to(tl.float32)), h, input_precision="ieee")
     offsets = chunk * lefts * columns + f[:, None] * columns + d[None, :]
     tl.store(partial_ptr + offsets, acc, mask=(f[:, None] < lefts) & (d[None, :] < columns))
@@ -507,6 +498,7 @@ def compress_rows(
     first_row: int,
     offset: int,
     noise: torch.Tensor | None = None,
+    center: torch.Tensor | None = None,
 ) -> None:
     r"""Compress ``rows`` :math:`(n, D)` (unit column stride) projected by
     ``kind`` (``None``: unprojected) to ``stored_width`` columns into
@@ -515,7 +507,8 @@ def compress_rows(
     dense kind's matrix :func:`iexact.seeds.matrix_seed`, the noise
     :func:`iexact.seeds.stream_seed` at ``offset``; ``first_row`` and
     ``offset`` place these rows in the whole tensor (in rows, in stored
-    elements); ``noise`` gives the uniform offsets instead of drawing them.
+    elements); ``noise`` gives the uniform offsets instead of drawing them;
+    ``center`` :math:`c` (float32, :math:`D`) is subtracted from every row first.
     """
     codes, mins, steps = stored
     numel = rows.shape[0] * stored_width
@@ -524,9 +517,11 @@ def compress_rows(
     mode, rounding = _rounding_arguments(levels, bits, 0.0 if noise is not None else NOISE_SHIFT)
     table, slopes = level_table(tuple(levels), rows.device)
     scale, scale_int = _SCALE_TYPES[mins.dtype]
-    pointers = (rows, table, slopes, noise if noise is not None else table, codes, mins, steps)
+    centered = center if center is not None else table  # a pointer never read without a center
+    pointers = (rows, centered, table, slopes, noise if noise is not None else table, codes, mins, steps)
     keys = (hash_key(sign_seed(seed)), stream_seed(seed, offset))
     constants = {"BITS": bits, "MODE": mode, "HAS_NOISE": noise is not None, "SCALE": scale, "SCALE_INT": scale_int}
+    constants["HAS_CENTER"] = center is not None
     if kind in DENSE:
         block_rows = _dense_rows(block_size, stored_width)
         matrix = (hash_key(sign_seed(matrix_seed(seed))), 1.0 / math.sqrt(stored_width))
@@ -556,15 +551,16 @@ def decompress_rows(
     levels: tuple[float, ...],
     seed: int,
     first_row: int,
+    center: torch.Tensor | None = None,
 ) -> None:
     r"""Write :math:`\hat H` of these stored rows (projected by ``kind``,
-    ``None``: unprojected) into ``out`` :math:`(n, D)` (contiguous; float32,
-    float16, bfloat16 or float64): one launch."""
+    ``None``: unprojected; ``center`` :math:`c` added back) into ``out``
+    :math:`(n, D)` (contiguous; float32, float16, bfloat16 or float64): one launch."""
     total = out.numel()
     if total == 0:
         return
     table, _ = level_table(tuple(levels), out.device)
-    pointers = (codes, mins, steps, table, out)
+    pointers = (codes, mins, steps, table, center if center is not None else table, out)
     if kind in DENSE:
         block_rows = _dense_rows(block_size, stored_width)
         _decompress_dense_kernel[(triton.cdiv(out.shape[0], block_rows),)](
@@ -582,6 +578,7 @@ def decompress_rows(
             PER_ROW=kind == "per_row",
             BITS=bits,
             OUT_KIND=_OUT_KINDS[out.dtype],
+            HAS_CENTER=center is not None,
         )
         return
     _decompress_kernel[(triton.cdiv(total, _DECOMPRESS_ELEMENTS),)](
@@ -596,6 +593,7 @@ def decompress_rows(
         PROJECTED=kind is not None,
         OUT_KIND=_OUT_KINDS[out.dtype],
         ELEMENTS=_DECOMPRESS_ELEMENTS,
+        HAS_CENTER=center is not None,
     )
 
 
@@ -613,12 +611,14 @@ def transpose_product_rows(
     levels: tuple[float, ...],
     seed: int,
     first_row: int,
+    center: torch.Tensor | None = None,
 ) -> torch.Tensor:
     r""":math:`A^\top \hat H` :math:`(F, D)` float32 for these stored rows and
     ``left`` :math:`A` :math:`(n, F)` (unit column stride), :math:`\hat H`
-    decoded inside the product; for a dense ``kind``, :math:`A^\top \hat Z`
-    :math:`(F, k)` (the caller multiplies by :math:`P^\top`). Two launches:
-    chunks of :data:`_PRODUCT_ROWS` rows in parallel, then their sum."""
+    decoded (``center`` :math:`c` added) inside the product; for a dense
+    ``kind``, :math:`A^\top \hat Z` :math:`(F, k)` of the centered rows (the
+    caller multiplies by :math:`P^\top` and adds :math:`(A^\top \mathbf 1) c^\top`).
+    Two launches: chunks of :data:`_PRODUCT_ROWS` rows in parallel, then their sum."""
     rows, lefts = left.shape
     columns = stored_width if kind in DENSE else width
     if not (rows and lefts and columns):
@@ -627,11 +627,13 @@ def transpose_product_rows(
     partial = torch.empty(chunks, lefts, columns, dtype=torch.float32, device=left.device)  # every tile written
     table, _ = level_table(tuple(levels), left.device)
     grid = (chunks, triton.cdiv(lefts, _PRODUCT_TILE), triton.cdiv(columns, _PRODUCT_TILE))
+    centered = center is not None and kind not in DENSE
     _transpose_products_kernel[grid](
         codes,
         mins,
         steps,
         table,
+        center if centered else table,
         left,
         partial,
         rows,
@@ -648,5 +650,6 @@ def transpose_product_rows(
         BLOCK_N=_PRODUCT_TILE,
         BLOCK_F=_PRODUCT_TILE,
         BLOCK_D=_PRODUCT_TILE,
+        HAS_CENTER=centered,
     )
     return partial.sum(0)

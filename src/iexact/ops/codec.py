@@ -33,7 +33,8 @@ class Stored(NamedTuple):
     r"""A compressed activation as the autograd Functions keep it.
 
     Attributes:
-        tensors (tuple): codes, mins, steps and, when projected, the seed as a
+        tensors (tuple): codes, mins, steps, the center when centered
+            (:func:`iexact.codec.centered`) and, when projected, the seed as a
             0-dim int64 tensor (so their ``nbytes`` sum to the
             :class:`~iexact.quant.PackedActivation`'s).
         shape (tuple of int): the original shape.
@@ -56,7 +57,8 @@ def config_of(spec: str) -> CompressionConfig:
 def _packed(tensors, shape, dtype: torch.dtype, config: CompressionConfig) -> PackedActivation:
     """The :class:`PackedActivation` behind a :class:`Stored`'s tensors."""
     k, block_size, _, _ = codec.stored_sizes(shape, config)
-    seed = int(tensors[3]) if k is not None else 0
+    seed = int(tensors[-1]) if k is not None else 0
+    center = tensors[3] if codec.centered(shape, config) else None
     levels = levels_for(config.levels, config.bits, block_size)
     return PackedActivation(
         tensors[0],
@@ -70,14 +72,14 @@ def _packed(tensors, shape, dtype: torch.dtype, config: CompressionConfig) -> Pa
         k,
         seed,
         config.projection,
+        center,
     )
 
 
 @torch.library.custom_op("iexact::compress", mutates_args=())
 def _compress(x: Tensor, position: Tensor, spec: str, check: bool) -> list[Tensor]:
     packed = codec.compress(x, config_of(spec), seed_at(position), check=check)
-    held = [packed.codes, packed.mins, packed.steps]
-    return held + ([torch.tensor(packed.seed, dtype=torch.int64)] if packed.projected_width is not None else [])
+    return list(packed.tensors())
 
 
 @_compress.register_fake
@@ -89,6 +91,7 @@ def _(x, position, spec, check):
         x.new_empty(blocks, dtype=config.scale_dtype),
         x.new_empty(blocks, dtype=config.scale_dtype),
     ]
+    held += [x.new_empty(x.shape[-1], dtype=torch.float32)] if codec.centered(tuple(x.shape), config) else []
     return held + ([torch.empty((), dtype=torch.int64)] if k is not None else [])
 
 

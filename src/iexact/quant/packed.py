@@ -31,6 +31,9 @@ class PackedActivation:
         projected_width (int or None): :math:`k` when projected, else ``None``.
         seed (int): seed of the projection (unused without projection).
         projection (str): the projection's kind (:mod:`iexact.quant.projection`).
+        center (torch.Tensor or None): float32 :math:`(D,)`, the column center
+            :math:`c` subtracted before the projection and added back after
+            the inverse (:func:`iexact.codec.compress`); ``None``: none.
     """
 
     codes: torch.Tensor
@@ -44,6 +47,7 @@ class PackedActivation:
     projected_width: int | None
     seed: int
     projection: str = "shared"
+    center: torch.Tensor | None = None
 
     def __post_init__(self) -> None:
         """Check that the fields fit together (sizes, dtypes, devices: nothing is read
@@ -76,6 +80,18 @@ class PackedActivation:
                 )
             if tensor.device != self.codes.device:
                 raise invalid(name, f"is on {tensor.device}, the codes on {self.codes.device}")
+        center = self.center
+        if center is not None and (
+            not isinstance(center, torch.Tensor)
+            or center.dtype != torch.float32
+            or center.shape != (self.width,)
+            or center.device != self.codes.device
+        ):
+            raise invalid(
+                "center",
+                f"must be None or a float32 tensor of shape ({self.width},) on {self.codes.device}, got "
+                f"{getattr(center, 'dtype', type(center).__name__)} {tuple(getattr(center, 'shape', ()))}",
+            )
         if self.codes.dtype != torch.uint8 or self.codes.numel() != packed_size(self.numel, self.bits):
             raise invalid(
                 "codes",
@@ -126,10 +142,10 @@ class PackedActivation:
         return self.codes.device
 
     def tensors(self) -> tuple[torch.Tensor, ...]:
-        """Everything held, as tensors: codes, mins, steps and, when projected,
-        the seed as a 0-dim int64 tensor (so ``sum(t.nbytes) == nbytes``).
-        :meth:`from_tensors` inverts it."""
-        held = (self.codes, self.mins, self.steps)
+        """Everything held, as tensors: codes, mins, steps, the center when
+        there is one and, when projected, the seed as a 0-dim int64 tensor (so
+        ``sum(t.nbytes) == nbytes``). :meth:`from_tensors` inverts it."""
+        held = (self.codes, self.mins, self.steps) + (() if self.center is None else (self.center,))
         if self.projected_width is None:
             return held
         return (*held, torch.tensor(self.seed, dtype=torch.int64))
@@ -139,18 +155,22 @@ class PackedActivation:
         return {
             f.name: getattr(self, f.name)
             for f in dataclasses.fields(self)
-            if f.name not in ("codes", "mins", "steps", "seed")
+            if f.name not in ("codes", "mins", "steps", "seed", "center")
         }
 
     @classmethod
     def from_tensors(cls, held: tuple[torch.Tensor, ...], layout: dict) -> PackedActivation:
         """Inverse of :meth:`tensors` / :meth:`layout`."""
-        seed = int(held[3]) if layout["projected_width"] is not None else 0
-        return cls(held[0], held[1], held[2], seed=seed, **layout)
+        projected = layout["projected_width"] is not None
+        seed = int(held[-1]) if projected else 0
+        center = held[3] if len(held) > 3 + projected else None
+        return cls(held[0], held[1], held[2], seed=seed, center=center, **layout)
 
     @property
     def nbytes(self) -> int:
-        """Bytes held: codes, mins and steps, plus 8 for the projection seed
-        when there is a projection (the matrix itself is never stored)."""
+        """Bytes held: codes, mins and steps, the center's :math:`4D` when
+        centered, plus 8 for the projection seed when there is a projection
+        (the matrix itself is never stored)."""
         seed_bytes = 8 if self.projected_width is not None else 0
-        return self.codes.nbytes + self.mins.nbytes + self.steps.nbytes + seed_bytes
+        center_bytes = 0 if self.center is None else self.center.nbytes
+        return self.codes.nbytes + self.mins.nbytes + self.steps.nbytes + center_bytes + seed_bytes

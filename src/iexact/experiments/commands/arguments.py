@@ -187,6 +187,9 @@ CONFIG_FLAGS: dict[str, dict] = {
     "check_finite": dict(
         action=argparse.BooleanOptionalAction, help="refuse NaN or Inf activations (a host sync per tensor)"
     ),
+    "center": dict(
+        action=argparse.BooleanOptionalAction, help="store activations centered on their column means (or not)"
+    ),
 }
 """One flag per :class:`~iexact.CompressionConfig` field (``--block-size`` for
 ``block_size``), overriding the ``--config`` preset's value."""
