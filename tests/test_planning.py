@@ -237,3 +237,39 @@ def test_verification_corrects_underestimates_and_tightens_the_target():
     # the cheapest choice truly within 0.5 (both modules' noisier options compound over it)
     assert picks == (2, 1) and error == pytest.approx(1.5 * (0.04 + 0.05))
     assert verified_least_bytes([list(row) for row in options], 1e-4, measure, measure_whole) is None
+
+
+class _Squares(torch.nn.Module):
+    """No handler converts it: the saved-tensor fallback compresses the
+    intermediate ``h`` that ``h * h`` saves (its input it keeps by reference)."""
+
+    def __init__(self, channels):
+        super().__init__()
+        self.scale = torch.nn.Parameter(torch.ones(channels))
+
+    def forward(self, x):
+        h = x * self.scale
+        return h * h
+
+
+def test_a_fallback_modules_sensitivity_is_measured_at_the_config_its_noise_was():
+    """A module under the fallback has its noise observed at its own config
+    (8 bits, unprojected), so its sensitivity is measured there too: measured
+    at the base's 2 bits with projection, every option of it was predicted
+    far noisier than it measures (by four orders of magnitude here)."""
+    torch.manual_seed(0)
+    model = torch.nn.Sequential(torch.nn.Linear(32, 64), _Squares(64), torch.nn.Linear(64, 4))
+    x = torch.randn(400, 32)
+    labels = torch.randint(0, 4, (400,))
+
+    def loss(out):
+        return torch.nn.functional.cross_entropy(out, labels)
+
+    candidates = [CompressionConfig(bits=8, rp_ratio=1)]
+    plan = iexact.plan_memory(model, x, loss_fn=loss, budget=10**9, candidates=candidates, draws=4)
+    (squares,) = [module for module in plan.modules if module.kind == "_Squares"]
+    planned = plan.apply_(copy.deepcopy(model))
+    others = {module.name: candidates[0] for module in plan.modules if module is not squares}
+    iexact.configure_(planned, others)  # the others at 8 bits too: the fallback's error alone
+    alone = iexact.gradient_error(planned, x, loss_fn=loss, draws=4).whole ** 2
+    assert squares.squared_error == pytest.approx(alone, rel=1.0)

@@ -31,8 +31,9 @@ errors add up:
     s_m = \varepsilon_m^2(c_0) / e_m(c_0),
 
 :math:`\varepsilon_m(c_0)` being :func:`~iexact.gradient_error` with
-:math:`m` at the base config :math:`c_0` and every other module at 8 bits
-without projection: measured in context, the whole model converted (a
+:math:`m` at the base config :math:`c_0` (a module under the saved-tensor
+fallback at its own config, where its noise :math:`e_m` was observed) and
+every other module at 8 bits without projection: measured in context, the whole model converted (a
 module's stored tensors can depend on its parent's conversion).
 
 **Choice.** Minimizing :math:`\sum_m s_m e_m(c_m)` with the bytes within the
@@ -201,34 +202,18 @@ def _costs(model: torch.nn.Module, inputs, kwargs, names: dict) -> dict[str, lis
     return costs
 
 
-def _sensitivity(
-    reference: torch.nn.Module,
-    name: str,
-    base: CompressionConfig,
-    noise: float,
-    inputs,
-    kwargs,
-    loss_fn,
-    draws: int,
-    seed: int,
+def _alone_squared_error(
+    reference, base: CompressionConfig, name: str, config, inputs, kwargs, loss_fn, draws: int, seed: int
 ) -> float:
-    """:math:`s_m`: squared gradient error per unit noise of module ``name``
-    (:func:`_alone_squared_error` at ``base``)."""
-    if noise == 0:
-        return 0.0
-    return _alone_squared_error(reference, name, base, inputs, kwargs, loss_fn, draws, seed) / noise
-
-
-def _alone_squared_error(reference, name: str, config, inputs, kwargs, loss_fn, draws: int, seed: int) -> float:
     r""":math:`\varepsilon_m^2(c)`: the squared relative gradient error with
     module ``name`` at ``config`` and every other converted module at 8 bits
-    without projection (an error near 0.004): the model converted whole, so
-    that each module stores what it stores in the plan (a module whose input a
-    converted parent makes, like an ``EdgeConv``'s MLP, would keep it by
-    reference were the parent left stock)."""
+    without projection (an error near 0.004): the model converted whole with
+    ``base``, so that each module stores what it stores in the plan (a module
+    whose input a converted parent makes, like an ``EdgeConv``'s MLP, would
+    keep it by reference were the parent left stock)."""
     with warnings.catch_warnings():  # the fallback's warning, on every measurement
         warnings.simplefilter("ignore", UserWarning)
-        model = compress_(copy.deepcopy(reference), config)
+        model = compress_(copy.deepcopy(reference), base)
     near_exact = dataclasses.replace(config, bits=8, rp_ratio=1)
     configure_(model, {other: config if other == name else near_exact for other in module_configs(model)})
     error = gradient_error(model, *inputs, loss_fn=loss_fn, draws=draws, seed=seed, **kwargs)
@@ -437,6 +422,7 @@ def _plan(model, inputs, kwargs, loss_fn, target, base, candidates, draws, seed)
     kept = {layer.name: layer.total for layer in activation_memory(compressed, *inputs, **kwargs).layers}
     converted = [name for module, name in names.items() if is_compressed(module)]
     fallbacks = {name for module, name in names.items() if isinstance(module, FallbackHandler)}
+    own = {name: module.iexact_config for module, name in names.items() if is_compressed(module)}  # as compress_ left
     at_base = _costs(compressed, inputs, kwargs, names)  # as compress_ left it: the fallback at its own config
     observed = {}  # one observed forward per distinct candidate
     for config in dict.fromkeys(candidates):
@@ -457,33 +443,53 @@ def _plan(model, inputs, kwargs, loss_fn, target, base, candidates, draws, seed)
             f"FP32 keeps {format_bytes(fp32_bytes, exact=True)}",
             smallest,
         )
+    measured = _Measurements(reference, base, (inputs, kwargs, loss_fn, draws, seed), candidates, fallbacks, at_base)
+    # s_m = eps_m^2 / e_m, both at the config the noise was observed at (base, or a fallback module's own)
     sensitivity = {
-        name: _sensitivity(reference, name, base, noise, inputs, kwargs, loss_fn, draws, seed)
-        for name, (_, noise) in at_base.items()
+        name: measured.alone(name, own[name]) / noise if noise > 0 else 0.0 for name, (_, noise) in at_base.items()
     }
     options = [
         [(nbytes + others[name], sensitivity[name] * noise) for nbytes, noise in row] for name, row in costs.items()
     ]
-
-    def measure(module: int, option: int) -> float:
-        name = list(at_base)[module]
-        config = _for_module(candidates[option], name in fallbacks)
-        return _alone_squared_error(reference, name, config, inputs, kwargs, loss_fn, draws, seed)
-
-    def measure_whole(picks: tuple[int, ...]) -> float:
-        planned = {
-            name: _for_module(candidates[pick], name in fallbacks) for name, pick in zip(at_base, picks, strict=True)
-        }
-        model = configure_(compress_(copy.deepcopy(reference), base), planned)
-        return gradient_error(model, *inputs, loss_fn=loss_fn, draws=draws, seed=seed, **kwargs).whole ** 2
-
-    picks, measured_error = _choose(options, sum(fixed.values()), target, smallest, (measure, measure_whole))
+    picks, measured_error = _choose(options, sum(fixed.values()), target, smallest, (measured.option, measured.whole))
     modules = tuple(
         ModulePlan(name, kinds[name], _for_module(candidates[pick], name in fallbacks), *options[index][pick])
         for index, (name, pick) in enumerate(zip(at_base, picks, strict=True))
     )
     uniform = _uniform(candidates, options, sum(fixed.values()), target)
     return Plan(base, modules, fixed, budget, fp32_bytes, uniform, max_error, measured_error)
+
+
+class _Measurements:
+    """The planner's gradient-error measurements of one model (squared, as
+    the options hold them): a module alone at a config (each once), a module
+    at a candidate's option, a whole plan."""
+
+    def __init__(self, reference, base, setting: tuple, candidates, fallbacks: set, modules) -> None:
+        self.reference, self.base, self.setting = reference, base, setting  # setting: inputs, kwargs, loss, draws, seed
+        self.candidates, self.fallbacks, self.order = candidates, fallbacks, list(modules)
+        self.known: dict[tuple[str, CompressionConfig], float] = {}
+
+    def alone(self, name: str, config: CompressionConfig) -> float:
+        """:func:`_alone_squared_error` of ``name`` at ``config``, measured once."""
+        if (name, config) not in self.known:
+            self.known[name, config] = _alone_squared_error(self.reference, self.base, name, config, *self.setting)
+        return self.known[name, config]
+
+    def option(self, module: int, option: int) -> float:
+        """Module number ``module`` alone at candidate number ``option``."""
+        name = self.order[module]
+        return self.alone(name, _for_module(self.candidates[option], name in self.fallbacks))
+
+    def whole(self, picks: tuple[int, ...]) -> float:
+        """The plan of one candidate number per module, measured whole."""
+        planned = {
+            name: _for_module(self.candidates[pick], name in self.fallbacks)
+            for name, pick in zip(self.order, picks, strict=True)
+        }
+        model = configure_(compress_(copy.deepcopy(self.reference), self.base), planned)
+        inputs, kwargs, loss_fn, draws, seed = self.setting
+        return gradient_error(model, *inputs, loss_fn=loss_fn, draws=draws, seed=seed, **kwargs).whole ** 2
 
 
 def _choose(options, fixed_bytes: int, target: tuple, smallest: int, measure) -> tuple[tuple[int, ...], float | None]:
