@@ -10,7 +10,7 @@ from pathlib import Path
 import pytest
 import torch
 
-from iexact import PRESETS
+from iexact import PRESETS, activation_memory
 from iexact.experiments import bench
 from iexact.experiments.bench import codec_report, memory_configs, preset_rows
 from iexact.experiments.cli import main
@@ -80,10 +80,11 @@ def test_a_family_planned_for_an_error_target_measures_within_it():
     x, labels = torch.randn(300, 16, generator=generator), torch.randint(0, 8, (300,), generator=generator)
     torch.manual_seed(0)
     model, _ = zoo(16, 16, 8, edge_index)["GraphSAGE"]()
-    ratio, cells = _planned_row(model, (x, edge_index, {}), labels, 0.5, 2)
+    fp32 = activation_memory(model, x, edge_index).total
+    ratio, cells = _planned_row(model, (x, edge_index, {}), labels, fp32, 0.5, 2)
     assert ratio > 5 and cells == f" {ratio:.1f}× | {float(cells.split('|')[1]):.3f}"
     assert float(cells.split("|")[1]) <= 0.5
-    assert _planned_row(model, (x, edge_index, {}), labels, 1e-9, 1) == (None, " none within it | –")
+    assert _planned_row(model, (x, edge_index, {}), labels, fp32, 1e-9, 1) == (None, " none within it | –")
 
 
 @pytest.mark.slow

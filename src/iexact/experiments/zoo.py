@@ -127,33 +127,37 @@ def zoo(features: int, hidden: int, classes: int, edge_index: torch.Tensor) -> d
     }
 
 
-def _family_row(model, inputs, labels, config, fallback, draws: int) -> tuple[float, str]:
-    """``(ratio, cells)`` of one family in :func:`zoo_report`: ``model`` measured
-    uncompressed, then compressed in place, on ``inputs`` ``(x, edge_index, kwargs)``."""
+def _loss(labels: torch.Tensor) -> Callable[[torch.Tensor], torch.Tensor]:
+    """The families' loss: cross-entropy against ``labels`` (in float32 under autocast)."""
+    return lambda out: torch.nn.functional.cross_entropy(out.float(), labels)
+
+
+def _family_row(model, inputs, labels, config, fallback, draws: int) -> tuple[int, float, str]:
+    """``(FP32 bytes, ratio, cells)`` of one family in :func:`zoo_report`: ``model``
+    measured uncompressed, then compressed in place, on ``inputs`` ``(x, edge_index, kwargs)``."""
     x, edge_index, kwargs = inputs
     fp32 = activation_memory(model, x, edge_index, **kwargs)
     with warnings.catch_warnings():
         warnings.simplefilter("ignore")  # the table names what the warning would
         compress_(model, config, fallback=fallback)
     report = activation_memory(model, x, edge_index, **kwargs)
-    loss = lambda out: torch.nn.functional.cross_entropy(out.float(), labels)  # noqa: E731
-    error = gradient_error(model, x, edge_index, loss_fn=loss, draws=draws, **kwargs)
+    error = gradient_error(model, x, edge_index, loss_fn=_loss(labels), draws=draws, **kwargs)
     generic = {original_class(m).__name__ for m in model.modules() if isinstance(m, FallbackHandler)}
     ratio, kept = fp32.total / report.total, report.uncompressed / report.total
-    return ratio, (
+    cells = (
         f"{format_bytes(fp32.total, 'MiB')} | {format_bytes(report.total, 'MiB')} | {ratio:.1f}× "
         f"| {100 * kept:.0f} % | {error.whole:.3f} | {error.of_mean:.3f} | {', '.join(sorted(generic)) or '–'}"
     )
+    return fp32.total, ratio, cells
 
 
-def _planned_row(model, inputs, labels, max_error: float, draws: int) -> tuple[float | None, str]:
-    """``(ratio, cells)`` of ``model`` (uncompressed) planned for the least
-    memory within ``max_error`` (:func:`iexact.plan_memory`, its ``draws``):
-    the FP32 ratio and the error the planner measured; ``None`` where no plan
-    was measured within it."""
+def _planned_row(model, inputs, labels, fp32: int, max_error: float, draws: int) -> tuple[float | None, str]:
+    """``(ratio, cells)`` of ``model`` (uncompressed, keeping ``fp32`` bytes)
+    planned for the least memory within ``max_error`` (:func:`iexact.plan_memory`,
+    its ``draws``): the FP32 ratio and the error the planner measured; ``None``
+    where no plan was measured within it."""
     x, edge_index, kwargs = inputs
-    fp32 = activation_memory(model, x, edge_index, **kwargs).total
-    loss = lambda out: torch.nn.functional.cross_entropy(out.float(), labels)  # noqa: E731
+    loss = _loss(labels)
     try:
         with warnings.catch_warnings():
             warnings.simplefilter("ignore")
@@ -210,10 +214,10 @@ def zoo_report(
         inputs = (x, edge_index, {"edge_attr": edge_attr} if featured else {})
         stock = copy.deepcopy(model)  # _family_row compresses model in place
         with autocast(precision, device):
-            ratio, row = _family_row(model, inputs, labels, config, fallback, draws)
+            fp32, ratio, row = _family_row(model, inputs, labels, config, fallback, draws)
         ratios.append(ratio)
-        if max_error is not None:
-            planned_ratio, cells = _planned_row(stock, inputs, labels, max_error, draws)
+        if max_error is not None:  # float32 only: the FP32 bytes are the stock model's
+            planned_ratio, cells = _planned_row(stock, inputs, labels, fp32, max_error, draws)
             planned_ratios.append(planned_ratio)
             row += f" |{cells}"
         lines.append(f"| {name} | {row} |")
