@@ -80,7 +80,7 @@ def test_from_dict_names_unknown_and_missing_fields():
     with pytest.raises(ValueError, match=r"unknown field\(s\) bitz; expected bits, block_size"):
         CompressionConfig.from_dict({**record, "bitz": 2})
     del record["check_finite"]
-    with pytest.raises(ValueError, match=r"version 2\): missing field\(s\) check_finite"):
+    with pytest.raises(ValueError, match=r"version 3\): missing field\(s\) check_finite"):
         CompressionConfig.from_dict(record)
     with pytest.raises(ValueError, match="bits must be one of"):
         CompressionConfig.from_dict({**CompressionConfig().to_dict(), "bits": 3})
@@ -118,20 +118,34 @@ def test_an_unversioned_record_is_upgraded_with_what_its_missing_fields_meant():
     assert CompressionConfig.from_dict(full) == CompressionConfig()  # an unversioned record of every field
 
 
-def test_a_version_1_record_is_read_uncentered():
-    """Centering came with version 2: a config recorded before it (a plan, a
-    run's record) reads as it stored then, with its bytes and its noise."""
+def test_a_version_1_record_is_read_uncentered_with_projected_edge_conv_inputs():
+    """Centering came with version 2, unprojected edge-conv inputs with 3: a
+    config recorded before (a plan, a run's record) reads as it stored then,
+    with its bytes and its noise."""
     record = {**CompressionConfig().to_dict(), "version": 1}
-    del record["center"]
-    assert CompressionConfig.from_dict(record) == CompressionConfig(center=False)
+    del record["center"], record["rp_edge_convs"]
+    assert CompressionConfig.from_dict(record) == CompressionConfig(center=False, rp_edge_convs=True)
     with pytest.raises(ValueError, match="center must be True or False"):
         CompressionConfig(center=1)
 
 
+def test_a_version_2_record_projects_edge_conv_inputs():
+    record = {**CompressionConfig().to_dict(), "version": 2}
+    del record["rp_edge_convs"]
+    assert CompressionConfig.from_dict(record) == CompressionConfig(rp_edge_convs=True)
+    with pytest.raises(ValueError, match="rp_edge_convs must be True or False"):
+        CompressionConfig(rp_edge_convs="no")
+
+
+def test_edge_conv_inputs_are_unprojected_unless_rp_edge_convs():
+    assert CompressionConfig().edge_conv_inputs == CompressionConfig(rp_ratio=1)
+    assert CompressionConfig(rp_edge_convs=True).edge_conv_inputs == CompressionConfig(rp_edge_convs=True)
+
+
 def test_str_spells_out_the_config():
     assert str(PRESETS["exact"]) == (
-        "INT2, one block per row, shared projection 8, uniform levels, bfloat16 scales, inputs compressed too, "
-        "uncentered"
+        "INT2, one block per row, shared projection 8, uniform levels, bfloat16 scales, projected edge-conv inputs, "
+        "inputs compressed too, uncentered"
     )
     assert str(CompressionConfig(bits=4, rp_ratio=1, rp_norm=False)) == (
         "INT4, blocks of 128, no projection, optimal levels, bfloat16 scales"

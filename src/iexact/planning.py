@@ -362,7 +362,7 @@ def plan_memory(
             gradient error against FP32 allowed (:func:`iexact.gradient_error`'s
             ``whole``, predicted): the plan then keeps the least memory within it.
         base (CompressionConfig, optional): the fields not planned (levels,
-            projection kind, scale dtype, ``rp_norm``) and the config the
+            projection kind, scale dtype, ``rp_norm``, ``rp_edge_convs``) and the config the
             sensitivities are measured with. (default: :obj:`CompressionConfig()`)
         candidates (sequence of CompressionConfig, optional): the configs a
             module may get. (default: :func:`candidate_configs` of ``base``)

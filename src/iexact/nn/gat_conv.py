@@ -27,7 +27,7 @@ class GATConvHandler(CompressedModule):
     or a bipartite pair :math:`(X_s, X_t)` or :math:`(X_s, \text{None})`,
     with ``size`` and self-loops for the first :math:`\min(N_s, N_t)` nodes.
 
-    Stores: each input compressed once, the source features
+    Stores: each input compressed once (unprojected unless ``rp_edge_convs``), the source features
     :math:`\Theta_s X_s` compressed twice and separate target features once,
     the attention scores, the dropout generator snapshot. Edge features
     (``edge_dim``), ``return_attention_weights`` and a pair under

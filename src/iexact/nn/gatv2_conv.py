@@ -27,7 +27,7 @@ class GATv2ConvHandler(CompressedModule):
     ``lin_r``, one map with ``share_weights=True``) or a bipartite pair
     :math:`(X_s, X_t)`, with self-loops for the first :math:`\min(N_s, N_t)` nodes.
 
-    Stores: each input compressed once, the source features compressed twice
+    Stores: each input compressed once (unprojected unless ``rp_edge_convs``), the source features compressed twice
     and separate target features once, the attention weights (float32, one
     per edge and head), one sign bit per edge, head and channel, the dropout
     generator snapshot. Edge features (``edge_dim``),

@@ -11,12 +11,14 @@ from .handler import CompressedModule, register_handler
 
 
 def shared_input_linears(handler: CompressedModule, x: torch.Tensor, *modules: torch.nn.Module | None) -> list:
-    r""":math:`x W_j^\top + b_j` for each of ``modules`` a conv computes itself
-    (``None`` for ``None``), from one compressed copy of ``x`` for all of them
-    (:class:`~iexact.autograd.SharedInputLinearFunction`), with ``handler``'s
-    config and seeds."""
+    r""":math:`x W_j^\top + b_j` for each of ``modules`` a conv keeping tensors
+    per edge (attention, gates) computes itself (``None`` for ``None``), from one compressed copy of
+    ``x`` for all of them (:class:`~iexact.autograd.SharedInputLinearFunction`),
+    with ``handler``'s seeds and its config's
+    :attr:`~iexact.CompressionConfig.edge_conv_inputs` (unprojected unless
+    ``rp_edge_convs``: the conv's per-edge tensors are most of what it keeps)."""
     present = [module for module in modules if module is not None]
-    config, seeds = handler.iexact_config, handler.iexact_seeds
+    config, seeds = handler.iexact_config.edge_conv_inputs, handler.iexact_seeds
     if len(present) == 1:
         (module,) = present
         outputs = iter([CompressedLinearFunction.apply(x, module.weight, module.bias, config, seeds)])

@@ -25,7 +25,7 @@ class ResGatedGraphConvHandler(CompressedModule):
     every graph form. Edge features (``edge_dim``, which enter each edge's
     linear maps) and a gate other than the sigmoid take the saved-tensor fallback.
 
-    Stores: each input compressed once, the values compressed, the gates
+    Stores: each input compressed once (unprojected unless ``rp_edge_convs``), the values compressed, the gates
     and their derivatives compressed (per edge and channel).
     """
 

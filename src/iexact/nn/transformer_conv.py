@@ -36,7 +36,7 @@ class TransformerConvHandler(CompressedModule):
     pair :math:`(X_s, X_t)`, ``edge_attr`` with ``edge_dim``, every graph
     form (edge features with an ``edge_index`` or ``EdgeIndex``).
 
-    Stores: each input compressed once, queries, keys and values once each
+    Stores: each input compressed once (unprojected unless ``rp_edge_convs``), queries, keys and values once each
     and the projected edge features twice (never projected: they enter per-edge
     dot products), the attention weights (float32, one per edge and head),
     the dropout generator snapshot; with ``beta`` the gate and the
@@ -96,6 +96,6 @@ class TransformerConvHandler(CompressedModule):
             return out + skip
         gate_input = mark_intermediate(torch.cat([out, skip, out - skip], dim=-1))
         gate = CompressedLinearFunction.apply(
-            gate_input, self.lin_beta.weight, self.lin_beta.bias, self.iexact_config, self.iexact_seeds
+            gate_input, self.lin_beta.weight, self.lin_beta.bias, self.iexact_config.edge_conv_inputs, self.iexact_seeds
         )
         return GateFunction.apply(gate.sigmoid(), skip, out, self.iexact_config, self.iexact_seeds)

@@ -180,6 +180,10 @@ CONFIG_FLAGS: dict[str, dict] = {
     "levels": dict(help=f"override the levels ({', '.join(ALLOWED_LEVELS)})"),
     "scale_dtype": dict(choices=tuple(SCALE_DTYPES), help="override the dtype of the per-block scales"),
     "rp_norm": dict(action=argparse.BooleanOptionalAction, help="project BatchNorm inputs too (or not)"),
+    "rp_edge_convs": dict(
+        action=argparse.BooleanOptionalAction,
+        help="project the node features of convs keeping per-edge tensors (attention, gates, EdgeConv) too (or not)",
+    ),
     "projection": dict(choices=ALLOWED_PROJECTIONS, help="override the projection kind"),
     "reference_inputs": dict(
         action=argparse.BooleanOptionalAction, help="keep the caller's own inputs by reference (or compress them)"

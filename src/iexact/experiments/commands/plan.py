@@ -42,7 +42,8 @@ def register(commands) -> None:
     arguments.add_compression(
         parser,
         tuple(PRESETS),
-        "preset whose levels, projection kind, scale dtype and rp_norm the plan keeps (default: default)",
+        "preset whose levels, projection kind, scale dtype, rp_norm and rp_edge_convs the plan keeps "
+        "(default: default)",
         exclude=arguments.PLANNED_FIELDS,
     )
     arguments.add_seed(parser, "of the model and of synthetic graphs")
