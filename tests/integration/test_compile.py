@@ -12,7 +12,7 @@ import copy
 import pytest
 import torch
 import torch.nn.functional as F
-from torch_geometric.nn import GAT, GCN, GIN, ChebConv, GraphSAGE, ResGatedGraphConv, Sequential
+from torch_geometric.nn import GAT, GCN, GIN, ChebConv, EdgeCNN, GraphSAGE, ResGatedGraphConv, Sequential
 
 import iexact
 from iexact import CompressionConfig
@@ -41,6 +41,7 @@ MODELS = {
             (ResGatedGraphConv(32, CLASSES), "x, edge_index -> x"),
         ],
     ),
+    "EdgeCNN": lambda: EdgeCNN(FEATURES, 16, 2, CLASSES, dropout=0.5),
     "Transformer": lambda: GraphTransformer(FEATURES, 16, 2, CLASSES, heads=2, dropout=0.5, norm="batch_norm"),
     "GCNII": lambda: GCNII(FEATURES, 32, 2, CLASSES, dropout=0.5),
 }

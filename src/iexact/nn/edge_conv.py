@@ -1,0 +1,146 @@
+r"""``EdgeConv`` whose network's first linear map runs on the nodes, not on the edges."""
+
+from __future__ import annotations
+
+from typing import Any, cast
+
+import torch
+from torch_geometric.nn import MLP, EdgeConv
+from torch_geometric.nn.dense.linear import Linear as PyGLinear
+
+from ..autograd import CompressedLinearFunction, ScatterExtremumFunction, SharedInputLinearFunction
+from ..autograd.precision import plus_linear_bias
+from ..graph import attention_edges, is_sparse
+from .handler import CompressedModule, has_forward_hooks, register_handler
+from .message_inputs import message_inputs, runs_stock
+
+_EXTREMA = {"max": "amax", "min": "amin"}
+_AGGREGATIONS = ("max", "min", "add", "sum", "mean")
+
+
+def first_linear(nn: Any) -> Any:
+    """The linear map ``nn`` applies first to its input as it is: the first
+    child of a ``torch.nn.Sequential``, the first of PyG's ``MLP``'s ``lins``;
+    ``None`` for any other network."""
+    if type(nn) is torch.nn.Sequential and len(nn) and type(nn[0]) in (torch.nn.Linear, PyGLinear):
+        return nn[0]
+    if type(nn) is MLP:
+        return nn.lins[0]
+    return None
+
+
+def after_first_linear(nn: Any, h: torch.Tensor) -> torch.Tensor:
+    """What ``nn`` computes from ``h``, its first linear map's output: the
+    ``Sequential``'s other children in order, or PyG's ``MLP.forward`` from
+    its first layer's activation, norm and dropout on (no ``batch``, as
+    ``EdgeConv`` calls it)."""
+    if isinstance(nn, torch.nn.Sequential):
+        for layer in list(nn)[1:]:
+            h = layer(h)
+        return h
+    last = len(nn.lins) - 1
+    for i, (lin, norm) in enumerate(zip(nn.lins, nn.norms, strict=False)):  # one norm fewer with plain_last
+        h = lin(h) if i else h
+        if nn.act is not None and nn.act_first:
+            h = nn.act(h)
+        h = norm(h, None, None) if nn.supports_norm_batch else norm(h)
+        if nn.act is not None and not nn.act_first:
+            h = nn.act(h)
+        h = torch.nn.functional.dropout(h, p=nn.dropout[i], training=nn.training)
+    if nn.plain_last:
+        h = nn.lins[-1](h) if last else h
+        h = torch.nn.functional.dropout(h, p=nn.dropout[-1], training=nn.training)
+    return h
+
+
+@register_handler(EdgeConv)
+class EdgeConvHandler(CompressedModule):
+    r""":math:`X'_i = \square_{j \in \mathcal N(i)} h_\Theta(X_i \,\Vert\, X_j - X_i)`
+    (:math:`\square` the max, min, sum or mean) with :math:`h_\Theta`'s first
+    linear map :math:`W = [W_a \; W_b]` applied to the nodes, before the gather:
+
+    .. math::
+        W \begin{bmatrix} X_i \\ X_j - X_i \end{bmatrix} + b
+        = \big(X_i (W_a - W_b)^\top + b\big) + X_j W_b^\top,
+
+    node-level products (:math:`X W_a^\top` and :math:`X W_b^\top` from one
+    compressed :math:`X`) gathered per edge and added. The
+    :math:`E \times 2F` input PyG's message builds, which that map would keep
+    for its weight gradient, is never made: the map keeps the node features
+    once (compressed once for both products, unprojected unless
+    ``rp_edge_convs``: the network's per-edge activations are most of what the
+    conv keeps), a :math:`1/(2E/N)` share of the elements. The rest of
+    :math:`h_\Theta` runs as its converted modules; the max and min keep one
+    bit per message element saying where the extremum is
+    (:class:`~iexact.autograd.ScatterExtremumFunction`), sum and mean nothing.
+    With :math:`dP, dQ` the gradients of the two node-level terms,
+    :math:`dW_a = dP^\top \hat X` and :math:`dW_b = (dQ - dP)^\top \hat X`, unbiased
+    as the Linear's; forward values equal PyG's up to rounding (one matmul
+    becomes two and an addition).
+
+    :math:`h_\Theta` is a ``torch.nn.Sequential`` beginning with a linear
+    map, or PyG's ``MLP`` (any other network takes the saved-tensor
+    fallback). Forward hooks on :math:`h_\Theta` or its first map, a
+    ``torch_sparse.SparseTensor``, explain masks and static-graph batches take
+    PyG's own forward, with a warning.
+
+    Stores: the node features compressed once (both sides of a bipartite pair
+    once each), what :math:`h_\Theta`'s other modules keep, one bit per
+    message element for the max or min.
+    """
+
+    @staticmethod
+    def unsupported(conv) -> str | None:
+        if first_linear(conv.nn) is None:
+            return "its nn does not begin with a linear map (a Sequential starting with a Linear, or PyG's MLP)"
+        if conv.aggr not in _AGGREGATIONS:
+            return f"aggr={conv.aggr!r} (max, min, sum and mean are compressed)"
+        return None
+
+    @staticmethod
+    def owned(conv) -> list[torch.nn.Module]:
+        first = first_linear(conv.nn)
+        return [] if first is None else [first]
+
+    def _stock_reason(self, x) -> str | None:
+        """Why this call takes EdgeConv's own forward (which raises PyG's errors for malformed input)."""
+        sides = (x, x) if isinstance(x, torch.Tensor) else tuple(x)
+        if len(sides) != 2 or not all(isinstance(side, torch.Tensor) and side.dim() == 2 for side in sides):
+            return "x is not a matrix or a pair of matrices (a static-graph batch?)"
+        if first_linear(self.nn).weight.shape[1] != sides[0].shape[1] + sides[1].shape[1]:
+            return "the features do not match its nn's input width"
+        if has_forward_hooks(first_linear(self.nn), cast(torch.nn.Module, self.nn)):  # the folded forward calls neither
+            return "forward hooks are registered on its nn"
+        return None
+
+    def forward(self, x, edge_index):
+        if not self._compressing() or runs_stock(self, x, edge_index, self._stock_reason(x)):
+            return super().forward(x, edge_index)
+        source, target = (x, x) if isinstance(x, torch.Tensor) else tuple(x)
+        inputs = message_inputs(self, (source, target), edge_index)
+        src, dst, _ = attention_edges(edge_index, inputs.num_dst, self.flow, False, is_sparse(edge_index))
+        root, neighbour = self._node_products(source, target)
+        messages = root.index_select(0, dst) + neighbour.index_select(0, src)
+        messages = after_first_linear(self.nn, messages)
+        if self.aggr in _EXTREMA:
+            out = messages.new_zeros(inputs.num_dst, *messages.shape[1:])
+            index = dst.view(-1, *([1] * (messages.dim() - 1))).expand_as(messages)
+            return ScatterExtremumFunction.apply(out, 0, index, messages, _EXTREMA[self.aggr])
+        return self.aggr_module(messages, dst, dim_size=inputs.num_dst, dim=0)
+
+    def _node_products(self, source: torch.Tensor, target: torch.Tensor) -> tuple[torch.Tensor, torch.Tensor]:
+        r""":math:`(X_t W_a^\top - X_t W_b^\top + b, \; X_s W_b^\top)`, each input
+        compressed once, the weights' halves kept as views of the parameter."""
+        first = first_linear(self.nn)
+        assert first is not None  # unsupported refuses any other network
+        config, seeds = self.iexact_config.edge_conv_inputs, self.iexact_seeds
+        width = target.shape[1]
+        on_root, on_neighbour = first.weight[:, :width], first.weight[:, width:]
+        if source is target:
+            root, neighbour = SharedInputLinearFunction.apply(source, config, seeds, on_root, on_neighbour)
+            root = root - neighbour
+        else:
+            root, across = SharedInputLinearFunction.apply(target, config, seeds, on_root, on_neighbour)
+            root = root - across
+            neighbour = CompressedLinearFunction.apply(source, on_neighbour, None, config, seeds)
+        return plus_linear_bias(root, first.bias), neighbour
