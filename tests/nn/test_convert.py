@@ -4,7 +4,7 @@ import warnings
 import pytest
 import torch
 import torch.nn.functional as F
-from torch_geometric.nn import GCNConv, SAGEConv
+from torch_geometric.nn import GCNConv, GENConv, SAGEConv
 from torch_geometric.nn.dense.linear import Linear as PyGLinear
 from torch_geometric.nn.models import GAT, GCN, GraphSAGE
 
@@ -120,6 +120,20 @@ def test_excluded_conv_still_compresses_its_children_through_its_own_forward():
     x, edge_index = _graph()
     kept = _kept_per_layer(model, x, edge_index)
     assert kept["convs.1.lin"][0] > 0  # PyG's forward called the converted lin
+
+
+@pytest.mark.parametrize("rp_edge_convs", [False, True])
+def test_a_genconvs_node_modules_take_the_edge_conv_config(rp_edge_convs):
+    """GENConv keeps its messages per edge (through the fallback): its MLP and
+    linear maps, which compute on its nodes, keep their inputs unprojected
+    unless ``rp_edge_convs``; a module outside it keeps the config given."""
+    config = CompressionConfig(rp_edge_convs=rp_edge_convs)
+    model = torch.nn.ModuleDict({"conv": GENConv(8, 16, aggr="softmax", learn_t=True), "out": torch.nn.Linear(16, 3)})
+    with pytest.warns(UserWarning, match="saved-tensor fallback"):
+        configs = iexact.nn.module_configs(iexact.compress_(model, config))
+    node_modules = ["conv.lin_src", "conv.lin_dst", "conv.mlp.0", "conv.mlp.1", "conv.mlp.4"]  # Linear, BatchNorm, Linear
+    assert {name: configs[name] for name in node_modules} == dict.fromkeys(node_modules, config.edge_conv_inputs)
+    assert configs["out"] == config and configs["conv.aggr_module"] == config
 
 
 def test_generated_classes_live_in_iexact_nn():

@@ -6,10 +6,11 @@ import copy
 import inspect
 import warnings
 from collections.abc import Callable, Mapping
+from types import MappingProxyType
 from typing import TypeGuard, cast
 
 import torch
-from torch_geometric.nn import MessagePassing
+from torch_geometric.nn import GENConv, MessagePassing
 
 from ..config import CompressionConfig
 from ..seeds import SeedStream
@@ -17,6 +18,17 @@ from .fallback import DEFAULT_FALLBACK, FallbackHandler
 from .finite_checks import unwatch_finite_checks_, watch_finite_checks_
 from .fusion import link_activations_, unlink_activations_
 from .handler import HANDLERS, CompressedModule, compressed_class, is_lazy, lazy_reason, original_class
+
+NODE_CHILDREN: Mapping[type[torch.nn.Module], tuple[str, ...]] = MappingProxyType(
+    {GENConv: ("lin_src", "lin_aggr_out", "msg_norm", "lin_dst", "mlp")}
+)
+"""Per conv class that keeps tensors per edge but has no handler (it takes
+the saved-tensor fallback): its children that compute on its nodes. They are
+converted with :attr:`~iexact.CompressionConfig.edge_conv_inputs`
+(unprojected unless ``rp_edge_convs``), as the handled convs keep their own
+node features: GENConv's softmax aggregation keeps its messages per edge,
+most of its bytes, so projecting its MLP's and linear maps' inputs saves few
+bytes and adds most of its gradient noise."""
 
 # modules that keep no activation of their own for backward
 _STATELESS = (torch.nn.Identity, torch.nn.Sequential, torch.nn.ModuleList, torch.nn.ModuleDict)
@@ -63,6 +75,12 @@ def compress_(
     GINConv's ``nn`` is a network of its own and is always converted module
     by module.
 
+    **Convs keeping tensors per edge.** The children of a GENConv that
+    compute on its nodes (:data:`NODE_CHILDREN`: its MLP, its linear maps)
+    are converted with ``config.edge_conv_inputs``, unprojected unless
+    ``rp_edge_convs``, as the handled attention, gated and edge convs keep
+    their own node features.
+
     **The fallback.** A module in a setting its handler does not compress
     (``SAGEConv(aggr="max")``) or with no handler that may save activations
     of its own (a message-passing layer, an activation, a leaf holding
@@ -85,13 +103,16 @@ def compress_(
     _unshare_defaults_(model)
     seeds = SeedStream.from_torch_seed()
     owned: set[int] = set()  # ids of children computed by a converted conv
+    node_scopes: list[str] = []  # names of NODE_CHILDREN met so far: their modules take config.edge_conv_inputs
     generic: list[str] = []  # modules the fallback takes, described
     skipped: list[str] = []
     for name, module in model.named_modules():
+        scoped = any(name == scope or name.startswith(scope + ".") for scope in node_scopes)
+        node_scopes += [f"{name}.{child}".lstrip(".") for child in NODE_CHILDREN.get(original_class(module), ())]
         if id(module) in owned:
             module.__class__ = original_class(module)
         elif filter_fn is None or filter_fn(module, name):
-            reason = _convert(module, config, seeds, owned)
+            reason = _convert(module, config.edge_conv_inputs if scoped else config, seeds, owned)
             if reason is not None:
                 (generic if _fall_back(module, fallback, seeds) else skipped).append(f"{name or '<model>'} ({reason})")
     _link_model_(model)
