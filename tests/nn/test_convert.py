@@ -131,7 +131,7 @@ def test_a_genconvs_node_modules_take_the_edge_conv_config(rp_edge_convs):
     model = torch.nn.ModuleDict({"conv": GENConv(8, 16, aggr="softmax", learn_t=True), "out": torch.nn.Linear(16, 3)})
     with pytest.warns(UserWarning, match="saved-tensor fallback"):
         configs = iexact.nn.module_configs(iexact.compress_(model, config))
-    node_modules = ["conv.lin_src", "conv.lin_dst", "conv.mlp.0", "conv.mlp.1", "conv.mlp.4"]  # Linear, BatchNorm, Linear
+    node_modules = ["conv.lin_src", "conv.lin_dst", "conv.mlp.0", "conv.mlp.1", "conv.mlp.4"]  # mlp: Linear, BN, Linear
     assert {name: configs[name] for name in node_modules} == dict.fromkeys(node_modules, config.edge_conv_inputs)
     assert configs["out"] == config and configs["conv.aggr_module"] == config
 
