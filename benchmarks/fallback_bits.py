@@ -27,7 +27,6 @@ THROUGH_THE_FALLBACK = [
     "GINEConv with edge_attr",
     "GPSConv (GINEConv + attention)",
     "PNA (mean/max/std, amplification)",
-    "EdgeCNN (EdgeConv)",
 ]
 
 
