@@ -1,4 +1,6 @@
-"""``EdgeConv``: its network's first linear map moved onto the nodes, the extremum kept as bits."""
+"""``EdgeConv``: its network's first linear map keeping the node features, the extremum kept as bits."""
+
+import copy
 
 import pytest
 import torch
@@ -116,3 +118,17 @@ def test_a_static_graph_batch_runs_the_stock_forward_with_a_warning():
         [features(3, N, F_IN)],
         warns="x is not a matrix or a pair of matrices",
     )
+
+
+@pytest.mark.parametrize("autocast", [False, True], ids=["float32", "bf16 autocast"])
+@pytest.mark.parametrize("aggr", ["max", "add"])
+def test_outputs_are_the_stock_convs_bit_for_bit_in_training(aggr, autocast):
+    """The messages are made as PyG makes them, so nothing differs by rounding
+    (under bf16 autocast a different rounding would move the max's ties)."""
+    nn = torch.nn.Sequential(torch.nn.Linear(2 * F_IN, 8), torch.nn.ReLU(), torch.nn.Linear(8, 7))
+    conv = EdgeConv(nn, aggr=aggr)
+    twin = copy.deepcopy(conv)
+    iexact.compress_(conv, CompressionConfig())
+    x, edge_index = features(N, F_IN), edges()
+    with torch.autocast("cpu", dtype=torch.bfloat16, enabled=autocast):
+        assert torch.equal(conv(x, edge_index), twin(x, edge_index))

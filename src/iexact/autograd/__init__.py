@@ -18,7 +18,7 @@ from .attention_v2 import GATv2AttentionFunction
 from .chebyshev import ChebyshevFunction
 from .dropout import DropoutFunction
 from .gated import GatedMessageFunction
-from .linear import CompressedLinearFunction, SharedInputLinearFunction
+from .linear import CompressedLinearFunction, EdgePairLinearFunction, SharedInputLinearFunction
 from .norm import CompressedBatchNormFunction, CompressedLayerNormFunction
 from .sage import RowChunkedSAGEFunction
 from .saving import SavingFunction, mark_intermediate
@@ -40,6 +40,7 @@ __all__ = [
     "CompressedLayerNormFunction",
     "CompressedLeakyReLUFunction",
     "CompressedLinearFunction",
+    "EdgePairLinearFunction",
     "CompressedPReLUFunction",
     "CompressedReLUFunction",
     "CompressedSmoothFunction",

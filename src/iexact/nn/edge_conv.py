@@ -1,4 +1,4 @@
-r"""``EdgeConv`` whose network's first linear map runs on the nodes, not on the edges."""
+r"""``EdgeConv`` whose network's first linear map keeps the node features, not the edges' messages."""
 
 from __future__ import annotations
 
@@ -8,8 +8,7 @@ import torch
 from torch_geometric.nn import MLP, EdgeConv
 from torch_geometric.nn.dense.linear import Linear as PyGLinear
 
-from ..autograd import CompressedLinearFunction, ScatterExtremumFunction, SharedInputLinearFunction
-from ..autograd.precision import plus_linear_bias
+from ..autograd import EdgePairLinearFunction, ScatterExtremumFunction
 from ..graph import attention_edges, is_sparse
 from .handler import CompressedModule, has_forward_hooks, register_handler
 from .message_inputs import message_inputs, runs_stock
@@ -56,27 +55,20 @@ def after_first_linear(nn: Any, h: torch.Tensor) -> torch.Tensor:
 @register_handler(EdgeConv)
 class EdgeConvHandler(CompressedModule):
     r""":math:`X'_i = \square_{j \in \mathcal N(i)} h_\Theta(X_i \,\Vert\, X_j - X_i)`
-    (:math:`\square` the max, min, sum or mean) with :math:`h_\Theta`'s first
-    linear map :math:`W = [W_a \; W_b]` applied to the nodes, before the gather:
-
-    .. math::
-        W \begin{bmatrix} X_i \\ X_j - X_i \end{bmatrix} + b
-        = \big(X_i (W_a - W_b)^\top + b\big) + X_j W_b^\top,
-
-    node-level products (:math:`X W_a^\top` and :math:`X W_b^\top` from one
-    compressed :math:`X`) gathered per edge and added. The
-    :math:`E \times 2F` input PyG's message builds, which that map would keep
-    for its weight gradient, is never made: the map keeps the node features
-    once (compressed once for both products, unprojected unless
-    ``rp_edge_convs``: the network's per-edge activations are most of what the
-    conv keeps), a :math:`1/(2E/N)` share of the elements. The rest of
-    :math:`h_\Theta` runs as its converted modules; the max and min keep one
-    bit per message element saying where the extremum is
+    (:math:`\square` the max, min, sum or mean), whose network's first linear
+    map keeps the node features instead of its :math:`E \times 2F` input
+    (:class:`~iexact.autograd.EdgePairLinearFunction`): that input is linear
+    in the node features, so the map's weight gradient is a product of the
+    node features with :math:`dY` summed to the targets and to the sources.
+    The forward is PyG's, op for op (the concatenated messages are made, as
+    PyG makes them, and dropped after the map): outputs equal the stock
+    conv's bit for bit, under autocast too. The map keeps :math:`X` once
+    (each side of a bipartite pair once), unprojected unless
+    ``rp_edge_convs`` (the network's per-edge activations are most of what
+    the conv keeps), a :math:`1/(2E/N)` share of the elements its input
+    has. The rest of :math:`h_\Theta` runs as its converted modules; the max
+    and min keep one bit per message element saying where the extremum is
     (:class:`~iexact.autograd.ScatterExtremumFunction`), sum and mean nothing.
-    With :math:`dP, dQ` the gradients of the two node-level terms,
-    :math:`dW_a = dP^\top \hat X` and :math:`dW_b = (dQ - dP)^\top \hat X`, unbiased
-    as the Linear's; forward values equal PyG's up to rounding (one matmul
-    becomes two and an addition).
 
     :math:`h_\Theta` is a ``torch.nn.Sequential`` beginning with a linear
     map, or PyG's ``MLP`` (any other network takes the saved-tensor
@@ -119,28 +111,13 @@ class EdgeConvHandler(CompressedModule):
         source, target = (x, x) if isinstance(x, torch.Tensor) else tuple(x)
         inputs = message_inputs(self, (source, target), edge_index)
         src, dst, _ = attention_edges(edge_index, inputs.num_dst, self.flow, False, is_sparse(edge_index))
-        root, neighbour = self._node_products(source, target)
-        messages = root.index_select(0, dst) + neighbour.index_select(0, src)
+        first = first_linear(self.nn)
+        config, seeds = self.iexact_config.edge_conv_inputs, self.iexact_seeds
+        pair = (source, None if target is source else target)
+        messages = EdgePairLinearFunction.apply(*pair, src, dst, first.weight, first.bias, config, seeds)
         messages = after_first_linear(self.nn, messages)
         if self.aggr in _EXTREMA:
             out = messages.new_zeros(inputs.num_dst, *messages.shape[1:])
             index = dst.view(-1, *([1] * (messages.dim() - 1))).expand_as(messages)
             return ScatterExtremumFunction.apply(out, 0, index, messages, _EXTREMA[self.aggr])
         return self.aggr_module(messages, dst, dim_size=inputs.num_dst, dim=0)
-
-    def _node_products(self, source: torch.Tensor, target: torch.Tensor) -> tuple[torch.Tensor, torch.Tensor]:
-        r""":math:`(X_t W_a^\top - X_t W_b^\top + b, \; X_s W_b^\top)`, each input
-        compressed once, the weights' halves kept as views of the parameter."""
-        first = first_linear(self.nn)
-        assert first is not None  # unsupported refuses any other network
-        config, seeds = self.iexact_config.edge_conv_inputs, self.iexact_seeds
-        width = target.shape[1]
-        on_root, on_neighbour = first.weight[:, :width], first.weight[:, width:]
-        if source is target:
-            root, neighbour = SharedInputLinearFunction.apply(source, config, seeds, on_root, on_neighbour)
-            root = root - neighbour
-        else:
-            root, across = SharedInputLinearFunction.apply(target, config, seeds, on_root, on_neighbour)
-            root = root - across
-            neighbour = CompressedLinearFunction.apply(source, on_neighbour, None, config, seeds)
-        return plus_linear_bias(root, first.bias), neighbour
