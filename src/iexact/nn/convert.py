@@ -101,10 +101,24 @@ def compress_(
     """
     _check_arguments(model, config, filter_fn, fallback)
     _unshare_defaults_(model)
-    seeds = SeedStream.from_torch_seed()
+    generic, skipped = _convert_modules(model, config, filter_fn, fallback, SeedStream.from_torch_seed())
+    _link_model_(model)
+    _warn(generic, skipped, fallback)
+    return model
+
+
+def _convert_modules(
+    model: torch.nn.Module,
+    config: CompressionConfig,
+    filter_fn: Callable[[torch.nn.Module, str], bool] | None,
+    fallback: CompressionConfig | None,
+    seeds: SeedStream,
+) -> tuple[list[str], list[str]]:
+    """Convert each module of ``model`` as :func:`compress_` says; ``(generic,
+    skipped)``: the modules the fallback takes and those left full precision, described."""
     owned: set[int] = set()  # ids of children computed by a converted conv
     node_scopes: list[str] = []  # names of NODE_CHILDREN met so far: their modules take config.edge_conv_inputs
-    generic: list[str] = []  # modules the fallback takes, described
+    generic: list[str] = []
     skipped: list[str] = []
     for name, module in model.named_modules():
         scoped = any(name == scope or name.startswith(scope + ".") for scope in node_scopes)
@@ -115,9 +129,7 @@ def compress_(
             reason = _convert(module, config.edge_conv_inputs if scoped else config, seeds, owned)
             if reason is not None:
                 (generic if _fall_back(module, fallback, seeds) else skipped).append(f"{name or '<model>'} ({reason})")
-    _link_model_(model)
-    _warn(generic, skipped, fallback)
-    return model
+    return generic, skipped
 
 
 def _link_model_(model: torch.nn.Module) -> None:

@@ -101,7 +101,7 @@ class EdgeConvHandler(CompressedModule):
             return "x is not a matrix or a pair of matrices (a static-graph batch?)"
         if first_linear(self.nn).weight.shape[1] != sides[0].shape[1] + sides[1].shape[1]:
             return "the features do not match its nn's input width"
-        if has_forward_hooks(first_linear(self.nn), cast(torch.nn.Module, self.nn)):  # the folded forward calls neither
+        if has_forward_hooks(first_linear(self.nn), cast(torch.nn.Module, self.nn)):  # neither is called here
             return "forward hooks are registered on its nn"
         return None
 
