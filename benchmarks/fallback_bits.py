@@ -24,7 +24,6 @@ from iexact.nn.fallback import DEFAULT_FALLBACK
 
 THROUGH_THE_FALLBACK = [
     "GENConv (softmax) + LayerNorm",
-    "GINEConv with edge_attr",
     "GPSConv (GINEConv + attention)",
     "PNA (mean/max/std, amplification)",
 ]

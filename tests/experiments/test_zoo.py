@@ -1,6 +1,6 @@
 """Every model family of the zoo under ``torch.autocast`` (bf16, CPU), converted
 beside its stock twin under the same autocast: the handlers and the
-saved-tensor fallback (GINE, GPS, PNA, GENConv) run, give the stock output
+saved-tensor fallback (GPS, PNA, GENConv) run, give the stock output
 dtype, and at 8 bits a gradient no further from the twin's than the twin's
 own bf16 rounding is from its float32 gradient (or 5 %, where that rounding
 happens to be smaller)."""
