@@ -10,11 +10,11 @@ from torch_geometric.nn.dense.linear import Linear as PyGLinear
 
 from ..autograd import EdgePairLinearFunction, ScatterExtremumFunction
 from ..graph import attention_edges, is_sparse
+from .aggregation import linear_aggregation
 from .handler import CompressedModule, has_forward_hooks, register_handler
 from .message_inputs import message_inputs, runs_stock
 
-_EXTREMA = {"max": "amax", "min": "amin"}
-_AGGREGATIONS = ("max", "min", "add", "sum", "mean")
+_EXTREMA = {"max": "amax", "min": "amin"}  # PyG's aggr -> scatter_reduce's
 
 
 def first_linear(nn: Any) -> Any:
@@ -85,7 +85,7 @@ class EdgeConvHandler(CompressedModule):
     def unsupported(conv) -> str | None:
         if first_linear(conv.nn) is None:
             return "its nn does not begin with a linear map (a Sequential starting with a Linear, or PyG's MLP)"
-        if conv.aggr not in _AGGREGATIONS:
+        if not (linear_aggregation(conv) or (isinstance(conv.aggr, str) and conv.aggr in _EXTREMA)):
             return f"aggr={conv.aggr!r} (max, min, sum and mean are compressed)"
         return None
 
@@ -99,9 +99,10 @@ class EdgeConvHandler(CompressedModule):
         sides = (x, x) if isinstance(x, torch.Tensor) else tuple(x)
         if len(sides) != 2 or not all(isinstance(side, torch.Tensor) and side.dim() == 2 for side in sides):
             return "x is not a matrix or a pair of matrices (a static-graph batch?)"
-        if first_linear(self.nn).weight.shape[1] != sides[0].shape[1] + sides[1].shape[1]:
+        first = first_linear(self.nn)
+        if first.weight.shape[1] != sides[0].shape[1] + sides[1].shape[1]:
             return "the features do not match its nn's input width"
-        if has_forward_hooks(first_linear(self.nn), cast(torch.nn.Module, self.nn)):  # neither is called here
+        if has_forward_hooks(first, cast(torch.nn.Module, self.nn)):  # neither is called here
             return "forward hooks are registered on its nn"
         return None
 

@@ -55,25 +55,19 @@ def config_of(spec: str) -> CompressionConfig:
 
 
 def _packed(tensors, shape, dtype: torch.dtype, config: CompressionConfig) -> PackedActivation:
-    """The :class:`PackedActivation` behind a :class:`Stored`'s tensors."""
+    """The :class:`PackedActivation` behind a :class:`Stored`'s tensors
+    (:meth:`PackedActivation.from_tensors`, its layout from the config)."""
     k, block_size, _, _ = codec.stored_sizes(shape, config)
-    seed = int(tensors[-1]) if k is not None else 0
-    center = tensors[3] if codec.centered(shape, config) else None
-    levels = levels_for(config.levels, config.bits, block_size)
-    return PackedActivation(
-        tensors[0],
-        tensors[1],
-        tensors[2],
-        torch.Size(shape),
-        dtype,
-        config.bits,
-        block_size,
-        levels,
-        k,
-        seed,
-        config.projection,
-        center,
-    )
+    layout = {
+        "shape": torch.Size(shape),
+        "dtype": dtype,
+        "bits": config.bits,
+        "block_size": block_size,
+        "levels": levels_for(config.levels, config.bits, block_size),
+        "projected_width": k,
+        "projection": config.projection,
+    }
+    return PackedActivation.from_tensors(tuple(tensors), layout)
 
 
 @torch.library.custom_op("iexact::compress", mutates_args=())
