@@ -33,6 +33,20 @@ def features(*shape, seed=1):
     return torch.randn(*shape, generator=torch.Generator().manual_seed(seed)).requires_grad_()
 
 
+class WithEdgeFeatures(torch.nn.Module):
+    """``conv(x, graph, edge_attr)`` with edge features made from the graph's
+    edge count, so that the shared checks can call it as ``(x, graph)``."""
+
+    def __init__(self, conv: torch.nn.Module, edge_dim: int):
+        super().__init__()
+        self.conv, self.edge_dim = conv, edge_dim
+
+    def forward(self, x, graph):
+        count = graph.shape[1]
+        edge_attr = torch.randn(count, self.edge_dim, generator=torch.Generator().manual_seed(count))
+        return self.conv(x, graph, edge_attr.to(x.device))
+
+
 def compare(factory, run, inputs, warns: str | None = None):
     """Run ``run(module, *inputs)`` on the converted module and on its twin and compare."""
     torch.manual_seed(0)

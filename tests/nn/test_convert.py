@@ -124,14 +124,23 @@ def test_excluded_conv_still_compresses_its_children_through_its_own_forward():
 
 @pytest.mark.parametrize("rp_edge_convs", [False, True])
 def test_a_genconvs_node_modules_take_the_edge_conv_config(rp_edge_convs):
-    """GENConv keeps its messages per edge (through the fallback): its MLP and
-    linear maps, which compute on its nodes, keep their inputs unprojected
-    unless ``rp_edge_convs``; a module outside it keeps the config given."""
+    """GENConv keeps its messages per edge: its MLP and linear maps, which
+    compute on its nodes, keep their inputs unprojected unless
+    ``rp_edge_convs``, whether the conv is handled or takes the fallback
+    (``powermean``); a module outside it keeps the config given."""
     config = CompressionConfig(rp_edge_convs=rp_edge_convs)
-    model = torch.nn.ModuleDict({"conv": GENConv(8, 16, aggr="softmax", learn_t=True), "out": torch.nn.Linear(16, 3)})
-    with pytest.warns(UserWarning, match="saved-tensor fallback"):
+    model = torch.nn.ModuleDict(
+        {
+            "conv": GENConv(8, 16, aggr="softmax", learn_t=True),
+            "fallback": GENConv(8, 16, aggr="powermean"),
+            "out": torch.nn.Linear(16, 3),
+        }
+    )
+    with pytest.warns(UserWarning, match=r"saved-tensor fallback .*: fallback \(GENConv, aggr='powermean'"):
         configs = iexact.nn.module_configs(iexact.compress_(model, config))
-    node_modules = ["conv.lin_src", "conv.lin_dst", "conv.mlp.0", "conv.mlp.1", "conv.mlp.4"]  # mlp: Linear, BN, Linear
+    node_modules = [
+        f"{conv}.{child}" for conv in ("conv", "fallback") for child in ("lin_src", "lin_dst", "mlp.0", "mlp.1", "mlp.4")
+    ]  # mlp: Linear, BatchNorm, ReLU, Dropout, Linear
     assert {name: configs[name] for name in node_modules} == dict.fromkeys(node_modules, config.edge_conv_inputs)
     assert configs["out"] == config and configs["conv.aggr_module"] == config
 

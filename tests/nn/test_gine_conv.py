@@ -11,21 +11,7 @@ import iexact
 from iexact import CompressionConfig
 
 from .examples import Example
-from .forms import F_IN, N, compare, edges, features
-
-
-class WithEdgeFeatures(torch.nn.Module):
-    """``conv(x, graph, edge_attr)`` with edge features made from the graph's
-    edge count, so that the shared checks can call it as ``(x, graph)``."""
-
-    def __init__(self, conv: GINEConv, edge_dim: int):
-        super().__init__()
-        self.conv, self.edge_dim = conv, edge_dim
-
-    def forward(self, x, graph):
-        count = graph.shape[1]
-        edge_attr = torch.randn(count, self.edge_dim, generator=torch.Generator().manual_seed(count))
-        return self.conv(x, graph, edge_attr.to(x.device))
+from .forms import F_IN, N, WithEdgeFeatures, compare, edges, features
 
 
 def _mlp(channels: int) -> torch.nn.Sequential:

@@ -147,7 +147,7 @@ class CompressedLayerNormFunction(SavingFunction):
     @staticmethod
     def backward(ctx, grad_out):
         weight, first, second, invstd = load(ctx)
-        grad32 = grad_out.reshape(invstd.shape[0], -1).float()
+        grad32 = grad_out.reshape(-1, math.prod(ctx.normalized_shape)).float()
         outer, inner = (_row_centred(unpack(packed).float()) for packed in (first, second))
         grad_weight = _column_dots(grad32, outer)
         grad_bias = grad32.sum(0)

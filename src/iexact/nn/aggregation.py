@@ -3,6 +3,8 @@ and the base of the handlers of PyG's ``Aggregation`` modules."""
 
 from __future__ import annotations
 
+import math
+
 import torch
 
 from ..autograd import AggregateFunction, CompressedLinearFunction, SharedInputLinearFunction
@@ -121,5 +123,5 @@ class GroupAggregationHandler(CompressedModule):
             return super().forward(x, index, ptr, dim_size, dim)
         self.check_input(x, dim)
         rows = x.movedim(dim, 0)
-        out = self.aggregate_rows(rows.reshape(rows.shape[0], -1), index, dim_size)
+        out = self.aggregate_rows(rows.reshape(rows.shape[0], math.prod(rows.shape[1:])), index, dim_size)  # none, too
         return out.view(dim_size, *rows.shape[1:]).movedim(0, dim)
