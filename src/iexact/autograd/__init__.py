@@ -19,6 +19,7 @@ from .chebyshev import ChebyshevFunction
 from .dropout import DropoutFunction
 from .gated import GatedMessageFunction
 from .linear import CompressedLinearFunction, EdgePairLinearFunction, SharedInputLinearFunction
+from .message_linear import TowerMessageLinearFunction, TowerSpec
 from .norm import CompressedBatchNormFunction, CompressedLayerNormFunction
 from .sage import RowChunkedSAGEFunction
 from .saving import SavingFunction, mark_intermediate
@@ -56,6 +57,8 @@ __all__ = [
     "SoftmaxAggregateFunction",
     "mark_intermediate",
     "SharedInputLinearFunction",
+    "TowerMessageLinearFunction",
+    "TowerSpec",
     "TransformerAttentionFunction",
     "VarianceFunction",
 ]
