@@ -104,7 +104,8 @@ class CompressionConfig:
             the convs keeping tensors per edge (``GATConv``, ``GATv2Conv``,
             ``TransformerConv``, ``ResGatedGraphConv``: attention or gates
             per edge and channel or head; ``EdgeConv``: its network's
-            activations per edge) keep for their linear maps, and the
+            activations per edge; ``PNAConv``: its towers' messages) keep
+            for their linear maps, and the
             modules of a ``GENConv`` that compute on its nodes (its MLP and
             linear maps, beside its per-edge softmax). Those per-edge
             tensors are most of what such a conv stores, so projecting its

@@ -139,7 +139,9 @@ def test_a_genconvs_node_modules_take_the_edge_conv_config(rp_edge_convs):
     with pytest.warns(UserWarning, match=r"saved-tensor fallback .*: fallback \(GENConv, aggr='powermean'"):
         configs = iexact.nn.module_configs(iexact.compress_(model, config))
     node_modules = [
-        f"{conv}.{child}" for conv in ("conv", "fallback") for child in ("lin_src", "lin_dst", "mlp.0", "mlp.1", "mlp.4")
+        f"{conv}.{child}"
+        for conv in ("conv", "fallback")
+        for child in ("lin_src", "lin_dst", "mlp.0", "mlp.1", "mlp.4")
     ]  # mlp: Linear, BatchNorm, ReLU, Dropout, Linear
     assert {name: configs[name] for name in node_modules} == dict.fromkeys(node_modules, config.edge_conv_inputs)
     assert configs["out"] == config and configs["conv.aggr_module"] == config

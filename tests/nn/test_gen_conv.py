@@ -18,8 +18,11 @@ EXAMPLES = [
         "GENConv max, in and out as wide (PyG's reverse flow needs it)",
         lambda channels: GENConv(channels, channels, aggr="max", norm="layer"),
     ),
-    Example("GENConv mean", lambda channels: GENConv(channels, 7, aggr="mean", num_layers=3)),
-    Example("GENConv softmax", lambda channels: GENConv(channels, 7)),
+    Example(
+        "GENConv mean, learned msg_norm",
+        lambda channels: GENConv(channels, 7, aggr="mean", num_layers=3, msg_norm=True, learn_msg_scale=True),
+    ),
+    Example("GENConv softmax learned t, no lin_src", lambda channels: GENConv(channels, channels, learn_t=True)),
     Example(
         "GENConv softmax learned t edge_dim",
         lambda channels: WithEdgeFeatures(GENConv(channels, 7, learn_t=True, edge_dim=3), 3),
@@ -53,8 +56,7 @@ def test_with_edge_features_one_bit_per_message_element():
 def test_outputs_are_the_stock_convs_bit_for_bit_in_training(bipartite, autocast):
     conv = GENConv((F_IN, 4) if bipartite else F_IN, 8, learn_t=True, edge_dim=3, msg_norm=True, norm="layer")
     twin = copy.deepcopy(conv)
-    with pytest.warns(UserWarning, match=r"fallback .*msg_norm \(MessageNorm\)"):
-        iexact.compress_(conv, CompressionConfig())
+    iexact.compress_(conv, CompressionConfig())
     x = (features(12, F_IN), features(5, 4, seed=3)) if bipartite else features(N, F_IN)
     edge_index = edges(12, 5) if bipartite else edges()
     edge_attr = torch.randn(edge_index.shape[1], 3)
@@ -64,9 +66,7 @@ def test_outputs_are_the_stock_convs_bit_for_bit_in_training(bipartite, autocast
 
 def test_a_source_only_pair_and_the_reverse_flow():
     compare(lambda: GENConv((F_IN, F_IN), 5), lambda conv, x: conv((x, None), edges(N, 12)), [features(N, F_IN)])
-    compare(
-        lambda: GENConv(F_IN, F_IN, flow="target_to_source"), lambda conv, x: conv(x, edges()), [features(N, F_IN)]
-    )
+    compare(lambda: GENConv(F_IN, F_IN, flow="target_to_source"), lambda conv, x: conv(x, edges()), [features(N, F_IN)])
 
 
 def test_edge_features_of_another_width_without_edge_dim_take_the_stock_forward():

@@ -20,6 +20,7 @@ from .dropout import DropoutFunction
 from .gated import GatedMessageFunction
 from .linear import CompressedLinearFunction, EdgePairLinearFunction, SharedInputLinearFunction
 from .message_linear import TowerMessageLinearFunction, TowerSpec
+from .message_norm import MessageNormFunction
 from .norm import CompressedBatchNormFunction, CompressedLayerNormFunction
 from .sage import RowChunkedSAGEFunction
 from .saving import SavingFunction, mark_intermediate
@@ -57,6 +58,7 @@ __all__ = [
     "SoftmaxAggregateFunction",
     "mark_intermediate",
     "SharedInputLinearFunction",
+    "MessageNormFunction",
     "TowerMessageLinearFunction",
     "TowerSpec",
     "TransformerAttentionFunction",

@@ -3,6 +3,7 @@ r"""PNA's message: each tower's first linear map of ``[x_i, x_j, e_ij]``, keepin
 from __future__ import annotations
 
 import dataclasses
+from typing import cast
 
 import torch
 
@@ -67,7 +68,7 @@ class TowerMessageLinearFunction(SavingFunction):
         seeds: SeedStream | None,
         *parameters: torch.Tensor | None,
     ):
-        weights, biases = parameters[0::2], parameters[1::2]
+        weights, biases = cast(tuple[torch.Tensor, ...], parameters[0::2]), parameters[1::2]
         outs, ctx.dtype = _tower_outputs(nodes, edges, src, dst, spec, weights, biases)
         needed = any(weight.requires_grad for weight in weights)
         on_nodes = pack(nodes, node_config, seeds, argument=True) if needed else None

@@ -44,6 +44,12 @@ def mark_intermediate(x: torch.Tensor) -> torch.Tensor:
     return x
 
 
+def keep_mark(source: torch.Tensor, view: torch.Tensor) -> torch.Tensor:
+    """Mark ``view`` (a reshape or movedim of ``source``: a new tensor object)
+    as :func:`mark_intermediate` marked ``source``, if it did. Returns ``view``."""
+    return mark_intermediate(view) if getattr(source, INTERMEDIATE, False) else view
+
+
 def pack(
     x: torch.Tensor, config: CompressionConfig, seeds: SeedStream | None, argument: bool = False
 ) -> Stored | torch.Tensor:

@@ -8,6 +8,7 @@ import math
 import torch
 
 from ..autograd import AggregateFunction, CompressedLinearFunction, SharedInputLinearFunction
+from ..autograd.saving import keep_mark
 from ..graph import GraphSpec, is_sparse
 from .handler import CompressedModule
 from .message_inputs import MessageInputs
@@ -123,5 +124,6 @@ class GroupAggregationHandler(CompressedModule):
             return super().forward(x, index, ptr, dim_size, dim)
         self.check_input(x, dim)
         rows = x.movedim(dim, 0)
-        out = self.aggregate_rows(rows.reshape(rows.shape[0], math.prod(rows.shape[1:])), index, dim_size)  # none, too
+        flat = keep_mark(x, rows.reshape(rows.shape[0], math.prod(rows.shape[1:])))  # no rows too
+        out = self.aggregate_rows(flat, index, dim_size)
         return out.view(dim_size, *rows.shape[1:]).movedim(0, dim)

@@ -22,11 +22,13 @@ from .handler import HANDLERS, CompressedModule, compressed_class, is_lazy, lazy
 NODE_CHILDREN: Mapping[type[torch.nn.Module], tuple[str, ...]] = MappingProxyType(
     {GENConv: ("lin_src", "lin_aggr_out", "msg_norm", "lin_dst", "mlp")}
 )
-"""Per conv class that keeps tensors per edge but has no handler (it takes
-the saved-tensor fallback): its children that compute on its nodes. They are
-converted with :attr:`~iexact.CompressionConfig.edge_conv_inputs`
-(unprojected unless ``rp_edge_convs``), as the handled convs keep their own
-node features: GENConv's softmax aggregation keeps its messages per edge,
+"""Per conv class that keeps tensors per edge and calls children of its own
+that compute on its nodes (its handler calls them, or, in a setting the
+handler does not compress, the saved-tensor fallback's forward): those
+children's names. They are converted with
+:attr:`~iexact.CompressionConfig.edge_conv_inputs` (unprojected unless
+``rp_edge_convs``), as the handled convs keep the node features of the maps
+they compute themselves: GENConv's softmax aggregation keeps its messages per edge,
 most of its bytes, so projecting its MLP's and linear maps' inputs saves few
 bytes and adds most of its gradient noise."""
 
@@ -78,8 +80,8 @@ def compress_(
     **Convs keeping tensors per edge.** The children of a GENConv that
     compute on its nodes (:data:`NODE_CHILDREN`: its MLP, its linear maps)
     are converted with ``config.edge_conv_inputs``, unprojected unless
-    ``rp_edge_convs``, as the handled attention, gated and edge convs keep
-    their own node features.
+    ``rp_edge_convs``, as the attention, gated, edge and PNA convs keep the
+    node features of the maps they compute themselves.
 
     **The fallback.** A module in a setting its handler does not compress
     (``SAGEConv(aggr="max")``) or with no handler that may save activations

@@ -1,4 +1,4 @@
-r"""PyG's ``MaxAggregation`` and ``MinAggregation`` (``aggr="max"``, PNA's ``max`` and ``min``) keeping one bit per element."""
+r"""PyG's ``MaxAggregation`` and ``MinAggregation`` (``aggr="max"``, PNA's max and min): one bit per element."""
 
 from __future__ import annotations
 

@@ -2,6 +2,8 @@ r"""``GENConv`` (DeeperGCN) keeping one sign bit per message element."""
 
 from __future__ import annotations
 
+from typing import cast
+
 import torch
 from torch_geometric.nn import GENConv
 from torch_geometric.nn.aggr import MeanAggregation, SumAggregation
@@ -72,7 +74,7 @@ class GENConvHandler(CompressedModule):
             x = (self.lin_src(x[0]), x[1])
         inputs = message_inputs(self, x, edge_index, size)
         src, dst, _ = attention_edges(edge_index, inputs.num_dst, self.flow, False, is_sparse(edge_index))
-        messages = self._messages(inputs.source, src, edge_attr)
+        messages = mark_intermediate(self._messages(inputs.source, src, edge_attr))  # from data.x: no grad_fn
         out = mark_intermediate(self.aggr_module(messages, dst, dim_size=inputs.num_dst, dim=0))
         if hasattr(self, "lin_aggr_out"):
             out = self.lin_aggr_out(out)
@@ -87,5 +89,5 @@ class GENConvHandler(CompressedModule):
         if edge_attr is None:
             return CompressedReLUFunction.apply(source).index_select(0, src) + self.eps
         if hasattr(self, "lin_edge"):
-            edge_attr = self.lin_edge(edge_attr)
+            edge_attr = cast(torch.nn.Module, self.lin_edge)(edge_attr)
         return CompressedReLUFunction.apply(source.index_select(0, src) + edge_attr) + self.eps

@@ -2,6 +2,8 @@ r"""``PNAConv`` whose towers' first linear maps keep the node features, not the 
 
 from __future__ import annotations
 
+from typing import cast
+
 import torch
 from torch_geometric.nn import PNAConv
 from torch_geometric.nn.aggr import DegreeScalerAggregation, MeanAggregation, MultiAggregation, SumAggregation
@@ -80,7 +82,7 @@ class PNAConvHandler(CompressedModule):
             return "edge_attr is given without edge_dim" if self.edge_dim is None else "edge_attr is missing"
         if edge_attr is not None and (not isinstance(edge_attr, torch.Tensor) or is_sparse(edge_index)):
             return "edge_attr is not a tensor beside an edge_index"
-        if has_forward_hooks(*self.owned(self), *self.pre_nns):  # not called here
+        if has_forward_hooks(*self.owned(self), *cast(torch.nn.ModuleList, self.pre_nns)):  # not called here
             return "forward hooks are registered on a pre_nns linear map"
         return None
 
@@ -88,7 +90,9 @@ class PNAConvHandler(CompressedModule):
         if not self._compressing() or runs_stock(self, x, edge_index, self._stock_reason(x, edge_index, edge_attr)):
             return super().forward(x, edge_index, edge_attr)
         spec = TowerSpec(self.towers, self.F_in, self.divide_input)
-        split = x.view(-1, spec.towers, spec.width) if spec.divided else x.view(-1, 1, spec.width).repeat(1, spec.towers, 1)
+        split = (
+            x.view(-1, spec.towers, spec.width) if spec.divided else x.view(-1, 1, spec.width).repeat(1, spec.towers, 1)
+        )
         inputs = message_inputs(self, split, edge_index)
         src, dst, _ = attention_edges(edge_index, inputs.num_dst, self.flow, False, is_sparse(edge_index))
         edges = None if edge_attr is None else self.edge_encoder(edge_attr)
@@ -98,6 +102,7 @@ class PNAConvHandler(CompressedModule):
             x, edges, src, dst, spec, config.edge_conv_inputs, config, seeds, *parameters
         )
         messages = torch.stack([after_first_linear(nn, h) for nn, h in zip(self.pre_nns, firsts, strict=True)], 1)
+        mark_intermediate(messages)  # made without a gradient when the maps are frozen
         out = torch.cat([split, self.aggr_module(messages, dst, dim_size=inputs.num_dst, dim=0)], dim=-1)
         outs = [nn(mark_intermediate(out[:, i])) for i, nn in enumerate(self.post_nns)]
         return self.lin(mark_intermediate(torch.cat(outs, dim=1)))
