@@ -170,3 +170,12 @@ def test_explicit_levels_are_validated_and_round_trip():
     ):
         with pytest.raises(ValueError, match="levels must be 4 increasing floats from 0 to 3 for 2 bits"):
             CompressionConfig(levels=bad)
+
+
+def test_attention_weights_are_kept_unprojected_at_four_bits_or_more():
+    assert CompressionConfig().attention_weights == CompressionConfig(bits=4, rp_ratio=1)
+    assert CompressionConfig(bits=8).attention_weights == CompressionConfig(bits=8, rp_ratio=1)
+    explicit = CompressionConfig(bits=1, rp_ratio=1, levels=(0.0, 1.0))
+    assert explicit.attention_weights == CompressionConfig(bits=4, rp_ratio=1, levels="optimal")
+    enough = CompressionConfig(bits=4, rp_ratio=1)
+    assert enough.attention_weights is enough

@@ -122,7 +122,11 @@ def _held_by_model(model: torch.nn.Module) -> list:
 
 
 def _compressedstorages(outputs: list) -> set:
-    """Storage keys saved by iexact's Functions anywhere in the graph behind ``outputs``."""
+    """Storage keys of the compressed storage iexact's Functions saved anywhere
+    in the graph behind ``outputs``: the codes, scales and seeds of each
+    :class:`~iexact.ops.codec.Stored` record and the packed bit masks
+    (``uint8``), not what they keep as it is (a reference, an index, an
+    exact statistic: uncompressed unless the model or the caller holds it)."""
     keys: set[tuple] = set()
     seen: set = set()
     stack = [t.grad_fn for t in outputs if t.grad_fn is not None]
@@ -133,10 +137,22 @@ def _compressedstorages(outputs: list) -> set:
         seen.add(node)
         forward_cls = getattr(type(node), "_forward_cls", None)
         if isinstance(forward_cls, type) and issubclass(forward_cls, SavingFunction):
-            for tensor in node.saved_tensors:
+            for tensor in _compressed_saved(node):
                 keys.update(key for key, _ in storages(tensor))
         stack.extend(next_node for next_node, _ in node.next_functions)
     return keys
+
+
+def _compressed_saved(node) -> list[torch.Tensor]:
+    """The saved tensors of a :class:`~iexact.autograd.SavingFunction`'s node
+    that are compressed storage (see :func:`iexact.autograd.saving.save`'s layout)."""
+    tensors, position = node.saved_tensors, 0
+    found: list[torch.Tensor] = []
+    for count, record in node.iexact_layout:
+        held = tensors[position : position + count]
+        position += count
+        found += held if record is not None else [t for t in held if t.dtype == torch.uint8]
+    return found
 
 
 def activation_memory(model: torch.nn.Module, *inputs, **kwargs) -> MemoryReport:

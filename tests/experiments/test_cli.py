@@ -68,7 +68,8 @@ def test_train_writes_the_documented_json(model, tmp_path, capsys):
     assert len(runs) == 2 and record["test_accuracy"]["mean"] == pytest.approx(sum(runs) / 2)
     assert all(abs(score * test_nodes - round(score * test_nodes)) < 1e-6 for score in runs)
     memory = record["activation_memory"]
-    assert memory["uncompressed"] == 0 and memory["total"] == memory["compressed"] == memory["allocator"] > 0
+    assert memory["total"] == memory["compressed"] + memory["uncompressed"] == memory["allocator"] > 0
+    assert memory["uncompressed"] < memory["compressed"]  # norm statistics, attention weights per edge and head
     assert record["peak_memory"]["bytes"] > 0 and record["epoch_seconds_median"] > 0
     parts = record["memory_parts"]
     data = load_dataset("synthetic:300,1200,16,4")

@@ -68,11 +68,11 @@ def test_transformer_keeps_codes_and_weights():
     count = edge_index.shape[1]
     report = iexact.activation_memory(conv, torch.randn(N, F_IN), edge_index, torch.randn(count, EDGE_DIM))
     assert report.uncompressed == 0
-    # 8-bit codes: x once and edge_attr once (their linear maps); queries, keys and values once
-    # and the projected edge features twice (2 heads x F_OUT)
-    codes = [N * F_IN, count * EDGE_DIM, *(3 * [N * 2 * F_OUT]), *(2 * [count * 2 * F_OUT])]
+    # 8-bit codes: x once and edge_attr once (their linear maps); queries, keys and values once,
+    # the projected edge features twice (2 heads x F_OUT) and the attention weights twice (per edge and head)
+    codes = [N * F_IN, count * EDGE_DIM, *(3 * [N * 2 * F_OUT]), *(2 * [count * 2 * F_OUT]), *(2 * [count * 2])]
     assert sorted(row.nbytes for row in report.saved if row.dtype == torch.uint8) == sorted(codes)
-    assert [row.shape for row in report.saved if row.dtype == torch.float32 and row.nbytes > 64] == [(count, 2)]
+    assert not [row for row in report.saved if row.dtype == torch.float32 and row.nbytes > 64]
 
 
 @pytest.mark.slow

@@ -58,15 +58,15 @@ def redropped_weights(weights, dropout: float, state, valid=None):
     return mask, weights if mask is None else weights * mask
 
 
-def message_grads(grad_out, values, weights, mask, dropped, src, dst, spec: AttentionSpec):
+def message_grads(grad_out, values, weights, mask, dropped, src, dst, spec: AttentionSpec, second=None):
     r"""``(dV, dℓ)`` of :math:`Y_t = \sum_{e: s \to t} \tilde\alpha_e V_{s(e)}`,
     :math:`\alpha = \mathrm{softmax}(\ell)`: :math:`dV_s = \sum_{e: s \to t}
     \tilde\alpha_e dY_t` and, from :math:`d\tilde\alpha_e = \langle dY_t, V_s \rangle`,
-    the logits' gradient (:func:`softmax_grad`). ``values`` is :math:`\hat V` in
-    ``grad_out``'s dtype."""
+    the logits' gradient (:func:`softmax_grad`, ``second`` its second copy of
+    :math:`\alpha`). ``values`` is :math:`\hat V` in ``grad_out``'s dtype."""
     grad_values = weighted_sum(grad_out, dst, src, dropped, spec.num_src)
     grad_dropped = edge_dots(grad_out, values, src, dst)
-    return grad_values, softmax_grad(grad_dropped, weights, mask, dst, spec.num_dst)
+    return grad_values, softmax_grad(grad_dropped, weights, mask, dst, spec.num_dst, second)
 
 
 def segment_softmax(logits, dst, num_nodes):
@@ -78,17 +78,34 @@ def segment_softmax(logits, dst, num_nodes):
     return weights.div_(total.index_select(0, dst))
 
 
-def softmax_grad(grad_dropped, weights, mask, dst, num_dst: int):
+def softmax_grad(grad_dropped, weights, mask, dst, num_dst: int, second=None):
     r""":math:`d\ell_e = \alpha_e (\delta_e - \sum_{e' \to t} \alpha_{e'} \delta_{e'})`, the
     gradient of the logits of a softmax over the edges into each target whose
     weights :math:`\alpha` :math:`(E, H)` weighed the messages after dropout's
     scaled keep-mask :math:`m` (``None`` without dropout), with
     :math:`\delta = ` ``grad_dropped`` :math:`\cdot m` the gradient of the
-    dropped weights."""
+    dropped weights. With compressed weights the sum reads ``second``, a copy
+    compressed independently of ``weights`` (:math:`\alpha_e` multiplies a
+    sum holding :math:`\alpha_e` itself: one copy in both would add its
+    variance)."""
     grad_weights = grad_dropped * mask if mask is not None else grad_dropped
     weighted = weights * grad_weights
-    per_target = weighted.new_zeros(num_dst, weighted.shape[1]).index_add_(0, dst, weighted)
+    summed = weighted if second is None else second * grad_weights
+    per_target = summed.new_zeros(num_dst, summed.shape[1]).index_add_(0, dst, summed)
     return weighted - weights * per_target.index_select(0, dst)
+
+
+def pack_weights(weights, config: CompressionConfig, seeds: SeedStream | None) -> tuple:
+    r"""Two independent compressions of the attention weights :math:`\alpha`
+    :math:`(E, H)` (:func:`softmax_grad` reads both; :math:`dV` the first),
+    with ``config.attention_weights``: never projected, at least
+    :data:`~iexact.config.ATTENTION_WEIGHT_BITS` bits."""
+    return pack(weights, config.attention_weights, seeds), pack(weights, config.attention_weights, seeds)
+
+
+def unpack_weights(first, second, dtype: torch.dtype) -> tuple[torch.Tensor, torch.Tensor]:
+    """The two copies :func:`pack_weights` kept, in ``dtype``."""
+    return unpack(first).to(dtype), unpack(second).to(dtype)
 
 
 def _attention(source_score, target_score, src, dst, valid, num_nodes: int, negative_slope: float):

@@ -9,7 +9,16 @@ from ..config import CompressionConfig
 from ..graph import edge_chunks
 from ..quant import pack_mask, unpack_mask
 from ..seeds import SeedStream
-from .attention import AttentionSpec, dropped_weights, message_grads, redropped_weights, segment_softmax, weighted_sum
+from .attention import (
+    AttentionSpec,
+    dropped_weights,
+    message_grads,
+    pack_weights,
+    redropped_weights,
+    segment_softmax,
+    unpack_weights,
+    weighted_sum,
+)
 from .saving import SavingFunction, load, pack, save, unpack
 
 
@@ -58,13 +67,15 @@ class GATv2AttentionFunction(SavingFunction):
     :math:`d\ell` (which reads :math:`\hat X'^{(1)}`) by :math:`\hat z`, so
     :math:`\hat z` reads a second copy compressed with an independent seed
     (with a shared ``lin`` for both its terms) and the separate :math:`T'`,
-    which :math:`d\ell` never reads. :math:`\alpha` is kept exactly: it
-    weighs the exact :math:`dY` in :math:`dX'`, a nonlinear function of the
-    features that no compressed copy would give without bias.
+    which :math:`d\ell` never reads. :math:`\alpha` is kept compressed,
+    not recomputed (a softmax of compressed features would be biased): twice,
+    since :math:`d\ell_e` multiplies :math:`\alpha_e` by a sum holding
+    :math:`\alpha_e` (:func:`~iexact.autograd.attention.softmax_grad`);
+    :math:`dX'` and :math:`\delta` read the first copy linearly.
 
     Stores: :math:`X'` compressed twice and a separate :math:`T'` once
-    (never projected: they enter per-edge sums), :math:`\alpha` (float32
-    :math:`(E, H)`), the signs (:math:`\lceil E H C / 8 \rceil` bytes) and the
+    (never projected: they enter per-edge sums), :math:`\alpha` :math:`(E, H)`
+    compressed twice (never projected), the signs (:math:`\lceil E H C / 8 \rceil` bytes) and the
     dropout generator snapshot. The edge list with self-loops is rebuilt in
     backward from the caller's graph.
 
@@ -102,7 +113,7 @@ class GATv2AttentionFunction(SavingFunction):
             pack(source, elementwise, seeds, argument=True),
             pack(source, elementwise, seeds, argument=True),
             separate,
-            weights,
+            *pack_weights(weights, config, seeds),
             pack_mask(positive),
             state,
         )
@@ -111,13 +122,15 @@ class GATv2AttentionFunction(SavingFunction):
 
     @staticmethod
     def backward(ctx, grad_out):
-        structure, att, first, second, separate, weights, signs, state = load(ctx)
+        structure, att, first, second, separate, weights, weights_again, signs, state = load(ctx)
         spec = ctx.spec
         src, dst, valid = spec.edges(structure)
-        weights = weights.to(grad_out.dtype)
+        weights, weights_again = unpack_weights(weights, weights_again, grad_out.dtype)
         mask, dropped = redropped_weights(weights, ctx.dropout, state, valid)
         values = unpack(first).to(grad_out.dtype)
-        grad_source, grad_logits = message_grads(grad_out, values, weights, mask, dropped, src, dst, spec)
+        grad_source, grad_logits = message_grads(
+            grad_out, values, weights, mask, dropped, src, dst, spec, weights_again
+        )
         features = unpack(second).to(grad_out.dtype)
         targets = features if separate is None else unpack(separate).to(grad_out.dtype)
         grad_target = grad_source if spec.targets == "shared" else torch.zeros_like(targets)

@@ -8,7 +8,16 @@ import math
 from ..config import CompressionConfig
 from ..graph import edge_chunks, edge_dots
 from ..seeds import SeedStream
-from .attention import AttentionSpec, dropped_weights, redropped_weights, segment_softmax, softmax_grad, weighted_sum
+from .attention import (
+    AttentionSpec,
+    dropped_weights,
+    pack_weights,
+    redropped_weights,
+    segment_softmax,
+    softmax_grad,
+    unpack_weights,
+    weighted_sum,
+)
 from .saving import SavingFunction, load, pack, save, unpack
 
 
@@ -43,12 +52,15 @@ class TransformerAttentionFunction(SavingFunction):
     **Unbiased.** Each gradient multiplies :math:`d\ell` (which reads
     :math:`\hat V` and the first copy of :math:`\hat E`) by a tensor
     compressed with another seed (:math:`\hat K`, :math:`\hat Q`, the second
-    copy of :math:`\hat E`), never by itself. :math:`\alpha` is kept exactly:
-    it weighs the exact :math:`dY` in :math:`dV` and :math:`dE`.
+    copy of :math:`\hat E`), never by itself. :math:`\alpha` is kept
+    compressed twice: :math:`d\ell_e` multiplies :math:`\alpha_e` by a sum
+    holding :math:`\alpha_e`; :math:`dV`, :math:`dE` and :math:`\delta` read
+    the first copy linearly.
 
     Stores: :math:`Q, K, V` compressed once each and :math:`E` twice (never
-    projected: they enter per-edge dot products), :math:`\alpha` (float32
-    :math:`(E, H)`) and the dropout generator snapshot.
+    projected: they enter per-edge dot products), :math:`\alpha` :math:`(E, H)`
+    compressed twice (:func:`~iexact.autograd.attention.softmax_grad`
+    multiplies two copies) and the dropout generator snapshot.
 
     Shapes:
         - **input:** :math:`Q` :math:`(N_t, H, C)`, :math:`K, V` :math:`(N_s, H, C)`,
@@ -89,7 +101,7 @@ class TransformerAttentionFunction(SavingFunction):
             pack(key, elementwise, seeds, argument=True),
             pack(value, elementwise, seeds, argument=True),
             *copies,
-            weights,
+            *pack_weights(weights, config, seeds),
             state,
         )
         ctx.spec, ctx.dropout, ctx.scale = spec, dropout, scale
@@ -97,17 +109,17 @@ class TransformerAttentionFunction(SavingFunction):
 
     @staticmethod
     def backward(ctx, grad_out):
-        structure, query, key, value, first_edge, second_edge, weights, state = load(ctx)
+        structure, query, key, value, first_edge, second_edge, weights, weights_again, state = load(ctx)
         spec = ctx.spec
         src, dst, _ = spec.edges(structure)
-        weights = weights.to(grad_out.dtype)
+        weights, weights_again = unpack_weights(weights, weights_again, grad_out.dtype)
         mask, dropped = redropped_weights(weights, ctx.dropout, state)
         grad_value = weighted_sum(grad_out, dst, src, dropped, spec.num_src)
         grad_dropped = edge_dots(grad_out, unpack(value).to(grad_out.dtype), src, dst)
         edge = None if first_edge is None else unpack(first_edge).to(grad_out.dtype)
         if edge is not None:
             grad_dropped += _dots(edge, grad_out, dst)
-        grad_logits = softmax_grad(grad_dropped, weights, mask, dst, spec.num_dst).mul_(ctx.scale)
+        grad_logits = softmax_grad(grad_dropped, weights, mask, dst, spec.num_dst, weights_again).mul_(ctx.scale)
         queries = unpack(query).to(grad_out.dtype)
         grad_query = weighted_sum(unpack(key).to(grad_out.dtype), src, dst, grad_logits, spec.num_dst)
         grad_key = weighted_sum(queries, dst, src, grad_logits, spec.num_src)

@@ -14,6 +14,7 @@ from ..autograd import (
     CompressedReLUFunction,
     CompressedSmoothFunction,
     DeferredActivationFunction,
+    mark_intermediate,
 )
 from .handler import CompressedModule, has_forward_hooks, register_handler
 
@@ -23,7 +24,10 @@ class ElementwiseHandler(CompressedModule):
     :meth:`compressed` in compressed training."""
 
     def forward(self, input):
-        return self.compressed(input) if self._compressing() else super().forward(input)
+        if not self._compressing():
+            return super().forward(input)
+        # of an input that needs no gradient (data.x) the output has no grad_fn: not the caller's all the same
+        return mark_intermediate(self.compressed(input))
 
     def compressed(self, input: torch.Tensor) -> torch.Tensor:
         """The activation of ``input`` through its compressed autograd Function."""

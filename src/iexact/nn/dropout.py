@@ -4,7 +4,7 @@ from __future__ import annotations
 
 import torch
 
-from ..autograd import ActivationDerivativeFunction, ActivationDropoutFunction, DropoutFunction
+from ..autograd import ActivationDerivativeFunction, ActivationDropoutFunction, DropoutFunction, mark_intermediate
 from ..autograd.activation_dropout import claim
 from .handler import CompressedModule, register_handler
 
@@ -23,8 +23,9 @@ class DropoutHandler(CompressedModule):
         slope = None if torch.compiler.is_compiling() or not torch.is_grad_enabled() else claim(input)
         if slope is not None:
             if self._compressing() and 0 < self.p < 1:
-                return ActivationDropoutFunction.apply(input, self.p, slope)
+                return mark_intermediate(ActivationDropoutFunction.apply(input, self.p, slope))
             input = ActivationDerivativeFunction.apply(input, slope)
         if not self._compressing() or self.p == 0:
             return super().forward(input)
-        return DropoutFunction.apply(input, self.p)
+        # of an input that needs no gradient (data.x) the output has no grad_fn: not the caller's all the same
+        return mark_intermediate(DropoutFunction.apply(input, self.p))
