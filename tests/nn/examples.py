@@ -73,6 +73,16 @@ def examples() -> list[Example]:
     return found
 
 
+def first_of_each_module() -> list[Example]:
+    """The first unbiasedness-checked example of each handler's test file: the
+    subset a long statistical check runs by default (the rest are ``slow``)."""
+    firsts = []
+    for module in handler_modules():
+        listed = importlib.import_module(f"tests.nn.test_{module.rsplit('.', 1)[1]}").EXAMPLES
+        firsts += [example for example in listed if example.unbiased][:1]
+    return firsts
+
+
 def conv_examples() -> list[Example]:
     """The examples that are message-passing layers."""
     return [example for example in examples() if isinstance(example.build(6), MessagePassing)]

@@ -95,7 +95,7 @@ class PNAConvHandler(CompressedModule):
         )
         inputs = message_inputs(self, split, edge_index)
         src, dst, _ = attention_edges(edge_index, inputs.num_dst, self.flow, False, is_sparse(edge_index))
-        edges = None if edge_attr is None else self.edge_encoder(edge_attr)
+        edges = None if edge_attr is None else mark_intermediate(self.edge_encoder(edge_attr))  # (a frozen encoder)
         parameters = [p for lin in self.owned(self) for p in (lin.weight, lin.bias)]
         config, seeds = self.iexact_config, self.iexact_seeds
         firsts = TowerMessageLinearFunction.apply(
