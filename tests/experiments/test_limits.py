@@ -107,6 +107,8 @@ def test_a_reset_the_kernel_ignores_is_reported_as_no_reset(monkeypatch):
     assert restart_peak_resident()
 
 
+# end to end, 20 s: the refusals before training stay in the default run (test_estimate, the tests above)
+@pytest.mark.slow
 def test_under_a_limit_fp32_stops_with_one_line_and_compressed_trains(tmp_path):
     fp32 = _iexact("train", *LIMITED, "--config", "fp32")
     assert fp32.returncode == 1

@@ -61,6 +61,7 @@ def test_gatv2_keeps_codes_weights_and_signs():
     assert not [row for row in report.saved if row.dtype == torch.float32 and row.nbytes > 64]
 
 
+@pytest.mark.slow
 def test_the_attention_gradient_is_biased_with_one_copy_of_the_source_features(monkeypatch):
     """The attention vector's gradient multiplies the source features twice."""
     torch.manual_seed(0)

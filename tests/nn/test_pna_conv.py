@@ -30,12 +30,12 @@ EXAMPLES = [
     # rounds the sum of an exact and a noisy part to bf16, and over 512 draws the mean lands 0.01 from the
     # one rounded twin where both are 0.25 from float32: the autocast check would measure bf16 rounding)
     Example(
-        "PNAConv min/sum, three towers, two-layer networks",
+        "PNAConv min/sum, two towers, two-layer networks",
         lambda channels: _pna(
             channels,
             aggregators=["min", "sum"],
             scalers=["attenuation", "linear"],
-            towers=3,
+            towers=2,
             pre_layers=2,
             post_layers=2,
         ),
