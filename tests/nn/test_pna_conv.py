@@ -13,7 +13,7 @@ from iexact import CompressionConfig
 from iexact.nn import is_compressed
 
 from .examples import Example
-from .forms import F_IN, N, WithEdgeFeatures, edges, features
+from .forms import F_IN, N, WithEdgeFeatures, compiles_as_eager, edges, features
 
 DEGREE = torch.tensor([2, 5, 8, 4, 1])  # a histogram of in-degrees 0..4
 
@@ -95,14 +95,5 @@ def test_pygs_pna_model_is_compressed_whole_and_compiles_without_graph_breaks():
         warnings.simplefilter("error")  # no module left to the fallback
         iexact.compress_(model, CompressionConfig())
     x, edge_index = features(N, F_IN), edges()
-    explained = torch._dynamo.explain(model)(x, edge_index)
-    assert explained.graph_break_count == 0, explained.break_reasons
-    torch._dynamo.reset()
-    compiled = torch.compile(model, backend="aot_eager", fullgraph=True)
-    losses = []
-    for run in (compiled, model):
-        iexact.nn.seed_streams(model)[0].set_state(torch.tensor([7, 0]))  # the same rounding noise
-        torch.manual_seed(0)  # the same dropout
-        losses.append(run(x, edge_index).square().sum())
-    torch.testing.assert_close(losses[0], losses[1])
+    compiles_as_eager(model, x, edge_index)
     assert all(is_compressed(conv) for conv in model.convs)
