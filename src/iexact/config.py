@@ -25,9 +25,9 @@ MAX_BLOCK_SIZE = 2**31 - 1  # block indices and in-block offsets are int32 in th
 ALLOWED_LEVELS = ("uniform", "optimal", "calibrated")  # or an explicit tuple of 2**bits values
 ALLOWED_PROJECTIONS = ("shared", "per_row", "sketch")  # the kinds iexact.quant.projection builds
 ATTENTION_WEIGHT_BITS = 4
-"""The fewest bits attention weights per edge and head are kept at
+r"""The fewest bits attention weights per edge and head are kept at
 (:attr:`CompressionConfig.attention_weights`): the logits' gradient
-:math:`\alpha_e (\\delta_e - \bar\\delta_t)` is a difference of close terms,
+:math:`\alpha_e (\delta_e - \bar\delta_t)` is a difference of close terms,
 so the weights' noise weighs more than the features' (GATv2 on the model
 families' graph, ``iexact bench memory --models``: gradient error 0.333 with
 the weights exact, 0.350 at 4 bits, 0.607 at 2; 26.1×, 43.1× and 48.5× less

@@ -124,8 +124,8 @@ def _held_by_model(model: torch.nn.Module) -> list:
 def _compressedstorages(outputs: list) -> set:
     """Storage keys of the compressed storage iexact's Functions saved anywhere
     in the graph behind ``outputs``: the codes, scales and seeds of each
-    :class:`~iexact.ops.codec.Stored` record and the packed bit masks
-    (``uint8``), not what they keep as it is (a reference, an index, an
+    :class:`~iexact.ops.codec.Stored` record, the packed bit masks and the
+    generator snapshots (``uint8``), not what they keep as it is (a reference, an index, an
     exact statistic: uncompressed unless the model or the caller holds it)."""
     keys: set[tuple] = set()
     seen: set = set()

@@ -41,7 +41,10 @@ class TowerMessageLinearFunction(SavingFunction):
         dW_{t,a} = {dY^{(t)}}^\top \hat A, \quad dX^{(t)} = G^d_t W_{t,d} + G^s_t W_{t,s}, \quad
         dA = \textstyle\sum_t dY^{(t)} W_{t,a},
 
-    unbiased as :class:`~iexact.autograd.CompressedLinearFunction`'s.
+    unbiased as :class:`~iexact.autograd.CompressedLinearFunction`'s. The
+    input gradients are summed as PyG's backward sums them (each edge's
+    :math:`dh`, then scattered to the nodes), so that under bf16 autocast
+    they round as the stock conv's do.
 
     Stores: :math:`X` compressed once for all towers (or referenced, a
     caller's input) with ``node_config``; :math:`A` compressed once with
@@ -83,11 +86,14 @@ class TowerMessageLinearFunction(SavingFunction):
     def backward(ctx, *grads: torch.Tensor):
         src, dst, on_nodes, on_edges, *weights = load(ctx)
         spec = ctx.spec
-        on_targets = torch.zeros(ctx.num_nodes, spec.towers, spec.width, dtype=ctx.dtype, device=grads[0].device)
+        wants_inputs = ctx.needs_input_grad[0] or ctx.needs_input_grad[1]
+        rows = ctx.num_nodes if wants_inputs else 0  # the sums of dh per node, empty when not needed
+        shape = (rows, spec.towers, spec.width)
+        on_targets = torch.zeros(shape, dtype=ctx.dtype, device=grads[0].device)
         on_sources, on_edge_features = torch.zeros_like(on_targets), []
         grad_parameters: list[torch.Tensor | None] = []
         for t, (grad, weight) in enumerate(zip(grads, weights, strict=True)):
-            if ctx.needs_input_grad[0] or ctx.needs_input_grad[1]:  # dh as PyG's backward makes it, in h's dtype
+            if wants_inputs:  # dh as PyG's backward makes it (its order of sums), in h's dtype
                 target, source, *edge = (grad @ weight.to(grad.dtype)).to(ctx.dtype).split(spec.width, dim=1)
                 on_targets[:, t].index_add_(0, dst, target)
                 on_sources[:, t].index_add_(0, src, source)

@@ -49,8 +49,10 @@ class MessageNormFunction(SavingFunction):
         elementwise = config.unprojected
         wants_x, wants_msg = ctx.needs_input_grad[0], ctx.needs_input_grad[1]
         second = pack(unit, elementwise, seeds) if wants_msg else None
-        unit_features = features / x_norm.clamp_min(torch.finfo(torch.float32).tiny)  # a zero row stays 0
-        unit_x = pack(unit_features, elementwise, seeds) if wants_x else None
+        unit_x = None
+        if wants_x:
+            unit_features = features / x_norm.clamp_min(torch.finfo(torch.float32).tiny)  # a zero row stays 0
+            unit_x = pack(unit_features, elementwise, seeds)
         save(ctx, scale, pack(unit, elementwise, seeds), second, unit_x, msg_norm, x_norm)
         ctx.shapes = (x.shape, msg.shape)
         return out

@@ -6,11 +6,12 @@ from __future__ import annotations
 import math
 
 import torch
+from torch_geometric.nn.aggr import MeanAggregation, SumAggregation
 
 from ..autograd import AggregateFunction, CompressedLinearFunction, SharedInputLinearFunction
 from ..autograd.saving import keep_mark
 from ..graph import GraphSpec, is_sparse
-from .handler import CompressedModule
+from .handler import HANDLERS, CompressedModule
 from .message_inputs import MessageInputs
 
 _REDUCE = {"add": "sum", "sum": "sum", "mean": "mean"}
@@ -19,6 +20,13 @@ _REDUCE = {"add": "sum", "sum": "sum", "mean": "mean"}
 def linear_aggregation(conv) -> str | None:
     """``"sum"`` / ``"mean"`` for a conv whose aggregation is a (weighted) sum or mean, else ``None``."""
     return _REDUCE.get(conv.aggr) if isinstance(conv.aggr, str) else None
+
+
+def compressed_aggregation(module: torch.nn.Module) -> bool:
+    """Whether PyG's aggregation ``module``, called by a conv's handler on its
+    messages, keeps nothing whole: a sum or a mean (which keep nothing) or a
+    module with a handler (max, min, var, std, softmax)."""
+    return type(module) in (SumAggregation, MeanAggregation) or type(module) in HANDLERS
 
 
 def aggregate(

@@ -8,13 +8,13 @@ import torch
 from torch_geometric.nn import MLP, EdgeConv
 from torch_geometric.nn.dense.linear import Linear as PyGLinear
 
-from ..autograd import EdgePairLinearFunction, ScatterExtremumFunction
+from ..autograd import EdgePairLinearFunction
 from ..graph import attention_edges, is_sparse
 from .aggregation import linear_aggregation
 from .handler import CompressedModule, has_forward_hooks, register_handler
 from .message_inputs import message_inputs, runs_stock
 
-_EXTREMA = {"max": "amax", "min": "amin"}  # PyG's aggr -> scatter_reduce's
+_EXTREMA = ("max", "min")  # aggregated by their module's handler (iexact.nn.extremum_aggregation)
 
 
 def first_linear(nn: Any) -> Any:
@@ -66,9 +66,10 @@ class EdgeConvHandler(CompressedModule):
     (each side of a bipartite pair once), unprojected unless
     ``rp_edge_convs`` (the network's per-edge activations are most of what
     the conv keeps), a :math:`1/(2E/N)` share of the elements its input
-    has. The rest of :math:`h_\Theta` runs as its converted modules; the max
-    and min keep one bit per message element saying where the extremum is
-    (:class:`~iexact.autograd.ScatterExtremumFunction`), sum and mean nothing.
+    has. The rest of :math:`h_\Theta` runs as its converted modules, and so
+    does its aggregation: the max and min keep one bit per message element
+    saying where the extremum is (:mod:`iexact.nn.extremum_aggregation`),
+    sum and mean nothing.
 
     :math:`h_\Theta` is a ``torch.nn.Sequential`` beginning with a linear
     map, or PyG's ``MLP`` (any other network takes the saved-tensor
@@ -117,8 +118,4 @@ class EdgeConvHandler(CompressedModule):
         pair = (source, None if target is source else target)
         messages = EdgePairLinearFunction.apply(*pair, src, dst, first.weight, first.bias, config, seeds)
         messages = after_first_linear(self.nn, messages)
-        if self.aggr in _EXTREMA:
-            out = messages.new_zeros(inputs.num_dst, *messages.shape[1:])
-            index = dst.view(-1, *([1] * (messages.dim() - 1))).expand_as(messages)
-            return ScatterExtremumFunction.apply(out, 0, index, messages, _EXTREMA[self.aggr])
         return self.aggr_module(messages, dst, dim_size=inputs.num_dst, dim=0)

@@ -23,8 +23,8 @@ class ExtremumAggregationHandler(GroupAggregationHandler):
     are compressed).
 
     Stores: one bit per element (whether it is its group's extremum) and one
-    per output element (whether its group is empty), where torch keeps the
-    elements and the output.
+    per output element (whether it equals the 0 it started from, which
+    torch counts among the ties), where torch keeps the elements and the output.
     """
 
     def aggregate_rows(self, rows, index, groups):

@@ -6,11 +6,11 @@ from typing import cast
 
 import torch
 from torch_geometric.nn import GENConv
-from torch_geometric.nn.aggr import MeanAggregation, SumAggregation
 
 from ..autograd import CompressedReLUFunction, mark_intermediate
 from ..graph import attention_edges, is_sparse
-from .handler import HANDLERS, CompressedModule, register_handler
+from .aggregation import compressed_aggregation
+from .handler import CompressedModule, register_handler
 from .message_inputs import message_inputs, runs_stock
 
 
@@ -46,8 +46,7 @@ class GENConvHandler(CompressedModule):
 
     @staticmethod
     def unsupported(conv) -> str | None:
-        aggregation = type(conv.aggr_module)
-        if aggregation in (SumAggregation, MeanAggregation) or aggregation in HANDLERS:
+        if compressed_aggregation(conv.aggr_module):
             return None
         return f"aggr={conv.aggr!r} (sum, mean, softmax, max, min, var and std are compressed)"
 

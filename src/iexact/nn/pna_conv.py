@@ -6,12 +6,13 @@ from typing import cast
 
 import torch
 from torch_geometric.nn import PNAConv
-from torch_geometric.nn.aggr import DegreeScalerAggregation, MeanAggregation, MultiAggregation, SumAggregation
+from torch_geometric.nn.aggr import DegreeScalerAggregation, MultiAggregation
 
 from ..autograd import TowerMessageLinearFunction, TowerSpec, mark_intermediate
 from ..graph import attention_edges, is_sparse
+from .aggregation import compressed_aggregation
 from .edge_conv import after_first_linear, first_linear
-from .handler import HANDLERS, CompressedModule, has_forward_hooks, register_handler
+from .handler import CompressedModule, has_forward_hooks, register_handler
 from .message_inputs import message_inputs, runs_stock
 
 
@@ -28,11 +29,7 @@ def scaled_aggregation_reason(aggregation: DegreeScalerAggregation) -> str | Non
     if isinstance(inner, MultiAggregation) and inner.mode != "cat":
         return f"its aggregations combine with mode={inner.mode!r} (only 'cat' is compressed)"
     parts = inner.aggrs if isinstance(inner, MultiAggregation) else [inner]
-    unhandled = [
-        type(part).__name__
-        for part in parts
-        if type(part) not in (SumAggregation, MeanAggregation) and type(part) not in HANDLERS
-    ]
+    unhandled = [type(part).__name__ for part in parts if not compressed_aggregation(part)]
     return f"no handler for its {', '.join(unhandled)}" if unhandled else None
 
 
