@@ -30,3 +30,12 @@ def _restore_the_address_space_limit():
     limits = resource.getrlimit(resource.RLIMIT_AS)
     yield
     resource.setrlimit(resource.RLIMIT_AS, limits)
+
+
+@pytest.fixture(autouse=True)
+def _restore_the_thread_count():
+    """A command run in this process with ``--threads`` sets torch's thread count
+    for good (as a command line should); the next test gets the suite's back."""
+    threads = torch.get_num_threads()
+    yield
+    torch.set_num_threads(threads)

@@ -10,6 +10,7 @@ storage (saved by a :class:`SavingFunction`) from anything else autograd keeps.
 from __future__ import annotations
 
 import contextvars
+from collections.abc import Container
 
 import torch
 
@@ -27,12 +28,15 @@ class SavingFunction(torch.autograd.Function):
 
 INTERMEDIATE = "iexact_intermediate"  # the attribute :func:`mark_intermediate` sets
 
-CALLER_HELD: contextvars.ContextVar[frozenset | None] = contextvars.ContextVar("iexact_caller_held", default=None)
-"""Inside a module under the saved-tensor fallback (:mod:`iexact.nn.fallback`):
-the storage keys (:func:`iexact.graph.storages`) of what its caller holds, its
-inputs, parameters and buffers. A leaf made inside it (an ``E x 2F``
-concatenation of edge features of ``data.x``, made without a gradient)
-is no caller's, so :func:`pack` compresses it; ``None`` elsewhere."""
+CALLER_HELD: contextvars.ContextVar[Container | None] = contextvars.ContextVar("iexact_caller_held", default=None)
+"""The storage keys (:func:`iexact.graph.storages`) of what the caller holds:
+during a converted model's forward, its inputs, parameters and buffers
+(:mod:`iexact.nn.held`); inside a module under the saved-tensor fallback
+(:mod:`iexact.nn.fallback`), those of them it reads, and its own parameters
+and buffers. A leaf made in between (GPSConv's ``to_dense_batch`` of
+``data.x``, an ``E x 2F`` concatenation of edge features made without a
+gradient) is no caller's, so :func:`pack` compresses it; ``None`` outside
+any of these (a converted module called on its own)."""
 
 
 def mark_intermediate(x: torch.Tensor) -> torch.Tensor:
@@ -57,7 +61,7 @@ def pack(
     the Function that is a leaf the caller holds anyway (an input such as
     ``data.x``: no op of the graph made it, so a reference costs no bytes and
     adds no noise; not one a handler marked with :func:`mark_intermediate`,
-    nor one made inside a fallback module, :data:`CALLER_HELD`)
+    nor one made during the model's forward, :data:`CALLER_HELD`)
     and ``config.reference_inputs``; otherwise ``x`` compressed, seeded from
     ``seeds`` (torch's global generator when ``None``). (Inside a Function's
     forward every tensor it computes looks like a leaf: only its arguments may
@@ -68,8 +72,9 @@ def pack(
 
 
 def _held(x: torch.Tensor) -> bool:
-    """Whether the caller holds the leaf ``x``: always, outside a fallback module (see :data:`CALLER_HELD`;
-    a compiled graph never runs inside one: the fallback runs eagerly, and Dynamo cannot read a ContextVar)."""
+    """Whether the caller holds the leaf ``x`` (see :data:`CALLER_HELD`): always outside a converted
+    model's forward, and in a compiled graph (Dynamo cannot read a ContextVar: a compiled model keeps its
+    leaf arguments by reference, as before)."""
     if torch.compiler.is_compiling():
         return True
     held = CALLER_HELD.get()

@@ -154,9 +154,10 @@ class _Saved:
 
     def __init__(self, module: CompressedModule, inputs: tuple, calls: _Calls):
         self.config, self.seeds, self.calls = module.iexact_config, module.iexact_seeds, calls
-        held = [*module.parameters(), *module.buffers()]
-        held += [t for t in tensors_in(inputs) if t.grad_fn is None]
-        self.held = {key for tensor in held for key, _ in storages(tensor)}
+        outer = CALLER_HELD.get()  # what the model's caller holds: an input leaf made during its forward is not
+        own = {key for tensor in (*module.parameters(), *module.buffers()) for key, _ in storages(tensor)}
+        read = {key for t in tensors_in(inputs) if t.grad_fn is None for key, _ in storages(t)}
+        self.held = own | {key for key in read if outer is None or key in outer}
         self.outer = torch._C._autograd._top_saved_tensors_default_hooks(False)
         # each view compressed once: (storage, offset, shape, stride, version) -> (the tensor, weakly; its record)
         self.packed: dict[tuple, tuple[weakref.ref, tuple]] = {}
