@@ -25,8 +25,10 @@ class Example:
     """A module to check: ``build(features)`` makes it for ``features`` input
     channels; ``inputs`` says how it is called: ``"x"`` (features only),
     ``"graph"`` (``x, graph``), ``"graph2"`` (``x, x_0, graph``, as
-    GCN2Conv) or ``"index"`` (an aggregation: ``x, index, dim_size=``, the
-    rows in groups of about four); ``unbiased`` is ``False`` for one whose gradient is exact (the
+    GCN2Conv), ``"index"`` (an aggregation: ``x, index, dim_size=``, the
+    rows in groups of about four) or ``"sequence"`` (attention: ``x`` as a
+    batch of sequences of five, ``(x, x, x)``, the output's rows back in
+    ``x``'s order); ``unbiased`` is ``False`` for one whose gradient is exact (the
     check of unbiasedness then has nothing to measure); ``graphs`` the graph
     forms the stock module takes (ChebConv refuses a ``torch.sparse`` adjacency)."""
 
@@ -51,6 +53,9 @@ class Example:
             groups = max(1, x.shape[0] // 4)
             index = torch.arange(x.shape[0], device=x.device).mul_(7919).remainder_(groups)
             return module(x, index, dim_size=groups + 1, **kwargs)  # the last group empty
+        if self.inputs == "sequence":
+            sequences = x.unflatten(0, (-1, 5))
+            return module(sequences, sequences, sequences, **kwargs)[0].flatten(0, 1)
         if self.inputs == "graph2":
             return module(x, x.detach() * 0.5, graph, **kwargs)
         return module(x, graph, **kwargs)

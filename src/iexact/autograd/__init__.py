@@ -16,6 +16,7 @@ from .aggregate import AggregateFunction
 from .attention import AttentionSpec, GATAttentionFunction
 from .attention_v2 import GATv2AttentionFunction
 from .chebyshev import ChebyshevFunction
+from .dense_attention import DenseAttentionFunction
 from .dropout import DropoutFunction
 from .gated import GatedMessageFunction
 from .linear import CompressedLinearFunction, EdgePairLinearFunction, SharedInputLinearFunction
@@ -46,6 +47,7 @@ __all__ = [
     "CompressedPReLUFunction",
     "CompressedReLUFunction",
     "CompressedSmoothFunction",
+    "DenseAttentionFunction",
     "DropoutFunction",
     "EpsScaleFunction",
     "GATAttentionFunction",
