@@ -60,19 +60,23 @@ class Stack(torch.nn.Module):
         return x
 
 
-def _gine(channels_in: int, channels_out: int) -> GINEConv:
+def gine_conv(channels_in: int, channels_out: int) -> GINEConv:
+    """GINEConv with a two-layer MLP reading :data:`EDGE_DIM` edge features."""
     mlp = torch.nn.Sequential(
         torch.nn.Linear(channels_in, channels_out), torch.nn.ReLU(), torch.nn.Linear(channels_out, channels_out)
     )
     return GINEConv(mlp, edge_dim=EDGE_DIM)
 
 
-class _GPSLayer(torch.nn.Module):
-    """GPSConv (GINEConv beside 4-head attention) reading the edge features, as PyG's GPS example does."""
+class GPSLayer(torch.nn.Module):
+    """GPSConv (GINEConv beside 4-head attention, ``MultiheadAttention`` built
+    with ``attention_options``) reading the edge features, as PyG's GPS example does."""
 
-    def __init__(self, channels: int):
+    def __init__(self, channels: int, **attention_options):
         super().__init__()
-        self.gps = GPSConv(channels, _gine(channels, channels), heads=4, attn_type="multihead")
+        self.gps = GPSConv(
+            channels, gine_conv(channels, channels), heads=4, attn_type="multihead", attn_kwargs=attention_options
+        )
 
     def forward(self, x, edge_index, edge_attr):
         return self.gps(x, edge_index, edge_attr=edge_attr)
@@ -102,9 +106,14 @@ def zoo(features: int, hidden: int, classes: int, edge_index: torch.Tensor) -> d
             False,
         ),
         "ResGatedGraphConv": lambda: (Stack([ResGatedGraphConv(i, o) for i, o in widths], hidden, None, relu()), False),
-        "GINEConv with edge_attr": lambda: (Stack([_gine(i, o) for i, o in widths], hidden, None, relu(), True), True),
+        "GINEConv with edge_attr": lambda: (
+            Stack([gine_conv(i, o) for i, o in widths], hidden, None, relu(), True),
+            True,
+        ),
         "GPSConv (GINEConv + attention)": lambda: (
-            Stack([_gine(features, hidden), _GPSLayer(hidden), _gine(hidden, classes)], hidden, None, relu(), True),
+            Stack(
+                [gine_conv(features, hidden), GPSLayer(hidden), gine_conv(hidden, classes)], hidden, None, relu(), True
+            ),
             True,
         ),
         "PNA (mean/max/std, amplification)": lambda: (
