@@ -117,7 +117,13 @@ def _step_gradients(name, data, config, autocast_dtype=None):
     return loss.detach(), torch.cat([p.grad.flatten() for p in model.parameters()])
 
 
-@pytest.mark.parametrize("name", MODELS)
+# the attention models' steps (11 s each, interpreted) are slow: their compressions run the same kernels as GAT's
+STEP_MODELS = [
+    pytest.param(name, marks=pytest.mark.slow) if name in ("gatv2", "transformer") else name for name in MODELS
+]
+
+
+@pytest.mark.parametrize("name", STEP_MODELS)
 def test_one_training_step_of_every_model_on_the_triton_path(name, launches, monkeypatch):
     """The forward (the loss) is the PyTorch path's bit for bit; the gradient's error
     against FP32 is the PyTorch path's within the spread of one draw."""
