@@ -85,9 +85,11 @@ def compare(factory, run, inputs, warns: str | None = None, min_cosine: float = 
         results.append((out.detach(), grads + [p.grad for p in layer.parameters()], ours))
     (out, grads, ours), (expected, expected_grads, _) = results
     torch.testing.assert_close(out, expected, rtol=1e-4, atol=1e-5)
+    # a gradient that is zero up to float32 rounding (a bias before a BatchNorm) has no direction
+    rounding = max(1e-5, 1e-6 * max(b.norm().item() for b in expected_grads if b is not None))
     for a, b in zip(grads, expected_grads, strict=True):
         assert (a is None) == (b is None)
-        if b is not None and b.norm() > 1e-5:
+        if b is not None and b.norm() > rounding:
             assert F.cosine_similarity(a.flatten().double(), b.flatten().double(), dim=0) > min_cosine
     if warns is None:
         assert ours == []
