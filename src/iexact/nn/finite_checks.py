@@ -17,6 +17,7 @@ from __future__ import annotations
 import torch
 
 from ..ops.codec import finish_finite_checks, start_finite_checks
+from .handler import hook_forward_, unhook_forward_
 
 _TOKEN = "iexact_finite_checks"  # the instance attribute holding an open collection's token
 
@@ -39,14 +40,9 @@ def _end(module: torch.nn.Module, args, output) -> None:
 
 def watch_finite_checks_(model: torch.nn.Module) -> None:
     """Hook ``model``'s forward to collect and read its finite checks (once)."""
-    if _begin not in model._forward_pre_hooks.values():
-        model.register_forward_pre_hook(_begin)
-        model.register_forward_hook(_end, always_call=True)
+    hook_forward_(model, _begin, _end)
 
 
 def unwatch_finite_checks_(model: torch.nn.Module) -> None:
     """Remove the hooks :func:`watch_finite_checks_` added."""
-    for hooks, ours in ((model._forward_pre_hooks, _begin), (model._forward_hooks, _end)):
-        for key in [key for key, hook in hooks.items() if hook is ours]:
-            del hooks[key]
-            model._forward_hooks_always_called.pop(key, None)
+    unhook_forward_(model, _begin, _end)

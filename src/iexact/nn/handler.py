@@ -80,6 +80,26 @@ def original_class(module: torch.nn.Module) -> type[torch.nn.Module]:
     return module.iexact_base if isinstance(module, CompressedModule) else type(module)
 
 
+def hook_forward_(model: torch.nn.Module, begin, end, with_kwargs: bool = False) -> None:
+    """Register ``begin`` as a forward pre-hook of ``model`` and ``end`` as a
+    forward hook run even when the forward raises (``always_call``), unless
+    ``begin`` is there already: the model-wide hooks of :func:`iexact.compress_`
+    (a second call adds none)."""
+    if begin not in model._forward_pre_hooks.values():
+        model.register_forward_pre_hook(begin, with_kwargs=with_kwargs)
+        model.register_forward_hook(end, with_kwargs=with_kwargs, always_call=True)
+
+
+def unhook_forward_(model: torch.nn.Module, begin, end) -> None:
+    """Remove the hooks :func:`hook_forward_` registered, and their flags."""
+    flags = (model._forward_hooks_always_called, model._forward_pre_hooks_with_kwargs, model._forward_hooks_with_kwargs)
+    for hooks, ours in ((model._forward_pre_hooks, begin), (model._forward_hooks, end)):
+        for key in [key for key, hook in hooks.items() if hook is ours]:
+            del hooks[key]
+            for flag in flags:
+                flag.pop(key, None)
+
+
 def has_forward_hooks(*modules: torch.nn.Module) -> bool:
     """Whether forward (pre-)hooks would run around any of ``modules``: their
     own or the global ones (``torch.nn.modules.module.register_module_forward_hook``),

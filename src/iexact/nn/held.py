@@ -22,6 +22,7 @@ import torch
 
 from ..autograd.saving import CALLER_HELD
 from ..graph import storages, tensors_in
+from .handler import hook_forward_, unhook_forward_
 
 _TOKEN = "iexact_held_token"  # the instance attribute holding the ContextVar token of an open forward
 
@@ -61,16 +62,9 @@ def _end(module: torch.nn.Module, args, kwargs, output) -> None:
 
 def watch_held_(model: torch.nn.Module) -> None:
     """Hook ``model``'s forward to publish what its caller holds (once)."""
-    if _begin not in model._forward_pre_hooks.values():
-        model.register_forward_pre_hook(_begin, with_kwargs=True)
-        model.register_forward_hook(_end, with_kwargs=True, always_call=True)
+    hook_forward_(model, _begin, _end, with_kwargs=True)
 
 
 def unwatch_held_(model: torch.nn.Module) -> None:
     """Remove the hooks :func:`watch_held_` added."""
-    for hooks, ours in ((model._forward_pre_hooks, _begin), (model._forward_hooks, _end)):
-        for key in [key for key, hook in hooks.items() if hook is ours]:
-            del hooks[key]
-            model._forward_hooks_always_called.pop(key, None)
-            model._forward_pre_hooks_with_kwargs.pop(key, None)
-            model._forward_hooks_with_kwargs.pop(key, None)
+    unhook_forward_(model, _begin, _end)
