@@ -24,6 +24,12 @@ def _weights(query: torch.Tensor, key: torch.Tensor, mask: torch.Tensor | None, 
     return torch.softmax(logits, dim=-1, dtype=torch.promote_types(logits.dtype, torch.float32))
 
 
+def _alone(x: torch.Tensor) -> torch.Tensor:
+    """``x`` itself when it fills its storage, else a copy: a saved view would keep
+    its whole base alive (the values' part of a packed input map's output)."""
+    return x if x.untyped_storage().nbytes() == x.numel() * x.element_size() else x.clone()
+
+
 def weights_are_smaller(query: torch.Tensor, key: torch.Tensor, config: CompressionConfig) -> bool:
     r"""Whether the attention weights compressed twice, with the queries and keys
     compressed once, keep fewer bytes than the queries and keys exact (from
@@ -31,9 +37,7 @@ def weights_are_smaller(query: torch.Tensor, key: torch.Tensor, config: Compress
     short sequences (GPSConv's batches of small graphs) the weights,
     :math:`2 B H L S` codes, are the smaller; for long ones the exact
     :math:`B H (L + S) C` elements. Plain arithmetic on the shapes."""
-    *batch, length, channels = query.shape
-    source = key.shape[-2]
-    pairs = (*batch, length, source)
+    pairs = (*query.shape[:-1], key.shape[-2])
     compressed = (
         2 * stored_bytes(pairs, config.attention_weights)
         + stored_bytes(query.shape, config.unprojected)
@@ -113,8 +117,7 @@ class DenseAttentionFunction(SavingFunction):
                 None,
             )
         else:
-            # copies: a view would keep its base alive (self-attention: the values' part of the input map's output)
-            stored = (query.clone(), key.clone(), None, None, mask)
+            stored = (_alone(query), _alone(key), None, None, mask)
         save(ctx, pack(value, elementwise, seeds, argument=True), *stored, state)
         ctx.dropout, ctx.scale = dropout, scale
         ctx.set_materialize_grads(False)
