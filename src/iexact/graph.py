@@ -13,6 +13,7 @@ from __future__ import annotations
 
 import dataclasses
 import math
+from collections.abc import Callable
 
 import torch
 from torch_geometric.nn.conv.gcn_conv import gcn_norm
@@ -215,15 +216,29 @@ def gcn_normalized(
     return normalize(plain(structure), edge_weight, num_nodes, improved, self_loops, flow, dtype)
 
 
-def edges(structure: torch.Tensor, edge_weight: torch.Tensor | None, spec: GraphSpec, dtype: torch.dtype) -> Edges:
+def edges(
+    structure: torch.Tensor,
+    edge_weight: torch.Tensor | None,
+    spec: GraphSpec,
+    dtype: torch.dtype,
+    shared: Callable[[Callable[[], tuple]], tuple] | None = None,
+) -> Edges:
     r"""The :class:`Edges` of the graph with their weights (or ``None``),
-    GCN-normalized on the fly when ``spec.gcn`` says so."""
+    GCN-normalized on the fly when ``spec.gcn`` says so; ``shared`` is given
+    the normalization to compute and returns it, computed by this call or
+    by another reading the same graph
+    (:class:`iexact.autograd.shared_graphs.SharedGraph`)."""
     structure = plain(structure)
     if spec.gcn is not None:
         improved, self_loops = spec.gcn
-        structure, edge_weight = gcn_normalized(
-            structure, edge_weight, spec.num_src, improved, self_loops, spec.flow, dtype, traceable=not spec.sparse
-        )
+        flat = structure
+
+        def normalize() -> tuple:
+            return gcn_normalized(
+                flat, edge_weight, spec.num_src, improved, self_loops, spec.flow, dtype, traceable=not spec.sparse
+            )
+
+        structure, edge_weight = normalize() if shared is None else shared(normalize)
     if spec.sparse:
         return sparse_edges(structure)
     source, target = (0, 1) if spec.flow == "source_to_target" else (1, 0)

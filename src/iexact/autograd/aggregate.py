@@ -15,6 +15,16 @@ from ..config import CompressionConfig
 from ..graph import GraphSpec, edge_dots, edges, spmm, spmm_adjoint
 from ..seeds import SeedStream
 from .saving import SavingFunction, load, pack, save, unpack
+from .shared_graphs import SharedGraph, shared_graph
+
+
+def normalization(structure, edge_weight, spec: GraphSpec, dtype) -> SharedGraph | None:
+    """The :class:`~iexact.autograd.shared_graphs.SharedGraph` of a plain
+    ``(2, E)`` graph GCN-normalized as ``spec`` says, in a converted model's
+    forward; ``None`` for any other graph, or outside one."""
+    if spec.gcn is None or spec.sparse:
+        return None
+    return shared_graph((spec.num_src, spec.gcn, spec.flow, dtype), structure, edge_weight)
 
 
 class AggregateFunction(SavingFunction):
@@ -45,14 +55,15 @@ class AggregateFunction(SavingFunction):
     def forward(
         ctx, x, edge_weight, structure, spec: GraphSpec, config: CompressionConfig, seeds: SeedStream | None, into
     ):
-        graph = edges(structure, edge_weight, spec, x.dtype)
+        shared = normalization(structure, edge_weight, spec, x.dtype)
+        graph = edges(structure, edge_weight, spec, x.dtype, None if shared is None else shared.in_forward)
         weight_grad = edge_weight is not None and edge_weight.requires_grad
         if weight_grad and (spec.gcn is not None or spec.sparse):
             raise ValueError(
                 "AggregateFunction differentiates raw (2, E) edge weights only; "
                 "normalize learnable edge weights before aggregating"
             )
-        ctx.spec, ctx.x_dtype = spec, x.dtype
+        ctx.spec, ctx.x_dtype, ctx.shared = spec, x.dtype, shared
         packed = pack(x, config, seeds, argument=True) if weight_grad else None
         save(ctx, structure, edge_weight, packed)
         if into is not None:
@@ -63,7 +74,8 @@ class AggregateFunction(SavingFunction):
     def backward(ctx, grad_out):
         structure, edge_weight, packed = load(ctx)
         spec = ctx.spec
-        graph = edges(structure, edge_weight, spec, ctx.x_dtype)
+        shared = ctx.shared
+        graph = edges(structure, edge_weight, spec, ctx.x_dtype, None if shared is None else shared.in_backward)
         grad_x = grad_weight = None
         if ctx.needs_input_grad[0]:
             grad_x = spmm_adjoint(grad_out, graph, spec)

@@ -19,6 +19,7 @@ from .finite_checks import unwatch_finite_checks_, watch_finite_checks_
 from .fusion import link_activations_, unlink_activations_
 from .handler import HANDLERS, CompressedModule, compressed_class, is_lazy, lazy_reason, original_class
 from .held import unwatch_held_, watch_held_
+from .shared_graphs import unwatch_shared_graphs_, watch_shared_graphs_
 
 NODE_CHILDREN: Mapping[type[torch.nn.Module], tuple[str, ...]] = MappingProxyType(
     {GENConv: ("lin_src", "lin_aggr_out", "msg_norm", "lin_dst", "mlp")}
@@ -137,11 +138,13 @@ def _convert_modules(
 
 def _link_model_(model: torch.nn.Module) -> None:
     """What a converted model holds as a whole: its activations that leave their
-    derivative to a dropout, and the hooks reading its finite checks once per forward and
-    publishing what its caller holds (:mod:`iexact.nn.held`)."""
+    derivative to a dropout, and the hooks reading its finite checks once per forward,
+    publishing what its caller holds (:mod:`iexact.nn.held`) and sharing its graphs'
+    normalizations (:mod:`iexact.nn.shared_graphs`)."""
     link_activations_(model)
     watch_finite_checks_(model)
     watch_held_(model)
+    watch_shared_graphs_(model)
 
 
 def _unshare_defaults_(model: torch.nn.Module) -> None:
@@ -265,11 +268,13 @@ def restore_(model: torch.nn.Module) -> torch.nn.Module:
     """Undo :func:`compress_` in place: every converted module gets its own class
     back (parameters, buffers and the user's hooks were never touched), and the
     model loses the hooks that read its finite checks once per forward
-    (:mod:`iexact.nn.finite_checks`) and publish what its caller holds
-    (:mod:`iexact.nn.held`). Returns ``model``."""
+    (:mod:`iexact.nn.finite_checks`), publish what its caller holds
+    (:mod:`iexact.nn.held`) and share its graphs' normalizations
+    (:mod:`iexact.nn.shared_graphs`). Returns ``model``."""
     unlink_activations_(model)
     unwatch_finite_checks_(model)
     unwatch_held_(model)
+    unwatch_shared_graphs_(model)
     for module in model.modules():
         if isinstance(module, CompressedModule):
             base = module.iexact_base
