@@ -1,4 +1,5 @@
 import json
+import pickle
 
 import pytest
 import torch
@@ -179,3 +180,23 @@ def test_attention_weights_are_kept_unprojected_at_four_bits_or_more():
     assert explicit.attention_weights == CompressionConfig(bits=4, rp_ratio=1, levels="optimal")
     enough = CompressionConfig(bits=4, rp_ratio=1)
     assert enough.attention_weights is enough
+
+
+def test_gates_take_half_the_bits_in_blocks_twice_as_long_at_two_bits():
+    assert CompressionConfig().gates == CompressionConfig(bits=1, block_size=256, rp_ratio=1)
+    explicit = CompressionConfig(levels=(0.0, 1.0, 2.0, 3.0), block_size="row")
+    assert explicit.gates == CompressionConfig(bits=1, block_size="row", rp_ratio=1, levels="optimal")
+    for config in (CompressionConfig(bits=bits) for bits in (1, 4, 8)):  # nothing to halve, or precision asked
+        assert config.gates is config.unprojected
+
+
+def test_derived_configs_derive_theirs_when_asked():
+    """At least 4 bits and half the bits would make each other without end if derived eagerly."""
+    gates = CompressionConfig().gates
+    assert "_attention_weights" not in gates.__dict__
+    assert gates.attention_weights == CompressionConfig(bits=4, block_size=256, rp_ratio=1)
+    assert gates.attention_weights.gates is gates.attention_weights
+    copied = pickle.loads(pickle.dumps(CompressionConfig()))
+    assert (
+        copied.gates == CompressionConfig().gates and copied.gates.record_json == CompressionConfig().gates.record_json
+    )

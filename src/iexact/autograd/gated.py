@@ -26,7 +26,8 @@ class GatedMessageFunction(SavingFunction):
     expectation, none is recomputed through the sigmoid.
 
     Stores: :math:`\eta` and :math:`\sigma'` compressed (one value per edge
-    and channel each, never projected), :math:`V` compressed.
+    and channel each, never projected, at :attr:`~iexact.CompressionConfig.gates`:
+    half the bits each), :math:`V` compressed.
     The edge list is read again in backward from the caller's graph.
 
     Shapes:
@@ -47,9 +48,14 @@ class GatedMessageFunction(SavingFunction):
             gates[start : start + gate.shape[0]] = gate
             out.index_add_(0, dst, gate * value.index_select(0, src))
             start += gate.shape[0]
-        elementwise = config.unprojected
-        slopes = pack(gates * (1 - gates), elementwise, seeds)
-        save(ctx, structure, pack(gates, elementwise, seeds), slopes, pack(value, elementwise, seeds, argument=True))
+        slopes = pack(gates * (1 - gates), config.gates, seeds)
+        save(
+            ctx,
+            structure,
+            pack(gates, config.gates, seeds),
+            slopes,
+            pack(value, config.unprojected, seeds, argument=True),
+        )
         ctx.spec = spec
         return out
 
