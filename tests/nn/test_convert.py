@@ -201,12 +201,54 @@ def test_unconverted_modules_are_named_in_a_warning():
         assert expected in message
     assert is_compressed(model.convs[0].lin_l)  # its linear children still are, by their handler
     assert isinstance(model.convs[0], FallbackHandler)
-    with pytest.warns(UserWarning, match="stay full precision: convs.0 \\(SAGEConv"):
+    with pytest.warns(UserWarning, match="stay full precision: act \\(Hardswish\\), convs.0 \\(SAGEConv"):
         iexact.compress_(model, CompressionConfig(), fallback=None)
     assert not is_compressed(model.convs[0]) and is_compressed(model.convs[0].lin_l)
+    assert not is_compressed(model.act)  # the first call's fallback taken back, as for the convs
     with warnings.catch_warnings():
         warnings.simplefilter("error")
         iexact.compress_(_models()[0], CompressionConfig())
+
+
+class Scaled(torch.nn.Module):
+    """A module computing with a buffer of its own and an activation (as PerformerAttention's kernel features)."""
+
+    def __init__(self, child: torch.nn.Module):
+        super().__init__()
+        self.register_buffer("projection", torch.randn(16, 64))
+        self.child = child
+
+    def forward(self, x):
+        return self.child(x @ self.projection).square()
+
+
+def test_a_module_computing_with_its_own_buffer_is_compressed_or_named():
+    """What it saves (here 64-wide products and squares) was kept full precision without a word."""
+    model = torch.nn.Sequential(torch.nn.Linear(16, 16), Scaled(torch.nn.ReLU()))
+    x = torch.randn(500, 16)
+    before = iexact.activation_memory(model, x)
+    with pytest.warns(UserWarning, match=r"saved-tensor fallback .*: 1 \(Scaled\)"):
+        iexact.compress_(model, CompressionConfig())
+    report = iexact.activation_memory(model, x)
+    assert isinstance(model[1], FallbackHandler) and report.uncompressed < 0.01 * before.uncompressed
+    container = torch.nn.Sequential(Scaled(torch.nn.Linear(64, 64)))  # its child computes: left to the child
+    with warnings.catch_warnings():
+        warnings.simplefilter("error")
+        iexact.compress_(container, CompressionConfig())
+    assert not isinstance(container[0], FallbackHandler) and is_compressed(container[0].child)
+
+
+def test_performer_attention_is_compressed_through_the_fallback():
+    from torch_geometric.nn.attention import PerformerAttention
+
+    attention = PerformerAttention(channels=16, heads=2)
+    x = torch.randn(1, 300, 16)
+    before = iexact.activation_memory(attention, x)
+    with pytest.warns(UserWarning, match=r"fast_attn \(PerformerProjection\)"):
+        iexact.compress_(attention, CompressionConfig())
+    after = iexact.activation_memory(attention, x)
+    assert after.uncompressed < 0.05 * before.uncompressed
+    assert after.compressed + after.uncompressed < 0.4 * before.uncompressed
 
 
 @pytest.mark.parametrize("index", [0, 1])

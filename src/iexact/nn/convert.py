@@ -40,12 +40,21 @@ _STATELESS = (torch.nn.Identity, torch.nn.Sequential, torch.nn.ModuleList, torch
 
 def _may_keep_activations(module: torch.nn.Module) -> bool:
     """Whether an unconverted ``module`` may save activations of its own: a
-    message-passing layer, an activation, or a leaf holding parameters."""
+    message-passing layer, an activation, or a module holding parameters or
+    buffers of its own whose children, if any, are activations it applies (a
+    Linear; the fixed projection and kernel of ``PerformerAttention``'s
+    features). A container of other modules leaves them to themselves."""
     if isinstance(module, _STATELESS):
         return False
-    if isinstance(module, MessagePassing) or type(module).__module__ == torch.nn.modules.activation.__name__:
+    if isinstance(module, MessagePassing) or _is_activation(module):
         return True
-    return not any(module.children()) and any(True for _ in module.parameters(recurse=False))
+    state = any(True for _ in module.parameters(recurse=False)) or any(True for _ in module.buffers(recurse=False))
+    return state and all(_is_activation(child) for child in module.children())
+
+
+def _is_activation(module: torch.nn.Module) -> bool:
+    """Whether ``module`` is one of torch's activation modules (converted or not)."""
+    return original_class(module).__module__ == torch.nn.modules.activation.__name__
 
 
 def is_compressed(module: torch.nn.Module) -> TypeGuard[CompressedModule]:
@@ -87,8 +96,8 @@ def compress_(
 
     **The fallback.** A module in a setting its handler does not compress
     (``SAGEConv(aggr="max")``) or with no handler that may save activations
-    of its own (a message-passing layer, an activation, a leaf holding
-    parameters) keeps what autograd saves for it compressed with
+    of its own (a message-passing layer, an activation, a module computing
+    with parameters or buffers of its own) keeps what autograd saves for it compressed with
     ``fallback`` (:mod:`iexact.nn.fallback`); ``torch.compile`` runs it
     eagerly between graphs. One warning names these modules, and those left full precision.
 
