@@ -2,9 +2,9 @@ r"""The saved-tensor fallback's bit width, by the error it adds: ``python benchm
 
 Prints a Markdown table: for models that go through the fallback (every
 family of :mod:`iexact.experiments.zoo` has handlers now, so: its GPS family
-with the attention built with ``add_bias_kv=True``, which the
-``MultiheadAttention`` handler leaves to the fallback, and a stack of
-``FiLMConv``, which has no handler; 3 layers of 64 on a random graph of 2,000
+with PyG's ``PerformerAttention`` (``attn_type="performer"``), whose kernel
+features have no handler, and a stack of ``FiLMConv``, which has none
+either; 3 layers of 64 on a random graph of 2,000
 nodes and 16,000 edges), the whole-gradient relative error at initialization
 and the error of the mean of ``--draws`` draws, with the handlers at 8 bits
 without projection (so that what is measured is the fallback's) and the
@@ -31,9 +31,9 @@ def through_the_fallback(features: int, hidden: int, classes: int) -> dict:
     """Builders of models through the fallback, by name: ``build()`` returns ``(model, reads edge features)``."""
     widths = [(features, hidden), (hidden, hidden), (hidden, classes)]
     return {
-        "GPSConv (GINEConv + attention with add_bias_kv)": lambda: (
+        "GPSConv (GINEConv + performer attention)": lambda: (
             Stack(
-                [gine_conv(features, hidden), GPSLayer(hidden, add_bias_kv=True), gine_conv(hidden, classes)],
+                [gine_conv(features, hidden), GPSLayer(hidden, attn_type="performer"), gine_conv(hidden, classes)],
                 hidden,
                 None,
                 torch.nn.ReLU(),

@@ -22,6 +22,13 @@ EXAMPLES = [
         lambda channels: torch.nn.MultiheadAttention(channels, 2, dropout=0.2, bias=False, batch_first=True),
         "sequence",
     ),
+    Example(
+        "MultiheadAttention learned and zero keys",
+        lambda channels: torch.nn.MultiheadAttention(
+            channels, 2, add_bias_kv=True, add_zero_attn=True, batch_first=True
+        ),
+        "sequence",
+    ),
 ]
 E, HEADS, B, L, S = 8, 2, 3, 6, 4
 
@@ -72,6 +79,25 @@ FORMS = {
         {},
         lambda m, x, seq: m(
             seq(x), seq(x), seq(x), attn_mask=torch.rand(B * HEADS, L, L) < 0.3, key_padding_mask=_padding()
+        ),
+    ),
+    "learned and zero keys, padding and weights": (
+        {"add_bias_kv": True, "add_zero_attn": True, "dropout": 0.3},
+        lambda m, x, seq: m(seq(x), seq(x), seq(x), key_padding_mask=_padding()),
+    ),
+    "learned keys, per-head attn_mask": (
+        {"add_bias_kv": True},
+        lambda m, x, seq: m(seq(x), seq(x), seq(x), attn_mask=torch.rand(B * HEADS, L, L) < 0.3),
+    ),
+    "zero keys, causal": (
+        {"add_zero_attn": True},
+        lambda m, x, seq: m(
+            seq(x),
+            seq(x),
+            seq(x),
+            attn_mask=torch.ones(L, L, dtype=torch.bool).triu(1),
+            is_causal=True,
+            need_weights=False,
         ),
     ),
     "causal": (
@@ -127,12 +153,13 @@ def test_an_integer_mask_gets_torchs_error():
         module(x, x, x, attn_mask=torch.zeros(L, L, dtype=torch.int64))
 
 
-@pytest.mark.parametrize(
-    "options, reason", [({"add_bias_kv": True}, "add_bias_kv"), ({"add_zero_attn": True}, "add_zero_attn")]
-)
-def test_learned_or_zero_keys_take_the_fallback_by_name(options, reason):
-    with pytest.warns(UserWarning, match=f"saved-tensor fallback.*{reason}=True"):
-        iexact.compress_(torch.nn.MultiheadAttention(E, HEADS, **options), iexact.CompressionConfig())
+def test_learned_keys_get_their_gradient_through_the_compressed_attention():
+    module = iexact.compress_(torch.nn.MultiheadAttention(E, HEADS, add_bias_kv=True), iexact.CompressionConfig())
+    x = torch.randn(L, B, E)
+    out, weights = module(x, x, x)
+    assert weights.shape == (B, L, L + 1)
+    out.square().sum().backward()
+    assert module.bias_k.grad is not None and module.bias_k.grad.norm() > 0 and module.bias_v.grad.norm() > 0
 
 
 def test_eval_is_the_stock_forward_bit_for_bit():

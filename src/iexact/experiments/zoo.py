@@ -69,13 +69,13 @@ def gine_conv(channels_in: int, channels_out: int) -> GINEConv:
 
 
 class GPSLayer(torch.nn.Module):
-    """GPSConv (GINEConv beside 4-head attention, ``MultiheadAttention`` built
-    with ``attention_options``) reading the edge features, as PyG's GPS example does."""
+    """GPSConv (GINEConv beside 4-head attention of ``attn_type``, built with
+    ``attention_options``) reading the edge features, as PyG's GPS example does."""
 
-    def __init__(self, channels: int, **attention_options):
+    def __init__(self, channels: int, attn_type: str = "multihead", **attention_options):
         super().__init__()
         self.gps = GPSConv(
-            channels, gine_conv(channels, channels), heads=4, attn_type="multihead", attn_kwargs=attention_options
+            channels, gine_conv(channels, channels), heads=4, attn_type=attn_type, attn_kwargs=attention_options
         )
 
     def forward(self, x, edge_index, edge_attr):

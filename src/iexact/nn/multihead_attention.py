@@ -46,9 +46,10 @@ class MultiheadAttentionHandler(CompressedModule):
     ``batch_first`` or :math:`(L, B, E)`, or unbatched :math:`(L, E)`; separate
     ``kdim``/``vdim``; ``key_padding_mask`` and ``attn_mask`` bool or
     additive; ``is_causal``; ``need_weights`` (the weights after dropout,
-    averaged over heads or not, differentiable). ``add_bias_kv`` and
-    ``add_zero_attn`` take the saved-tensor fallback; nested tensors and
-    masks that need a gradient the module's own forward (named in a warning).
+    averaged over heads or not, differentiable); ``add_bias_kv``'s learned
+    key and value and ``add_zero_attn``'s zero ones, appended after the input
+    maps as torch appends them. Nested tensors and masks that need a
+    gradient take the module's own forward (named in a warning).
 
     Stores: each distinct input compressed once (unprojected unless
     ``rp_edge_convs``), the values once, and the queries and keys once with the
@@ -56,12 +57,6 @@ class MultiheadAttentionHandler(CompressedModule):
     queries and keys exact (:class:`~iexact.autograd.DenseAttentionFunction`);
     the heads' output compressed once (for :math:`W_O`).
     """
-
-    @staticmethod
-    def unsupported(attention) -> str | None:
-        if attention.bias_k is not None or attention.bias_v is not None:
-            return "add_bias_kv=True"
-        return "add_zero_attn=True" if attention.add_zero_attn else None
 
     @staticmethod
     def owned(attention) -> list[torch.nn.Module]:
@@ -119,10 +114,11 @@ class MultiheadAttentionHandler(CompressedModule):
             return super().forward(*arguments)
         batched = query.dim() == 3
         q, k, v = self._in_projection((query, key, value), batched)
+        k, v, added = self._added_keys(k, v)
         if is_causal and key_padding_mask is None and not need_weights:
-            # torch then gives scaled_dot_product_attention is_causal=True in place of the mask
-            attn_mask = torch.ones(q.shape[2], k.shape[2], dtype=torch.bool, device=q.device).triu_(1)
-        mask = self._mask(key_padding_mask, attn_mask, q.shape[0], query.dtype)
+            # torch then gives scaled_dot_product_attention is_causal=True in place of the mask (the added keys too)
+            attn_mask, added = torch.ones(q.shape[2], k.shape[2], dtype=torch.bool, device=q.device).triu_(1), 0
+        mask = self._mask(key_padding_mask, attn_mask, q.shape[0], query.dtype, added)
         out, weights = DenseAttentionFunction.apply(q, k, v, mask, self.dropout, self.iexact_config, self.iexact_seeds)
         out = mark_intermediate(out.transpose(1, 2).flatten(2))
         out = CompressedLinearFunction.apply(
@@ -166,9 +162,28 @@ class MultiheadAttentionHandler(CompressedModule):
                 outputs[j] = plus_linear_bias(y, biases[j])
         return [mark_intermediate(y.unflatten(-1, (self.num_heads, -1)).transpose(1, 2)) for y in outputs]
 
-    def _mask(self, key_padding_mask, attn_mask, batch, dtype):
-        r"""The additive mask :math:`M`, broadcastable to :math:`(B, H, L, S)`, or ``None``."""
-        padding, attention = _additive(key_padding_mask, dtype), _additive(attn_mask, dtype)
+    def _added_keys(self, k, v):
+        r"""Keys and values :math:`(B, H, S, C)` with ``add_bias_kv``'s learned row and then
+        ``add_zero_attn``'s zero row appended (as torch appends them), and how many rows were added."""
+        added = 0
+        if self.bias_k is not None and self.bias_v is not None:
+            k, v = (
+                torch.cat([t, bias.reshape(1, t.shape[1], 1, -1).to(t.dtype).expand(*t.shape[:2], 1, -1)], dim=2)
+                for t, bias in ((k, self.bias_k), (v, self.bias_v))
+            )
+            added += 1
+        if self.add_zero_attn:
+            k, v = (torch.cat([t, t.new_zeros(*t.shape[:2], 1, t.shape[-1])], dim=2) for t in (k, v))
+            added += 1
+        return mark_intermediate(k), mark_intermediate(v), added
+
+    def _mask(self, key_padding_mask, attn_mask, batch, dtype, added):
+        r"""The additive mask :math:`M`, broadcastable to :math:`(B, H, L, S)`, or ``None``; a given
+        mask is extended by ``added`` keys that every query attends (zero columns, as torch pads)."""
+        padding, attention = (
+            torch.nn.functional.pad(mask, (0, added)) if mask is not None and added else mask
+            for mask in (_additive(key_padding_mask, dtype), _additive(attn_mask, dtype))
+        )
         if attention is not None and attention.dim() == 3:
             attention = attention.view(batch, self.num_heads, *attention.shape[1:])
         if padding is None:
