@@ -6,7 +6,7 @@ import torch
 import torch.nn.functional as F
 
 from iexact.autograd import ActivationDerivativeFunction, ActivationDropoutFunction, DeferredActivationFunction
-from iexact.autograd.activation_dropout import claim
+from iexact.autograd.activation_dropout import _zero_where_not, claim
 from iexact.quant import selected_capacity
 
 SLOPES = {"relu": 0.0, "leaky_relu": 0.2, "leaky_relu 0.01": 0.01}
@@ -78,3 +78,18 @@ def test_an_unclaimed_deferred_activation_is_refused_in_backward():
     with pytest.raises(RuntimeError, match="without passing that dropout"):
         (h * 2).sum().backward()
     assert claim(torch.randn(3, requires_grad=True).relu()) is None  # no deferred activation: nothing claimed
+
+
+@pytest.mark.parametrize("dtype", [torch.float32, torch.bfloat16, torch.float16, torch.float64])
+@pytest.mark.parametrize("contiguous", [True, False])
+def test_zeroing_by_bits_is_masked_fill(dtype, contiguous):
+    values = torch.randn(40, 25).to(dtype)
+    values[0, :4] = torch.tensor([float("inf"), float("-inf"), float("nan"), -0.0]).to(dtype)
+    keep = torch.rand(40, 25) < 0.5
+    keep[0, :4] = False
+    if not contiguous:
+        values, keep = values.t(), keep.t()
+    expected = values.clone().masked_fill_(~keep, 0.0)
+    got = _zero_where_not(values, keep)
+    assert got is values and torch.equal(got, expected)
+    assert not torch.signbit(got[~keep]).any()  # +0, as masked_fill_ writes
