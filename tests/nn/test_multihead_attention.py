@@ -57,6 +57,12 @@ class SelfAttention(torch.nn.Module):
         return self.attention(x, x, x, **self.options)[0]
 
 
+def _causal(module, x):
+    """Self-attention with the causal hint (and its mask, which torch requires)."""
+    causal = torch.ones(L, L, dtype=torch.bool).triu(1)
+    return module(x, x, x, attn_mask=causal, is_causal=True, need_weights=False)
+
+
 # each form: module options, and the call of a module on batch-first x, with ``seq`` laying out a
 # batch-first tensor as the module takes it
 FORMS = {
@@ -89,28 +95,8 @@ FORMS = {
         {"add_bias_kv": True},
         lambda m, x, seq: m(seq(x), seq(x), seq(x), attn_mask=torch.rand(B * HEADS, L, L) < 0.3),
     ),
-    "zero keys, causal": (
-        {"add_zero_attn": True},
-        lambda m, x, seq: m(
-            seq(x),
-            seq(x),
-            seq(x),
-            attn_mask=torch.ones(L, L, dtype=torch.bool).triu(1),
-            is_causal=True,
-            need_weights=False,
-        ),
-    ),
-    "causal": (
-        {},
-        lambda m, x, seq: m(
-            seq(x),
-            seq(x),
-            seq(x),
-            attn_mask=torch.ones(L, L, dtype=torch.bool).triu(1),
-            is_causal=True,
-            need_weights=False,
-        ),
-    ),
+    "zero keys, causal": ({"add_zero_attn": True}, lambda m, x, seq: _causal(m, seq(x))),
+    "causal": ({}, lambda m, x, seq: _causal(m, seq(x))),
 }
 
 

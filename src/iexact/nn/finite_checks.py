@@ -17,23 +17,18 @@ from __future__ import annotations
 import torch
 
 from ..ops.codec import finish_finite_checks, start_finite_checks
-from .handler import hook_forward_, unhook_forward_
+from .handler import hook_forward_, keep_token, take_token, unhook_forward_
 
 _TOKEN = "iexact_finite_checks"  # the instance attribute holding an open collection's token
 
 
 def _begin(module: torch.nn.Module, args) -> None:
-    if torch.compiler.is_compiling():
-        return
-    token = start_finite_checks()
-    if token is not None:  # an outer forward (another converted model's) may collect already
-        module.__dict__[_TOKEN] = token
+    # no token under torch.compile, or where an outer forward (another converted model's) collects already
+    keep_token(module, _TOKEN, start_finite_checks())
 
 
 def _end(module: torch.nn.Module, args, output) -> None:
-    if torch.compiler.is_compiling():
-        return
-    token = module.__dict__.pop(_TOKEN, None)
+    token = take_token(module, _TOKEN)
     if token is not None:
         finish_finite_checks(token, raising=output is not None)  # None: the forward raised (always_call)
 

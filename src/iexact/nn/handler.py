@@ -22,6 +22,7 @@ users register their own the same way::
 
 from __future__ import annotations
 
+import contextvars
 from collections.abc import Mapping
 from types import MappingProxyType
 from typing import TYPE_CHECKING
@@ -88,6 +89,23 @@ def hook_forward_(model: torch.nn.Module, begin, end, with_kwargs: bool = False)
     if begin not in model._forward_pre_hooks.values():
         model.register_forward_pre_hook(begin, with_kwargs=with_kwargs)
         model.register_forward_hook(end, with_kwargs=with_kwargs, always_call=True)
+
+
+def keep_token(model: torch.nn.Module, name: str, token: contextvars.Token | None) -> None:
+    """Keep ``token`` (a ContextVar's, set as ``model``'s forward begins) on
+    ``model`` under ``name`` for :func:`take_token`; ``None`` (nothing set: an
+    outer forward's scope, or a compiled graph's) keeps nothing."""
+    if token is not None:
+        model.__dict__[name] = token
+
+
+def take_token(model: torch.nn.Module, name: str) -> contextvars.Token | None:
+    """The token :func:`keep_token` kept on ``model`` under ``name``, removed, as
+    its forward ends; ``None`` if none, or under ``torch.compile`` (whose graph
+    reads no ContextVar)."""
+    if torch.compiler.is_compiling():
+        return None
+    return model.__dict__.pop(name, None)
 
 
 def unhook_forward_(model: torch.nn.Module, begin, end) -> None:

@@ -22,7 +22,7 @@ import torch
 
 from ..autograd.saving import CALLER_HELD
 from ..graph import storages, tensors_in
-from .handler import hook_forward_, unhook_forward_
+from .handler import hook_forward_, keep_token, take_token, unhook_forward_
 
 _TOKEN = "iexact_held_token"  # the instance attribute holding the ContextVar token of an open forward
 
@@ -49,13 +49,11 @@ class HeldStorages:
 def _begin(module: torch.nn.Module, args, kwargs) -> None:
     if torch.compiler.is_compiling() or CALLER_HELD.get() is not None:
         return
-    module.__dict__[_TOKEN] = CALLER_HELD.set(HeldStorages(module, (args, kwargs)))
+    keep_token(module, _TOKEN, CALLER_HELD.set(HeldStorages(module, (args, kwargs))))
 
 
 def _end(module: torch.nn.Module, args, kwargs, output) -> None:
-    if torch.compiler.is_compiling():
-        return
-    token = module.__dict__.pop(_TOKEN, None)
+    token = take_token(module, _TOKEN)
     if token is not None:
         CALLER_HELD.reset(token)
 

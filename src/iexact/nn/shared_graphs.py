@@ -12,21 +12,17 @@ from __future__ import annotations
 import torch
 
 from ..autograd.shared_graphs import close_shared_graphs, open_shared_graphs
-from .handler import hook_forward_, unhook_forward_
+from .handler import hook_forward_, keep_token, take_token, unhook_forward_
 
 _TOKEN = "iexact_shared_graphs"  # the instance attribute holding an open forward's token
 
 
 def _begin(module: torch.nn.Module, args) -> None:
-    token = open_shared_graphs()
-    if token is not None:
-        module.__dict__[_TOKEN] = token
+    keep_token(module, _TOKEN, open_shared_graphs())
 
 
 def _end(module: torch.nn.Module, args, output) -> None:
-    if torch.compiler.is_compiling():
-        return
-    token = module.__dict__.pop(_TOKEN, None)
+    token = take_token(module, _TOKEN)
     if token is not None:
         close_shared_graphs(token)
 
