@@ -42,7 +42,10 @@ class AggregateFunction(SavingFunction):
 
     Stores: references to ``structure`` and ``edge_weight`` (the caller's
     own tensors, 0 new bytes); and, only when ``edge_weight`` needs a
-    gradient, :math:`X` compressed with ``config``.
+    gradient, :math:`X` compressed with ``config``. A GCN-normalized graph
+    read in a converted model's forward also keeps its
+    :class:`~iexact.autograd.shared_graphs.SharedGraph`, which holds no
+    tensor between forward and backward.
 
     Shapes:
         - **input:** :math:`X` :math:`(N_s, F)`, ``structure`` :math:`(2, E)`
