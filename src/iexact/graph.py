@@ -12,6 +12,7 @@ temporary stays bounded.
 from __future__ import annotations
 
 import dataclasses
+import functools
 import math
 from collections.abc import Callable
 
@@ -231,13 +232,17 @@ def edges(
     structure = plain(structure)
     if spec.gcn is not None:
         improved, self_loops = spec.gcn
-        flat = structure
-
-        def normalize() -> tuple:
-            return gcn_normalized(
-                flat, edge_weight, spec.num_src, improved, self_loops, spec.flow, dtype, traceable=not spec.sparse
-            )
-
+        normalize = functools.partial(  # traceable: a plain (2, E) index, normalized again in backward
+            gcn_normalized,
+            structure,
+            edge_weight,
+            spec.num_src,
+            improved,
+            self_loops,
+            spec.flow,
+            dtype,
+            not spec.sparse,
+        )
         structure, edge_weight = normalize() if shared is None else shared(normalize)
     if spec.sparse:
         return sparse_edges(structure)
