@@ -188,11 +188,15 @@ def _for_module(config: CompressionConfig, fallback: bool) -> CompressionConfig:
 def _costs(model: torch.nn.Module, inputs, kwargs, names: dict) -> dict[str, list]:
     """``{name: [bytes, noise]}`` of each compressed module in one observed
     training forward: the stored bytes of what it compresses (from the shapes),
-    and :math:`\\sum \\lVert \\hat x - x \\rVert^2` of each tensor against what was stored."""
+    and :math:`\\sum \\lVert \\hat x - x \\rVert^2` of each tensor against what was stored.
+    What the model's own code compresses (:mod:`iexact.nn.model_code`) is no
+    module's: it stays at its config, among the plan's fixed bytes."""
     costs: dict[str, list] = {}
 
     def record(owners, x, seed, config, stored) -> None:
-        owner = next((module for module in reversed(owners) if is_compressed(module)), model)
+        owner = next((module for module in reversed(owners) if is_compressed(module)), None)
+        if owner is None:
+            return
         estimate = decompress(stored)
         row = costs.setdefault(names[owner], [0, 0.0])
         row[0] += stored_bytes(x.shape, config)

@@ -270,3 +270,18 @@ def test_the_gps_batch_script_prints_its_table(capsys):
     assert module.main(argv) == 0
     cells = capsys.readouterr().out.strip().splitlines()[-1].strip("| ").split(" | ")
     assert float(cells[2].removesuffix("×")) > 1.5 and 0 < float(cells[4]) < float("inf")
+
+
+def test_the_pyg_examples_script_prints_its_table(capsys):
+    """``benchmarks/pyg_examples.py``, whose figures the guide quotes, on a small synthetic graph."""
+    script = Path(__file__).resolve().parents[2] / "benchmarks" / "pyg_examples.py"
+    spec = importlib.util.spec_from_file_location("pyg_examples", script)
+    module = importlib.util.module_from_spec(spec)
+    spec.loader.exec_module(module)
+    argv = ["--dataset", "synthetic:2000,8000,16,4", "--runs", "1", "--epochs", "2", "--threads", "1"]  # above 64 KiB
+    assert module.main(argv) == 0
+    rows = capsys.readouterr().out.strip().splitlines()[-2:]
+    for row, name in zip(rows, ("gcn.py", "gat.py"), strict=True):
+        cells = row.strip("| ").split(" | ")
+        assert cells[0] == name
+        assert float(cells[3].removesuffix("×")) > float(cells[2].removesuffix("×")) > 1  # the model's code counts

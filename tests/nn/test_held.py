@@ -63,7 +63,7 @@ def test_restore_removes_the_hooks_and_compressing_twice_adds_them_once():
     model = Direct()
     iexact.compress_(model, CONFIG)
     iexact.compress_(model, CONFIG)
-    assert len(model._forward_pre_hooks) == 3  # the finite checks', the shared graphs' and ours
+    assert len(model._forward_pre_hooks) == 4  # the finite checks', the shared graphs', the model code's and ours
     iexact.nn.restore_(model)
     assert not model._forward_pre_hooks and not model._forward_hooks
 

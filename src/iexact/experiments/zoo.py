@@ -5,7 +5,9 @@ Each is built with 3 layers of ``hidden`` channels on a random graph
 16-dimensional edge features for the layers that read them): PyG's own
 model classes where PyG has one (``GCN``, ``GraphSAGE``, ``GAT``, ``GAT(v2=True)``,
 ``GIN``, ``PNA``, ``EdgeCNN``), otherwise a :class:`Stack` of one conv class
-with ReLU (or the named norm and activation) and dropout 0.5 between layers.
+with ReLU (or the named norm and activation) and dropout 0.5 between layers;
+and GCN and GAT as PyG's examples write them, with dropout and the
+activation as functions (:class:`FunctionalStack`).
 :func:`zoo_report` measures each with FP32 beside the default config, and
 with a ``max_error`` beside the plan of least memory measured within it
 (:func:`iexact.plan_memory`).
@@ -21,6 +23,8 @@ from collections.abc import Callable
 import torch
 from torch_geometric.nn import (
     ChebConv,
+    GATConv,
+    GCNConv,
     GENConv,
     GINEConv,
     GPSConv,
@@ -60,6 +64,23 @@ class Stack(torch.nn.Module):
         return x
 
 
+class FunctionalStack(torch.nn.Module):
+    """``convs`` as PyG's ``examples/gcn.py`` and ``gat.py`` call them: dropout
+    0.5 before each and ``act`` after each but the last, as functions in the
+    model's own forward (:mod:`iexact.nn.model_code`), not as modules."""
+
+    def __init__(self, convs: list, act: Callable[[torch.Tensor], torch.Tensor]):
+        super().__init__()
+        self.convs, self.act = torch.nn.ModuleList(convs), act
+
+    def forward(self, x, edge_index):
+        for i, conv in enumerate(self.convs):
+            x = conv(torch.nn.functional.dropout(x, p=0.5, training=self.training), edge_index)
+            if i < len(self.convs) - 1:
+                x = self.act(x)
+        return x
+
+
 def gine_conv(channels_in: int, channels_out: int) -> GINEConv:
     """GINEConv with a two-layer MLP reading :data:`EDGE_DIM` edge features."""
     mlp = torch.nn.Sequential(
@@ -82,6 +103,24 @@ class GPSLayer(torch.nn.Module):
         return self.gps(x, edge_index, edge_attr=edge_attr)
 
 
+def _pyg_examples(widths: list[tuple[int, int]], hidden: int, classes: int) -> dict[str, Callable[[], tuple]]:
+    """The builders of GCN and GAT as PyG's ``examples/gcn.py`` and ``gat.py`` write them (:class:`FunctionalStack`)."""
+    return {
+        "GCNConv, functional dropout and ReLU (PyG's gcn.py)": lambda: (
+            FunctionalStack([GCNConv(i, o) for i, o in widths], torch.nn.functional.relu),
+            False,
+        ),
+        "GATConv, functional dropout and ELU (PyG's gat.py)": lambda: (
+            FunctionalStack(
+                [GATConv(i, o // 8, heads=8, dropout=0.6) for i, o in widths[:-1]]
+                + [GATConv(hidden, classes, heads=1, concat=False, dropout=0.6)],
+                torch.nn.functional.elu,
+            ),
+            False,
+        ),
+    }
+
+
 def zoo(features: int, hidden: int, classes: int, edge_index: torch.Tensor) -> dict[str, Callable[[], tuple]]:
     """Builders of each model, by name: ``build()`` returns ``(model, reads edge features)``."""
     widths = [(features, hidden), (hidden, hidden), (hidden, classes)]
@@ -91,6 +130,7 @@ def zoo(features: int, hidden: int, classes: int, edge_index: torch.Tensor) -> d
         "GCN": lambda: (GCN(features, hidden, 3, classes, dropout=0.5), False),
         "GraphSAGE": lambda: (GraphSAGE(features, hidden, 3, classes, dropout=0.5), False),
         "GAT": lambda: (GAT(features, hidden, 3, classes, dropout=0.5, heads=4), False),
+        **_pyg_examples(widths, hidden, classes),
         "GAT(v2=True) (GATv2Conv)": lambda: (GAT(features, hidden, 3, classes, dropout=0.5, heads=4, v2=True), False),
         "TransformerConv + LayerNorm + GELU": lambda: (
             Stack(

@@ -19,6 +19,7 @@ from .finite_checks import unwatch_finite_checks_, watch_finite_checks_
 from .fusion import link_activations_, unlink_activations_
 from .handler import HANDLERS, CompressedModule, compressed_class, is_lazy, lazy_reason, original_class
 from .held import unwatch_held_, watch_held_
+from .model_code import STATELESS, ModelCode, unwatch_model_code_, watch_model_code_
 from .shared_graphs import unwatch_shared_graphs_, watch_shared_graphs_
 
 NODE_CHILDREN: Mapping[type[torch.nn.Module], tuple[str, ...]] = MappingProxyType(
@@ -35,7 +36,6 @@ most of its bytes, so projecting its MLP's and linear maps' inputs saves few
 bytes and adds most of its gradient noise."""
 
 # modules that keep no activation of their own for backward
-_STATELESS = (torch.nn.Identity, torch.nn.Sequential, torch.nn.ModuleList, torch.nn.ModuleDict)
 
 
 def _may_keep_activations(module: torch.nn.Module) -> bool:
@@ -44,7 +44,7 @@ def _may_keep_activations(module: torch.nn.Module) -> bool:
     buffers of its own whose children, if any, are activations it applies (a
     Linear; the fixed projection and kernel of ``PerformerAttention``'s
     features). A container of other modules leaves them to themselves."""
-    if isinstance(module, _STATELESS):
+    if isinstance(module, STATELESS):
         return False
     if isinstance(module, MessagePassing) or _is_activation(module):
         return True
@@ -85,21 +85,24 @@ def compress_(
     runs PyG's own forward, which calls its children, so they are asked about
     and converted as any module: to keep a whole conv uncompressed, exclude
     its name and its children's (``not name.startswith("convs.1")``).
-    GINConv's ``nn`` is a network of its own and is always converted module
-    by module.
+    GINConv's ``nn`` is always converted module by module.
 
-    **Convs keeping tensors per edge.** The children of a GENConv that
-    compute on its nodes (:data:`NODE_CHILDREN`: its MLP, its linear maps)
-    are converted with ``config.edge_conv_inputs``, unprojected unless
-    ``rp_edge_convs``, as the attention, gated, edge and PNA convs keep the
-    node features of the maps they compute themselves.
+    **Convs keeping tensors per edge.** The children of a GENConv that compute on its
+    nodes (:data:`NODE_CHILDREN`: its MLP, its linear maps) are converted with
+    ``config.edge_conv_inputs``, unprojected unless ``rp_edge_convs``, as the attention,
+    gated, edge and PNA convs keep the node features of the maps they compute themselves.
 
     **The fallback.** A module in a setting its handler does not compress
     (``SAGEConv(aggr="max")``) or with no handler that may save activations
-    of its own (a message-passing layer, an activation, a module computing
-    with parameters or buffers of its own) keeps what autograd saves for it compressed with
-    ``fallback`` (:mod:`iexact.nn.fallback`); ``torch.compile`` runs it
-    eagerly between graphs. One warning names these modules, and those left full precision.
+    of its own (a message-passing layer, an activation, a module computing with
+    parameters or buffers of its own) keeps what autograd saves for it compressed
+    with ``fallback`` (:mod:`iexact.nn.fallback`), eagerly under ``torch.compile``.
+    One warning names these modules, and those left full precision.
+
+    **The model's own code** between its modules (PyG's examples'
+    ``F.dropout``, ``.relu()``, ``F.elu``) keeps what it saves as a module
+    would: dropout and activations through iexact's Functions with
+    ``config``, the rest by the fallback's rules (:mod:`iexact.nn.model_code`).
 
     Args:
         model (torch.nn.Module): the model, changed in place.
@@ -107,15 +110,16 @@ def compress_(
         filter_fn (callable, optional): ``filter_fn(module, name)`` returns
             ``False`` to leave a module as it is. (default: :obj:`None`)
         fallback (CompressionConfig, optional): the config of the saved-tensor
-            fallback; ``None`` turns it off. (default: 8 bits, no projection)
+            fallback and of the model's own code; ``None`` turns both off.
+            (default: 8 bits, no projection)
 
     Returns:
         ``model``.
     """
     _check_arguments(model, config, filter_fn, fallback)
-    _unshare_defaults_(model)
-    generic, skipped = _convert_modules(model, config, filter_fn, fallback, SeedStream.from_torch_seed())
-    _link_model_(model)
+    seeds = SeedStream.from_torch_seed()
+    generic, skipped, excluded = _convert_modules(model, config, filter_fn, fallback, seeds)
+    _link_model_(model, None if fallback is None else ModelCode(config, fallback, seeds), _container_test(excluded))
     _warn(generic, skipped, fallback)
     return model
 
@@ -126,13 +130,17 @@ def _convert_modules(
     filter_fn: Callable[[torch.nn.Module, str], bool] | None,
     fallback: CompressionConfig | None,
     seeds: SeedStream,
-) -> tuple[list[str], list[str]]:
-    """Convert each module of ``model`` as :func:`compress_` says; ``(generic,
-    skipped)``: the modules the fallback takes and those left full precision, described."""
+) -> tuple[list[str], list[str], set[int]]:
+    """Convert each module of ``model`` as :func:`compress_` says (its shared
+    default children copied first, :func:`_unshare_defaults_`); ``(generic,
+    skipped, excluded)``: the modules the fallback takes and those left full
+    precision, described, and the ids of those ``filter_fn`` left as they are."""
+    _unshare_defaults_(model)
     owned: set[int] = set()  # ids of children computed by a converted conv
     node_scopes: list[str] = []  # names of NODE_CHILDREN met so far: their modules take config.edge_conv_inputs
     generic: list[str] = []
     skipped: list[str] = []
+    excluded: set[int] = set()
     for name, module in model.named_modules():
         scoped = any(name == scope or name.startswith(scope + ".") for scope in node_scopes)
         node_scopes += [f"{name}.{child}".lstrip(".") for child in NODE_CHILDREN.get(original_class(module), ())]
@@ -142,18 +150,42 @@ def _convert_modules(
             reason = _convert(module, config.edge_conv_inputs if scoped else config, seeds, owned)
             if reason is not None:
                 (generic if _fall_back(module, fallback, seeds) else skipped).append(f"{name or '<model>'} ({reason})")
-    return generic, skipped
+        else:
+            excluded.add(id(module))
+    return generic, skipped, excluded
 
 
-def _link_model_(model: torch.nn.Module) -> None:
+def _container_test(excluded: set[int]) -> Callable[[torch.nn.Module], bool]:
+    """Whether a module's own forward is its model's code (:mod:`iexact.nn.model_code`):
+    not converted, not one that may keep activations of its own, not one of
+    torch's stateless containers, and not left as it is by ``filter_fn``."""
+
+    def is_container(module: torch.nn.Module) -> bool:
+        return not (
+            id(module) in excluded
+            or isinstance(module, (CompressedModule, *STATELESS))
+            or _may_keep_activations(module)
+        )
+
+    return is_container
+
+
+def _link_model_(
+    model: torch.nn.Module, model_code: ModelCode | None, is_container: Callable[[torch.nn.Module], bool]
+) -> None:
     """What a converted model holds as a whole: its activations that leave their
     derivative to a dropout, and the hooks reading its finite checks once per forward,
-    publishing what its caller holds (:mod:`iexact.nn.held`) and sharing its graphs'
-    normalizations (:mod:`iexact.nn.shared_graphs`)."""
+    publishing what its caller holds (:mod:`iexact.nn.held`), sharing its graphs'
+    normalizations (:mod:`iexact.nn.shared_graphs`) and compressing what its own
+    code saves with ``model_code`` (:mod:`iexact.nn.model_code`; ``None``: off)."""
     link_activations_(model)
     watch_finite_checks_(model)
     watch_held_(model)
     watch_shared_graphs_(model)
+    if model_code is None:
+        unwatch_model_code_(model)
+    else:
+        watch_model_code_(model, model_code, is_container)
 
 
 def _unshare_defaults_(model: torch.nn.Module) -> None:
@@ -284,6 +316,7 @@ def restore_(model: torch.nn.Module) -> torch.nn.Module:
     unwatch_finite_checks_(model)
     unwatch_held_(model)
     unwatch_shared_graphs_(model)
+    unwatch_model_code_(model)
     for module in model.modules():
         if isinstance(module, CompressedModule):
             base = module.iexact_base

@@ -152,15 +152,27 @@ class _Saved:
     to the hooks active around it (an outer pack sees every tensor kept,
     compressed codes included)."""
 
-    def __init__(self, module: CompressedModule, inputs: tuple, calls: _Calls):
-        self.config, self.seeds, self.calls = module.iexact_config, module.iexact_seeds, calls
-        outer = CALLER_HELD.get()  # what the model's caller holds: an input leaf made during its forward is not
-        own = {key for tensor in (*module.parameters(), *module.buffers()) for key, _ in storages(tensor)}
-        read = {key for t in tensors_in(inputs) if t.grad_fn is None for key, _ in storages(t)}
-        self.held = own | {key for key in read if outer is None or key in outer}
+    def __init__(self, config: CompressionConfig, seeds, module: torch.nn.Module, inputs: tuple, calls: _Calls):
+        self.config, self.seeds, self.calls = config, seeds, calls
+        self._sources: tuple | None = (module, inputs, CALLER_HELD.get())
+        self._held: set | None = None
         self.outer = torch._C._autograd._top_saved_tensors_default_hooks(False)
         # each view compressed once: (storage, offset, shape, stride, version) -> (the tensor, weakly; its record)
         self.packed: dict[tuple, tuple[weakref.ref, tuple]] = {}
+
+    @property
+    def held(self) -> set:
+        """The storage keys kept by reference: the module's parameters and
+        buffers, and the inputs it reads that its caller holds (an input leaf
+        made during the model's forward is no caller's); collected when first asked."""
+        if self._held is None:
+            assert self._sources is not None
+            module, inputs, outer = self._sources
+            own = {key for tensor in (*module.parameters(), *module.buffers()) for key, _ in storages(tensor)}
+            read = {key for t in tensors_in(inputs) if t.grad_fn is None for key, _ in storages(t)}
+            self._held = own | {key for key in read if outer is None or key in outer}
+            self._sources = None  # nothing kept beyond the keys
+        return self._held
 
     def pack(self, tensor: torch.Tensor):
         if COMPRESSED_CODES.get() or not self._compressible(tensor):
@@ -237,7 +249,7 @@ def _dense(shape, stride) -> bool:
 def compressed_saving(module: CompressedModule, inputs: tuple):
     """Run the block with what autograd saves for ``module`` compressed (see the module docstring)."""
     calls = _Calls()
-    saved = _Saved(module, inputs, calls)
+    saved = _Saved(module.iexact_config, module.iexact_seeds, module, inputs, calls)
     token = CALLER_HELD.set(frozenset(saved.held))
     try:
         with calls, torch.autograd.graph.saved_tensors_hooks(saved.pack, saved.unpack):
