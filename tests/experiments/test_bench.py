@@ -273,7 +273,7 @@ def test_the_gps_batch_script_prints_its_table(capsys):
 
 
 def test_the_pyg_examples_script_prints_its_table(capsys):
-    """``benchmarks/pyg_examples.py``, whose figures the guide quotes, on a small synthetic graph."""
+    """``benchmarks/pyg_examples.py``, whose figures the README quotes, on a small synthetic graph."""
     script = Path(__file__).resolve().parents[2] / "benchmarks" / "pyg_examples.py"
     spec = importlib.util.spec_from_file_location("pyg_examples", script)
     module = importlib.util.module_from_spec(spec)

@@ -19,13 +19,16 @@ from torch_geometric.nn import MessagePassing
 
 from iexact.nn import HANDLERS
 
+RELATIONS = 3  # the relations of a "typed" example's edges
+
 
 @dataclasses.dataclass(frozen=True)
 class Example:
     """A module to check: ``build(features)`` makes it for ``features`` input
     channels; ``inputs`` says how it is called: ``"x"`` (features only),
     ``"graph"`` (``x, graph``), ``"graph2"`` (``x, x_0, graph``, as
-    GCN2Conv), ``"index"`` (an aggregation: ``x, index, dim_size=``, the
+    GCN2Conv), ``"typed"`` (``x, graph, edge_type``, as RGCNConv, the edges
+    of :data:`RELATIONS` relations in turn), ``"index"`` (an aggregation: ``x, index, dim_size=``, the
     rows in groups of about four) or ``"sequence"`` (attention: ``x`` as a
     batch of sequences of five, ``(x, x, x)``, the output's rows back in
     ``x``'s order); ``unbiased`` is ``False`` for one whose gradient is exact (the
@@ -43,7 +46,7 @@ class Example:
 
     @property
     def reads_graph(self) -> bool:
-        return self.inputs in ("graph", "graph2")
+        return self.inputs in ("graph", "graph2", "typed")
 
     def call(self, module: torch.nn.Module, x: torch.Tensor, graph=None, **kwargs):
         """``module`` called as this example says, ``x_0`` (``graph2``) or the groups (``index``) made from ``x``."""
@@ -58,6 +61,8 @@ class Example:
             return module(sequences, sequences, sequences, **kwargs)[0].flatten(0, 1)
         if self.inputs == "graph2":
             return module(x, x.detach() * 0.5, graph, **kwargs)
+        if self.inputs == "typed":
+            return module(x, graph, torch.arange(graph.shape[1], device=x.device) % RELATIONS, **kwargs)
         return module(x, graph, **kwargs)
 
 

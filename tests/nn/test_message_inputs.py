@@ -87,7 +87,17 @@ def test_explain_masks_set_after_conversion_are_honoured(name):
         finally:
             clear_masks(conv)
 
-    compare(_factory(name), run, [features(N, F_IN), features(edge_index.shape[1], seed=4)], warns="explain")
+    inputs = [features(N, F_IN), features(edge_index.shape[1], seed=4)]
+    try:
+        run(_factory(name)(), *inputs)
+    except (TypeError, AssertionError) as stock:
+        # PyG's own RGCNConv checks each relation's edges against the whole mask, and a FastRGCNConv built after
+        # an RGCNConv explains with RGCNConv's propagate: the converted conv fails as its twin does
+        with pytest.raises(type(stock)) as ours:
+            run(iexact.compress_(_factory(name)(), EIGHT_BITS), *inputs)
+        assert str(ours.value) == str(stock)
+        return
+    compare(_factory(name), run, inputs, warns="explain")
 
 
 def test_explain_masks_on_a_copied_converted_conv():

@@ -23,6 +23,7 @@ from .linear import CompressedLinearFunction, EdgePairLinearFunction, SharedInpu
 from .message_linear import TowerMessageLinearFunction, TowerSpec
 from .message_norm import MessageNormFunction
 from .norm import CompressedBatchNormFunction, CompressedLayerNormFunction
+from .relational import RelationalFunction
 from .sage import RowChunkedSAGEFunction
 from .saving import SavingFunction, mark_intermediate
 from .scale import EpsScaleFunction
@@ -55,6 +56,7 @@ __all__ = [
     "GateFunction",
     "GatedMessageFunction",
     "RowChunkedSAGEFunction",
+    "RelationalFunction",
     "SavingFunction",
     "ScatterExtremumFunction",
     "SoftmaxAggregateFunction",
