@@ -2,8 +2,10 @@
 dropout, ReLU and ELU), compressed as a module's would be, and nothing else changed."""
 
 import copy
+import gc
 import math
 import pickle
+import weakref
 
 import pytest
 import torch
@@ -235,3 +237,23 @@ def test_compiled_whole_the_model_keeps_one_graph():
     compiled = torch.compile(converted, fullgraph=True, backend="eager")
     compiled(x, edge_index).sum().backward()
     assert model_code._RUNNING.get() is None
+
+
+def test_nothing_of_a_forward_outlives_its_graph_without_the_garbage_collector():
+    """The saved-tensor hooks live as long as the graph, and no reference cycle keeps them (or what they packed)."""
+    x, edge_index = _graph()
+    converted = iexact.compress_(ExampleGCN(), CompressionConfig())
+    hooks = []  # the forward's saved-tensor hooks, weakly
+
+    def record(module, args):
+        hooks.append(weakref.ref(model_code._RUNNING.get().saved))
+
+    converted.conv2.register_forward_pre_hook(record)
+    gc.disable()
+    try:
+        out = converted(x, edge_index)
+        assert hooks[0]() is not None  # the ReLU's signs unpack through them
+        del out
+        assert hooks[0]() is None
+    finally:
+        gc.enable()

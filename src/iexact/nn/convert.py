@@ -35,8 +35,6 @@ they compute themselves: GENConv's softmax aggregation keeps its messages per ed
 most of its bytes, so projecting its MLP's and linear maps' inputs saves few
 bytes and adds most of its gradient noise."""
 
-# modules that keep no activation of their own for backward
-
 
 def _may_keep_activations(module: torch.nn.Module) -> bool:
     """Whether an unconverted ``module`` may save activations of its own: a

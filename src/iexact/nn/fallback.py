@@ -53,6 +53,7 @@ from ..config import CompressionConfig
 from ..graph import storages, tensors_in
 from ..ops import codec as codec_ops
 from ..quant import pack_mask, unpack_mask
+from ..seeds import SeedStream
 from .handler import CompressedModule
 
 DEFAULT_FALLBACK = CompressionConfig(bits=8, rp_ratio=1)
@@ -152,7 +153,9 @@ class _Saved:
     to the hooks active around it (an outer pack sees every tensor kept,
     compressed codes included)."""
 
-    def __init__(self, config: CompressionConfig, seeds, module: torch.nn.Module, inputs: tuple, calls: _Calls):
+    def __init__(
+        self, config: CompressionConfig, seeds: SeedStream, module: torch.nn.Module, inputs: tuple, calls: _Calls
+    ):
         self.config, self.seeds, self.calls = config, seeds, calls
         self._sources: tuple | None = (module, inputs, CALLER_HELD.get())
         self._held: set | None = None
@@ -173,6 +176,15 @@ class _Saved:
             self._held = own | {key for key in read if outer is None or key in outer}
             self._sources = None  # nothing kept beyond the keys
         return self._held
+
+    def close(self) -> None:
+        """The forward has ended: nothing more is packed. These hooks live as long as
+        the graph, so what only packing needed is let go: the inputs (one made in
+        the forward must not outlive it here) and the record of what was packed."""
+        self._sources = None
+        if self._held is None:
+            self._held = set()
+        self.packed.clear()
 
     def pack(self, tensor: torch.Tensor):
         if COMPRESSED_CODES.get() or not self._compressible(tensor):
@@ -256,6 +268,7 @@ def compressed_saving(module: CompressedModule, inputs: tuple):
             yield
     finally:
         CALLER_HELD.reset(token)
+        saved.close()
 
 
 _NOT_TRACED = (

@@ -61,38 +61,48 @@ class ModelCode:
     seeds: SeedStream
 
 
-class _Scope:
-    """One forward of a converted model: its torch-call watcher and saved-tensor
-    hooks, and a frame per running module. The watcher and hooks are active
-    in the model's own code only: a module whose code is not the model's
-    suspends them while it runs (where they are the innermost: a user's
-    mode or hooks entered above them leave them active, and they pass
-    through what is not the model's code), a container inside it resumes them."""
+class _Frames:
+    """Whose code runs in one forward of a converted model: a frame per running
+    module, ``True`` where its code is the model's (the model's or a container's),
+    and whether a routed call's Function is saving what it keeps. The watcher and
+    hooks read it; it refers to neither (no cycle keeps them beyond the graph)."""
 
-    def __init__(self, model: torch.nn.Module, settings: ModelCode, inputs: tuple):
+    def __init__(self, settings: ModelCode):
         self.settings = settings
-        self.frames: list[tuple[bool, bool]] = []  # (the model's code, whether entering it toggled the watcher)
-        self.active = False
-        self.routing = False  # set while a routed call's Function saves what it keeps
-        self.calls = _ModelCalls(self)
-        self.saved = _ModelSaved(self, settings.fallback, settings.seeds, model, inputs, self.calls)
-        self.hooks = torch.autograd.graph.saved_tensors_hooks(self.saved.pack, self.saved.unpack)
+        self.stack: list[tuple[bool, bool]] = []  # (the model's code, whether entering it toggled the watcher)
+        self.routing = False
 
     @property
     def in_code(self) -> bool:
         """Whether the code running is the model's own."""
-        return bool(self.frames) and self.frames[-1][0]
+        return bool(self.stack) and self.stack[-1][0]
+
+
+class _Scope:
+    """One forward of a converted model: its torch-call watcher and saved-tensor
+    hooks, active in the model's own code only (:class:`_Frames`): a module
+    whose code is not the model's suspends them while it runs (where they are
+    the innermost: a user's mode or hooks entered above them leave them
+    active, and they pass through what is not the model's code), a container
+    inside it resumes them."""
+
+    def __init__(self, model: torch.nn.Module, settings: ModelCode, inputs: tuple):
+        self.frames = _Frames(settings)
+        self.active = False
+        self.calls = _ModelCalls(self.frames)
+        self.saved = _ModelSaved(self.frames, settings.fallback, settings.seeds, model, inputs, self.calls)
+        self.hooks = torch.autograd.graph.saved_tensors_hooks(self.saved.pack, self.saved.unpack)
 
     def enter(self, code: bool) -> None:
         """A module's forward begins; ``code``: its code is the model's."""
         toggled = code != self.active and (code or self._innermost())
         if toggled:
             self._resume() if code else self._suspend()
-        self.frames.append((code, toggled))
+        self.frames.stack.append((code, toggled))
 
     def leave(self) -> None:
         """The forward :meth:`enter` began ends."""
-        code, toggled = self.frames.pop()
+        code, toggled = self.frames.stack.pop()
         if toggled:
             self._suspend() if code else self._resume()
 
@@ -121,21 +131,21 @@ class _ModelCalls(_Calls):
     """The fallback's torch-call watcher, for the model's own code only, routing
     dropout and the element-wise activations (:data:`_ROUTES`) to iexact's Functions."""
 
-    def __init__(self, scope: _Scope):
+    def __init__(self, frames: _Frames):
         super().__init__()
-        self.scope = scope
+        self.frames = frames
 
     def __torch_function__(self, func, types, args=(), kwargs=None):
         kwargs = kwargs or {}
-        if not self.scope.in_code or not torch.is_grad_enabled():
+        if not self.frames.in_code or not torch.is_grad_enabled():
             return func(*args, **kwargs)
         route = _ROUTES.get(func)
         if route is not None and args and _routable(args[0]):
-            self.scope.routing = True
+            self.frames.routing = True
             try:
-                out = route(self.scope.settings, *args, **kwargs)
+                out = route(self.frames.settings, *args, **kwargs)
             finally:
-                self.scope.routing = False
+                self.frames.routing = False
             if out is not None:
                 return mark_intermediate(out)
         return super().__torch_function__(func, types, args, kwargs)
@@ -155,12 +165,12 @@ def _routable(x) -> bool:
 class _ModelSaved(_Saved):
     """The fallback's pack and unpack hooks, for what the model's own code saves."""
 
-    def __init__(self, scope: _Scope, *args):
+    def __init__(self, frames: _Frames, *args):
         super().__init__(*args)
-        self.scope = scope
+        self.frames = frames
 
     def pack(self, tensor: torch.Tensor):
-        if not self.scope.in_code or self.scope.routing:  # a module's, or a routed Function's own storage
+        if not self.frames.in_code or self.frames.routing:  # a module's, or a routed Function's own storage
             return ("kept", self._outer_pack(tensor))
         return super().pack(tensor)
 
@@ -227,6 +237,7 @@ def _leave_code(module: torch.nn.Module, args, kwargs, output) -> None:
     if opened is not None and opened[0] is scope:
         del module.__dict__[_OPEN]
         _RUNNING.reset(opened[1])
+        scope.saved.close()
 
 
 def _enter_module(module: torch.nn.Module, args) -> None:
