@@ -4,7 +4,7 @@ import copy
 
 import pytest
 import torch
-from torch_geometric.nn import MLP, EdgeConv
+from torch_geometric.nn import MLP, DynamicEdgeConv, EdgeConv
 
 import iexact
 from iexact import CompressionConfig
@@ -13,6 +13,13 @@ from iexact.nn.fallback import FallbackHandler
 
 from .examples import Example
 from .forms import F_IN, N, compare, edges, features
+from .knn import knn_available
+
+
+def _dynamic(channels: int, k: int = 4, **kwargs) -> DynamicEdgeConv:
+    with knn_available():
+        return DynamicEdgeConv(MLP([2 * channels, 8, 7]), k=k, **kwargs)
+
 
 EXAMPLES = [
     Example("EdgeConv MLP max", lambda channels: EdgeConv(MLP([2 * channels, 8, 7]))),
@@ -23,6 +30,7 @@ EXAMPLES = [
         ),
     ),
     Example("EdgeConv single-layer MLP add", lambda channels: EdgeConv(MLP([2 * channels, 7]), aggr="add")),
+    Example("DynamicEdgeConv MLP max", _dynamic, inputs="x"),
 ]
 
 
@@ -132,3 +140,35 @@ def test_outputs_are_the_stock_convs_bit_for_bit_in_training(aggr, autocast):
     x, edge_index = features(N, F_IN), edges()
     with torch.autocast("cpu", dtype=torch.bfloat16, enabled=autocast):
         assert torch.equal(conv(x, edge_index), twin(x, edge_index))
+
+
+def test_dynamic_edge_conv_keeps_the_node_features_not_its_knn_messages():
+    x = features(100, 16) * 1.0
+    conv = iexact.compress_(_dynamic(16, k=8), CompressionConfig())
+    fp32 = iexact.activation_memory(_dynamic(16, k=8), x)
+    report = iexact.activation_memory(conv, x)
+    assert report.uncompressed == 2 * 800 * 8 + 8 * 4  # the (2, kN) int64 graph it builds; the norm's statistics
+    # the features once (never the kN x 2F messages), the first norm's input, one bit per ReLU and per extremum
+    assert report.compressed < 6 * iexact.codec.stored_bytes((800, 8), CompressionConfig().unprojected)
+    assert fp32.total > 10 * report.total
+
+
+@pytest.mark.parametrize("form", ["batch", "bipartite batches"])
+def test_dynamic_edge_conv_batches_and_pairs(form):
+    batch = torch.arange(N) * 3 // N  # three graphs
+    if form == "batch":
+        compare(lambda: _dynamic(F_IN), lambda conv, x: conv(x, batch), [features(N, F_IN)])
+    else:
+        targets = torch.arange(12) * 3 // 12
+        run = lambda conv, x, y: conv((x, y), (batch, targets))  # noqa: E731
+        out = compare(lambda: _dynamic(F_IN), run, [features(N, F_IN), features(12, F_IN, seed=3)])
+        assert out.shape == (12, 7)
+
+
+def test_dynamic_edge_conv_with_forward_hooks_on_its_network_runs_the_stock_forward():
+    def build():
+        conv = _dynamic(F_IN)
+        conv.nn.lins[0].register_forward_hook(lambda module, args, out: None)
+        return conv
+
+    compare(build, lambda conv, x: conv(x), [features(N, F_IN)], warns="forward hooks are registered on its nn")

@@ -1,11 +1,13 @@
-r"""``EdgeConv`` whose network's first linear map keeps the node features, not the edges' messages."""
+r"""``EdgeConv`` and ``DynamicEdgeConv``, whose network's first linear map keeps the node features, not the edges'
+messages."""
 
 from __future__ import annotations
 
 from typing import Any, cast
 
 import torch
-from torch_geometric.nn import MLP, EdgeConv
+from torch_geometric.index import index2ptr
+from torch_geometric.nn import MLP, DynamicEdgeConv, EdgeConv
 from torch_geometric.nn.dense.linear import Linear as PyGLinear
 
 from ..autograd import EdgePairLinearFunction
@@ -95,27 +97,74 @@ class EdgeConvHandler(CompressedModule):
         first = first_linear(conv.nn)
         return [] if first is None else [first]
 
-    def _stock_reason(self, x) -> str | None:
-        """Why this call takes EdgeConv's own forward (which raises PyG's errors for malformed input)."""
-        sides = (x, x) if isinstance(x, torch.Tensor) else tuple(x)
-        if len(sides) != 2 or not all(isinstance(side, torch.Tensor) and side.dim() == 2 for side in sides):
-            return "x is not a matrix or a pair of matrices (a static-graph batch?)"
-        first = first_linear(self.nn)
-        if first.weight.shape[1] != sides[0].shape[1] + sides[1].shape[1]:
-            return "the features do not match its nn's input width"
-        if has_forward_hooks(first, cast(torch.nn.Module, self.nn)):  # neither is called here
-            return "forward hooks are registered on its nn"
-        return None
-
     def forward(self, x, edge_index):
-        if not self._compressing() or runs_stock(self, x, edge_index, self._stock_reason(x)):
+        if not self._compressing() or runs_stock(self, x, edge_index, _stock_reason(self, x)):
             return super().forward(x, edge_index)
-        source, target = (x, x) if isinstance(x, torch.Tensor) else tuple(x)
-        inputs = message_inputs(self, (source, target), edge_index)
-        src, dst, _ = attention_edges(edge_index, inputs.num_dst, self.flow, False, is_sparse(edge_index))
-        first = first_linear(self.nn)
-        config, seeds = self.iexact_config.edge_conv_inputs, self.iexact_seeds
-        pair = (source, None if target is source else target)
-        messages = EdgePairLinearFunction.apply(*pair, src, dst, first.weight, first.bias, config, seeds)
-        messages = after_first_linear(self.nn, messages)
-        return self.aggr_module(messages, dst, dim_size=inputs.num_dst, dim=0)
+        return _compressed(self, x, edge_index)
+
+
+def _stock_reason(conv, x) -> str | None:
+    """Why this call of an EdgeConv takes PyG's own forward (which raises PyG's errors for malformed input)."""
+    sides = (x, x) if isinstance(x, torch.Tensor) else tuple(x)
+    if len(sides) != 2 or not all(isinstance(side, torch.Tensor) and side.dim() == 2 for side in sides):
+        return "x is not a matrix or a pair of matrices (a static-graph batch?)"
+    first = first_linear(conv.nn)
+    if first.weight.shape[1] != sides[0].shape[1] + sides[1].shape[1]:
+        return "the features do not match its nn's input width"
+    if has_forward_hooks(first, cast(torch.nn.Module, conv.nn)):  # neither is called here
+        return "forward hooks are registered on its nn"
+    return None
+
+
+def _compressed(conv, x, edge_index) -> torch.Tensor:
+    """The compressed forward of an EdgeConv (or a DynamicEdgeConv, once its graph is built)."""
+    source, target = (x, x) if isinstance(x, torch.Tensor) else tuple(x)
+    inputs = message_inputs(conv, (source, target), edge_index)
+    src, dst, _ = attention_edges(edge_index, inputs.num_dst, conv.flow, False, is_sparse(edge_index))
+    first = first_linear(conv.nn)
+    config, seeds = conv.iexact_config.edge_conv_inputs, conv.iexact_seeds
+    pair = (source, None if target is source else target)
+    messages = EdgePairLinearFunction.apply(*pair, src, dst, first.weight, first.bias, config, seeds)
+    messages = after_first_linear(conv.nn, messages)
+    return conv.aggr_module(messages, dst, dim_size=inputs.num_dst, dim=0)
+
+
+def knn_graph(conv, x, batch) -> torch.Tensor:
+    """The graph a ``DynamicEdgeConv`` builds in its forward, as PyG builds it: pyg-lib's
+    ``knn`` of the features (each target's ``conv.k`` nearest sources, within its graph
+    of ``batch``), flipped to source-to-target."""
+    pair = (x, x) if isinstance(x, torch.Tensor) else tuple(x)
+    if pair[0].dim() != 2:
+        raise ValueError("Static graphs not supported in DynamicEdgeConv")
+    sides = (batch, batch) if isinstance(batch, torch.Tensor) else (None, None) if batch is None else tuple(batch)
+    pointers = [None if side is None else index2ptr(side) for side in sides]
+    return torch.ops.pyg.knn(pair[0], pair[1], pointers[0], pointers[1], conv.k, False, 1).flip([0])
+
+
+@register_handler(DynamicEdgeConv)
+class DynamicEdgeConvHandler(CompressedModule):
+    r"""``DynamicEdgeConv``: the graph of each target's :math:`k` nearest
+    neighbours in feature space built as PyG builds it (:func:`knn_graph`, no
+    gradient flows through it), then the message of :class:`EdgeConvHandler`
+    on it: the network's first linear map keeps the node features, not the
+    :math:`kN \times 2F` concatenations.
+
+    Stores: as :class:`EdgeConvHandler`, and the :math:`(2, kN)` graph it built.
+    """
+
+    @staticmethod
+    def unsupported(conv) -> str | None:
+        return EdgeConvHandler.unsupported(conv)
+
+    @staticmethod
+    def owned(conv) -> list[torch.nn.Module]:
+        return EdgeConvHandler.owned(conv)
+
+    def forward(self, x, batch=None):
+        reason = _stock_reason(self, x)
+        if not self._compressing() or reason is not None and runs_stock(self, x, None, reason):
+            return super().forward(x, batch)
+        edge_index = knn_graph(self, x, batch)
+        if runs_stock(self, x, edge_index):  # explain masks, propagate hooks
+            return super().forward(x, batch)
+        return _compressed(self, x, edge_index)

@@ -39,7 +39,7 @@ class RGCNConvHandler(CompressedModule):
         pair = (x, x) if not isinstance(x, (tuple, list)) else tuple(x)
         featureless = not isinstance(pair[0], torch.Tensor) or not pair[0].is_floating_point()
         reason = "the graph is a torch.sparse adjacency" if is_sparse(edge_index) else None
-        if featureless or edge_type is None or runs_stock(self, x, edge_index, reason):
+        if featureless or runs_stock(self, x, edge_index, reason) or edge_type is None:  # PyG then asks for it
             return super().forward(x, edge_index, edge_type)
         inputs = message_inputs(self, pair, edge_index, None)
         reduce = linear_aggregation(self)
