@@ -6,7 +6,8 @@ r"""The contract every registered handler keeps, checked on the handlers' own ex
   output equals its uncompressed twin's and its input and parameter
   gradients align with them (cosine similarity >= 0.999), for every graph
   form (``edge_index``, ``EdgeIndex``, CSR, COO), BatchNorm statistics included.
-- **Unbiasedness** at INT2, each gradient separately.
+- **Unbiasedness** at INT2, each gradient separately: the first example of
+  each handler's test file by default, every example with ``-m slow``.
 
 The check is :func:`tests.nn.bias.bias_statistic` over K = 256 independent
 compressions, about 1 for an unbiased estimator, against thresholds
@@ -37,7 +38,7 @@ from iexact import CompressionConfig
 from iexact.nn import HANDLERS, is_compressed
 
 from .bias import DRAWS, ROWS, bias_statistic, random_graph, threshold
-from .examples import examples, handler_modules
+from .examples import examples, first_of_each_module, handler_modules
 
 EIGHT_BITS = CompressionConfig(bits=8, block_size=64, rp_ratio=1)
 INT2 = CompressionConfig(reference_inputs=False)  # inputs compressed, not referenced
@@ -144,7 +145,15 @@ def test_the_check_catches_a_squared_decompression():
     assert bias_statistic(squared, x * x) > threshold(x.numel()) > bias_statistic(independent, x * x)
 
 
-@pytest.mark.parametrize("example", [example for example in EXAMPLES if example.unbiased], ids=str)
+@pytest.mark.parametrize(
+    "example",
+    [
+        pytest.param(example, marks=() if example in first_of_each_module() else pytest.mark.slow)
+        for example in EXAMPLES
+        if example.unbiased
+    ],
+    ids=str,
+)
 def test_int2_gradients_average_to_the_exact_ones(example):
     """Each parameter and input gradient separately (an attention vector's bias
     would drown in the weight matrix's gradient if they were pooled)."""
