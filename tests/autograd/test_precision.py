@@ -33,7 +33,7 @@ import iexact
 from iexact import CompressionConfig
 from iexact.autograd.precision import matmul_dtype, plus_linear_bias, plus_parameter
 from tests.nn.bias import ROWS, bias_statistic, random_graph, threshold
-from tests.nn.examples import examples, first_of_each_module
+from tests.nn.examples import examples, statistical_examples
 
 EIGHT_BITS = CompressionConfig(bits=8, block_size=64, rp_ratio=1)
 INT2 = CompressionConfig(reference_inputs=False)
@@ -126,15 +126,7 @@ def test_a_converted_module_under_autocast_is_its_twin(example, graph_kind, inpu
                 assert error <= GRADIENT_TOLERANCE * b.float().norm() + floor, (index, error, b.float().norm())
 
 
-@pytest.mark.parametrize(
-    "example",
-    [
-        pytest.param(example, marks=() if example in first_of_each_module() else pytest.mark.slow)
-        for example in EXAMPLES
-        if example.unbiased
-    ],
-    ids=str,
-)
+@pytest.mark.parametrize("example", statistical_examples(), ids=str)
 def test_int2_gradients_under_autocast_average_to_the_twins(example):
     """Each parameter and input gradient separately, as without autocast, over 128 draws."""
     draws_wanted = 128

@@ -14,6 +14,7 @@ import dataclasses
 import importlib
 from collections.abc import Callable
 
+import pytest
 import torch
 from torch_geometric.nn import MessagePassing
 
@@ -91,6 +92,17 @@ def first_of_each_module() -> list[Example]:
         listed = importlib.import_module(f"tests.nn.test_{module.rsplit('.', 1)[1]}").EXAMPLES
         firsts += [example for example in listed if example.unbiased][:1]
     return firsts
+
+
+def statistical_examples() -> list:
+    """The examples an unbiasedness check runs, as ``pytest`` parameters: the first of
+    each handler's test file by default (:func:`first_of_each_module`), the rest ``slow``."""
+    firsts = first_of_each_module()
+    return [
+        pytest.param(example, marks=() if example in firsts else pytest.mark.slow)
+        for example in examples()
+        if example.unbiased
+    ]
 
 
 def conv_examples() -> list[Example]:

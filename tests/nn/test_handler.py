@@ -38,7 +38,7 @@ from iexact import CompressionConfig
 from iexact.nn import HANDLERS, is_compressed
 
 from .bias import DRAWS, ROWS, bias_statistic, random_graph, threshold
-from .examples import examples, first_of_each_module, handler_modules
+from .examples import examples, handler_modules, statistical_examples
 
 EIGHT_BITS = CompressionConfig(bits=8, block_size=64, rp_ratio=1)
 INT2 = CompressionConfig(reference_inputs=False)  # inputs compressed, not referenced
@@ -145,15 +145,7 @@ def test_the_check_catches_a_squared_decompression():
     assert bias_statistic(squared, x * x) > threshold(x.numel()) > bias_statistic(independent, x * x)
 
 
-@pytest.mark.parametrize(
-    "example",
-    [
-        pytest.param(example, marks=() if example in first_of_each_module() else pytest.mark.slow)
-        for example in EXAMPLES
-        if example.unbiased
-    ],
-    ids=str,
-)
+@pytest.mark.parametrize("example", statistical_examples(), ids=str)
 def test_int2_gradients_average_to_the_exact_ones(example):
     """Each parameter and input gradient separately (an attention vector's bias
     would drown in the weight matrix's gradient if they were pooled)."""
