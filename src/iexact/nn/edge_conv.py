@@ -161,10 +161,10 @@ class DynamicEdgeConvHandler(CompressedModule):
         return EdgeConvHandler.owned(conv)
 
     def forward(self, x, batch=None):
-        reason = _stock_reason(self, x)
-        if not self._compressing() or reason is not None and runs_stock(self, x, None, reason):
+        if not self._compressing():
             return super().forward(x, batch)
-        edge_index = knn_graph(self, x, batch)
-        if runs_stock(self, x, edge_index):  # explain masks, propagate hooks
+        reason = _stock_reason(self, x)
+        edge_index = None if reason is not None else knn_graph(self, x, batch)
+        if runs_stock(self, x, edge_index, reason):  # or explain masks, propagate hooks on the built graph
             return super().forward(x, batch)
         return _compressed(self, x, edge_index)

@@ -217,6 +217,11 @@ _ROUTES = {
 }
 
 
+def _running() -> _Scope | None:
+    """The scope of the forward running, ``None`` outside one or in a compiled graph (which reads no ContextVar)."""
+    return None if torch.compiler.is_compiling() else _RUNNING.get()
+
+
 def _enter_code(module: torch.nn.Module, args, kwargs) -> None:
     """A container's forward begins: the model's code runs (the first opens the scope)."""
     if torch.compiler.is_compiling():
@@ -229,7 +234,7 @@ def _enter_code(module: torch.nn.Module, args, kwargs) -> None:
 
 
 def _leave_code(module: torch.nn.Module, args, kwargs, output) -> None:
-    scope = None if torch.compiler.is_compiling() else _RUNNING.get()
+    scope = _running()
     if scope is None:
         return
     scope.leave()
@@ -242,13 +247,13 @@ def _leave_code(module: torch.nn.Module, args, kwargs, output) -> None:
 
 def _enter_module(module: torch.nn.Module, args) -> None:
     """A module whose code is not the model's begins its forward."""
-    scope = None if torch.compiler.is_compiling() else _RUNNING.get()
+    scope = _running()
     if scope is not None:
         scope.enter(False)
 
 
 def _leave_module(module: torch.nn.Module, args, output) -> None:
-    scope = None if torch.compiler.is_compiling() else _RUNNING.get()
+    scope = _running()
     if scope is not None:
         scope.leave()
 
