@@ -1,3 +1,4 @@
+import dataclasses
 import json
 import pickle
 
@@ -200,3 +201,13 @@ def test_derived_configs_derive_theirs_when_asked():
     assert (
         copied.gates == CompressionConfig().gates and copied.gates.record_json == CompressionConfig().gates.record_json
     )
+
+
+def test_batch_norm_inputs_are_never_centered_and_projected_only_with_rp_norm():
+    config = CompressionConfig()
+    assert config.batch_norm_inputs == dataclasses.replace(config, center=False)
+    assert CompressionConfig(rp_norm=False).batch_norm_inputs == dataclasses.replace(
+        config, rp_norm=False, rp_ratio=1, center=False
+    )
+    uncentered = CompressionConfig(center=False)
+    assert uncentered.batch_norm_inputs is uncentered

@@ -190,6 +190,7 @@ class CompressionConfig:
         _unprojected: CompressionConfig = dataclasses.field(init=False)
         _attention_weights: CompressionConfig = dataclasses.field(init=False)
         _gates: CompressionConfig = dataclasses.field(init=False)
+        _batch_norm_inputs: CompressionConfig = dataclasses.field(init=False)
 
     def __post_init__(self) -> None:
         self._validate()
@@ -233,10 +234,14 @@ class CompressionConfig:
         object.__setattr__(self, "_unprojected", self if self.rp_ratio == 1 else dataclasses.replace(self, rp_ratio=1))
 
     def _derive(self) -> None:
-        """Set the configs of :attr:`attention_weights` and :attr:`gates`. Those
-        derive their own only when asked (:meth:`_derived`): derived eagerly,
-        at least 4 bits and half the bits would make each other without end."""
+        """Set the configs of :attr:`attention_weights`, :attr:`gates` and
+        :attr:`batch_norm_inputs`. Those derive their own only when asked
+        (:meth:`_derived`): derived eagerly, at least 4 bits and half the bits
+        would make each other without end."""
         unprojected = self._unprojected
+        normalized = self if self.rp_norm else unprojected
+        uncentered = dataclasses.replace(normalized, center=False) if normalized.center else normalized
+        object.__setattr__(self, "_batch_norm_inputs", uncentered)
         attention = max(self.bits, ATTENTION_WEIGHT_BITS)
         object.__setattr__(self, "_attention_weights", self._at_bits(unprojected, attention))
         share = 2 if self.bits == HALVED_GATE_BITS else 1
@@ -252,7 +257,7 @@ class CompressionConfig:
         if (config.bits, config.block_size) == (bits, block_size):
             return config
         derived = copy.copy(config)
-        for name in ("_attention_weights", "_gates"):
+        for name in ("_attention_weights", "_gates", "_batch_norm_inputs"):
             derived.__dict__.pop(name, None)
         object.__setattr__(derived, "bits", bits)
         object.__setattr__(derived, "block_size", block_size)
@@ -308,6 +313,17 @@ class CompressionConfig:
         :data:`HALVED_GATE_BITS` bits, half the bits in blocks twice as long,
         so that the two take the codes and scales one tensor would."""
         return self._derived("_gates")
+
+    @property
+    def batch_norm_inputs(self) -> CompressionConfig:
+        r"""How ``BatchNorm1d`` keeps its normalized input :math:`\hat X`: this
+        config with ``rp_norm``, :attr:`unprojected` without, and never
+        centered. :math:`\hat X`'s columns have mean 0 exactly, so a stored
+        center (the mean of sampled rows, :func:`iexact.codec.column_center`)
+        would be that sample's noise: :math:`4C` bytes and two passes over
+        :math:`\hat X` that add the noise's square to the sketch's variance
+        instead of removing an offset."""
+        return self._derived("_batch_norm_inputs")
 
     @property
     def unprojected(self) -> CompressionConfig:

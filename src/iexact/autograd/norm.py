@@ -12,11 +12,6 @@ from ..seeds import SeedStream
 from .saving import SavingFunction, load, pack, save, unpack
 
 
-def norm_config(config: CompressionConfig) -> CompressionConfig:
-    """The config for normalization inputs: projected only when ``config.rp_norm``."""
-    return config if config.rp_norm else config.unprojected
-
-
 def _column_dots(a: torch.Tensor, b: torch.Tensor) -> torch.Tensor:
     r""":math:`\sum_i a_{ic} b_{ic}` per column :math:`c`, :math:`(C,)` for :math:`(N, C)`
     inputs, summed over row chunks: no :math:`N \times C` product temporary."""
@@ -34,67 +29,91 @@ class CompressedBatchNormFunction(SavingFunction):
         \mu = \tfrac1N \textstyle\sum_i X_i, \quad
         \sigma^2 = \tfrac1N \textstyle\sum_i (X_i - \mu)^2, \quad
         \hat X = (X - \mu) / \sqrt{\sigma^2 + \epsilon}, \quad
-        Y = \gamma \hat X + \beta.
+        Y = \gamma \hat X + \beta,
 
-    Backward, with :math:`g = \gamma\, dY` and the stored estimate of :math:`\hat X`:
+    :math:`\hat X` by torch's own kernel (``native_batch_norm`` without
+    :math:`\gamma, \beta`), which also updates the running statistics
+    exactly as ``torch.nn.BatchNorm1d`` does when they are given.
+
+    Backward, with :math:`g = \gamma\, dY`, the stored estimate of :math:`\hat X`
+    re-centred per column (:math:`\tilde X = \hat X - \bar{\hat X}`; the exact
+    columns have mean 0, which makes :math:`\sum_i dX_i = 0` exactly, as it is
+    without compression):
 
     .. math::
-        d\gamma = \textstyle\sum_i dY_i \hat X_i, \quad d\beta = \sum_i dY_i, \quad
+        d\gamma = \textstyle\sum_i dY_i \tilde X_i, \quad d\beta = \sum_i dY_i, \quad
         dX = \frac{1}{N\sqrt{\sigma^2+\epsilon}}\Big(N g - \sum_i g_i
-        - \hat X \sum_i g_i \hat X_i\Big).
+        - \tilde X \sum_i g_i \tilde X_i\Big),
 
-    The decompressed :math:`\hat X` is re-centred per column (its exact
-    column means are 0), which makes :math:`\sum_i dX_i = 0` exactly, as it
-    is without compression. :math:`d\gamma` is unbiased. :math:`dX` is
-    unbiased up to :math:`O(1/N)`: its last term multiplies :math:`\hat X_i`
-    by a sum containing :math:`\hat X_i` once, and
-    :math:`\mathbb{E}[\hat X_i^2] = X_i^2 + \mathrm{Var}_i`, a bias of
+    torch's batch-norm backward kernel run on :math:`\tilde X` as a batch
+    already normalized (mean :math:`\bar{\hat X}`, inverse deviation 1) with
+    the weight :math:`\gamma / \sqrt{\sigma^2 + \epsilon}`. :math:`d\gamma` is
+    unbiased. :math:`dX` is unbiased up to :math:`O(1/N)`: its last term
+    multiplies :math:`\tilde X_i` by a sum containing :math:`\tilde X_i` once,
+    and :math:`\mathbb{E}[\hat X_i^2] = X_i^2 + \mathrm{Var}_i`, a bias of
     :math:`g_i \mathrm{Var}_i / N` per element (about :math:`1/N` relative: a
     second copy would remove it at twice the bytes, which no real graph's
     :math:`N` justifies).
 
-    Stores: :math:`\hat X` compressed (projected only with
-    ``config.rp_norm``) and :math:`1/\sqrt{\sigma^2+\epsilon}` (:math:`4C` bytes).
+    Stores: :math:`\hat X` compressed with ``config.batch_norm_inputs``
+    (projected only with ``config.rp_norm``, never centered) and
+    :math:`1/\sqrt{\sigma^2+\epsilon}` (:math:`4C` bytes).
 
     Shapes:
-        - **input:** :math:`X` :math:`(N, C)`, :math:`\gamma, \beta` :math:`(C,)` or ``None``
-        - **output:** :math:`Y` :math:`(N, C)`, and the batch mean and biased
-          variance :math:`(C,)` (not differentiable) for the running statistics.
+        - **input:** :math:`X` :math:`(N, C)`, :math:`\gamma, \beta` :math:`(C,)`
+          or ``None``, the running mean and variance :math:`(C,)` or ``None``
+          (updated in place with ``momentum``)
+        - **output:** :math:`Y` :math:`(N, C)`
     """
 
     @staticmethod
-    def forward(ctx, x, weight, bias, eps: float, config: CompressionConfig, seeds: SeedStream | None):
+    def forward(ctx, x, weight, bias, running: tuple, momentum: float, eps: float, config, seeds):
         x32 = x.float()
-        mean = x32.mean(0)
-        normalized = x32 - mean  # one N x C buffer, reused below for the output
-        # two passes, the squares summed a row slice at a time (var_mean's column Welford is 3x slower)
-        var = _column_dots(normalized, normalized).div_(x.shape[0])
-        invstd = torch.rsqrt(var + eps)
-        normalized.mul_(invstd)
-        save(ctx, weight, pack(normalized, norm_config(config), seeds), invstd)
+        running_mean, running_var = running
+        tracked = running_mean is not None and running_mean.dtype == x32.dtype
+        kept = (running_mean, running_var) if tracked else (None, None)
+        normalized, mean, invstd = torch.native_batch_norm(x32, None, None, *kept, True, momentum, eps)
+        if running_mean is not None and not tracked:  # buffers of another dtype: torch's update, rounded into them
+            _update_running(running, x32, mean, momentum)
+        save(ctx, weight, pack(normalized, config.batch_norm_inputs, seeds), invstd)
         out = normalized if weight is None else normalized.mul_(weight)  # packed: reused in place
         if bias is not None:
             out.add_(bias)
-        ctx.mark_non_differentiable(mean, var)
-        return out.to(x.dtype), mean, var
+        return out.to(x.dtype)
 
     @staticmethod
-    def backward(ctx, grad_out, _grad_mean, _grad_var):
+    def backward(ctx, grad_out):
         weight, packed, invstd = load(ctx)
         normalized = unpack(packed).float()
-        normalized -= normalized.mean(0)  # the exact columns have mean 0: still unbiased, less noise
-        grad32 = grad_out.float()
-        grad_weight = _column_dots(grad32, normalized)
-        grad_bias = grad32.sum(0)
-        grad_x = None
-        if ctx.needs_input_grad[0]:  # in place on the decompressed tensor: one N x C temporary in all
-            gamma = weight if weight is not None else torch.ones_like(grad_bias)
-            rows = grad_out.shape[0]
-            grad_x = normalized.mul_(grad_weight * gamma / -rows).addcmul_(grad32, gamma)
-            grad_x = grad_x.sub_(grad_bias * gamma / rows).mul_(invstd).to(grad_out.dtype)
-        grad_weight = grad_weight.to(weight.dtype) if weight is not None and ctx.needs_input_grad[1] else None
-        grad_bias = grad_bias.to(grad_out.dtype) if ctx.needs_input_grad[2] else None
-        return grad_x, grad_weight, grad_bias, None, None, None
+        scale = invstd if weight is None else invstd * weight.float()
+        wanted = [ctx.needs_input_grad[0], ctx.needs_input_grad[1], ctx.needs_input_grad[2]]
+        grad_x, grad_weight, grad_bias = torch.ops.aten.native_batch_norm_backward(
+            grad_out.float(),
+            normalized,
+            scale,
+            None,
+            None,
+            normalized.mean(0),  # the re-centring: the kernel subtracts it as the batch mean
+            torch.ones_like(invstd),
+            True,
+            0.0,
+            wanted,
+        )
+        grad_x = grad_x.to(grad_out.dtype) if wanted[0] else None
+        grad_weight = grad_weight.to(weight.dtype) if weight is not None and wanted[1] else None
+        grad_bias = grad_bias.to(grad_out.dtype) if wanted[2] else None
+        return grad_x, grad_weight, grad_bias, None, None, None, None, None
+
+
+def _update_running(running: tuple, x32: torch.Tensor, mean: torch.Tensor, momentum: float) -> None:
+    r"""Torch's running-statistics update into buffers of a dtype other than
+    the float32 batch: :math:`\mu_r \leftarrow (1 - m)\mu_r + m\mu`,
+    :math:`\sigma^2_r \leftarrow (1 - m)\sigma^2_r + m\,\sigma^2_{\text{unbiased}}`."""
+    running_mean, running_var = running
+    var = x32.var(0, unbiased=x32.shape[0] > 1)
+    with torch.no_grad():
+        running_mean.lerp_(mean.to(running_mean.dtype), momentum)
+        running_var.lerp_(var.to(running_var.dtype), momentum)
 
 
 class CompressedLayerNormFunction(SavingFunction):

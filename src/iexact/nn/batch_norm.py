@@ -12,12 +12,12 @@ from .handler import CompressedModule, register_handler
 class BatchNormHandler(CompressedModule):
     r"""``BatchNorm1d`` on :math:`(N, C)` inputs through
     :class:`~iexact.autograd.CompressedBatchNormFunction`, with the running
-    statistics updated exactly as ``torch.nn.BatchNorm1d`` does. PyG's
+    statistics updated as ``torch.nn.BatchNorm1d`` updates them (by its kernel). PyG's
     ``BatchNorm`` wraps a ``BatchNorm1d`` and is compressed through it.
     :math:`(N, C, L)` inputs and single-row batches take the module's own path.
 
     Stores: the normalized input compressed (projected only with
-    ``rp_norm``) and :math:`4C` bytes of :math:`1/\sigma`.
+    ``rp_norm``, never centered) and :math:`4C` bytes of :math:`1/\sigma`.
     """
 
     def forward(self, input):
@@ -29,12 +29,8 @@ class BatchNormHandler(CompressedModule):
             self.num_batches_tracked.add_(1)
             if self.momentum is None:
                 factor = 1.0 / float(self.num_batches_tracked)
-        out, mean, var = CompressedBatchNormFunction.apply(
-            input, self.weight, self.bias, self.eps, self.iexact_config, self.iexact_seeds
+        running = (self.running_mean, self.running_var) if tracking else (None, None)
+        out = CompressedBatchNormFunction.apply(
+            input, self.weight, self.bias, running, factor, self.eps, self.iexact_config, self.iexact_seeds
         )
-        if tracking:
-            with torch.no_grad():
-                rows = input.shape[0]
-                self.running_mean.lerp_(mean.to(self.running_mean.dtype), factor)
-                self.running_var.lerp_((var * rows / (rows - 1)).to(self.running_var.dtype), factor)
         return out
