@@ -45,10 +45,10 @@ class CompressedBatchNormFunction(SavingFunction):
         dX = \frac{1}{N\sqrt{\sigma^2+\epsilon}}\Big(N g - \sum_i g_i
         - \tilde X \sum_i g_i \tilde X_i\Big),
 
-    torch's batch-norm backward kernel run on :math:`\tilde X` as a batch
-    already normalized (mean :math:`\bar{\hat X}`, inverse deviation 1) with
-    the weight :math:`\gamma / \sqrt{\sigma^2 + \epsilon}`. :math:`d\gamma` is
-    unbiased. :math:`dX` is unbiased up to :math:`O(1/N)`: its last term
+    computed as :math:`a\, dY + b \hat X + c` per column, written into the
+    decompressed estimate (one :math:`N \times C` temporary, as without
+    compression: torch's backward kernel would allocate a third).
+    :math:`d\gamma` is unbiased. :math:`dX` is unbiased up to :math:`O(1/N)`: its last term
     multiplies :math:`\tilde X_i` by a sum containing :math:`\tilde X_i` once,
     and :math:`\mathbb{E}[\hat X_i^2] = X_i^2 + \mathrm{Var}_i`, a bias of
     :math:`g_i \mathrm{Var}_i / N` per element (about :math:`1/N` relative: a
@@ -84,24 +84,19 @@ class CompressedBatchNormFunction(SavingFunction):
     @staticmethod
     def backward(ctx, grad_out):
         weight, packed, invstd = load(ctx)
-        normalized = unpack(packed).float()
-        scale = invstd if weight is None else invstd * weight.float()
-        wanted = [ctx.needs_input_grad[0], ctx.needs_input_grad[1], ctx.needs_input_grad[2]]
-        grad_x, grad_weight, grad_bias = torch.ops.aten.native_batch_norm_backward(
-            grad_out.float(),
-            normalized,
-            scale,
-            None,
-            None,
-            normalized.mean(0),  # the re-centring: the kernel subtracts it as the batch mean
-            torch.ones_like(invstd),
-            True,
-            0.0,
-            wanted,
-        )
-        grad_x = grad_x.to(grad_out.dtype) if wanted[0] else None
-        grad_weight = grad_weight.to(weight.dtype) if weight is not None and wanted[1] else None
-        grad_bias = grad_bias.to(grad_out.dtype) if wanted[2] else None
+        normalized = unpack(packed).float()  # the one N x C temporary: dX is written into it
+        rows, center = normalized.shape[0], normalized.mean(0)
+        grad32 = grad_out.float()
+        grad_bias = grad32.sum(0)
+        grad_weight = _column_dots(grad32, normalized).sub_(center * grad_bias)  # of the re-centred estimate
+        grad_x = None
+        if ctx.needs_input_grad[0]:  # dX = a dY + b X_hat + c per column, the re-centring folded into c
+            gain = invstd if weight is None else invstd * weight.float()
+            slope = gain * grad_weight / -rows
+            shift = (gain * grad_bias / -rows).sub_(slope * center)
+            grad_x = normalized.mul_(slope).addcmul_(grad32, gain).add_(shift).to(grad_out.dtype)
+        grad_weight = grad_weight.to(weight.dtype) if weight is not None and ctx.needs_input_grad[1] else None
+        grad_bias = grad_bias.to(grad_out.dtype) if ctx.needs_input_grad[2] else None
         return grad_x, grad_weight, grad_bias, None, None, None, None, None
 
 
