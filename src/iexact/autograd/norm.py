@@ -71,8 +71,8 @@ class CompressedBatchNormFunction(SavingFunction):
         x32 = x.float()
         running_mean, running_var = running
         tracked = running_mean is not None and running_mean.dtype == x32.dtype
-        kept = (running_mean, running_var) if tracked else (None, None)
-        normalized, mean, invstd = torch.native_batch_norm(x32, None, None, *kept, True, momentum, eps)
+        kept_mean, kept_var = (running_mean, running_var) if tracked else (None, None)
+        normalized, mean, invstd = torch.native_batch_norm(x32, None, None, kept_mean, kept_var, True, momentum, eps)
         if running_mean is not None and not tracked:  # buffers of another dtype: torch's update, rounded into them
             _update_running(running, x32, mean, momentum)
         save(ctx, weight, pack(normalized, config.batch_norm_inputs, seeds), invstd)

@@ -11,7 +11,7 @@ implementation itself then, the same function on the same arguments.
 
 from __future__ import annotations
 
-from collections.abc import Callable
+from collections.abc import Callable, Sequence
 from typing import TypeVar
 
 import torch
@@ -34,7 +34,7 @@ def plain_eager(*tensors: torch.Tensor | None) -> bool:
     )
 
 
-def call(operator, tensors: tuple, *args) -> Result:
+def call(operator: Callable[..., Result], tensors: Sequence[torch.Tensor | None], *args) -> Result:
     """``operator(*args)``, or its implementation on ``args`` where
     :func:`plain_eager` holds for ``tensors`` (those of ``args`` that are
     tensors). ``operator`` is a ``torch.library`` custom operator, or a plain
