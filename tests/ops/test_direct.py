@@ -1,5 +1,7 @@
 """Operators called directly in plain eager code, through ``torch.library`` otherwise."""
 
+import contextlib
+
 import torch
 from torch._subclasses.fake_tensor import FakeTensorMode
 from torch.overrides import TorchFunctionMode
@@ -45,19 +47,37 @@ def test_plain_eager_only_without_modes_tracing_or_subclasses():
     assert not torch.compile(lambda t: torch.tensor(plain_eager(t)), fullgraph=True)(x)
 
 
-def test_the_direct_call_is_the_operators_implementation():
-    """Under a dispatch mode the operators are dispatched; without one their
-    implementations run on the same arguments: the same codes, scales and
-    restored tensor for the same seed stream."""
+class _Spy:
+    """An operator that records how it was called: dispatched, or its implementation directly."""
+
+    def __init__(self, operator, calls: list):
+        self.operator, self.calls = operator, calls
+
+    def __call__(self, *args):
+        self.calls.append("dispatched")
+        return self.operator(*args)
+
+    def _init_fn(self, *args):
+        self.calls.append("direct")
+        return self.operator._init_fn(*args)
+
+
+def test_the_direct_call_is_the_operators_implementation(monkeypatch):
+    """Without a mode the implementations run directly, under a dispatch mode
+    the operators are dispatched (and seen by the mode): the same codes,
+    scales and restored tensor for the same seed stream."""
+    calls = []
+    for name in ("_compress", "_decompress"):
+        monkeypatch.setattr(codec_ops, name, _Spy(getattr(codec_ops, name), calls))
     x, config = torch.randn(300, 64), CompressionConfig()
     results = []
     for mode in (None, _Operators()):
-        with mode or torch.autograd.graph.saved_tensors_hooks(lambda t: t, lambda t: t):
+        with mode or contextlib.nullcontext():
             stored = codec_ops.compress(x, config, SeedStream(7).state)
             restored = codec_ops.decompress(stored)
         results.append((stored.tensors, restored))
-        if mode is not None:
-            assert "iexact.compress.default" in mode.names and "iexact.decompress.default" in mode.names
+    assert calls == ["direct", "direct", "dispatched", "dispatched"]
+    assert "iexact.compress.default" in mode.names and "iexact.decompress.default" in mode.names
     (direct, direct_restored), (dispatched, dispatched_restored) = results
     assert all(torch.equal(a, b) for a, b in zip(direct, dispatched, strict=True))
     assert torch.equal(direct_restored, dispatched_restored)
