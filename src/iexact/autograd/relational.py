@@ -10,7 +10,7 @@ from ..config import CompressionConfig
 from ..graph import Edges, GraphSpec, spmm, spmm_adjoint
 from ..seeds import SeedStream
 from .precision import matmul_dtype
-from .saving import SavingFunction, load, pack, products, save, unpack
+from .saving import SavingFunction, load, pack_source_and_root, products, save, unpack
 
 
 def typed_edges(edge_index: torch.Tensor, edge_type: torch.Tensor, spec: GraphSpec, relations: int) -> Edges:
@@ -66,10 +66,7 @@ class RelationalFunction(SavingFunction):
         seeds: SeedStream | None,
     ) -> torch.Tensor:
         relations, width, channels = weight.shape
-        root_grad = weight_root is not None and weight_root.requires_grad
-        keep_source = weight.requires_grad or (root is None and root_grad)
-        packed_source = pack(source, config, seeds, argument=True) if keep_source else None
-        packed_root = pack(root, config, seeds, argument=True) if root is not None and root_grad else None
+        packed_source, packed_root = pack_source_and_root(source, root, weight, weight_root, config, seeds)
         save(ctx, packed_source, packed_root, weight, weight_root, edge_index, edge_type)
         ctx.spec, ctx.own_root = spec, root is not None
         dtype = matmul_dtype(source, weight)  # under autocast its dtype, as the stock products'

@@ -10,7 +10,7 @@ from ..config import CompressionConfig
 from ..graph import GraphSpec, csr_row_chunks, spmm, spmm_adjoint
 from ..seeds import SeedStream
 from .precision import matmul_dtype
-from .saving import SavingFunction, load, pack, products, save, unpack
+from .saving import SavingFunction, load, pack_source_and_root, products, save, unpack
 
 
 class RowChunkedSAGEFunction(SavingFunction):
@@ -64,10 +64,7 @@ class RowChunkedSAGEFunction(SavingFunction):
         config: CompressionConfig,
         seeds: SeedStream | None,
     ) -> torch.Tensor:
-        root_grad = weight_r is not None and weight_r.requires_grad
-        keep_source = weight_l.requires_grad or (root is None and root_grad)
-        packed_source = pack(source, config, seeds, argument=True) if keep_source else None
-        packed_root = pack(root, config, seeds, argument=True) if root is not None and root_grad else None
+        packed_source, packed_root = pack_source_and_root(source, root, weight_l, weight_r, config, seeds)
         save(ctx, packed_source, packed_root, weight_l, weight_r, adj_t)
         ctx.spec, ctx.own_root = spec, root is not None
         dtype = matmul_dtype(source, weight_l)  # under autocast its dtype, as the stock lin_l's

@@ -71,6 +71,26 @@ def pack(
     return codec_ops.compress(x.detach(), config, None if seeds is None else seeds.state)
 
 
+def pack_source_and_root(
+    source: torch.Tensor,
+    root: torch.Tensor | None,
+    weight: torch.Tensor,
+    weight_root: torch.Tensor | None,
+    config: CompressionConfig,
+    seeds: SeedStream | None,
+) -> tuple[Stored | torch.Tensor | None, Stored | torch.Tensor | None]:
+    r"""What a layer :math:`Y = \mathrm{agg}(X_s) W + X_t W_0` keeps for its
+    weight gradients (:func:`pack` of each, or ``None``): :math:`X_s` when
+    :math:`W` needs a gradient, or when :math:`W_0` does and ``root`` is
+    ``None`` (:math:`X_t` is :math:`X_s`, stored once); :math:`X_t` when it
+    is another tensor and :math:`W_0` needs a gradient."""
+    root_grad = weight_root is not None and weight_root.requires_grad
+    keep_source = weight.requires_grad or (root is None and root_grad)
+    packed_source = pack(source, config, seeds, argument=True) if keep_source else None
+    packed_root = pack(root, config, seeds, argument=True) if root is not None and root_grad else None
+    return packed_source, packed_root
+
+
 def _held(x: torch.Tensor) -> bool:
     """Whether the caller holds the leaf ``x`` (see :data:`CALLER_HELD`): always outside a converted
     model's forward, and in a compiled graph (Dynamo cannot read a ContextVar: a compiled model keeps its
