@@ -21,6 +21,7 @@ from torch_geometric.nn.conv.gcn_conv import gcn_norm
 from torch_geometric.utils import is_torch_sparse_tensor
 
 from .ops import graph as graph_ops
+from .ops.direct import call
 
 CHUNK_ELEMENTS = 2**22  # gathered message elements per step: bounds the E x F temporary
 
@@ -213,8 +214,8 @@ def gcn_normalized(
     ``(2, E)`` edge index, normalized again in a compressed backward) the
     ``iexact::gcn_norm`` operator instead, which adds self-loops without a
     host sync (:func:`iexact.ops.graph.gcn_norm`)."""
-    normalize = graph_ops.gcn_norm if traceable else gcn_norm
-    return normalize(plain(structure), edge_weight, num_nodes, improved, self_loops, flow, dtype)
+    arguments = (plain(structure), edge_weight, num_nodes, improved, self_loops, flow, dtype)
+    return call(graph_ops.gcn_norm, *arguments) if traceable else gcn_norm(*arguments)
 
 
 def edges(

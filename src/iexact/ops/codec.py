@@ -129,7 +129,7 @@ def compress(x: Tensor, config: CompressionConfig, seed_state: Tensor | None) ->
     position = torch.randint(0, SEED_LIMIT, (2,), dtype=torch.int64) if seed_state is None else advance(seed_state)
     spec = config.record_json
     checks = None if torch.compiler.is_compiling() or not config.check_finite else FINITE_CHECKS.get()
-    tensors = call(_compress, (x, position), x, position, spec, checks is None)
+    tensors = call(_compress, x, position, spec, checks is None)
     if checks is not None:  # NaN or Inf anywhere in a block makes its step NaN or Inf
         checks.append((torch.isfinite(tensors[2]).all(), tuple(x.shape), x.dtype, config))
     return Stored(tuple(tensors), tuple(x.shape), x.dtype, spec)
@@ -161,11 +161,9 @@ def finish_finite_checks(token: contextvars.Token, raising: bool = True) -> None
 
 def decompress(stored: Stored) -> Tensor:
     """The unbiased estimate of the tensor ``stored`` holds."""
-    held = list(stored.tensors)
-    return call(_decompress, held, held, list(stored.shape), stored.dtype, stored.spec)
+    return call(_decompress, list(stored.tensors), list(stored.shape), stored.dtype, stored.spec)
 
 
 def transpose_products(stored: Stored, *lefts: Tensor) -> list[Tensor]:
     r""":math:`A_j^\top \hat H` for each left factor (see :func:`iexact.codec.transpose_products`)."""
-    held = list(stored.tensors)
-    return call(_transpose_products, (*held, *lefts), held, list(stored.shape), stored.dtype, list(lefts), stored.spec)
+    return call(_transpose_products, list(stored.tensors), list(stored.shape), stored.dtype, list(lefts), stored.spec)

@@ -11,7 +11,7 @@ implementation itself then, the same function on the same arguments.
 
 from __future__ import annotations
 
-from collections.abc import Callable, Sequence
+from collections.abc import Callable
 from typing import TypeVar
 
 import torch
@@ -34,10 +34,12 @@ def plain_eager(*tensors: torch.Tensor | None) -> bool:
     )
 
 
-def call(operator: Callable[..., Result], tensors: Sequence[torch.Tensor | None], *args) -> Result:
+def call(operator: Callable[..., Result], *args) -> Result:
     """``operator(*args)``, or its implementation on ``args`` where
-    :func:`plain_eager` holds for ``tensors`` (those of ``args`` that are
-    tensors). ``operator`` is a ``torch.library`` custom operator, or a plain
-    function standing for one (then called either way)."""
+    :func:`plain_eager` holds for the tensors among ``args`` (and in the lists
+    among them). ``operator`` is a ``torch.library`` custom operator, or a
+    plain function standing for one (then called either way)."""
+    tensors = [item for arg in args for item in (arg if isinstance(arg, (list, tuple)) else (arg,))]
     implementation: Callable[..., Result] = getattr(operator, "_init_fn", operator)
-    return implementation(*args) if plain_eager(*tensors) else operator(*args)
+    eager = plain_eager(*(item for item in tensors if isinstance(item, torch.Tensor)))
+    return implementation(*args) if eager else operator(*args)

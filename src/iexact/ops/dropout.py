@@ -50,10 +50,10 @@ def dropout_keep(like: Tensor, p: float, valid: Tensor | None = None) -> tuple[T
     default generator as it does), and the generator snapshot taken before,
     :math:`0 < p < 1`. With ``valid``, the mask is drawn for ``like[valid]``
     (as dropout of that tensor draws it) and is 0 on the other rows."""
-    mask, state = call(_dropout_keep, (like, valid), like, p, valid)
+    mask, state = call(_dropout_keep, like, p, valid)
     return mask, state
 
 
 def dropout_redraw(state: Tensor, like: Tensor, p: float, valid: Tensor | None = None) -> Tensor:
     """The mask :func:`dropout_keep` drew, redrawn from its ``state``."""
-    return call(_dropout_redraw, (state, like, valid), state, like, p, valid)
+    return call(_dropout_redraw, state, like, p, valid)
