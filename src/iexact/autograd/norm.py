@@ -67,7 +67,17 @@ class CompressedBatchNormFunction(SavingFunction):
     """
 
     @staticmethod
-    def forward(ctx, x, weight, bias, running: tuple, momentum: float, eps: float, config, seeds):
+    def forward(
+        ctx,
+        x,
+        weight,
+        bias,
+        running: tuple,
+        momentum: float,
+        eps: float,
+        config: CompressionConfig,
+        seeds: SeedStream | None,
+    ):
         x32 = x.float()
         running_mean, running_var = running
         tracked = running_mean is not None and running_mean.dtype == x32.dtype
