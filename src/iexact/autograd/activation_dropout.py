@@ -19,8 +19,17 @@ from __future__ import annotations
 
 import torch
 
-from ..quant import pack_mask, pack_selected, selected_capacity, selected_parts, unpack_mask, unpack_selected
-from .dropout import keep, mask_like, redraw
+from ..quant import (
+    pack_mask,
+    pack_positive,
+    pack_selected,
+    selected_capacity,
+    selected_parts,
+    unpack_mask,
+    unpack_selected,
+    unpacked_parts,
+)
+from .dropout import backward_mask, keep, kept_bits
 from .saving import SavingFunction, load, save
 
 
@@ -74,28 +83,42 @@ class ActivationDropoutFunction(SavingFunction):
     r""":math:`y = h \cdot m / (1 - p)` for :math:`h = \sigma(x)` claimed from a
     :class:`DeferredActivationFunction`, :math:`m` torch's own dropout mask;
     backward :math:`dx = dy \cdot m / (1 - p) \cdot \sigma'(x)`, :math:`m`
-    redrawn from the generator snapshot and :math:`\sigma'` from the signs
-    of :math:`h` (those of :math:`x`) where :math:`m = 1`.
+    redrawn from the generator snapshot (or, with ``bits``, read from its
+    bits) and :math:`\sigma'` from the signs of :math:`h` (those of
+    :math:`x`) where :math:`m = 1`. With ``bits`` after a ReLU
+    (``slope`` 0), :math:`m \cdot \sigma'(x)` is one bit, "kept and
+    positive", :math:`y > 0`: :math:`dx` is :math:`dy / (1 - p)` there and 0
+    elsewhere.
 
-    Stores: the generator snapshot and :func:`~iexact.quant.selected_capacity`
-    bits, :math:`\approx (1 - p) n + 8 \sqrt{n p (1 - p)}`, for :math:`0 < p < 1`.
+    Stores, for :math:`0 < p < 1`: the generator snapshot and
+    :func:`~iexact.quant.selected_capacity` bits,
+    :math:`\approx (1 - p) n + 8 \sqrt{n p (1 - p)}`; with ``bits``
+    :math:`\lceil n / 8 \rceil` bytes after a ReLU, the mask's bits and
+    those selected ones after a LeakyReLU.
     """
 
     @staticmethod
-    def forward(ctx, h: torch.Tensor, p: float, slope: float) -> torch.Tensor:
+    def forward(ctx, h: torch.Tensor, p: float, slope: float, bits: bool) -> torch.Tensor:
         mask, state = keep(h, p)
         assert mask is not None and state is not None  # 0 < p < 1
-        save(ctx, state, pack_selected(h, mask, selected_capacity(h.numel(), 1 - p)))  # the signs where m != 0
-        ctx.p, ctx.slope, ctx.layout = p, slope, (mask.shape, mask.stride(), mask.dtype)
+        ctx.p, ctx.slope, ctx.bits, ctx.layout = p, slope, bits, (mask.shape, mask.stride(), mask.dtype)
+        if bits and slope == 0:
+            out = mask.mul_(h)
+            save(ctx, pack_positive(out))  # kept and positive: where dx is not 0
+            return out
+        signs = pack_selected(h, mask, selected_capacity(h.numel(), 1 - p))  # the signs where m != 0
+        save(ctx, kept_bits(mask) if bits else state, signs)
         return mask.mul_(h)
 
     @staticmethod
     def backward(ctx, grad_out: torch.Tensor):
-        state, signs = load(ctx)
-        mask = redraw(mask_like(grad_out, ctx.layout), ctx.p, state)
-        assert mask is not None
+        if ctx.bits and ctx.slope == 0:
+            (kept_positive,) = load(ctx)
+            return _scaled_where(grad_out, kept_positive, ctx.p), None, None, None
+        held, signs = load(ctx)
+        mask = backward_mask(held, grad_out, ctx.p, ctx.layout, ctx.bits)
         if not mask.is_contiguous() or mask.dtype != grad_out.dtype:
-            return _derivative(grad_out * mask, unpack_selected(signs, mask), ctx.slope), None, None
+            return _derivative(grad_out * mask, unpack_selected(signs, mask), ctx.slope), None, None, None
         # dx in the mask's own buffer, a slice at a time: no boolean or float temporary of the full size
         grad, incoming = mask.view(-1), grad_out.reshape(-1)
         for part, positive in selected_parts(signs, mask):
@@ -104,7 +127,21 @@ class ActivationDropoutFunction(SavingFunction):
                 _zero_where_not(piece, positive)
             else:
                 piece.mul_(torch.where(positive, 1.0, ctx.slope).to(piece.dtype))
-        return mask, None, None
+        return mask, None, None, None
+
+
+def _scaled_where(grad: torch.Tensor, packed: torch.Tensor, p: float) -> torch.Tensor:
+    r""":math:`dy / (1 - p)` where the bits ``packed`` are set, +0 elsewhere:
+    bit for bit the mask's product with ``grad`` then :func:`_zero_where_not`
+    (the scale a 0-dim tensor, divided as :func:`~iexact.seeds.keep_mask`
+    divides; autograd hands ``grad`` in the output's dtype, the mask's),
+    contiguous, the bits unpacked a slice at a time."""
+    scale = torch.ones((), dtype=grad.dtype, device=grad.device).div_(1.0 - p)
+    out = torch.mul(grad, scale, out=torch.empty(grad.shape, dtype=grad.dtype, device=grad.device))
+    flat = out.view(-1)
+    for part, set_bits in unpacked_parts(packed, flat.numel()):
+        _zero_where_not(flat[part], set_bits)
+    return out
 
 
 _SAME_WIDTH = {2: torch.int16, 4: torch.int32, 8: torch.int64}  # element size -> the integers that view it

@@ -1,10 +1,12 @@
-r"""Dropout whose keep-mask is redrawn in backward from a snapshot of the generator."""
+r"""Dropout whose keep-mask reaches backward as a snapshot of the generator
+(redrawn there) or as bits (``CompressionConfig.dropout_masks``)."""
 
 from __future__ import annotations
 
 import torch
 
 from ..ops.dropout import dropout_keep, dropout_redraw
+from ..quant import pack_nonzero, unpacked_parts
 from .saving import SavingFunction, load, save
 
 
@@ -34,6 +36,37 @@ def redraw(
     return dropout_redraw(state, like, p, valid)
 
 
+def kept_bits(mask: torch.Tensor) -> torch.Tensor:
+    r"""The scaled keep-mask ``mask`` (:func:`keep`'s) at one bit per element,
+    :math:`\lceil n / 8 \rceil` bytes (:func:`~iexact.quant.pack_nonzero`)."""
+    return pack_nonzero(mask)
+
+
+def mask_from_bits(packed: torch.Tensor, p: float, layout: tuple) -> torch.Tensor:
+    """The scaled keep-mask :func:`kept_bits` packed, with the values :func:`keep`
+    drew (ones divided by :math:`1 - p` as torch divides them), contiguous, in
+    the shape and dtype of ``layout`` (``(shape, stride, dtype)``), unpacked
+    a slice at a time (no boolean tensor of the full size)."""
+    shape, _, dtype = layout
+    mask = torch.empty(shape, dtype=dtype, device=packed.device)
+    flat = mask.view(-1)
+    for part, bits in unpacked_parts(packed, flat.numel()):
+        flat[part] = bits
+    return mask.div_(1.0 - p)
+
+
+def backward_mask(held: torch.Tensor, grad_out: torch.Tensor, p: float, layout: tuple, bits: bool) -> torch.Tensor:
+    """Forward's scaled keep-mask, :math:`p > 0`: from its bits (``bits``,
+    :func:`mask_from_bits`) or redrawn from the generator snapshot ``held``
+    (:func:`redraw`, into ``grad_out``'s buffer where it is laid out alike;
+    zeros for :math:`p = 1`)."""
+    if bits:
+        return mask_from_bits(held, p, layout)
+    mask = redraw(mask_like(grad_out, layout), p, held)
+    assert mask is not None  # p > 0
+    return mask
+
+
 def mask_like(grad_out: torch.Tensor, layout: tuple) -> torch.Tensor:
     """A tensor laid out as forward's mask (``(shape, stride, dtype)``), for
     :func:`redraw`: ``grad_out`` itself where it is, so that no buffer is
@@ -48,17 +81,19 @@ class DropoutFunction(SavingFunction):
     r""":math:`y = x \cdot m / (1 - p)`, :math:`m_i \sim \text{Bernoulli}(1 - p)`,
     drawn from torch's default generator exactly as ``torch.nn.functional.dropout``
     draws it (so the mask equals the FP32 model's under the same seed);
-    backward redraws :math:`m` from a snapshot of the generator taken before.
+    backward redraws :math:`m` from a snapshot of the generator taken before,
+    or, with ``bits``, reads it from its bits (:func:`backward_mask`).
 
-    Stores: the generator snapshot (5,056 bytes on CPU, 16 on CUDA; nothing
-    for :math:`p = 1`), no per-element state.
+    Stores, for :math:`0 < p < 1`: the generator snapshot (5,056 bytes on
+    CPU, 16 on CUDA), or with ``bits`` :math:`\lceil n / 8 \rceil` bytes;
+    nothing for :math:`p \in \{0, 1\}`.
     """
 
     @staticmethod
-    def forward(ctx, x: torch.Tensor, p: float) -> torch.Tensor:
+    def forward(ctx, x: torch.Tensor, p: float, bits: bool) -> torch.Tensor:
         mask, state = keep(x, p)
-        save(ctx, state)
-        ctx.p = p
+        ctx.p, ctx.bits = p, bits and mask is not None and state is not None  # 0 < p < 1: a draw to keep
+        save(ctx, kept_bits(mask) if mask is not None and ctx.bits else state)
         if mask is None:
             return x.clone()
         ctx.layout = (mask.shape, mask.stride(), mask.dtype)
@@ -66,9 +101,8 @@ class DropoutFunction(SavingFunction):
 
     @staticmethod
     def backward(ctx, grad_out: torch.Tensor):
-        (state,) = load(ctx)
+        (held,) = load(ctx)
         if ctx.p == 0:
-            return grad_out, None
-        mask = redraw(mask_like(grad_out, ctx.layout), ctx.p, state)
-        assert mask is not None  # p > 0
-        return (mask.mul_(grad_out) if mask.dtype == grad_out.dtype else grad_out * mask.to(grad_out.dtype)), None
+            return grad_out, None, None
+        mask = backward_mask(held, grad_out, ctx.p, ctx.layout, ctx.bits)
+        return (mask.mul_(grad_out) if mask.dtype == grad_out.dtype else grad_out * mask.to(grad_out.dtype)), None, None

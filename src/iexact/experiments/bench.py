@@ -169,9 +169,11 @@ def codec_report(rows: int, width: int, repeats: int, seed: int, sweep: bool) ->
 
 
 def memory_configs() -> dict[str, CompressionConfig | None]:
-    """FP32, every preset, the default without ``rp_norm`` and with blocks of 64 and 256, by label."""
+    """FP32, every preset, the default keeping dropout seeds (as it does off CPU), without
+    ``rp_norm`` and with blocks of 64 and 256, by label."""
     configs: dict[str, CompressionConfig | None] = {"FP32": None}
     configs.update({name if name == "default" else f"{name}()": config for name, config in PRESETS.items()})
+    configs['default, dropout_masks="seed"'] = dataclasses.replace(PRESETS["default"], dropout_masks="seed")
     configs["default, rp_norm=False"] = dataclasses.replace(PRESETS["default"], rp_norm=False)
     for block_size in (64, 256):
         configs[f"default, G={block_size}"] = dataclasses.replace(PRESETS["default"], block_size=block_size)

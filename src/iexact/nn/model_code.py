@@ -176,7 +176,9 @@ class _ModelSaved(_Saved):
 
 
 def _dropout(settings: ModelCode, input, p=0.5, training=True, inplace=False):
-    return DropoutFunction.apply(input, p) if training and not inplace and 0 < p < 1 else None
+    if not training or inplace or not 0 < p < 1:
+        return None
+    return DropoutFunction.apply(input, p, settings.config.keeps_dropout_bits(input.device))
 
 
 def _elu(settings: ModelCode, input, alpha=1.0, inplace=False):

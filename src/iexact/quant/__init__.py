@@ -5,7 +5,17 @@ pure-PyTorch reference quantizer, bit masks and the stored form.
 above the kernel dispatch (:mod:`iexact.kernels`), which imports from here.
 """
 
-from .bitmask import pack_mask, pack_selected, selected_capacity, selected_parts, unpack_mask, unpack_selected
+from .bitmask import (
+    pack_mask,
+    pack_nonzero,
+    pack_positive,
+    pack_selected,
+    selected_capacity,
+    selected_parts,
+    unpack_mask,
+    unpack_selected,
+    unpacked_parts,
+)
 from .levels import clipped_normal_sigma, expected_variance, fit_levels, levels_for, optimal_levels, uniform_levels
 from .packed import PackedActivation
 from .projection import projected_width, rademacher
@@ -18,6 +28,8 @@ __all__ = [
     "levels_for",
     "optimal_levels",
     "pack_mask",
+    "pack_nonzero",
+    "pack_positive",
     "pack_selected",
     "projected_width",
     "rademacher",
@@ -26,4 +38,5 @@ __all__ = [
     "uniform_levels",
     "unpack_mask",
     "unpack_selected",
+    "unpacked_parts",
 ]

@@ -55,6 +55,35 @@ def unpack_mask(packed: torch.Tensor, shape: torch.Size) -> torch.Tensor:
     return words.view(torch.uint8).bool()[: shape.numel()].view(shape)
 
 
+def pack_nonzero(values: torch.Tensor) -> torch.Tensor:
+    """:func:`pack_mask` of ``values != 0`` (a scaled dropout mask's kept
+    elements), :data:`SELECT_CHUNK` elements at a time: no boolean tensor of
+    the full size."""
+    return _pack_tested(values, _chosen)
+
+
+def pack_positive(values: torch.Tensor) -> torch.Tensor:
+    """:func:`pack_mask` of ``values > 0``, :data:`SELECT_CHUNK` elements at a time."""
+    return _pack_tested(values, _set)
+
+
+def _pack_tested(values: torch.Tensor, test) -> torch.Tensor:
+    flat = values.reshape(-1)
+    packed = torch.empty(-(-flat.numel() // 8), dtype=torch.uint8, device=values.device)
+    for start in range(0, flat.numel(), SELECT_CHUNK):
+        part = flat[start : start + SELECT_CHUNK]
+        packed[start // 8 : start // 8 + -(-part.numel() // 8)] = _pack_bits(test(part))
+    return packed
+
+
+def unpacked_parts(packed: torch.Tensor, numel: int):
+    """``(part, bits)`` per :data:`SELECT_CHUNK` of the ``numel`` elements
+    :func:`pack_mask` packed: the slice and its booleans, unpacked a slice at a time."""
+    for start in range(0, numel, SELECT_CHUNK):
+        stop = min(start + SELECT_CHUNK, numel)
+        yield slice(start, stop), unpack_mask(packed[start // 8 : -(-stop // 8)], torch.Size([stop - start]))
+
+
 def selected_capacity(numel: int, keep: float) -> int:
     r"""Bits that hold the selected elements of :math:`n` = ``numel`` when each
     is selected independently with probability :math:`q` = ``keep`` (a

@@ -19,7 +19,14 @@ import dataclasses
 
 import torch
 
-from ...config import ALLOWED_LEVELS, ALLOWED_PROJECTIONS, PRESETS, SCALE_DTYPES, CompressionConfig
+from ...config import (
+    ALLOWED_DROPOUT_MASKS,
+    ALLOWED_LEVELS,
+    ALLOWED_PROJECTIONS,
+    PRESETS,
+    SCALE_DTYPES,
+    CompressionConfig,
+)
 from ...seeds import SEED_LIMIT
 from ..batching import SAMPLERS, Batching
 from ..data import GRAPH_LAYOUTS
@@ -193,6 +200,11 @@ CONFIG_FLAGS: dict[str, dict] = {
     ),
     "center": dict(
         action=argparse.BooleanOptionalAction, help="store activations centered on their column means (or not)"
+    ),
+    "dropout_masks": dict(
+        choices=ALLOWED_DROPOUT_MASKS,
+        help="keep dropout masks as bits (1 per element), as a generator seed to redraw them from, or auto "
+        "(bits on CPU, the seed elsewhere)",
     ),
 }
 """One flag per :class:`~iexact.CompressionConfig` field (``--block-size`` for
