@@ -3,6 +3,7 @@
 import importlib.util
 import json
 import os
+import statistics
 import subprocess
 import sys
 from pathlib import Path
@@ -163,6 +164,48 @@ def test_the_gpu_benchmark_script_runs(tmp_path):
 TINY = ["--dataset", "synthetic:300,1200,16,4", "--epochs", "3", "--quiet", "--hidden", "16"]
 
 
+def test_bench_train_runs_each_run_alone_alternating_and_merges_them_as_one_process_trains_them(tmp_path):
+    """--runs 2: four children, FP32 and the default alternating run by run; each
+    configuration's merged record has the runs a single ``iexact train --runs 2``
+    process trains (the same seeds, accuracies and histories), every epoch time,
+    and the gradient error measured with run 1 only."""
+    out = tmp_path / "bench"
+    argv = TINY + ["--runs", "2", "--threads", "1"]
+    assert main(["bench", "train"] + argv + ["--configs", "fp32,default", "--out", str(out)]) == 0
+    children = sorted((out / "runs").glob("*.job.json"), key=lambda path: path.stat().st_mtime_ns)
+    jobs = [json.loads(path.read_text()) for path in children]
+    assert [(job["settings"]["label"], job["only_run"]) for job in jobs] == [
+        ("FP32", 0),
+        ("default", 0),
+        ("FP32", 1),
+        ("default", 1),
+    ]
+    assert "gradient_error" in json.loads((out / "runs" / "01-run1.json").read_text())
+    assert "gradient_error" not in json.loads((out / "runs" / "01-run2.json").read_text())
+    merged = json.loads((out / "bench.json").read_text())[1]
+    alone = tmp_path / "alone.json"
+    assert main(["train"] + argv + ["--json", str(alone)]) == 0
+    single = json.loads(alone.read_text())
+    assert merged["runs"] == single["runs"] == 2
+    for key in ("test_accuracy", "val_accuracy", "run_epochs", "gradient_error", "activation_memory"):
+        assert merged[key] == single[key], key
+    assert [len(seconds) for seconds in merged["epoch_seconds"]] == [3, 3]
+    kept = [second for seconds in merged["epoch_seconds"] for second in seconds[1:]]  # first epochs: warm-up
+    assert merged["epoch_seconds_median"] == statistics.median(kept)
+
+
+def test_a_job_of_one_run_names_a_run_it_has_and_takes_no_checkpoint():
+    from iexact.experiments.job import Job
+    from iexact.experiments.settings import RunKind, Settings
+
+    settings = Settings("synthetic", "sage", RunKind.FP32, "FP32", None)
+    assert Job(settings, epochs=1, runs=3, only_run=2).only_run == 2
+    with pytest.raises(ValueError, match=r"only_run=3 is invalid: a run in \[0, 3\)"):
+        Job(settings, epochs=1, runs=3, only_run=3)
+    with pytest.raises(ValueError, match="it takes no checkpoint"):
+        Job(settings, epochs=1, runs=3, only_run=0, checkpoint="run.pt")
+
+
 def test_bench_keeps_every_finished_configuration_when_one_is_killed(tmp_path, capsys, monkeypatch):
     """The second child is killed (SIGKILL): the first and third are in the table,
     in bench.json and in runs/, the killed one is named, and the exit status is 1."""
@@ -185,7 +228,7 @@ def test_bench_keeps_every_finished_configuration_when_one_is_killed(tmp_path, c
     assert "failed" in records[1] and "test_accuracy" in records[0] and "test_accuracy" in records[2]
     table = (out / "bench.md").read_text()
     assert "| exact() | failed: killed by signal 9" in table and "| default | " in table
-    assert json.loads((out / "runs" / "01.json").read_text())["failed"].startswith("killed by signal 9")
+    assert json.loads((out / "runs" / "01-run1.json").read_text())["failed"].startswith("killed by signal 9")
 
 
 def test_ctrl_c_during_bench_train_stops_every_process_with_one_line(tmp_path):
@@ -221,13 +264,13 @@ def test_ctrl_c_during_bench_train_stops_every_process_with_one_line(tmp_path):
         preexec_fn=lambda: signal.signal(signal.SIGINT, signal.SIG_DFL),
     )
     deadline = time.monotonic() + 120
-    while not (out / "runs" / "00.job.json").exists() and time.monotonic() < deadline and parent.poll() is None:
+    while not (out / "runs" / "00-run1.job.json").exists() and time.monotonic() < deadline and parent.poll() is None:
         time.sleep(0.2)
     time.sleep(3)  # the child is importing or training
     os.killpg(parent.pid, signal.SIGINT)
     _, error = parent.communicate(timeout=60)
     assert parent.returncode == 130 and "Traceback" not in error, error
-    assert error.strip().splitlines()[-1] == f"iexact bench: interrupted; finished configurations are in {out / 'runs'}"
+    assert error.strip().splitlines()[-1] == f"iexact bench: interrupted; finished runs are in {out / 'runs'}"
 
 
 def test_a_record_without_the_allocators_count_is_tabled_by_its_accounted_bytes():

@@ -48,6 +48,7 @@ RECORD_KEYS = {
     "world_size",
     "memory_parts",
     "run_epochs",
+    "epoch_seconds",
     "peak_address_space",
     "memory_floor",
 }
@@ -258,7 +259,7 @@ def test_bench_writes_table_json_and_plots(tmp_path, capsys):
     assert by_label["torch.utils.checkpoint"]["activation_memory"]["allocator"] < fp32
     for plot in ("accuracy_vs_memory.png", "layer_memory.png"):
         assert (out / plot).read_bytes()[:4] == b"\x89PNG"
-    children = sorted((out / "runs").glob("[0-9][0-9].json"))  # each child's record, kept as it finished
+    children = sorted((out / "runs").glob("[0-9][0-9]-run1.json"))  # each child's record, kept as it finished
     assert [json.loads(path.read_text())["label"] for path in children] == [r["label"] for r in records]
 
 

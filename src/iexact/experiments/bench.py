@@ -34,6 +34,7 @@ from ..nn import compress_
 from ..quant import rademacher
 from .files import write_json_atomically
 from .job import DIVERGED, OUT_OF_MEMORY, Job
+from .records import run_entries, run_summary
 from .settings import RunKind
 
 
@@ -338,16 +339,49 @@ def training_configs(names, block_sizes) -> list[tuple[str, RunKind, Compression
 
 
 def run_training(jobs: list[Job], out: Path) -> list[dict]:
-    """Run each job in a fresh ``python -m iexact.experiments.job`` process (so
-    peak memory and timings are its own) and collect the records, each written
-    to ``out/runs/`` as it finishes. A configuration that runs out of memory
-    (under the job's ``memory_limit``) is recorded with an ``out_of_memory``
-    message; one that diverges, crashes or is killed with a ``failed``
-    message; the others go on either way."""
+    """Run each job's runs in fresh ``python -m iexact.experiments.job``
+    processes, one per run (so peak memory and timings are its own), run by
+    run with the jobs alternating (FP32 run 1, default run 1, FP32 run 2,
+    ...: this machine's slow phases, which last minutes, then fall on every
+    configuration alike), and return one record per job, its runs merged
+    (:func:`merged_runs`). Each child's record is written to ``out/runs/``
+    as it finishes. A configuration that runs out of memory (under the job's
+    ``memory_limit``) is recorded with an ``out_of_memory`` message; one that
+    diverges, crashes or is killed with a ``failed`` message, and runs no
+    more; the others go on either way."""
     folder = out / "runs"
     folder.mkdir(parents=True, exist_ok=True)
     environment = {**os.environ, "KINETO_LOG_LEVEL": os.environ.get("KINETO_LOG_LEVEL", "6")}
-    return [_run_child(job, folder / f"{index:02d}", environment) for index, job in enumerate(jobs)]
+    finished: list[list[dict]] = [[] for _ in jobs]
+    for run in range(max(job.runs for job in jobs)):
+        for index, job in enumerate(jobs):
+            if run < job.runs and not any(_stopped(record) for record in finished[index]):
+                stem = folder / f"{index:02d}-run{run + 1}"
+                finished[index].append(_run_child(dataclasses.replace(job, only_run=run), stem, environment))
+    return [merged_runs(records) for records in finished]
+
+
+PEAK_KEYS = ("peak_memory", "peak_address_space", "memory_parts", "memory_floor")  # one process's peak, told together
+
+
+def _stopped(record: dict) -> bool:
+    return "out_of_memory" in record or "failed" in record
+
+
+def merged_runs(records: list[dict]) -> dict:
+    """One configuration's record from those of its runs, each trained in a
+    process of its own (in run order): the runs' accuracies, histories and
+    epoch times together (:func:`~iexact.experiments.records.run_summary`),
+    the peak of the run that peaked highest (:data:`PEAK_KEYS`), the rest
+    (memory accounted, the gradient error, measured with run 1) the first
+    run's. A run that ran out of memory or
+    failed stands for the configuration."""
+    stopped = next((record for record in records if _stopped(record)), None)
+    if stopped is not None:
+        return stopped
+    highest = max(records, key=lambda record: record["peak_memory"]["bytes"])
+    peak = {key: highest[key] for key in PEAK_KEYS if key in highest}
+    return {**records[0], **peak, **run_summary([entry for record in records for entry in run_entries(record)])}
 
 
 def _ignore_interrupts() -> None:

@@ -51,9 +51,12 @@ def run_experiment(
     resume: bool = False,
     after_epoch: Callable[[int, TrainingState], None] | None = None,
     ranks: Ranks | None = None,
+    first_run: int = 0,
 ) -> dict | None:
-    r"""Train ``runs`` runs of ``epochs`` epochs (run :math:`r` seeded with
-    ``settings.seed + r``) and return the result record.
+    r"""Train runs ``first_run`` to ``runs - 1`` of ``epochs`` epochs (run
+    :math:`r` seeded with ``settings.seed + r``) and return the result
+    record. The gradient error at initialization (of ``settings.seed``'s
+    model, whatever the runs) is measured with run 0 only.
 
     With ``checkpoint``, the state is saved atomically at the end of every run
     and, with ``save_every``, every ``save_every`` epochs; ``resume`` continues
@@ -70,7 +73,7 @@ def run_experiment(
     held_before = process_memory() if device.type == "cpu" else None
     saved = _resume_point(checkpoint, settings, epochs, runs) if resume else None
     finished: list[dict] = [] if saved is None else list(saved["finished"])
-    start_run = 0 if saved is None else saved["run"]
+    start_run = first_run if saved is None else saved["run"]
     restarted = restart_peak_memory(device)
     last = None
     for run in range(start_run, runs):
@@ -79,7 +82,7 @@ def run_experiment(
         finished.append(last.entry(state))
     if not main:
         return None
-    record = _measured_record(settings, data, device, epochs, runs, finished, restarted, ranks)
+    record = _measured_record(settings, data, device, epochs, finished, restarted, ranks, first_run == 0)
     mapped = None if held_before is None or record["peak_address_space"] is None else held_before[0]
     record["memory_floor"] = None if mapped is None else memory_floor(data, hidden_width(settings), mapped)
     if last is not None:
@@ -103,19 +106,21 @@ def _resume_point(checkpoint, settings: Settings, epochs: int, runs: int) -> dic
     return saved
 
 
-def _measured_record(settings: Settings, data, device, epochs, runs, finished, restarted: bool, ranks) -> dict:
+def _measured_record(settings: Settings, data, device, epochs, finished, restarted: bool, ranks, gradient) -> dict:
     """The record of the finished runs, with the measurements taken after training:
     peak memory first (the measurements allocate), then the activation memory
-    (``torch.profiler``'s allocator count leaves buffers the process keeps), then
-    the gradient error (it runs the FP32 model too, which may not fit)."""
+    (``torch.profiler``'s allocator count leaves buffers the process keeps), then,
+    with ``gradient``, the gradient error (it runs the FP32 model too, which may not fit)."""
     peak = peak_memory(device, restarted)
     address_space = peak_address_space() if device.type == "cpu" else None  # CUDA maps device memory too
     memory = measure_memory(settings, data, device)
-    record = result_record(settings, device, epochs, runs, finished, memory, peak)
+    record = result_record(settings, device, epochs, finished, memory, peak)
     record["peak_address_space"] = address_space
     record["world_size"] = 1 if ranks is None else ranks.world_size
     if ranks is not None:  # per run, the ranks' largest parameter difference after each epoch
         record["rank_spread"] = [run.get("rank_spread", []) for run in finished]
+    if not gradient:
+        return record
     try:
         record["gradient_error"] = measure_gradient_error(settings, data, device)
     except (MemoryError, RuntimeError) as error:

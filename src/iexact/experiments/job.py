@@ -48,7 +48,10 @@ class Job:
     under an address-space ``memory_limit`` in bytes (``None``: none), with
     ``threads`` torch CPU threads (``None``: torch's choice), checkpointed to
     ``checkpoint`` at the end of every run and every ``save_every`` epochs,
-    continued from it with ``resume``."""
+    continued from it with ``resume``. With ``only_run`` :math:`r`, run
+    :math:`r` of the ``runs`` alone (``iexact bench train`` runs each run
+    in a process of its own, the configurations alternating; not with a
+    checkpoint)."""
 
     settings: Settings
     epochs: int
@@ -62,6 +65,13 @@ class Job:
     checkpoint: str | None = None
     save_every: int = 0
     resume: bool = False
+    only_run: int | None = None
+
+    def __post_init__(self) -> None:
+        if self.only_run is not None and not 0 <= self.only_run < self.runs:
+            raise ValueError(f"only_run={self.only_run} is invalid: a run in [0, {self.runs})")
+        if self.only_run is not None and self.checkpoint is not None:
+            raise ValueError("only_run trains one run of several: it takes no checkpoint")
 
     def to_dict(self) -> dict:
         """The job as plain JSON values."""
@@ -101,8 +111,9 @@ def run_job(job: Job, ranks: Ranks | None = None, announce: Callable[[object], N
     if ranks is not None:
         distributed.start(ranks, device)
     try:
+        runs, first = (job.runs, 0) if job.only_run is None else (job.only_run + 1, job.only_run)
         return run_experiment(
-            settings, data, device, job.epochs, job.runs, job.checkpoint, job.save_every, job.resume, progress, ranks
+            settings, data, device, job.epochs, runs, job.checkpoint, job.save_every, job.resume, progress, ranks, first
         )
     finally:
         distributed.stop()

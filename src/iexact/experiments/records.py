@@ -3,7 +3,7 @@ r"""The result record of an experiment: built from its runs, and told as text.
 A record (a JSON-ready dict) holds the settings, best-validation test accuracy
 per run with their mean and standard deviation, the validation histories,
 activation memory (accounted and as the allocator sees it), peak memory and the
-median epoch time; :func:`~iexact.experiments.experiment.run_experiment` adds
+epoch times with their median; :func:`~iexact.experiments.experiment.run_experiment` adds
 the gradient error, peak address space and where the peak goes.
 """
 
@@ -19,14 +19,10 @@ from .settings import Settings
 
 
 def result_record(
-    settings: Settings, device, epochs: int, runs: int, finished: list[dict], memory: dict, peak: tuple[int, str]
+    settings: Settings, device, epochs: int, finished: list[dict], memory: dict, peak: tuple[int, str]
 ) -> dict:
     """The record of ``finished`` runs (their entries as ``run_experiment`` keeps
     them), with the activation ``memory`` of one step and the ``(bytes, kind)`` peak."""
-    tests = [run["test_accuracy"] for run in finished]
-    vals = [run["val_accuracy"] for run in finished]
-    # the first epoch of each run is warm-up (allocator, caches, lazy init)
-    seconds = [s for run in finished for s in (run["epoch_seconds"][1:] or run["epoch_seconds"])]
     peak_bytes, peak_kind = peak
     return {
         "iexact": __version__,
@@ -35,10 +31,26 @@ def result_record(
         "threads": torch.get_num_threads(),
         **settings.to_dict(),
         "epochs": epochs,
-        "runs": runs,
+        **run_summary(finished),
+        "activation_memory": memory,
+        "peak_memory": {"bytes": peak_bytes, "kind": peak_kind},
+    }
+
+
+def run_summary(finished: list[dict]) -> dict:
+    """What a record says of its runs, from their entries (``test_accuracy``,
+    ``val_accuracy``, ``val_history``, ``epoch_seconds``, ``epochs`` each): the
+    count, the accuracies with their mean (and the test accuracies' standard
+    deviation), the epoch times per run and their median, the first epoch of
+    each run left out of it (warm-up: allocator, caches, lazy init)."""
+    tests = [run["test_accuracy"] for run in finished]
+    vals = [run["val_accuracy"] for run in finished]
+    seconds = [s for run in finished for s in (run["epoch_seconds"][1:] or run["epoch_seconds"])]
+    return {
+        "runs": len(finished),
         "test_accuracy": {
             "mean": statistics.mean(tests),
-            "std": statistics.pstdev(tests) if runs > 1 else 0.0,
+            "std": statistics.pstdev(tests) if len(tests) > 1 else 0.0,
             "runs": tests,
         },
         "val_accuracy": {
@@ -46,11 +58,25 @@ def result_record(
             "runs": vals,
             "history": [run["val_history"] for run in finished],
         },
-        "activation_memory": memory,
-        "peak_memory": {"bytes": peak_bytes, "kind": peak_kind},
+        "epoch_seconds": [run["epoch_seconds"] for run in finished],
         "epoch_seconds_median": statistics.median(seconds),
         "run_epochs": [run["epochs"] for run in finished],
     }
+
+
+def run_entries(record: dict) -> list[dict]:
+    """The entries of a record's runs, as :func:`run_summary` reads them (its inverse)."""
+    return [
+        {"test_accuracy": test, "val_accuracy": val, "val_history": history, "epoch_seconds": seconds, "epochs": epochs}
+        for test, val, history, seconds, epochs in zip(
+            record["test_accuracy"]["runs"],
+            record["val_accuracy"]["runs"],
+            record["val_accuracy"]["history"],
+            record["epoch_seconds"],
+            record["run_epochs"],
+            strict=True,
+        )
+    ]
 
 
 def _mib(nbytes: int) -> str:

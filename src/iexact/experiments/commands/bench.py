@@ -70,8 +70,9 @@ def _add_train(kinds) -> None:
 
 
 def run_train(args: argparse.Namespace) -> int:
-    """Each configuration trains in a fresh process, so peak memory (the
-    process's peak RSS on CPU) and timings are its own."""
+    """Each run of each configuration trains in a fresh process, so peak memory
+    (the process's peak RSS on CPU) and timings are its own, the
+    configurations alternating run by run (:func:`~iexact.experiments.bench.run_training`)."""
     base = arguments.settings_from(args)
     jobs = [
         job_from(args, base.variant(kind, label, config))
@@ -118,7 +119,7 @@ def run_train(args: argparse.Namespace) -> int:
 
 
 def _train_interrupted(args: argparse.Namespace, argv: list[str]) -> str:
-    return f"finished configurations are in {Path(args.out) / 'runs'}"
+    return f"finished runs are in {Path(args.out) / 'runs'}"
 
 
 # ---- bench batch-size ----------------------------------------------------------------------------
