@@ -174,9 +174,10 @@ class CompressionConfig:
             :math:`4D` bytes per tensor. Unprojected tensors are never
             centered (it would move a ReLU's exact zeros off the levels).
             ``False`` for the papers' presets, as they stored. (default: :obj:`True`)
-        dropout_masks (str, optional): how a dropout of node features
-            (``torch.nn.Dropout``, ``F.dropout`` in a model's own code, and
-            the one after a ReLU or LeakyReLU) hands its keep-mask to
+        dropout_masks (str, optional): how a dropout (``torch.nn.Dropout``,
+            ``F.dropout`` in a model's own code, the one after a ReLU or
+            LeakyReLU, and that of the attention weights of the attention
+            convs and ``MultiheadAttention``) hands its keep-mask to
             backward: ``"seed"`` keeps a snapshot of torch's generator and
             redraws the mask (0 bits per element; after a ReLU the signs of
             the kept elements, :math:`\approx (1 - p)` bits), ``"bits"``

@@ -11,7 +11,7 @@ model with every module at :math:`c` is observed
 (:func:`~iexact.analysis.observe_compressions`): each tensor a module
 compresses, with the config it is compressed with. Its bytes are the codec's
 arithmetic on its shape (:func:`~iexact.codec.stored_bytes`). What a module
-keeps besides (sign bits, seeds, dropout's generator snapshots, :math:`1/\sigma`,
+keeps besides (sign bits, seeds, dropout's masks or generator snapshots, :math:`1/\sigma`,
 tensors saved uncompressed) does not depend on the config: it is what
 :func:`~iexact.activation_memory` counts with the base config less those
 tensors. A plan's bytes are the sum over its modules.
@@ -123,7 +123,7 @@ class Plan:
         modules (tuple): a :class:`ModulePlan` per module that compresses
             anything, in forward order.
         fixed (dict): bytes the other modules keep whatever the configs
-            (ReLU's sign bits, dropout's generator snapshots, tensors saved
+            (ReLU's sign bits, dropout's masks or generator snapshots, tensors saved
             uncompressed), by module name.
         budget (int or None): the budget in bytes (``None``: planned for ``max_error``).
         fp32_bytes (int): what the uncompressed model keeps.
@@ -443,7 +443,7 @@ def _plan(model, inputs, kwargs, loss_fn, target, base, candidates, draws, seed)
             f"no plan keeps the activations within {format_bytes(budget, exact=True)}: the smallest keeps "
             f"{format_bytes(smallest, exact=True)}, "
             f"{format_bytes(sum(fixed.values()) + sum(others.values()), exact=True)} of it whatever the configs "
-            f"(sign bits, dropout's generator snapshots, attention weights, tensors saved uncompressed); "
+            f"(sign bits, dropout's masks or generator snapshots, attention weights, tensors saved uncompressed); "
             f"FP32 keeps {format_bytes(fp32_bytes, exact=True)}",
             smallest,
         )

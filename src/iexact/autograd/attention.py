@@ -10,7 +10,7 @@ import torch
 from ..config import CompressionConfig
 from ..graph import attention_edges, edge_chunks, edge_dots
 from ..seeds import SeedStream
-from .dropout import keep, redraw
+from .dropout import keep_for_backward, restored_mask
 from .saving import SavingFunction, load, pack, save, unpack
 
 
@@ -43,18 +43,20 @@ def weighted_sum(x, src, dst, weight, num_dst):
     return out
 
 
-def dropped_weights(weights, dropout: float, valid=None):
-    r"""``(mask, state, dropped)``: dropout of the attention weights :math:`\alpha`
-    :math:`(E, H)` as PyG applies it (:func:`~iexact.autograd.dropout.keep`,
-    ``valid`` rows only), and :math:`\tilde\alpha = \alpha m`."""
-    mask, state = keep(weights, dropout, valid)
-    return mask, state, weights if mask is None else weights * mask
+def dropped_weights(weights, dropout: float, bits: bool, valid=None):
+    r"""``(held, dropped)``: dropout of the attention weights :math:`\alpha`
+    :math:`(E, H)` as PyG applies it (``valid`` rows only), :math:`\tilde\alpha
+    = \alpha m`, and what backward restores :math:`m` from (its bits with
+    ``bits``, else the generator snapshot:
+    :func:`~iexact.autograd.dropout.keep_for_backward`)."""
+    mask, held = keep_for_backward(weights, dropout, bits, valid)
+    return held, weights if mask is None else weights * mask
 
 
-def redropped_weights(weights, dropout: float, state, valid=None):
-    r"""``(mask, dropped)`` of :func:`dropped_weights`, the mask redrawn in
-    backward from its ``state`` (:func:`~iexact.autograd.dropout.redraw`)."""
-    mask = redraw(weights, dropout, state, valid)
+def redropped_weights(weights, dropout: float, held, bits: bool, valid=None):
+    r"""``(mask, dropped)`` of :func:`dropped_weights`, the mask restored in
+    backward from ``held`` (:func:`~iexact.autograd.dropout.restored_mask`)."""
+    mask = restored_mask(weights, dropout, held, bits, valid)
     return mask, weights if mask is None else weights * mask
 
 
@@ -156,8 +158,9 @@ class GATAttentionFunction(SavingFunction):
 
     Stores: :math:`X'` compressed twice and a separate :math:`T'` once (never
     projected: they enter per-edge dot products), :math:`a, b`
-    (:math:`4 (N_s + N_t) H` bytes) and the dropout generator snapshot. The
-    edge list with self-loops is rebuilt in backward from the caller's graph.
+    (:math:`4 (N_s + N_t) H` bytes) and the dropout's mask (its bits, or
+    the generator snapshot: ``dropout_masks``). The edge list with
+    self-loops is rebuilt in backward from the caller's graph.
 
     Shapes:
         - **input:** :math:`X'` :math:`(N_s, H, C)`, :math:`T'` :math:`(N_t, H, C)`,
@@ -185,7 +188,8 @@ class GATAttentionFunction(SavingFunction):
             None if spec.targets == "none" else ((source if spec.targets == "shared" else target) * att_dst).sum(-1)
         )
         weights, _ = _attention(source_score, target_score, src, dst, valid, spec.num_dst, negative_slope)
-        _, state, dropped = dropped_weights(weights, dropout, valid)
+        ctx.bits = config.keeps_dropout_bits(weights.device)
+        held, dropped = dropped_weights(weights, dropout, ctx.bits, valid)
         elementwise = config.unprojected
         separate = pack(target, elementwise, seeds, argument=True) if spec.targets == "separate" else None
         save(
@@ -198,19 +202,19 @@ class GATAttentionFunction(SavingFunction):
             separate,
             source_score,
             target_score,
-            state,
+            held,
         )
         ctx.spec, ctx.slope, ctx.dropout = spec, negative_slope, dropout
         return weighted_sum(source, src, dst, dropped, spec.num_dst)
 
     @staticmethod
     def backward(ctx, grad_out):
-        structure, att_src, att_dst, first, second, separate, source_score, target_score, state = load(ctx)
+        structure, att_src, att_dst, first, second, separate, source_score, target_score, held = load(ctx)
         spec = ctx.spec
         src, dst, valid = spec.edges(structure)
         weights, positive = _attention(source_score, target_score, src, dst, valid, spec.num_dst, ctx.slope)
         weights = weights.to(grad_out.dtype)
-        mask, dropped = redropped_weights(weights, ctx.dropout, state, valid)
+        mask, dropped = redropped_weights(weights, ctx.dropout, held, ctx.bits, valid)
         values = unpack(first).to(grad_out.dtype)
         grad_source, grad_logits = message_grads(grad_out, values, weights, mask, dropped, src, dst, spec)
         grad_logits = torch.where(positive, grad_logits, grad_logits * ctx.slope)

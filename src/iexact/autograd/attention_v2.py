@@ -75,9 +75,10 @@ class GATv2AttentionFunction(SavingFunction):
 
     Stores: :math:`X'` compressed twice and a separate :math:`T'` once
     (never projected: they enter per-edge sums), :math:`\alpha` :math:`(E, H)`
-    compressed twice (never projected), the signs (:math:`\lceil E H C / 8 \rceil` bytes) and the
-    dropout generator snapshot. The edge list with self-loops is rebuilt in
-    backward from the caller's graph.
+    compressed twice (never projected), the signs (:math:`\lceil E H C / 8
+    \rceil` bytes) and the dropout's mask (its bits, or the generator
+    snapshot: ``dropout_masks``). The edge list with self-loops is rebuilt
+    in backward from the caller's graph.
 
     Shapes:
         - **input:** :math:`X'` :math:`(N_s, H, C)`, :math:`T'` :math:`(N_t, H, C)`,
@@ -103,7 +104,8 @@ class GATv2AttentionFunction(SavingFunction):
         logits, positive = _scores(source, targets, att, src, dst, valid, negative_slope)
         weights = segment_softmax(logits, dst, spec.num_dst)
         del logits
-        _, state, dropped = dropped_weights(weights, dropout, valid)
+        ctx.bits = config.keeps_dropout_bits(weights.device)
+        held, dropped = dropped_weights(weights, dropout, ctx.bits, valid)
         elementwise = config.unprojected
         separate = pack(target, elementwise, seeds, argument=True) if spec.targets == "separate" else None
         save(
@@ -115,18 +117,18 @@ class GATv2AttentionFunction(SavingFunction):
             separate,
             *pack_weights(weights, config, seeds),
             pack_mask(positive),
-            state,
+            held,
         )
         ctx.spec, ctx.slope, ctx.dropout, ctx.shape = spec, negative_slope, dropout, positive.shape
         return weighted_sum(source, src, dst, dropped, spec.num_dst)
 
     @staticmethod
     def backward(ctx, grad_out):
-        structure, att, first, second, separate, weights, weights_again, signs, state = load(ctx)
+        structure, att, first, second, separate, weights, weights_again, signs, held = load(ctx)
         spec = ctx.spec
         src, dst, valid = spec.edges(structure)
         weights, weights_again = unpack_weights(weights, weights_again, grad_out.dtype)
-        mask, dropped = redropped_weights(weights, ctx.dropout, state, valid)
+        mask, dropped = redropped_weights(weights, ctx.dropout, held, ctx.bits, valid)
         values = unpack(first).to(grad_out.dtype)
         grad_source, grad_logits = message_grads(
             grad_out, values, weights, mask, dropped, src, dst, spec, weights_again

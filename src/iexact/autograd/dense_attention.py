@@ -11,7 +11,7 @@ from ..codec import stored_bytes
 from ..config import CompressionConfig
 from ..seeds import SeedStream
 from .attention import pack_weights, unpack_weights
-from .dropout import keep, redraw
+from .dropout import keep_for_backward, restored_mask
 from .saving import SavingFunction, load, pack, save, unpack
 
 
@@ -82,7 +82,8 @@ class DenseAttentionFunction(SavingFunction):
     Stores: :math:`V` compressed (never projected: it enters per-pair dot
     products); then :math:`Q, K` compressed and :math:`A` compressed twice with
     :attr:`~iexact.CompressionConfig.attention_weights`, or :math:`Q, K` and
-    :math:`M` as they are; the dropout generator snapshot.
+    :math:`M` as they are; the dropout's mask (its bits, or the generator
+    snapshot: ``dropout_masks``).
 
     Shapes:
         - **input:** :math:`Q` :math:`(B, H, L, C)`, :math:`K` :math:`(B, H, S, C)`,
@@ -103,7 +104,8 @@ class DenseAttentionFunction(SavingFunction):
     ):
         scale = 1 / math.sqrt(query.shape[-1])
         weights = _weights(query, key, mask, scale)
-        kept, state = keep(weights, dropout)
+        ctx.bits = config.keeps_dropout_bits(weights.device)
+        kept, held = keep_for_backward(weights, dropout, ctx.bits)
         dropped = weights if kept is None else weights * kept
         del kept
         out = torch.matmul(dropped.to(value.dtype), value)
@@ -118,14 +120,14 @@ class DenseAttentionFunction(SavingFunction):
             )
         else:
             stored = (_alone(query), _alone(key), None, None, mask)
-        save(ctx, pack(value, elementwise, seeds, argument=True), *stored, state)
+        save(ctx, pack(value, elementwise, seeds, argument=True), *stored, held)
         ctx.dropout, ctx.scale = dropout, scale
         ctx.set_materialize_grads(False)
         return out, dropped
 
     @staticmethod
     def backward(ctx, grad_out: torch.Tensor | None, grad_dropped: torch.Tensor | None):
-        value, query, key, first, second, mask, state = load(ctx)
+        value, query, key, first, second, mask, held = load(ctx)
         reached = grad_out if grad_out is not None else grad_dropped
         assert reached is not None  # one of the two outputs reached the loss
         dtype = reached.dtype
@@ -134,7 +136,7 @@ class DenseAttentionFunction(SavingFunction):
             query, key = unpack(query), unpack(key)
         else:
             weights = weights_again = _weights(query, key, mask, ctx.scale).to(dtype)
-        kept = redraw(weights, ctx.dropout, state)
+        kept = restored_mask(weights, ctx.dropout, held, ctx.bits)
         grad_value = None
         if grad_out is not None:
             dropped = weights if kept is None else weights * kept

@@ -55,6 +55,26 @@ def mask_from_bits(packed: torch.Tensor, p: float, layout: tuple) -> torch.Tenso
     return mask.div_(1.0 - p)
 
 
+def keep_for_backward(
+    like: torch.Tensor, p: float, bits: bool, valid: torch.Tensor | None = None
+) -> tuple[torch.Tensor | None, torch.Tensor | None]:
+    r"""``(mask, held)``: :func:`keep`'s mask and what backward restores it from
+    (:func:`restored_mask`): its bits (:func:`kept_bits`) with ``bits``, else
+    the generator snapshot; ``None`` for :math:`p \in \{0, 1\}` (no draw)."""
+    mask, state = keep(like, p, valid)
+    return mask, (kept_bits(mask) if bits and mask is not None and state is not None else state)
+
+
+def restored_mask(
+    like: torch.Tensor, p: float, held: torch.Tensor | None, bits: bool, valid: torch.Tensor | None = None
+) -> torch.Tensor | None:
+    """The mask :func:`keep_for_backward` drew for ``like`` (laid out alike):
+    from its bits, or redrawn from the snapshot (:func:`redraw`)."""
+    if bits and held is not None:
+        return mask_from_bits(held, p, (like.shape, like.stride(), like.dtype))
+    return redraw(like, p, held, valid)
+
+
 def backward_mask(held: torch.Tensor, grad_out: torch.Tensor, p: float, layout: tuple, bits: bool) -> torch.Tensor:
     """Forward's scaled keep-mask, :math:`p > 0`: from its bits (``bits``,
     :func:`mask_from_bits`) or redrawn from the generator snapshot ``held``

@@ -60,7 +60,8 @@ class TransformerAttentionFunction(SavingFunction):
     Stores: :math:`Q, K, V` compressed once each and :math:`E` twice (never
     projected: they enter per-edge dot products), :math:`\alpha` :math:`(E, H)`
     compressed twice (:func:`~iexact.autograd.attention.softmax_grad`
-    multiplies two copies) and the dropout generator snapshot.
+    multiplies two copies) and the dropout's mask (its bits, or the
+    generator snapshot: ``dropout_masks``).
 
     Shapes:
         - **input:** :math:`Q` :math:`(N_t, H, C)`, :math:`K, V` :math:`(N_s, H, C)`,
@@ -88,7 +89,8 @@ class TransformerAttentionFunction(SavingFunction):
             logits += _dots(edge, query, dst)
         weights = segment_softmax(logits.mul_(scale), dst, spec.num_dst)
         del logits
-        _, state, dropped = dropped_weights(weights, dropout)
+        ctx.bits = config.keeps_dropout_bits(weights.device)
+        held, dropped = dropped_weights(weights, dropout, ctx.bits)
         out = weighted_sum(value, src, dst, dropped, spec.num_dst)
         if edge is not None:
             out += _edge_terms(edge, dst, dropped, spec.num_dst)
@@ -102,18 +104,18 @@ class TransformerAttentionFunction(SavingFunction):
             pack(value, elementwise, seeds, argument=True),
             *copies,
             *pack_weights(weights, config, seeds),
-            state,
+            held,
         )
         ctx.spec, ctx.dropout, ctx.scale = spec, dropout, scale
         return out
 
     @staticmethod
     def backward(ctx, grad_out):
-        structure, query, key, value, first_edge, second_edge, weights, weights_again, state = load(ctx)
+        structure, query, key, value, first_edge, second_edge, weights, weights_again, held = load(ctx)
         spec = ctx.spec
         src, dst, _ = spec.edges(structure)
         weights, weights_again = unpack_weights(weights, weights_again, grad_out.dtype)
-        mask, dropped = redropped_weights(weights, ctx.dropout, state)
+        mask, dropped = redropped_weights(weights, ctx.dropout, held, ctx.bits)
         grad_value = weighted_sum(grad_out, dst, src, dropped, spec.num_src)
         grad_dropped = edge_dots(grad_out, unpack(value).to(grad_out.dtype), src, dst)
         edge = None if first_edge is None else unpack(first_edge).to(grad_out.dtype)
