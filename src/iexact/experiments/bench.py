@@ -374,8 +374,8 @@ def merged_runs(records: list[dict]) -> dict:
     epoch times together (:func:`~iexact.experiments.records.run_summary`),
     the peak of the run that peaked highest (:data:`PEAK_KEYS`), the rest
     (memory accounted, the gradient error, measured with run 1) the first
-    run's. A run that ran out of memory or
-    failed stands for the configuration."""
+    run's. A run that ran out of memory or failed stands for the
+    configuration."""
     stopped = next((record for record in records if _stopped(record)), None)
     if stopped is not None:
         return stopped
