@@ -29,7 +29,7 @@ from ..quant import (
     unpack_selected,
     unpacked_parts,
 )
-from .dropout import backward_mask, keep, kept_bits
+from .dropout import keep_for_backward, mask_like, restored_mask
 from .saving import SavingFunction, load, save
 
 
@@ -99,15 +99,16 @@ class ActivationDropoutFunction(SavingFunction):
 
     @staticmethod
     def forward(ctx, h: torch.Tensor, p: float, slope: float, bits: bool) -> torch.Tensor:
-        mask, state = keep(h, p)
-        assert mask is not None and state is not None  # 0 < p < 1
+        fused = bits and slope == 0  # one bit "kept and positive" holds the mask too
+        mask, held = keep_for_backward(h, p, bits and not fused)
+        assert mask is not None and held is not None  # 0 < p < 1
         ctx.p, ctx.slope, ctx.bits, ctx.layout = p, slope, bits, (mask.shape, mask.stride(), mask.dtype)
-        if bits and slope == 0:
+        if fused:
             out = mask.mul_(h)
             save(ctx, pack_positive(out))  # kept and positive: where dx is not 0
             return out
         signs = pack_selected(h, mask, selected_capacity(h.numel(), 1 - p))  # the signs where m != 0
-        save(ctx, kept_bits(mask) if bits else state, signs)
+        save(ctx, held, signs)
         return mask.mul_(h)
 
     @staticmethod
@@ -116,7 +117,8 @@ class ActivationDropoutFunction(SavingFunction):
             (kept_positive,) = load(ctx)
             return _scaled_where(grad_out, kept_positive, ctx.p), None, None, None
         held, signs = load(ctx)
-        mask = backward_mask(held, grad_out, ctx.p, ctx.layout, ctx.bits)
+        mask = restored_mask(mask_like(grad_out, ctx.layout), ctx.p, held, ctx.bits)
+        assert mask is not None  # 0 < p < 1
         if not mask.is_contiguous() or mask.dtype != grad_out.dtype:
             return _derivative(grad_out * mask, unpack_selected(signs, mask), ctx.slope), None, None, None
         # dx in the mask's own buffer, a slice at a time: no boolean or float temporary of the full size

@@ -42,12 +42,11 @@ def kept_bits(mask: torch.Tensor) -> torch.Tensor:
     return pack_nonzero(mask)
 
 
-def mask_from_bits(packed: torch.Tensor, p: float, layout: tuple) -> torch.Tensor:
+def mask_from_bits(packed: torch.Tensor, p: float, shape: torch.Size, dtype: torch.dtype) -> torch.Tensor:
     """The scaled keep-mask :func:`kept_bits` packed, with the values :func:`keep`
-    drew (ones divided by :math:`1 - p` as torch divides them), contiguous, in
-    the shape and dtype of ``layout`` (``(shape, stride, dtype)``), unpacked
-    a slice at a time (no boolean tensor of the full size)."""
-    shape, _, dtype = layout
+    drew (ones divided by :math:`1 - p` as torch divides them), contiguous, of
+    ``shape`` and ``dtype``, unpacked a slice at a time (no boolean tensor of
+    the full size)."""
     mask = torch.empty(shape, dtype=dtype, device=packed.device)
     flat = mask.view(-1)
     for part, bits in unpacked_parts(packed, flat.numel()):
@@ -69,27 +68,16 @@ def restored_mask(
     like: torch.Tensor, p: float, held: torch.Tensor | None, bits: bool, valid: torch.Tensor | None = None
 ) -> torch.Tensor | None:
     """The mask :func:`keep_for_backward` drew for ``like`` (laid out alike):
-    from its bits, or redrawn from the snapshot (:func:`redraw`)."""
+    from its bits (contiguous, ``like``'s shape and dtype), or redrawn from
+    the snapshot into ``like`` (:func:`redraw`)."""
     if bits and held is not None:
-        return mask_from_bits(held, p, (like.shape, like.stride(), like.dtype))
+        return mask_from_bits(held, p, like.shape, like.dtype)
     return redraw(like, p, held, valid)
-
-
-def backward_mask(held: torch.Tensor, grad_out: torch.Tensor, p: float, layout: tuple, bits: bool) -> torch.Tensor:
-    """Forward's scaled keep-mask, :math:`p > 0`: from its bits (``bits``,
-    :func:`mask_from_bits`) or redrawn from the generator snapshot ``held``
-    (:func:`redraw`, into ``grad_out``'s buffer where it is laid out alike;
-    zeros for :math:`p = 1`)."""
-    if bits:
-        return mask_from_bits(held, p, layout)
-    mask = redraw(mask_like(grad_out, layout), p, held)
-    assert mask is not None  # p > 0
-    return mask
 
 
 def mask_like(grad_out: torch.Tensor, layout: tuple) -> torch.Tensor:
     """A tensor laid out as forward's mask (``(shape, stride, dtype)``), for
-    :func:`redraw`: ``grad_out`` itself where it is, so that no buffer is
+    :func:`restored_mask`: ``grad_out`` itself where it is, so that no buffer is
     allocated only to carry the layout (the mask is drawn into one of its own)."""
     shape, stride, dtype = layout
     if (grad_out.shape, grad_out.stride(), grad_out.dtype) == layout:
@@ -102,7 +90,8 @@ class DropoutFunction(SavingFunction):
     drawn from torch's default generator exactly as ``torch.nn.functional.dropout``
     draws it (so the mask equals the FP32 model's under the same seed);
     backward redraws :math:`m` from a snapshot of the generator taken before,
-    or, with ``bits``, reads it from its bits (:func:`backward_mask`).
+    or, with ``bits``, reads it from its bits (:func:`keep_for_backward`,
+    :func:`restored_mask`).
 
     Stores, for :math:`0 < p < 1`: the generator snapshot (5,056 bytes on
     CPU, 16 on CUDA), or with ``bits`` :math:`\lceil n / 8 \rceil` bytes;
@@ -111,9 +100,9 @@ class DropoutFunction(SavingFunction):
 
     @staticmethod
     def forward(ctx, x: torch.Tensor, p: float, bits: bool) -> torch.Tensor:
-        mask, state = keep(x, p)
-        ctx.p, ctx.bits = p, bits and mask is not None and state is not None  # 0 < p < 1: a draw to keep
-        save(ctx, kept_bits(mask) if mask is not None and ctx.bits else state)
+        mask, held = keep_for_backward(x, p, bits)
+        save(ctx, held)
+        ctx.p, ctx.bits = p, bits
         if mask is None:
             return x.clone()
         ctx.layout = (mask.shape, mask.stride(), mask.dtype)
@@ -124,5 +113,6 @@ class DropoutFunction(SavingFunction):
         (held,) = load(ctx)
         if ctx.p == 0:
             return grad_out, None, None
-        mask = backward_mask(held, grad_out, ctx.p, ctx.layout, ctx.bits)
+        mask = restored_mask(mask_like(grad_out, ctx.layout), ctx.p, held, ctx.bits)
+        assert mask is not None  # p > 0
         return (mask.mul_(grad_out) if mask.dtype == grad_out.dtype else grad_out * mask.to(grad_out.dtype)), None, None

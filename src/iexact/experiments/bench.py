@@ -365,6 +365,7 @@ PEAK_KEYS = ("peak_memory", "peak_address_space", "memory_parts", "memory_floor"
 
 
 def _stopped(record: dict) -> bool:
+    """Whether ``record`` is of a run that ran out of memory or failed."""
     return "out_of_memory" in record or "failed" in record
 
 
@@ -416,7 +417,7 @@ def _run_child(job: Job, stem: Path, environment: dict) -> dict:
 
 def completed(records: list[dict]) -> list[dict]:
     """The records of configurations that trained (not out of memory, not failed)."""
-    return [record for record in records if "out_of_memory" not in record and "failed" not in record]
+    return [record for record in records if not _stopped(record)]
 
 
 def _counted(memory: dict) -> int:
